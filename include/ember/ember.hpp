@@ -1,0 +1,8 @@
+// The ember C++ API, all of it.
+#pragma once
+
+#include "ember/error.hpp"
+#include "ember/gguf.hpp"
+#include "ember/quant.hpp"
+#include "ember/types.hpp"
+#include "ember/version.hpp"
