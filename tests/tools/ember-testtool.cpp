@@ -1,0 +1,86 @@
+// A helper for the Python reference tests: runs ember's scalar conversions on
+// data that the tests make and compare with the gguf package.
+//
+//   ember-testtool dequant FILE            every tensor of FILE, dequantized to
+//                                          float32, concatenated in file order, on stdout
+//   ember-testtool dequant-raw TYPE N      stdin: blocks of TYPE for N elements; stdout: N float32
+//   ember-testtool quantize TYPE N         stdin: N float32; stdout: the blocks of TYPE
+//   ember-testtool types                   "NAME ID BLOCK_SIZE TYPE_SIZE" per supported type
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "ember/ember.hpp"
+
+namespace {
+
+ember::TensorType parse_type(const std::string& name) {
+    for (uint32_t id = 0; id < 64; ++id) {
+        const auto t = ember::tensor_type_from_id(id);
+        if (t && name == ember::type_info(*t).name) return *t;
+    }
+    throw ember::Error(ember::ErrorCode::InvalidArgument, "unknown type name '" + name + "'");
+}
+
+std::vector<uint8_t> read_stdin(size_t n) {
+    std::vector<uint8_t> buf(n);
+    if (n && std::fread(buf.data(), 1, n, stdin) != n)
+        throw ember::Error(ember::ErrorCode::Io, fmt::format("expected {} bytes on stdin", n));
+    return buf;
+}
+
+void write_stdout(const void* p, size_t n) {
+    if (n && std::fwrite(p, 1, n, stdout) != n) throw ember::Error(ember::ErrorCode::Io, "short write on stdout");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        const std::string cmd = argc > 1 ? argv[1] : "";
+        if (cmd == "dequant" && argc == 3) {
+            const auto f = ember::gguf::File::open(argv[2]);
+            std::vector<float> out;
+            for (const auto& t : f.tensors()) {
+                out.resize(t.n_elements);
+                const int64_t row = t.shape[0];
+                const uint64_t rb = *ember::row_bytes(t.type, static_cast<uint64_t>(row));
+                for (uint64_t r = 0; r * row < t.n_elements; ++r)
+                    ember::dequantize_row(t.type, t.data + r * rb, out.data() + r * row, row);
+                write_stdout(out.data(), out.size() * 4);
+            }
+        } else if (cmd == "dequant-raw" && argc == 4) {
+            const auto type = parse_type(argv[2]);
+            const int64_t n = std::stoll(argv[3]);
+            const auto in = read_stdin(*ember::row_bytes(type, static_cast<uint64_t>(n)));
+            std::vector<float> out(static_cast<size_t>(n));
+            ember::dequantize_row(type, in.data(), out.data(), n);
+            write_stdout(out.data(), out.size() * 4);
+        } else if (cmd == "quantize" && argc == 4) {
+            const auto type = parse_type(argv[2]);
+            const int64_t n = std::stoll(argv[3]);
+            const auto in = read_stdin(static_cast<size_t>(n) * 4);
+            std::vector<float> x(static_cast<size_t>(n));
+            std::memcpy(x.data(), in.data(), in.size());
+            std::vector<uint8_t> out(*ember::row_bytes(type, static_cast<uint64_t>(n)));
+            ember::quantize_row(type, x.data(), out.data(), n);
+            write_stdout(out.data(), out.size());
+        } else if (cmd == "types" && argc == 2) {
+            for (uint32_t id = 0; id < 64; ++id)
+                if (const auto t = ember::tensor_type_from_id(id)) {
+                    const auto& ti = ember::type_info(*t);
+                    fmt::print("{} {} {} {}\n", ti.name, id, ti.block_size, ti.type_size);
+                }
+        } else {
+            std::fputs("usage: ember-testtool dequant FILE | dequant-raw TYPE N | quantize TYPE N | types\n", stderr);
+            return 2;
+        }
+        return std::fflush(stdout) == 0 ? 0 : 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ember-testtool: %s\n", e.what());
+        return 1;
+    }
+}
