@@ -1,0 +1,146 @@
+// pybind11 module ember._ember: the GGUF reader and the reference
+// dequantization, for scripts that want to look inside a model from Python.
+// (Inference, sessions and generation arrive with the Python bindings issue.)
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "ember/ember.hpp"
+
+namespace py = pybind11;
+using ember::gguf::Value;
+using ember::gguf::ValueType;
+
+namespace {
+
+py::object scalar(const Value& v) {
+    switch (v.type()) {
+        case ValueType::UInt8: return py::int_(v.get<uint8_t>());
+        case ValueType::Int8: return py::int_(v.get<int8_t>());
+        case ValueType::UInt16: return py::int_(v.get<uint16_t>());
+        case ValueType::Int16: return py::int_(v.get<int16_t>());
+        case ValueType::UInt32: return py::int_(v.get<uint32_t>());
+        case ValueType::Int32: return py::int_(v.get<int32_t>());
+        case ValueType::Float32: return py::float_(v.get<float>());
+        case ValueType::Bool: return py::bool_(v.get<bool>());
+        case ValueType::UInt64: return py::int_(v.get<uint64_t>());
+        case ValueType::Int64: return py::int_(v.get<int64_t>());
+        case ValueType::Float64: return py::float_(v.get<double>());
+        case ValueType::String: {
+            const auto s = v.get<std::string_view>();
+            return py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(s.data(), s.size(), "replace"));
+        }
+        default: return py::none();
+    }
+}
+
+template <class T> py::array numeric(const Value& v) {
+    // shape and strides spelled out: the single-count constructor gave stride 0 here
+    py::array_t<T> a(std::vector<py::ssize_t>{static_cast<py::ssize_t>(v.size())},
+                     std::vector<py::ssize_t>{static_cast<py::ssize_t>(sizeof(T))});
+    if (v.size()) std::memcpy(a.mutable_data(), v.raw_data(), v.size() * sizeof(T));
+    return a;
+}
+
+// Arrays of numbers become NumPy arrays; arrays of strings and arrays become lists.
+py::object to_python(const Value& v) {
+    if (!v.is_array()) return scalar(v);
+    switch (v.array_type()) {
+        case ValueType::UInt8: return numeric<uint8_t>(v);
+        case ValueType::Int8: return numeric<int8_t>(v);
+        case ValueType::UInt16: return numeric<uint16_t>(v);
+        case ValueType::Int16: return numeric<int16_t>(v);
+        case ValueType::UInt32: return numeric<uint32_t>(v);
+        case ValueType::Int32: return numeric<int32_t>(v);
+        case ValueType::Float32: return numeric<float>(v);
+        case ValueType::Bool: return numeric<bool>(v);
+        case ValueType::UInt64: return numeric<uint64_t>(v);
+        case ValueType::Int64: return numeric<int64_t>(v);
+        case ValueType::Float64: return numeric<double>(v);
+        case ValueType::String: {
+            py::list out;
+            for (auto s : v.strings())
+                out.append(py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(s.data(), s.size(), "replace")));
+            return out;
+        }
+        case ValueType::Array: {
+            py::list out;
+            for (uint64_t i = 0; i < v.size(); ++i) out.append(to_python(v.array_at(i)));
+            return out;
+        }
+        default: return py::none();
+    }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_ember, m) {
+    m.doc() = "ember: GGUF files and tensor types (native module)";
+    static py::exception<ember::Error> error(m, "Error");
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const ember::Error& e) {
+            error(e.what());
+        }
+    });
+    m.def("version", &ember::version, "The ember version, e.g. '0.1.0'.");
+    m.def("build_info", &ember::build_info, "Version, CPU features, CUDA and BLAS availability.");
+
+    py::class_<ember::gguf::File>(m, "GGUFFile", "A GGUF file, mapped read-only and validated.")
+        .def(py::init(&ember::gguf::File::open), py::arg("path"))
+        .def_property_readonly("version", &ember::gguf::File::version)
+        .def_property_readonly("path", &ember::gguf::File::path)
+        .def_property_readonly("alignment", &ember::gguf::File::alignment)
+        .def_property_readonly("data_offset", &ember::gguf::File::data_offset)
+        .def_property_readonly(
+            "metadata",
+            [](const ember::gguf::File& f) {
+                py::dict d;
+                for (const auto& kv : f.metadata()) d[py::str(kv.key)] = to_python(kv.value);
+                return d;
+            },
+            "Every metadata key and value, in file order (numeric arrays as NumPy arrays).")
+        .def_property_readonly(
+            "metadata_types",
+            [](const ember::gguf::File& f) {
+                py::dict d;
+                for (const auto& kv : f.metadata()) d[py::str(kv.key)] = kv.value.type_name();
+                return d;
+            },
+            "The GGUF type of every metadata value, e.g. 'uint32' or 'array[string]'.")
+        .def_property_readonly(
+            "tensors",
+            [](const ember::gguf::File& f) {
+                py::list out;
+                for (const auto& t : f.tensors()) {
+                    py::dict d;
+                    d["name"] = t.name;
+                    d["type"] = ember::type_info(t.type).name;
+                    d["shape"] = t.shape;
+                    d["offset"] = t.file_offset;
+                    d["bytes"] = t.n_bytes;
+                    out.append(d);
+                }
+                return out;
+            },
+            "One dict per tensor: name, type, shape (ggml order), offset, bytes.")
+        .def(
+            "dequantize",
+            [](const ember::gguf::File& f, const std::string& name) {
+                const auto& t = f.tensor(name);
+                py::array_t<float> out(std::vector<py::ssize_t>{static_cast<py::ssize_t>(t.n_elements)},
+                                       std::vector<py::ssize_t>{static_cast<py::ssize_t>(sizeof(float))});
+                float* dst = out.mutable_data();
+                {
+                    py::gil_scoped_release release;
+                    const int64_t row = t.shape[0];
+                    const uint64_t rb = *ember::row_bytes(t.type, static_cast<uint64_t>(row));
+                    for (uint64_t r = 0; r * static_cast<uint64_t>(row) < t.n_elements; ++r)
+                        ember::dequantize_row(t.type, t.data + r * rb, dst + r * row, row);
+                }
+                std::vector<py::ssize_t> shape(t.shape.rbegin(), t.shape.rend());  // NumPy order
+                return out.reshape(shape);
+            },
+            py::arg("name"), "The tensor as float32, shaped in NumPy order (reversed ggml shape).");
+}
