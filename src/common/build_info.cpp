@@ -31,7 +31,7 @@ std::string build_info() {
     s += "cuda: not built (configure with -DEMBER_CUDA=ON and the CUDA toolkit)\n";
 #endif
 #ifdef EMBER_HAVE_BLAS
-    s += "blas: OpenBLAS\n";
+    s += "blas: enabled (OpenBLAS; no kernel calls it yet)\n";
 #else
     s += "blas: not built\n";
 #endif

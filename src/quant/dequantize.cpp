@@ -3,7 +3,9 @@
 // The arithmetic follows the `gguf` Python package operation for operation
 // (each product and sum rounded to float32, no fused multiply-add: this file
 // is built with -ffp-contract=off), so results match it bit for bit.
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -165,6 +167,14 @@ void dequantize_row(TensorType type, const void* src, float* dst, int64_t n) {
                     fmt::format("dequantize_row: n = {} is not a non-negative multiple of the {} block size {}", n,
                                 ti.name, ti.block_size));
     const int64_t nb = n / ti.block_size;
+    // The block structs hold uint16 fields; tensors in a file aligned to 1 byte
+    // may start at an odd address, so decode those from an aligned copy.
+    if (ti.quantized && reinterpret_cast<uintptr_t>(src) % alignof(uint16_t) != 0) {
+        std::vector<uint8_t> copy(static_cast<size_t>(nb) * ti.type_size);
+        std::memcpy(copy.data(), src, copy.size());
+        dequantize_row(type, copy.data(), dst, n);
+        return;
+    }
     switch (type) {
         case TensorType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
         case TensorType::F16:

@@ -4,7 +4,9 @@
 // follow the `gguf` Python package step for step and match it bit for bit.
 // The K-quants live in quantize_k.cpp.
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -38,10 +40,11 @@ void min_max(const float* x, int n, float& min, float& max) {
     }
 }
 
-// trunc(v) as an integer clipped to [0, hi]; v is never negative here.
+// trunc(v) as an integer clipped to [0, hi] (NaN gives 0).
 int trunc_clip(float v, int hi) {
-    const int q = static_cast<int>(std::trunc(v));
-    return q < 0 ? 0 : (q > hi ? hi : q);
+    if (!(v >= 0.0f)) return 0;
+    if (v >= static_cast<float>(hi)) return hi;
+    return static_cast<int>(v);
 }
 
 void q4_0(const float* x, BlockQ4_0* y, int64_t nb) {
@@ -116,7 +119,10 @@ void q8_0(const float* x, BlockQ8_0* y, int64_t nb) {
         const float d = amax / 127.0f;
         const float id = d == 0.0f ? 0.0f : 1.0f / d;
         y[i].d = f2h(d);
-        for (int j = 0; j < QK8_0; ++j) y[i].qs[j] = static_cast<int8_t>(std::round(x[j] * id));  // half away from zero
+        for (int j = 0; j < QK8_0; ++j) {
+            const float r = std::round(x[j] * id);  // half away from zero; |r| <= 127 unless x holds NaN/inf
+            y[i].qs[j] = static_cast<int8_t>(r >= -127.0f && r <= 127.0f ? r : (r > 0 ? 127 : r < 0 ? -127 : 0));
+        }
     }
 }
 
@@ -152,6 +158,12 @@ void quantize_row(TensorType type, const float* src, void* dst, int64_t n) {
                     fmt::format("quantize_row: n = {} is not a non-negative multiple of the {} block size {}", n,
                                 ti.name, ti.block_size));
     const int64_t nb = n / ti.block_size;
+    if (ti.quantized && reinterpret_cast<uintptr_t>(dst) % alignof(uint16_t) != 0) {  // see dequantize_row
+        std::vector<uint8_t> tmp(static_cast<size_t>(nb) * ti.type_size);
+        quantize_row(type, src, tmp.data(), n);
+        std::memcpy(dst, tmp.data(), tmp.size());
+        return;
+    }
     auto* out = static_cast<uint8_t*>(dst);
     switch (type) {
         case TensorType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;

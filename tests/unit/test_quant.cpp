@@ -236,3 +236,33 @@ TEST_CASE("bad arguments are errors, not crashes") {
     CHECK(*row_bytes(TensorType::Q4_K, 512) == 288);
     CHECK(!row_bytes(TensorType::F32, UINT64_MAX / 2));
 }
+
+TEST_CASE("blocks at odd addresses (files aligned to 1 byte) decode and encode the same") {
+    std::vector<float> x(512);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i));
+    for (TensorType t : {TensorType::Q4_0, TensorType::Q5_1, TensorType::Q8_0, TensorType::Q3_K, TensorType::Q6_K}) {
+        CAPTURE(std::string(type_info(t).name));
+        const size_t nbytes = *row_bytes(t, x.size());
+        std::vector<uint8_t> aligned(nbytes), odd(nbytes + 1);
+        quantize_row(t, x.data(), aligned.data(), 512);
+        quantize_row(t, x.data(), odd.data() + 1, 512);
+        CHECK(std::memcmp(aligned.data(), odd.data() + 1, nbytes) == 0);
+        std::vector<float> a(512), b(512);
+        dequantize_row(t, aligned.data(), a.data(), 512);
+        dequantize_row(t, odd.data() + 1, b.data(), 512);
+        CHECK(a == b);
+    }
+}
+
+TEST_CASE("NaN and infinite inputs quantize without undefined behaviour") {
+    std::vector<float> x(256, 1.0f);
+    x[3] = NAN;
+    x[100] = INFINITY;
+    x[200] = -INFINITY;
+    for (TensorType t : {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0,
+                         TensorType::Q2_K, TensorType::Q3_K, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K}) {
+        CAPTURE(std::string(type_info(t).name));
+        std::vector<uint8_t> q(*row_bytes(t, x.size()));
+        CHECK_NOTHROW(quantize_row(t, x.data(), q.data(), 256));
+    }
+}
