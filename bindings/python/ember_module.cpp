@@ -133,11 +133,8 @@ PYBIND11_MODULE(_ember, m) {
                                        std::vector<py::ssize_t>{static_cast<py::ssize_t>(sizeof(float))});
                 float* dst = out.mutable_data();
                 {
-                    py::gil_scoped_release release;
-                    const int64_t row = t.shape[0];
-                    const uint64_t rb = *ember::row_bytes(t.type, static_cast<uint64_t>(row));
-                    for (uint64_t r = 0; r * static_cast<uint64_t>(row) < t.n_elements; ++r)
-                        ember::dequantize_row(t.type, t.data + r * rb, dst + r * row, row);
+                    py::gil_scoped_release release;  // rows are contiguous: one call decodes the whole tensor
+                    ember::dequantize_row(t.type, t.data, dst, static_cast<int64_t>(t.n_elements));
                 }
                 std::vector<py::ssize_t> shape(t.shape.rbegin(), t.shape.rend());  // NumPy order
                 return out.reshape(shape);

@@ -19,8 +19,9 @@ EMBER_API float bf16_to_fp32(uint16_t h) noexcept;
 EMBER_API uint16_t fp32_to_bf16(float f) noexcept;
 
 // Decode n elements (a multiple of the type's block size) from `src`, which
-// holds n / block_size blocks of `type`, into dst[n]. Throws ember::Error for
-// an unsupported type or a bad n.
+// holds n / block_size blocks of `type`, into dst[n]. Rows of a tensor are
+// stored back to back, so a whole tensor decodes in one call (n = n_elements).
+// Throws ember::Error for an unsupported type or a bad n.
 EMBER_API void dequantize_row(TensorType type, const void* src, float* dst, int64_t n);
 
 // True when quantize_row supports this type.

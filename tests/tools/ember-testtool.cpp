@@ -89,11 +89,8 @@ int main(int argc, char** argv) {
             const auto f = ember::gguf::File::open(argv[2]);
             std::vector<float> out;
             for (const auto& t : f.tensors()) {
-                out.resize(t.n_elements);
-                const int64_t row = t.shape[0];
-                const uint64_t rb = *ember::row_bytes(t.type, static_cast<uint64_t>(row));
-                for (uint64_t r = 0; r * row < t.n_elements; ++r)
-                    ember::dequantize_row(t.type, t.data + r * rb, out.data() + r * row, row);
+                out.resize(t.n_elements);  // rows are contiguous: one call decodes the whole tensor
+                ember::dequantize_row(t.type, t.data, out.data(), static_cast<int64_t>(t.n_elements));
                 write_stdout(out.data(), out.size() * 4);
             }
         } else if (cmd == "dequant-raw" && argc == 4) {
