@@ -4,5 +4,6 @@
 #include "ember/error.hpp"
 #include "ember/gguf.hpp"
 #include "ember/quant.hpp"
+#include "ember/tokenizer.hpp"
 #include "ember/types.hpp"
 #include "ember/version.hpp"

@@ -1,0 +1,116 @@
+// ember-tokenize: turn text into token ids with a model's (or a vocab-only
+// file's) tokenizer.
+//
+//   ember-tokenize -m model.gguf -p "Hello world"          id<TAB>piece per line
+//   ember-tokenize -m model.gguf --ids -f prompt.txt       ids on one line
+//   echo "text" | ember-tokenize -m model.gguf             text from stdin
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "ember/ember.hpp"
+
+namespace {
+
+void usage(std::FILE* to) {
+    std::fputs("usage: ember-tokenize -m FILE [--ids] [--no-add-special] [--parse-special] [-p TEXT | -f FILE]\n"
+               "Tokenizes TEXT (-p), the contents of FILE (-f) or standard input.\n"
+               "  --ids              print the ids on one line, space-separated\n"
+               "                     (default: one 'id<TAB>piece' line per token)\n"
+               "  --no-add-special   do not add BOS/EOS (added as the model's metadata says by default)\n"
+               "  --parse-special    text such as <|im_start|> becomes its special token\n",
+               to);
+}
+
+// A piece for display: printable UTF-8 as is, other bytes escaped.
+std::string show(const std::string& piece) {
+    std::string out;
+    for (size_t i = 0; i < piece.size();) {
+        const unsigned char c = static_cast<unsigned char>(piece[i]);
+        size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        bool ok = n > 0 && i + n <= piece.size();
+        for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(piece[i + k]) & 0xC0) == 0x80;
+        if (!ok) {
+            out += fmt::format("\\x{:02x}", c);
+            ++i;
+        } else if (c == '\n') {
+            out += "\\n", ++i;
+        } else if (c == '\t') {
+            out += "\\t", ++i;
+        } else if (c == '\r') {
+            out += "\\r", ++i;
+        } else if (c < 0x20 || c == 0x7F) {
+            out += fmt::format("\\x{:02x}", c), ++i;
+        } else {
+            out.append(piece, i, n);
+            i += n;
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::string model, text, file;
+    bool have_text = false, ids_only = false;
+    ember::TokenizeOptions opt;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        auto value = [&](const char* what) -> std::string {
+            if (i + 1 >= argc) {
+                fmt::print(stderr, "ember-tokenize: {} needs a value\n", what);
+                std::exit(2);
+            }
+            return argv[++i];
+        };
+        if (a == "-m" || a == "--model") model = value("-m");
+        else if (a == "-p" || a == "--prompt") text = value("-p"), have_text = true;
+        else if (a == "-f" || a == "--file") file = value("-f");
+        else if (a == "--ids") ids_only = true;
+        else if (a == "--no-add-special") opt.add_special = false;
+        else if (a == "--parse-special") opt.parse_special = true;
+        else if (a == "-h" || a == "--help") {
+            usage(stdout);
+            return 0;
+        } else {
+            fmt::print(stderr, "ember-tokenize: unknown argument '{}'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (model.empty() || (have_text && !file.empty())) {
+        usage(stderr);
+        return 2;
+    }
+    try {
+        if (!file.empty()) {
+            std::ifstream in(file, std::ios::binary);
+            if (!in) throw ember::Error(ember::ErrorCode::NotFound, fmt::format("cannot read '{}'", file));
+            text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        } else if (!have_text) {
+            std::ostringstream ss;
+            ss << std::cin.rdbuf();
+            text = ss.str();
+        }
+        const auto tok = ember::Tokenizer::from_gguf(ember::gguf::File::open(model));
+        const auto ids = tok.tokenize(text, opt);
+        std::string out;
+        if (ids_only) {
+            for (size_t i = 0; i < ids.size(); ++i) out += fmt::format("{}{}", i ? " " : "", ids[i]);
+            out += '\n';
+        } else {
+            for (auto id : ids) out += fmt::format("{}\t{}\n", id, show(tok.token_to_piece(id, true)));
+        }
+        std::fwrite(out.data(), 1, out.size(), stdout);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "ember-tokenize: error: {}\n", e.what());
+        return 1;
+    }
+    return std::fflush(stdout) == 0 ? 0 : 1;
+}

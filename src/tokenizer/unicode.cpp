@@ -1,0 +1,87 @@
+#include "tokenizer/unicode.hpp"
+
+#include <array>
+
+namespace ember {
+
+size_t utf8_incomplete_tail(std::string_view s) {
+    // look back at most 3 bytes for a lead byte whose sequence runs past the end
+    for (size_t back = 1; back <= 3 && back <= s.size(); ++back) {
+        const unsigned char c = static_cast<unsigned char>(s[s.size() - back]);
+        if ((c & 0xC0) == 0x80) continue;  // continuation byte: keep looking
+        const size_t need = utf8_len(c);
+        return need > back ? back : 0;
+    }
+    return 0;
+}
+
+void utf8_append(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+        out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+        out += static_cast<char>(0xC0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out += static_cast<char>(0xE0 | (cp >> 12));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+        out += static_cast<char>(0xF0 | (cp >> 18));
+        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+}
+
+uint32_t utf8_next(std::string_view s, size_t& i, bool* valid) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    const size_t n = utf8_len(c);
+    bool ok = n == 1 ? c < 0x80 : i + n <= s.size();
+    uint32_t cp = c;
+    if (ok && n > 1) {
+        cp = c & (0x7F >> n);
+        for (size_t k = 1; k < n; ++k) {
+            const unsigned char cc = static_cast<unsigned char>(s[i + k]);
+            if ((cc & 0xC0) != 0x80) {
+                ok = false;
+                break;
+            }
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+    }
+    if (!ok) {
+        ++i;
+        if (valid) *valid = false;
+        return c;
+    }
+    i += n;
+    if (valid) *valid = true;
+    return cp;
+}
+
+namespace {
+struct ByteMap {
+    std::array<std::string, 256> to_char;
+    std::array<int, 512> from_cp{};  // mapped code points are < 0x144
+    ByteMap() {
+        from_cp.fill(-1);
+        uint32_t next = 256;
+        for (int b = 0; b < 256; ++b) {
+            const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+            const uint32_t cp = printable ? static_cast<uint32_t>(b) : next++;
+            utf8_append(to_char[b], cp);
+            from_cp[cp] = b;
+        }
+    }
+};
+const ByteMap& byte_map() {
+    static const ByteMap m;
+    return m;
+}
+}  // namespace
+
+const std::string& byte_to_unicode(uint8_t b) { return byte_map().to_char[b]; }
+
+int unicode_to_byte(uint32_t cp) { return cp < 512 ? byte_map().from_cp[cp] : -1; }
+
+}  // namespace ember

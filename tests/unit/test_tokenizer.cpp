@@ -1,0 +1,289 @@
+// Tokenizers against the peer conformance vectors in ../shared/vocab (every
+// string must give exactly the expected ids), round trips through
+// detokenization and the streaming detokenizer, special tokens, and
+// vocabularies that must be refused.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "ember/ember.hpp"
+#include "tokenizer/unicode.hpp"
+
+using namespace ember;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+fs::path shared_vocab() {
+    const char* e = std::getenv("EMBER_SHARED_DIR");
+    return fs::path(e ? e : "../shared") / "vocab";
+}
+
+fs::path models_dir() {
+    const char* e = std::getenv("EMBER_MODELS_DIR");
+    return e ? e : "models";
+}
+
+// The test strings of NAME.gguf.inp and the ids of NAME.gguf.out.
+struct Vectors {
+    std::vector<std::string> texts;
+    std::vector<std::vector<TokenId>> ids;
+};
+
+Vectors load_vectors(const fs::path& gguf_path) {
+    Vectors v;
+    const std::string inp = read_file(gguf_path.string() + ".inp");
+    const std::string sep = "\n__ggml_vocab_test__\n";
+    for (size_t pos = 0;;) {
+        const size_t next = inp.find(sep, pos);
+        if (next == std::string::npos) break;
+        v.texts.push_back(inp.substr(pos, next - pos));
+        pos = next + sep.size();
+    }
+    std::istringstream out(read_file(gguf_path.string() + ".out"));
+    std::string line;
+    while (std::getline(out, line)) {
+        std::istringstream ls(line);
+        std::vector<TokenId> ids;
+        TokenId id;
+        while (ls >> id) ids.push_back(id);
+        v.ids.push_back(std::move(ids));
+    }
+    return v;
+}
+
+bool valid_utf8(std::string_view s) {
+    for (size_t i = 0; i < s.size();) {
+        bool ok = true;
+        utf8_next(s, i, &ok);
+        if (!ok) return false;
+    }
+    return true;
+}
+
+// Streams ids through StreamingDetokenizer: every chunk must be whole UTF-8
+// characters (when the text is valid UTF-8), and all chunks together must be
+// what detokenize() gives.
+void check_streaming(const Tokenizer& tok, const std::vector<TokenId>& ids, const std::string& whole) {
+    StreamingDetokenizer sd(tok);
+    std::string joined;
+    for (TokenId id : ids) {
+        const std::string chunk = sd.push(id);
+        if (valid_utf8(whole)) REQUIRE(valid_utf8(chunk));
+        joined += chunk;
+    }
+    joined += sd.flush();
+    REQUIRE(joined == whole);
+}
+
+}  // namespace
+
+TEST_CASE("peer conformance vectors: every string gives exactly the expected ids") {
+    const fs::path dir = shared_vocab();
+    if (!fs::exists(dir)) {
+        MESSAGE("SKIPPED: " << dir << " is absent; the conformance vectors live in ../shared/vocab");
+        return;
+    }
+    int files = 0;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        if (e.path().extension() != ".gguf") continue;
+        const std::string name = e.path().filename().string();
+        const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(e.path().string()));
+        const Vectors v = load_vectors(e.path());
+        REQUIRE(v.texts.size() == v.ids.size());
+        int ok = 0;
+        for (size_t i = 0; i < v.texts.size(); ++i) {
+            CAPTURE(name);
+            CAPTURE(i);
+            CAPTURE(v.texts[i]);
+            const auto ids = tok.tokenize(v.texts[i], {.add_special = false, .parse_special = false});
+            CHECK(ids == v.ids[i]);
+            if (ids == v.ids[i]) ++ok;
+            // detokenization inverts tokenization
+            const std::string back = tok.detokenize(ids);
+            CHECK(back == v.texts[i]);
+            check_streaming(tok, ids, back);
+        }
+        MESSAGE(name << ": " << ok << "/" << v.texts.size() << " strings exact");
+        ++files;
+    }
+    CHECK(files >= 4);
+}
+
+TEST_CASE("special tokens: parsed only when asked; BOS/EOS as the metadata says") {
+    const fs::path smol = models_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (!fs::exists(smol)) {
+        MESSAGE("SKIPPED: " << smol << " is absent; run scripts/fetch-models");
+        return;
+    }
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(smol.string()));
+    CHECK(tok.kind() == VocabKind::Bpe);
+    CHECK(tok.pre_tokenizer() == "smollm");
+    const TokenId im_start = *tok.find("<|im_start|>");
+    const auto parsed = tok.tokenize("<|im_start|>user\nHi", {.add_special = false, .parse_special = true});
+    REQUIRE(!parsed.empty());
+    CHECK(parsed[0] == im_start);
+    const auto plain = tok.tokenize("<|im_start|>user\nHi", {.add_special = false, .parse_special = false});
+    CHECK(std::find(plain.begin(), plain.end(), im_start) == plain.end());
+    CHECK(tok.detokenize(plain) == "<|im_start|>user\nHi");
+    CHECK(tok.detokenize(parsed) == "user\nHi");  // control tokens vanish unless rendered
+    CHECK(tok.detokenize(parsed, {.render_special = true}) == "<|im_start|>user\nHi");
+    // SmolLM2 says add_bos_token = false
+    CHECK(!tok.add_bos());
+    CHECK(tok.tokenize("Hi") == tok.tokenize("Hi", {.add_special = false}));
+    CHECK(tok.is_eog(*tok.find("<|im_end|>")));
+    CHECK(tok.is_eog(tok.eos()));
+    CHECK(!tok.is_eog(im_start));
+    // digits one by one (the smollm pre-tokenizer)
+    CHECK(tok.tokenize("3333333", {.add_special = false}).size() == 7);
+}
+
+TEST_CASE("Gemma 3: SentencePiece vocabulary with byte fallback, BOS added") {
+    const fs::path gemma = models_dir() / "gemma-3-270m-q4_k_m.gguf";
+    if (!fs::exists(gemma)) {
+        MESSAGE("SKIPPED: " << gemma << " is absent; run scripts/fetch-models");
+        return;
+    }
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(gemma.string()));
+    CHECK(tok.kind() == VocabKind::Spm);
+    CHECK(tok.add_bos());
+    const auto ids = tok.tokenize("Hello world");
+    REQUIRE(ids.size() >= 2);
+    CHECK(ids[0] == tok.bos());
+    CHECK(tok.detokenize(ids, {.remove_special = true}) == "Hello world");
+    CHECK(tok.is_eog(*tok.find("<end_of_turn>")));
+    const auto turn = tok.tokenize("<start_of_turn>user\nHi<end_of_turn>", {.add_special = false, .parse_special = true});
+    CHECK(turn.front() == *tok.find("<start_of_turn>"));
+    CHECK(turn.back() == *tok.find("<end_of_turn>"));
+}
+
+TEST_CASE("invalid UTF-8 is tokenized (byte fallback / byte-level) and round-trips") {
+    const fs::path dir = shared_vocab();
+    if (!fs::exists(dir)) {
+        MESSAGE("SKIPPED: " << dir << " is absent");
+        return;
+    }
+    const std::string bad = std::string("ok \xFF\xFE broken \xE4\xBD end \xC3", 20);
+    for (std::string name : {"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf", "ggml-vocab-deepseek-llm.gguf"}) {
+        CAPTURE(name);
+        const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open((dir / name).string()));
+        const auto ids = tok.tokenize(bad, {.add_special = false});
+        CHECK(!ids.empty());
+        CHECK(tok.detokenize(ids) == bad);
+        check_streaming(tok, ids, bad);
+    }
+}
+
+TEST_CASE("streaming holds a character split across tokens until it is complete") {
+    const fs::path p = shared_vocab() / "ggml-vocab-llama-spm.gguf";
+    if (!fs::exists(p)) {
+        MESSAGE("SKIPPED: " << p << " is absent");
+        return;
+    }
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(p.string()));
+    // U+1F999 is not in the Llama vocabulary: it becomes four <0xNN> byte tokens
+    const auto ids = tok.tokenize("\xF0\x9F\xA6\x99", {.add_special = false});
+    StreamingDetokenizer sd(tok);
+    std::vector<std::string> chunks;
+    for (TokenId id : ids) chunks.push_back(sd.push(id));
+    REQUIRE(chunks.size() >= 4);
+    for (size_t i = 0; i + 1 < chunks.size(); ++i) CHECK(chunks[i].empty());
+    CHECK(chunks.back() == "\xF0\x9F\xA6\x99");
+    CHECK(sd.flush().empty());
+    // the leading space SPM adds is not emitted
+    StreamingDetokenizer sd2(tok);
+    std::string s;
+    for (TokenId id : tok.tokenize("Hello", {.add_special = false})) s += sd2.push(id);
+    CHECK(s == "Hello");
+}
+
+namespace {
+gguf::Writer vocab_writer(const char* model, std::vector<std::string> tokens) {
+    gguf::Writer w;
+    w.set("tokenizer.ggml.model", gguf::Value(model));
+    w.set("tokenizer.ggml.tokens", gguf::Value::array(tokens));
+    return w;
+}
+std::string load_error(const gguf::Writer& w) {
+    const auto img = w.serialize();
+    try {
+        (void)Tokenizer::from_gguf(gguf::File::parse(img.data(), img.size(), "vocab.gguf"));
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+}  // namespace
+
+TEST_CASE("inconsistent vocabularies are refused naming the key") {
+    {
+        auto w = vocab_writer("llama", {"<unk>", "<s>", "</s>", "a"});
+        w.set("tokenizer.ggml.scores", gguf::Value::array(std::vector<float>{0, 0, 0}));
+        CHECK(load_error(w).find("tokenizer.ggml.scores' has 3 entries but tokenizer.ggml.tokens has 4") !=
+              std::string::npos);
+    }
+    {
+        auto w = vocab_writer("llama", {"<unk>", "<s>", "</s>", "a"});
+        w.set("tokenizer.ggml.token_type", gguf::Value::array(std::vector<int32_t>{2, 3, 3, 9}));
+        CHECK(load_error(w).find("tokenizer.ggml.token_type' entry 3 is 9") != std::string::npos);
+    }
+    {
+        auto w = vocab_writer("llama", {"<unk>", "<s>", "</s>", "a"});
+        w.set("tokenizer.ggml.bos_token_id", gguf::Value(uint32_t{4}));
+        CHECK(load_error(w).find("tokenizer.ggml.bos_token_id' is 4, outside the vocabulary of 4 tokens") !=
+              std::string::npos);
+    }
+    {
+        auto w = vocab_writer("gpt2", {"a", "b", "ab"});
+        w.set("tokenizer.ggml.merges", gguf::Value::array(std::vector<std::string>{"a b", "a c"}));
+        CHECK(load_error(w).find("tokenizer.ggml.merges' entry 1 ('a c') names a token that is not in") !=
+              std::string::npos);
+    }
+    {
+        auto w = vocab_writer("gpt2", {"a", "b"});
+        CHECK(load_error(w).find("tokenizer.ggml.merges' is missing") != std::string::npos);
+    }
+    {
+        auto w = vocab_writer("gpt2", {"a", "b", "ab"});
+        w.set("tokenizer.ggml.merges", gguf::Value::array(std::vector<std::string>{"a b"}));
+        w.set("tokenizer.ggml.pre", gguf::Value("martian"));
+        CHECK(load_error(w).find("tokenizer.ggml.pre 'martian' is not a pre-tokenizer ember knows") !=
+              std::string::npos);
+    }
+    CHECK(load_error(vocab_writer("bert", {"a"})).find("tokenizer.ggml.model 'bert' is not supported") !=
+          std::string::npos);
+    {
+        gguf::Writer w;
+        w.set("general.architecture", gguf::Value("llama"));
+        CHECK(load_error(w).find("tokenizer.ggml.model' is missing") != std::string::npos);
+    }
+    {
+        auto w = vocab_writer("llama", {});
+        CHECK(load_error(w).find("tokenizer.ggml.tokens' is empty") != std::string::npos);
+    }
+}
+
+TEST_CASE("a tiny byte-level BPE vocabulary merges by rank") {
+    // bytes 'l','o','w' map to themselves in the byte-level alphabet
+    auto w = vocab_writer("gpt2", {"l", "o", "w", "lo", "low", "ow"});
+    w.set("tokenizer.ggml.merges", gguf::Value::array(std::vector<std::string>{"l o", "lo w", "o w"}));
+    const auto img = w.serialize();
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::parse(img.data(), img.size()));
+    CHECK(tok.tokenize("low", {.add_special = false}) == std::vector<TokenId>{4});
+    CHECK(tok.tokenize("ow", {.add_special = false}) == std::vector<TokenId>{5});
+    CHECK(tok.tokenize("wol", {.add_special = false}) == std::vector<TokenId>{2, 1, 0});
+    CHECK_THROWS_AS(tok.text(6), Error);
+    CHECK_THROWS_AS(tok.token_to_piece(-1), Error);
+}
