@@ -4,6 +4,7 @@
 //   ember-tokenize -m model.gguf -p "Hello world"          id<TAB>piece per line
 //   ember-tokenize -m model.gguf --ids -f prompt.txt       ids on one line
 //   echo "text" | ember-tokenize -m model.gguf             text from stdin
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -23,7 +24,9 @@ void usage(std::FILE* to) {
                "  --ids              print the ids on one line, space-separated\n"
                "                     (default: one 'id<TAB>piece' line per token)\n"
                "  --no-add-special   do not add BOS/EOS (added as the model's metadata says by default)\n"
-               "  --parse-special    text such as <|im_start|> becomes its special token\n",
+               "  --parse-special    text such as <|im_start|> becomes its special token\n"
+               "  --stats            print the token count and tokenization speed on stderr\n"
+               "  --quiet            print no tokens (with --stats: a benchmark)\n",
                to);
 }
 
@@ -58,7 +61,7 @@ std::string show(const std::string& piece) {
 
 int main(int argc, char** argv) {
     std::string model, text, file;
-    bool have_text = false, ids_only = false;
+    bool have_text = false, ids_only = false, stats = false, quiet = false;
     ember::TokenizeOptions opt;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -75,6 +78,8 @@ int main(int argc, char** argv) {
         else if (a == "--ids") ids_only = true;
         else if (a == "--no-add-special") opt.add_special = false;
         else if (a == "--parse-special") opt.parse_special = true;
+        else if (a == "--stats") stats = true;
+        else if (a == "--quiet") quiet = true;
         else if (a == "-h" || a == "--help") {
             usage(stdout);
             return 0;
@@ -99,7 +104,13 @@ int main(int argc, char** argv) {
             text = ss.str();
         }
         const auto tok = ember::Tokenizer::from_gguf(ember::gguf::File::open(model));
+        const auto t0 = std::chrono::steady_clock::now();
         const auto ids = tok.tokenize(text, opt);
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (stats)
+            fmt::print(stderr, "{} bytes -> {} tokens in {:.1f} ms: {:.0f} tokens/s, {:.2f} MB/s\n", text.size(),
+                       ids.size(), s * 1e3, ids.size() / s, text.size() / s / 1e6);
+        if (quiet) return 0;
         std::string out;
         if (ids_only) {
             for (size_t i = 0; i < ids.size(); ++i) out += fmt::format("{}{}", i ? " " : "", ids[i]);
