@@ -1,6 +1,7 @@
 // The ember C++ API, all of it.
 #pragma once
 
+#include "ember/chat.hpp"
 #include "ember/error.hpp"
 #include "ember/gguf.hpp"
 #include "ember/quant.hpp"

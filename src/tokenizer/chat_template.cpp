@@ -1,0 +1,346 @@
+// Chat templates: recognise a model family from its Jinja template text, and
+// render that family's prompt format in C++ (see include/ember/chat.hpp for the
+// shape of every format; tests/data/chat/ holds the real templates).
+#include "ember/chat.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+
+#include "ember/error.hpp"
+
+namespace ember {
+namespace {
+
+struct FormatName {
+    ChatFormat format;
+    const char* name;
+};
+constexpr FormatName kFormatNames[] = {
+    {ChatFormat::ChatML, "chatml"},
+    {ChatFormat::SmolLM2, "smollm2"},
+    {ChatFormat::Qwen2, "qwen2"},
+    {ChatFormat::Qwen25, "qwen2.5"},
+    {ChatFormat::Llama2, "llama2"},
+    {ChatFormat::Llama3, "llama3"},
+    {ChatFormat::Llama31, "llama3.1"},
+    {ChatFormat::MistralLegacy, "mistral-legacy"},
+    {ChatFormat::MistralV1, "mistral-v1"},
+    {ChatFormat::MistralV3, "mistral-v3"},
+    {ChatFormat::MistralV3Tekken, "mistral-v3-tekken"},
+    {ChatFormat::MistralV7, "mistral-v7"},
+    {ChatFormat::Gemma, "gemma"},
+};
+
+// ---- text helpers -------------------------------------------------------------
+
+// Whether `needle` occurs in `hay`, where a ' in the needle also matches a " (Jinja
+// string literals use either quote).
+bool has(std::string_view hay, std::string_view needle) {
+    if (needle.size() > hay.size()) return false;
+    for (size_t i = 0; i + needle.size() <= hay.size(); ++i) {
+        size_t k = 0;
+        for (; k < needle.size(); ++k) {
+            const char n = needle[k], h = hay[i + k];
+            if (n != h && !(n == '\'' && h == '"')) break;
+        }
+        if (k == needle.size()) return true;
+    }
+    return false;
+}
+
+// Code points for which Python's str.isspace() is true: what Jinja's trim filter and
+// str.strip() remove.
+bool is_py_space(uint32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+           c == 0x3000;
+}
+
+// Length in bytes of the white-space code point starting at s[i], or 0 if there is
+// none there (other characters and malformed UTF-8 both stop the strip).
+size_t space_at(std::string_view s, size_t i) {
+    const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
+    const uint8_t c = b(i);
+    size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return 0;
+    uint32_t cp = len == 1 ? c : c & (0x7F >> len);
+    for (size_t k = 1; k < len; ++k) {
+        if ((b(i + k) & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (b(i + k) & 0x3F);
+    }
+    return is_py_space(cp) ? len : 0;
+}
+
+// Python's str.strip() on UTF-8 text.
+std::string_view strip(std::string_view s) {
+    size_t begin = 0;
+    while (begin < s.size()) {
+        const size_t n = space_at(s, begin);
+        if (n == 0) break;
+        begin += n;
+    }
+    size_t end = s.size();
+    while (end > begin) {
+        size_t start = end - 1;  // back up to the first byte of the last code point
+        while (start > begin && end - start < 4 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
+        if (space_at(s, start) != end - start) break;
+        end = start;
+    }
+    return s.substr(begin, end - begin);
+}
+
+// ---- checking a conversation ------------------------------------------------------
+
+[[noreturn]] void invalid(ChatFormat f, const std::string& what) {
+    throw Error(ErrorCode::InvalidArgument, fmt::format("chat format {}: {}", chat_format_name(f), what));
+}
+
+void require_known_roles(ChatFormat f, std::span<const ChatMessage> messages) {
+    for (size_t i = 0; i < messages.size(); ++i) {
+        const std::string& r = messages[i].role;
+        if (r != "system" && r != "user" && r != "assistant")
+            invalid(f, fmt::format("message {} has role \"{}\"; this format takes only system, user and assistant "
+                                   "messages (tool messages are not supported)",
+                                   i, r));
+    }
+}
+
+// The shape the strict formats need: one optional system message, then user and
+// assistant turns alternating, starting with user.
+struct Turns {
+    const ChatMessage* system = nullptr;  // the leading system message, if any
+    std::span<const ChatMessage> turns;   // the rest: user, assistant, user, ...
+};
+
+Turns split_turns(ChatFormat f, std::span<const ChatMessage> messages) {
+    Turns t;
+    const size_t first = messages[0].role == "system" ? 1 : 0;
+    if (first == 1) t.system = &messages[0];
+    t.turns = messages.subspan(first);
+    for (size_t i = 0; i < t.turns.size(); ++i) {
+        const char* want = i % 2 == 0 ? "user" : "assistant";
+        if (t.turns[i].role != want)
+            invalid(f, fmt::format("message {} has role \"{}\" where \"{}\" was expected; this format takes one "
+                                   "optional system message first, then user and assistant messages alternating, "
+                                   "starting with user",
+                                   first + i, t.turns[i].role, want));
+    }
+    return t;
+}
+
+// ---- the renderers ------------------------------------------------------------------
+
+// ChatML, with the system turn some models' templates add when the conversation has none.
+std::string render_chatml(std::span<const ChatMessage> messages, bool gen, std::string_view default_system) {
+    std::string out;
+    if (!default_system.empty() && messages[0].role != "system")
+        out += fmt::format("<|im_start|>system\n{}<|im_end|>\n", default_system);
+    for (const ChatMessage& m : messages) out += fmt::format("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content);
+    if (gen) out += "<|im_start|>assistant\n";
+    return out;
+}
+
+std::string render_llama2(std::span<const ChatMessage> messages, std::string_view bos, std::string_view eos) {
+    const Turns t = split_turns(ChatFormat::Llama2, messages);
+    std::string out;
+    for (size_t i = 0; i < t.turns.size(); ++i) {
+        const ChatMessage& m = t.turns[i];
+        if (m.role == "assistant") {
+            out += fmt::format(" {} {}", strip(m.content), eos);
+        } else if (i == 0 && t.system) {  // the template strips the whole "<<SYS>>...U" text
+            const std::string content = fmt::format("<<SYS>>\n{}\n<</SYS>>\n\n{}", t.system->content, m.content);
+            out += fmt::format("{}[INST] {} [/INST]", bos, strip(content));
+        } else {
+            out += fmt::format("{}[INST] {} [/INST]", bos, strip(m.content));
+        }
+    }
+    return out;
+}
+
+std::string llama3_turn(std::string_view role, std::string_view content) {
+    return fmt::format("<|start_header_id|>{}<|end_header_id|>\n\n{}<|eot_id|>", role, strip(content));
+}
+
+std::string render_llama3(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
+    std::string out(bos);
+    for (const ChatMessage& m : messages) out += llama3_turn(m.role, m.content);
+    if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    return out;
+}
+
+std::string render_llama31(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
+    const bool has_system = messages[0].role == "system";
+    for (size_t i = 0; i < messages.size(); ++i)
+        if (messages[i].role == "tool" || messages[i].role == "ipython")
+            invalid(ChatFormat::Llama31, fmt::format("message {} has role \"{}\"; tool messages are not supported",
+                                                     i, messages[i].role));
+    std::string out(bos);
+    out += "<|start_header_id|>system<|end_header_id|>\n\n";
+    out += "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
+    if (has_system) out += strip(messages[0].content);
+    out += "<|eot_id|>";
+    for (const ChatMessage& m : messages.subspan(has_system ? 1 : 0)) out += llama3_turn(m.role, m.content);
+    if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+    return out;
+}
+
+// The [INST] formats differ in spaces, in whether the reply is stripped, and in which
+// user message carries the system text (always followed by a blank line).
+struct MistralStyle {
+    const char* open;          // before the user text
+    const char* close;         // after the user text
+    const char* reply_prefix;  // before the assistant text
+    bool strip_reply;
+    bool system_on_last;  // the system text goes before the last message if it is a user
+                          // message (v3), otherwise before the first user message
+};
+
+std::string render_mistral(ChatFormat f, const MistralStyle& s, std::span<const ChatMessage> messages,
+                           std::string_view bos, std::string_view eos) {
+    const Turns t = split_turns(f, messages);
+    std::string out(bos);
+    for (size_t i = 0; i < t.turns.size(); ++i) {
+        const ChatMessage& m = t.turns[i];
+        if (m.role == "assistant") {
+            out += s.reply_prefix;
+            out += s.strip_reply ? strip(m.content) : std::string_view(m.content);
+            out += eos;
+            continue;
+        }
+        const size_t carrier = s.system_on_last ? t.turns.size() - 1 : 0;
+        const bool with_system = t.system && i == carrier;
+        out += fmt::format("{}{}{}{}{}", s.open, with_system ? t.system->content : "", with_system ? "\n\n" : "",
+                           m.content, s.close);
+    }
+    return out;
+}
+
+std::string render_mistral_v7(std::span<const ChatMessage> messages, std::string_view bos, std::string_view eos) {
+    require_known_roles(ChatFormat::MistralV7, messages);
+    std::string out(bos);
+    for (const ChatMessage& m : messages) {
+        if (m.role == "user") out += fmt::format("[INST] {}[/INST]", m.content);
+        else if (m.role == "system") out += fmt::format("[SYSTEM_PROMPT] {}[/SYSTEM_PROMPT]", m.content);
+        else out += fmt::format(" {}{}", m.content, eos);
+    }
+    return out;
+}
+
+std::string render_gemma(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
+    const Turns t = split_turns(ChatFormat::Gemma, messages);
+    std::string out(bos);
+    for (size_t i = 0; i < t.turns.size(); ++i) {
+        const ChatMessage& m = t.turns[i];
+        const bool with_system = i == 0 && t.system;  // Gemma 3: "S\n\n" before the first user text
+        out += fmt::format("<start_of_turn>{}\n{}{}{}<end_of_turn>\n", m.role == "assistant" ? "model" : "user",
+                           with_system ? t.system->content : "", with_system ? "\n\n" : "", strip(m.content));
+    }
+    if (gen) out += "<start_of_turn>model\n";
+    return out;
+}
+
+// The first characters of a template, on one line, for a message.
+std::string preview(std::string_view text) {
+    size_t n = std::min<size_t>(text.size(), 60);
+    while (n < text.size() && (static_cast<uint8_t>(text[n]) & 0xC0) == 0x80) --n;  // keep UTF-8 whole
+    std::string out;
+    for (char c : text.substr(0, n)) out += c == '\n' ? std::string("\\n") : std::string(1, c);
+    return n < text.size() ? out + "..." : out;
+}
+
+}  // namespace
+
+const char* chat_format_name(ChatFormat f) noexcept {
+    for (const FormatName& n : kFormatNames)
+        if (n.format == f) return n.name;
+    return "unknown";
+}
+
+std::optional<ChatFormat> chat_format_from_name(std::string_view name) noexcept {
+    for (const FormatName& n : kFormatNames)
+        if (name == n.name) return n.format;
+    return std::nullopt;
+}
+
+std::optional<ChatFormat> detect_chat_format(std::string_view t) noexcept {
+    // ChatML, and the models whose template adds a default system turn. Phi-4's
+    // <|im_start|>role<|im_sep|> is another format.
+    if (has(t, "<|im_start|>") && !has(t, "<|im_sep|>")) {
+        if (has(t, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")) return ChatFormat::Qwen25;
+        if (has(t, "You are a helpful AI assistant named SmolLM, trained by Hugging Face")) return ChatFormat::SmolLM2;
+        if (has(t, "You are a helpful assistant.<|im_end|>")) return ChatFormat::Qwen2;
+        return ChatFormat::ChatML;
+    }
+    if (has(t, "<|start_header_id|>") && has(t, "<|end_header_id|>"))
+        return has(t, "Cutting Knowledge Date") ? ChatFormat::Llama31 : ChatFormat::Llama3;
+    if (has(t, "<start_of_turn>") && has(t, "<end_of_turn>")) return ChatFormat::Gemma;
+    if (has(t, "'[SYSTEM_PROMPT] '") && has(t, "[INST]")) return ChatFormat::MistralV7;
+    if (has(t, "[INST]") && !has(t, "[SYSTEM_PROMPT]")) {
+        if (has(t, "<<SYS>>")) return ChatFormat::Llama2;
+        if (has(t, "' [INST] '")) return ChatFormat::MistralV1;
+        if (has(t, "'[INST]' +")) return ChatFormat::MistralV3Tekken;
+        if (has(t, "'[INST] ' +") && has(t, "+ '[/INST]'")) return ChatFormat::MistralV3;
+        if (has(t, "'[INST] ' +") && has(t, "+ ' [/INST]'")) return ChatFormat::MistralLegacy;
+    }
+    return std::nullopt;
+}
+
+std::string format_chat(ChatFormat f, std::span<const ChatMessage> messages, bool add_generation_prompt,
+                        std::string_view bos, std::string_view eos) {
+    if (messages.empty())
+        invalid(f, "the message list is empty; pass at least one message, e.g. {\"user\", \"Hello\"}");
+    constexpr MistralStyle kLegacy{"[INST] ", " [/INST]", "", false, false};
+    constexpr MistralStyle kV1{" [INST] ", " [/INST]", " ", false, false};
+    constexpr MistralStyle kV3{"[INST] ", "[/INST]", " ", true, true};
+    constexpr MistralStyle kV3Tekken{"[INST]", "[/INST]", "", false, true};
+    const bool gen = add_generation_prompt;
+    switch (f) {
+        case ChatFormat::ChatML: return render_chatml(messages, gen, "");
+        case ChatFormat::SmolLM2:
+            return render_chatml(messages, gen, "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+        case ChatFormat::Qwen2: return render_chatml(messages, gen, "You are a helpful assistant.");
+        case ChatFormat::Qwen25:
+            require_known_roles(f, messages);  // the real template drops or rewraps other roles
+            return render_chatml(messages, gen, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+        case ChatFormat::Llama2: return render_llama2(messages, bos, eos);
+        case ChatFormat::Llama3: return render_llama3(messages, gen, bos);
+        case ChatFormat::Llama31: return render_llama31(messages, gen, bos);
+        case ChatFormat::MistralLegacy: return render_mistral(f, kLegacy, messages, bos, eos);
+        case ChatFormat::MistralV1: return render_mistral(f, kV1, messages, bos, eos);
+        case ChatFormat::MistralV3: return render_mistral(f, kV3, messages, bos, eos);
+        case ChatFormat::MistralV3Tekken: return render_mistral(f, kV3Tekken, messages, bos, eos);
+        case ChatFormat::MistralV7: return render_mistral_v7(messages, bos, eos);
+        case ChatFormat::Gemma: return render_gemma(messages, gen, bos);
+    }
+    throw Error(ErrorCode::InvalidArgument,
+                fmt::format("format_chat: {} is not a ChatFormat value", static_cast<int>(f)));
+}
+
+std::string apply_chat_template(std::string_view jinja_template, std::span<const ChatMessage> messages,
+                                 bool add_generation_prompt, std::string_view bos, std::string_view eos,
+                                 std::string* warning) {
+    if (warning) warning->clear();
+    std::optional<ChatFormat> f = detect_chat_format(jinja_template);
+    if (!f) {
+        if (warning) {
+            *warning = strip(jinja_template).empty()
+                           ? "the model has no chat template (tokenizer.chat_template is missing or empty); the "
+                             "conversation was rendered as ChatML, which may not be the format the model was "
+                             "trained on: choose the format with format_chat() if replies look wrong"
+                           : fmt::format("chat template not recognised (it begins \"{}\"); the conversation was "
+                                         "rendered as ChatML, which may not be the format the model was trained "
+                                         "on: choose the format with format_chat() if replies look wrong",
+                                         preview(jinja_template));
+        }
+        f = ChatFormat::ChatML;
+    }
+    // A template that never writes bos_token/eos_token cannot output them.
+    if (!has(jinja_template, "bos_token")) bos = {};
+    if (!has(jinja_template, "eos_token")) eos = {};
+    return format_chat(*f, messages, add_generation_prompt, bos, eos);
+}
+
+}  // namespace ember
