@@ -12,6 +12,8 @@
 #include <string>
 
 #include "ember/ember.hpp"
+#include <nlohmann/json.hpp>
+
 #include "tokenizer/unicode.hpp"
 
 using namespace ember;
@@ -286,4 +288,72 @@ TEST_CASE("a tiny byte-level BPE vocabulary merges by rank") {
     CHECK(tok.tokenize("wol", {.add_special = false}) == std::vector<TokenId>{2, 1, 0});
     CHECK_THROWS_AS(tok.text(6), Error);
     CHECK_THROWS_AS(tok.token_to_piece(-1), Error);
+}
+
+TEST_CASE("default models: diverse text gives the ids an independent implementation computed") {
+    // tests/data/tokenizer/*.expected.json, made by scripts/make-tokenizer-testdata
+    struct Case {
+        const char* data;
+        const char* model;
+    };
+    for (const Case c : {Case{"smollm2.expected.json", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+                         Case{"gemma3.expected.json", "gemma-3-270m-q4_k_m.gguf"}}) {
+        const fs::path model = models_dir() / c.model;
+        const fs::path data = fs::path(EMBER_SOURCE_DIR) / "tests/data/tokenizer" / c.data;
+        if (!fs::exists(model)) {
+            MESSAGE("SKIPPED: " << model << " is absent; run scripts/fetch-models");
+            continue;
+        }
+        REQUIRE(fs::exists(data));
+        const auto j = nlohmann::json::parse(read_file(data));
+        const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(model.string()));
+        int ok = 0, n = 0;
+        for (const auto& kase : j.at("cases")) {
+            const std::string text = kase.at("text").get<std::string>();
+            const std::vector<TokenId> want = kase.at("ids").get<std::vector<TokenId>>();
+            CAPTURE(std::string(c.model));
+            CAPTURE(text);
+            const auto ids = tok.tokenize(text, {.add_special = false, .parse_special = false});
+            CHECK(ids == want);
+            ok += ids == want;
+            ++n;
+            CHECK(tok.detokenize(ids) == text);
+            check_streaming(tok, ids, tok.detokenize(ids));
+        }
+        MESSAGE(std::string(c.model) << ": " << ok << "/" << n << " strings exact");
+        CHECK(n >= 100);
+    }
+}
+
+#include "tokenizer/pretokenizer.hpp"
+
+namespace {
+std::vector<std::string> pieces(const char* pre, std::string_view text) {
+    PreTokenizer p(pre);
+    std::vector<std::pair<size_t, size_t>> r;
+    p.split(text, r);
+    std::vector<std::string> out;
+    for (auto [b, e] : r) out.emplace_back(text.substr(b, e - b));
+    return out;
+}
+using V = std::vector<std::string>;
+}  // namespace
+
+TEST_CASE("every listed pre-tokenizer compiles and splits as its definition says") {
+    for (const std::string& name : PreTokenizer::known_names()) {
+        CAPTURE(name);
+        CHECK_NOTHROW(pieces(name.c_str(), "Hello, world! 12345 don't\n\n  x"));
+    }
+    CHECK(pieces("", "Hello world  x") == V{"Hello", " world", " ", " x"});          // GPT-2 rules when absent
+    CHECK(pieces("gpt-2", "I'm 12345!") == V{"I", "'m", " 12345", "!"});
+    CHECK(pieces("llama3", "I'M 12345!") == V{"I", "'M", " ", "123", "45", "!"});    // case-insensitive, 3 digits
+    CHECK(pieces("default", "abc 1234") == V{"abc", " ", "123", "4"});                // default: Llama 3 style
+    CHECK(pieces("qwen2", "x 123") == V{"x", " ", "1", "2", "3"});
+    CHECK(pieces("smollm", "a 123") == V{"a", " ", "1", "2", "3"});
+    CHECK(pieces("falcon", "a...b 1234") == V{"a", "...", "b", " ", "123", "4"});
+    CHECK(pieces("deepseek-coder", "ab\n12") == V{"ab", "\n", "1", "2"});
+    CHECK(pieces("llama3", "x\n\n  y") == V{"x", "\n\n", " ", " y"});
+    CHECK_THROWS_AS(PreTokenizer("no-such-pre"), Error);
+    // Unicode classes: letters and numbers of any script
+    CHECK(pieces("gpt-2", "Привет ٣٤ 你好") == V{"Привет", " ٣٤", " 你好"});
 }
