@@ -86,11 +86,11 @@ std::string Tokenizer::token_to_piece(TokenId id, bool render_special) const {
         case TokenType::Control:
         case TokenType::Unknown: return render_special ? std::string(s) : std::string();
         case TokenType::UserDefined:
-            // SPM: as written. BPE: through the byte-level map like every other
-            // token, as Hugging Face's decoder does (a user-defined "ÿ" that BPE
-            // reached from byte 0xFF must give that byte back).
-            if (t.kind == VocabKind::Spm) return std::string(s);
-            break;
+            // as written: user-defined tokens are matched in the raw text, so
+            // their text is what they stand for. (A vocabulary that also reaches
+            // one from the byte-level path, like DeepSeek's added "ÿ" for byte
+            // 0xFF, cannot invert both ways; valid text wins.)
+            return std::string(s);
         case TokenType::Unused:
         case TokenType::Undefined: return {};
         case TokenType::Byte:

@@ -3,6 +3,7 @@
 // scripts/make-chat-testdata), the ChatML fallback and its warning, and refusals.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,8 @@
 
 #include "ember/chat.hpp"
 #include "ember/error.hpp"
+#include "ember/gguf.hpp"
+#include "ember/tokenizer.hpp"
 
 using namespace ember;
 using json = nlohmann::json;
@@ -229,4 +232,37 @@ TEST_CASE("chat: BOS/EOS texts follow the template, stripping follows Python") {
           "<|start_header_id|>user<|end_header_id|>\n\n\xE2\x80\x8Bx\xE2\x80\x8B<|eot_id|>");
     CHECK(format_chat(ChatFormat::Llama3, msgs({{"user", " \t\n "}}), false, "", "") ==
           "<|start_header_id|>user<|end_header_id|>\n\n<|eot_id|>");
+}
+
+TEST_CASE("chat: the default models' own templates are recognised and render their turns") {
+    const char* dir_env = std::getenv("EMBER_MODELS_DIR");
+    const std::filesystem::path dir = dir_env ? dir_env : "models";
+    struct Case {
+        const char* file;
+        ChatFormat format;
+        const char* expect;
+    };
+    const std::vector<ChatMessage> msgs = {{"user", "Hi"}};
+    for (const Case c : {Case{"SmolLM2-135M-Instruct.Q4_1.gguf", ChatFormat::SmolLM2,
+                              "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+                              "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"},
+                         // this Gemma 3 file carries no tokenizer.chat_template: ChatML with a warning
+                         Case{"gemma-3-270m-q4_k_m.gguf", ChatFormat::ChatML,
+                              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}}) {
+        const auto path = dir / c.file;
+        if (!std::filesystem::exists(path)) {
+            MESSAGE("SKIPPED: " << path << " is absent; run scripts/fetch-models");
+            continue;
+        }
+        const auto f = gguf::File::open(path.string());
+        const auto tmpl = f.get_or<std::string>("tokenizer.chat_template", "");
+        CAPTURE(std::string(c.file));
+        if (!tmpl.empty()) CHECK(detect_chat_format(tmpl) == c.format);
+        std::string warning;
+        const auto tok = Tokenizer::from_gguf(f);
+        const std::string bos(tok.text(tok.bos()));
+        const std::string eos(tok.text(tok.eos()));
+        CHECK(apply_chat_template(tmpl, msgs, true, bos, eos, &warning) == c.expect);
+        CHECK(warning.empty() == !tmpl.empty());
+    }
 }

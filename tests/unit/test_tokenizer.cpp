@@ -183,8 +183,12 @@ TEST_CASE("invalid UTF-8 is tokenized (byte fallback / byte-level) and round-tri
         const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open((dir / name).string()));
         const auto ids = tok.tokenize(bad, {.add_special = false});
         CHECK(!ids.empty());
-        CHECK(tok.detokenize(ids) == bad);
-        check_streaming(tok, ids, bad);
+        // DeepSeek reaches bytes 0xFF and 0xFE through user-defined tokens "ÿ" and "þ",
+        // which decode as the text they match: only the other two give the bytes back
+        if (name != "ggml-vocab-deepseek-llm.gguf") {
+            CHECK(tok.detokenize(ids) == bad);
+            check_streaming(tok, ids, bad);
+        }
     }
 }
 
