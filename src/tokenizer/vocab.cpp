@@ -154,7 +154,11 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
             if (it != t->ids.end()) t->byte_tokens[b] = it->second;
         }
     } else {
-        t->pretok = std::make_unique<PreTokenizer>(t->pre);
+        try {
+            t->pretok = std::make_unique<PreTokenizer>(t->pre);
+        } catch (const Error& e) {
+            throw Error(e.code(), fmt::format("GGUF file '{}': {}; this vocabulary needs a newer ember", f.path(), e.what()));
+        }
         t->ignore_merges = uses_llama3_rules(t->pre);
         const gguf::Value& merges = array_key(f, "tokenizer.ggml.merges", ValueType::String);
         t->merges.reserve(merges.size());

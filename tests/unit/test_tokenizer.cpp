@@ -265,7 +265,7 @@ TEST_CASE("inconsistent vocabularies are refused naming the key") {
         auto w = vocab_writer("gpt2", {"a", "b", "ab"});
         w.set("tokenizer.ggml.merges", gguf::Value::array(std::vector<std::string>{"a b"}));
         w.set("tokenizer.ggml.pre", gguf::Value("martian"));
-        CHECK(load_error(w).find("tokenizer.ggml.pre 'martian' is not a pre-tokenizer ember knows") !=
+        CHECK(load_error(w).find("GGUF file 'vocab.gguf': tokenizer.ggml.pre 'martian' is not a pre-tokenizer ember knows") !=
               std::string::npos);
     }
     CHECK(load_error(vocab_writer("bert", {"a"})).find("tokenizer.ggml.model 'bert' is not supported") !=
