@@ -5,6 +5,7 @@
 #include "ember/error.hpp"
 #include "ember/gguf.hpp"
 #include "ember/quant.hpp"
+#include "ember/sampler.hpp"
 #include "ember/tokenizer.hpp"
 #include "ember/types.hpp"
 #include "ember/version.hpp"
