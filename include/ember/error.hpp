@@ -21,6 +21,7 @@ enum class ErrorCode {
     OutOfMemory,      // an allocation failed
     Backend,          // a compute backend failed (e.g. the CUDA runtime)
     Internal,         // a bug in ember; please report it
+    Cancelled,        // the caller cancelled the operation (Session::cancel)
 };
 
 // Stable lower-case name of a code, e.g. "invalid_file".

@@ -13,6 +13,7 @@ const char* error_code_name(ErrorCode code) noexcept {
         case ErrorCode::OutOfMemory: return "out_of_memory";
         case ErrorCode::Backend: return "backend";
         case ErrorCode::Internal: return "internal";
+        case ErrorCode::Cancelled: return "cancelled";
     }
     return "unknown";
 }
