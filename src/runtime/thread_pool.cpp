@@ -1,0 +1,128 @@
+#include "runtime/thread_pool.hpp"
+
+#include <sched.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define EMBER_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define EMBER_CPU_RELAX() asm volatile("yield" ::: "memory")
+#else
+#define EMBER_CPU_RELAX() ((void)0)
+#endif
+
+namespace ember {
+namespace {
+// Spin iterations (one pause each, ~10-40 ns) before a worker goes to sleep:
+// long enough to span the gap between two ops of one forward pass, short
+// enough that an idle session stops burning a core within about a millisecond.
+constexpr int kSpinBeforeSleep = 1 << 15;
+}  // namespace
+
+int ThreadPool::hardware_threads() noexcept {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        const int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    const unsigned n = std::thread::hardware_concurrency();
+    return n > 0 ? static_cast<int>(n) : 1;
+}
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+    workers_.reserve(static_cast<size_t>(n_threads_ - 1));
+    for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_main(t); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stop_.store(true, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+}
+
+void ThreadPool::work(uint32_t job, int thread) noexcept {
+    for (;;) {
+        uint64_t c = claim_.load();
+        if (static_cast<uint32_t>(c >> 32) != job) return;  // that job is over
+        const int64_t begin = static_cast<int64_t>(c & 0xffffffffu);
+        const int64_t n = n_.load();
+        const int64_t grain = grain_.load();
+        if (begin >= n) return;
+        const int64_t end = begin + grain < n ? begin + grain : n;
+        // n and grain may already belong to the next job; run() closes claim_
+        // before it writes them, so then the exchange fails
+        if (!claim_.compare_exchange_weak(c, c + static_cast<uint64_t>(end - begin))) continue;
+        if (!failed_.load(std::memory_order_relaxed)) {
+            try {
+                fn_.load()(ctx_.load(), begin, end, thread);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(mutex_);
+                if (!error_) error_ = std::current_exception();
+                failed_.store(true, std::memory_order_relaxed);
+            }
+        }
+        done_.fetch_add(end - begin, std::memory_order_acq_rel);
+    }
+}
+
+void ThreadPool::worker_main(int thread) noexcept {
+    uint32_t seen = 0;
+    for (;;) {
+        int spins = 0;
+        while (job_.load(std::memory_order_acquire) == seen) {
+            if (stop_.load(std::memory_order_acquire)) return;
+            if (++spins < kSpinBeforeSleep) {
+                EMBER_CPU_RELAX();
+                continue;
+            }
+            std::unique_lock<std::mutex> lock(mutex_);
+            wake_.wait(lock, [&] {
+                return job_.load(std::memory_order_acquire) != seen || stop_.load(std::memory_order_acquire);
+            });
+        }
+        if (stop_.load(std::memory_order_acquire)) return;
+        seen = job_.load(std::memory_order_acquire);
+        work(seen, thread);
+    }
+}
+
+void ThreadPool::run(int64_t n, int64_t grain, Fn fn, void* ctx) {
+    // no worker is inside a chunk of the previous job (run waited for all of them)
+    const uint32_t job = job_.load(std::memory_order_relaxed) + 1;
+    // close the claims first (no index is below "all taken"): a worker that
+    // read the previous job's claim and then sees a field of this one fails its exchange
+    const uint64_t closed = (static_cast<uint64_t>(job) << 32) | 0xffffffffu;
+    claim_.store(closed);
+    fn_.store(fn);
+    ctx_.store(ctx);
+    n_.store(n);
+    grain_.store(grain);
+    done_.store(0, std::memory_order_relaxed);
+    failed_.store(false, std::memory_order_relaxed);
+    claim_.store(static_cast<uint64_t>(job) << 32);  // open: the first chunk starts at 0
+    {
+        // under the lock, so a worker between its predicate check and its wait cannot miss it
+        std::lock_guard<std::mutex> lock(mutex_);
+        job_.store(job, std::memory_order_release);
+    }
+    wake_.notify_all();
+    work(job, 0);
+    int spins = 0;
+    while (done_.load(std::memory_order_acquire) != n) {
+        if (++spins < 256) EMBER_CPU_RELAX();
+        else std::this_thread::yield();
+    }
+    if (failed_.load(std::memory_order_relaxed)) {
+        std::exception_ptr e;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            std::swap(e, error_);
+        }
+        std::rethrow_exception(e);
+    }
+}
+
+}  // namespace ember
