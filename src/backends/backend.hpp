@@ -1,0 +1,104 @@
+// The narrow interface every compute backend implements: the coarse ops the
+// forward pass (src/model/forward.cpp) is written in. A backend owns its
+// buffers (activations, KV cache); the forward pass only passes pointers it got
+// from the backend back to it, so the same pass can drive the CPU or a GPU.
+//
+// Shapes are given as [rows, cols], row-major, in floats unless noted.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "ember/types.hpp"
+
+namespace ember {
+
+// A weight matrix as stored in the GGUF file: n_out rows of n_in elements,
+// each row `row_bytes` long in `type`'s block layout (GGUF shape [n_in, n_out]).
+struct WeightView {
+    TensorType type = TensorType::F32;
+    int64_t n_in = 0;
+    int64_t n_out = 0;
+    size_t row_bytes = 0;
+    const void* data = nullptr;  // host memory (the mmapped file)
+    std::string_view name;       // for error messages
+};
+
+// How RoPE rotates a head: angle of pair i at position p is
+//   theta = p * freq_base^(-2i/n_rot) / freq_factors[i]   (freq_factors optional)
+// then YaRN / linear scaling as in ggml's rope (freq_scale = 1/factor).
+struct RopeParams {
+    int32_t n_rot = 0;            // rotated dimensions per head (even, <= head_dim)
+    bool neox = false;            // pairs (i, i + n_rot/2) instead of (2i, 2i+1)
+    float freq_base = 10000.0f;
+    float freq_scale = 1.0f;      // 1 / scaling factor (linear and YaRN)
+    float ext_factor = 0.0f;      // YaRN extrapolation mix: 1 with YaRN, 0 otherwise
+    float attn_factor = 1.0f;     // scales cos/sin (YaRN's magnitude correction multiplies it)
+    float corr_low = 0.0f;        // YaRN correction range, in dims
+    float corr_high = 0.0f;
+    const float* freq_factors = nullptr;  // [n_rot/2] or null (llama 3.1's rope_freqs.weight)
+};
+
+enum class KvType { F16, F32 };
+
+// The KV cache of one session: per layer a K and a V buffer, each
+// [n_ctx, width] in `type`, row p holding the token at position p.
+// Allocated and owned by a backend (alloc_kv); this struct only describes it.
+struct KvCache {
+    KvType type = KvType::F16;
+    int64_t n_ctx = 0;
+    int64_t n_layer = 0;
+    int64_t k_width = 0;  // n_head_kv * head_dim_k
+    int64_t v_width = 0;  // n_head_kv * head_dim_v
+    void** k = nullptr;   // [n_layer] buffers of [n_ctx, k_width]
+    void** v = nullptr;   // [n_layer] buffers of [n_ctx, v_width]
+};
+
+// Causal multi-head attention with grouped-query heads.
+struct AttnParams {
+    int32_t n_head = 0;
+    int32_t n_head_kv = 0;   // n_head % n_head_kv == 0; query head h reads KV head h / (n_head / n_head_kv)
+    int32_t head_dim_k = 0;
+    int32_t head_dim_v = 0;
+    float scale = 1.0f;      // applied to q.k (1/sqrt(head_dim_k))
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string_view name() const noexcept = 0;
+
+    // Buffers: allocated zeroed, owned by the backend, freed with it.
+    virtual float* alloc_f32(size_t n) = 0;
+    // Allocates cache->k / cache->v for the shape and type already set in *cache.
+    virtual void alloc_kv(KvCache* cache) = 0;
+    // Copies n floats from a backend buffer to host memory.
+    virtual void to_host(const float* src, float* dst, size_t n) = 0;
+
+    // out[i, :] = row ids[i] of w, dequantized.   out: [n, w.n_in]
+    virtual void get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) = 0;
+    // y[t, :] = w * x[t, :].   x: [n_tok, w.n_in], y: [n_tok, w.n_out]
+    virtual void matmul(const WeightView& w, const float* x, int64_t n_tok, float* y) = 0;
+    // y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight.   x, y: [n_tok, n] (may alias)
+    virtual void rms_norm(const float* x, const float* weight, int64_t n_tok, int64_t n, float eps, float* y) = 0;
+    // Rotates the first n_rot dims of every head in place.   x: [n_tok, n_head * head_dim]
+    // pos: [n_tok] host array of positions.
+    virtual void rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim, const int32_t* pos,
+                      const RopeParams& p) = 0;
+    // Writes the K and V rows of n_tok new tokens at positions pos0.. of `layer`.
+    // k: [n_tok, cache.k_width], v: [n_tok, cache.v_width]
+    virtual void kv_store(const KvCache& cache, int64_t layer, const float* k, const float* v, int64_t pos0,
+                          int64_t n_tok) = 0;
+    // out[t, h*head_dim_v..] = softmax(scale * q_h . K[0..pos0+t]) V, for the tokens at
+    // positions pos0..pos0+n_tok-1 (causal: each sees the cache up to its own position).
+    // q: [n_tok, n_head * head_dim_k], out: [n_tok, n_head * head_dim_v]
+    virtual void attention(const KvCache& cache, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
+                           const AttnParams& p, float* out) = 0;
+    // out = silu(gate) * up, elementwise over n floats.
+    virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
+    // x += y, elementwise over n floats.
+    virtual void add(float* x, const float* y, int64_t n) = 0;
+};
+
+}  // namespace ember

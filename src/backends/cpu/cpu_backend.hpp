@@ -1,0 +1,52 @@
+// The CPU backend: every op of backends/backend.hpp in portable C++, spread
+// over a persistent thread pool. These are the reference kernels the SIMD and
+// CUDA kernels are tested against; they favour clarity and exact float
+// semantics over speed (weights are dequantized a row at a time with the
+// scalar quant code, and products are accumulated in float).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "runtime/thread_pool.hpp"
+
+namespace ember {
+
+class CpuBackend final : public Backend {
+public:
+    explicit CpuBackend(int n_threads);
+    ~CpuBackend() override;
+
+    std::string_view name() const noexcept override { return "cpu"; }
+    int n_threads() const noexcept { return pool_.size(); }
+
+    float* alloc_f32(size_t n) override;
+    void alloc_kv(KvCache* cache) override;
+    void to_host(const float* src, float* dst, size_t n) override;
+
+    void get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) override;
+    void matmul(const WeightView& w, const float* x, int64_t n_tok, float* y) override;
+    void rms_norm(const float* x, const float* weight, int64_t n_tok, int64_t n, float eps, float* y) override;
+    void rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim, const int32_t* pos,
+              const RopeParams& p) override;
+    void kv_store(const KvCache& cache, int64_t layer, const float* k, const float* v, int64_t pos0,
+                  int64_t n_tok) override;
+    void attention(const KvCache& cache, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
+                   const AttnParams& p, float* out) override;
+    void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
+    void add(float* x, const float* y, int64_t n) override;
+
+private:
+    // Per-thread scratch of at least n floats (grown on first use, then reused).
+    float* scratch(int thread, size_t n);
+
+    ThreadPool pool_;
+    std::vector<std::unique_ptr<float[]>> buffers_;       // alloc_f32
+    std::vector<std::unique_ptr<uint8_t[]>> kv_buffers_;  // alloc_kv
+    std::vector<void*> kv_ptrs_;                          // [2 * n_layer]: K pointers, then V
+    std::vector<std::vector<float>> scratch_;             // [n_threads]
+    std::vector<float> rope_cs_;                          // [n_tok, n_rot/2, 2]: cos, sin
+};
+
+}  // namespace ember

@@ -1,0 +1,252 @@
+// The CPU backend's ops and the thread pool, each against a plain
+// double-precision implementation written here from the op's definition, on
+// random inputs. Matmul runs over every weight type.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cmath>
+#include <numbers>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.hpp"
+#include "ember/ember.hpp"
+#include "runtime/thread_pool.hpp"
+
+using namespace ember;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = d(rng);
+    return v;
+}
+
+double rel_err(const std::vector<float>& got, const std::vector<double>& want) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        num += (got[i] - want[i]) * (got[i] - want[i]);
+        den += want[i] * want[i];
+    }
+    return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+constexpr TensorType kWeightTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q4_0,
+                                       TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0,
+                                       TensorType::Q2_K, TensorType::Q3_K, TensorType::Q4_K, TensorType::Q5_K,
+                                       TensorType::Q6_K};
+
+}  // namespace
+
+TEST_CASE("thread pool: every index exactly once, any size, grain and thread count") {
+    for (int threads : {1, 2, 3, 5}) {
+        ThreadPool pool(threads);
+        CHECK(pool.size() == threads);
+        for (int64_t n : {0, 1, 7, 64, 1000, 4097}) {
+            for (int64_t grain : {1, 3, 64}) {
+                std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+                pool.parallel_for(n, grain, [&](int64_t b, int64_t e, int t) {
+                    REQUIRE(t >= 0);
+                    REQUIRE(t < threads);
+                    for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+                });
+                int bad = 0;
+                for (auto& h : hits) bad += h.load() != 1;
+                CHECK_MESSAGE(bad == 0, "threads=" << threads << " n=" << n << " grain=" << grain);
+            }
+        }
+    }
+}
+
+TEST_CASE("thread pool: thousands of tiny jobs in a row, and an exception reaches the caller") {
+    ThreadPool pool(3);
+    std::atomic<int64_t> sum{0};
+    for (int job = 0; job < 5000; ++job)
+        pool.parallel_for(8, 1, [&](int64_t b, int64_t e, int) {
+            for (int64_t i = b; i < e; ++i) sum.fetch_add(i);
+        });
+    CHECK(sum.load() == 5000 * 28);
+    CHECK_THROWS_AS(pool.parallel_for(100, 1,
+                                      [&](int64_t b, int64_t, int) {
+                                          if (b == 37) throw std::runtime_error("boom");
+                                      }),
+                    std::runtime_error);
+    // the pool still works afterwards
+    std::atomic<int> count{0};
+    pool.parallel_for(100, 1, [&](int64_t b, int64_t e, int) { count.fetch_add(static_cast<int>(e - b)); });
+    CHECK(count.load() == 100);
+}
+
+TEST_CASE("cpu backend: matmul and get_rows for every weight type match dequantize + a double dot product") {
+    const int64_t n_in = 512, n_out = 37;  // 512: whole K-quant super-blocks; 37: ragged over threads and tiles
+    for (int threads : {1, 3}) {
+        CpuBackend be(threads);
+        for (TensorType type : kWeightTypes) {
+            CAPTURE(type_info(type).name);
+            const std::vector<float> wf = randn(static_cast<size_t>(n_in * n_out), 11);
+            const size_t rb = static_cast<size_t>(*row_bytes(type, n_in));
+            std::vector<uint8_t> wq(rb * n_out);
+            for (int64_t r = 0; r < n_out; ++r) quantize_row(type, wf.data() + r * n_in, wq.data() + r * rb, n_in);
+            std::vector<float> wd(static_cast<size_t>(n_in * n_out));  // what the file really holds
+            for (int64_t r = 0; r < n_out; ++r) dequantize_row(type, wq.data() + r * rb, wd.data() + r * n_in, n_in);
+            WeightView w{type, n_in, n_out, rb, wq.data(), "w"};
+
+            for (int64_t n_tok : {1, 5}) {
+                const std::vector<float> x = randn(static_cast<size_t>(n_tok * n_in), 7);
+                std::vector<float> y(static_cast<size_t>(n_tok * n_out));
+                be.matmul(w, x.data(), n_tok, y.data());
+                std::vector<double> want(y.size());
+                for (int64_t t = 0; t < n_tok; ++t)
+                    for (int64_t r = 0; r < n_out; ++r) {
+                        double s = 0;
+                        for (int64_t i = 0; i < n_in; ++i) s += double(wd[r * n_in + i]) * x[t * n_in + i];
+                        want[static_cast<size_t>(t * n_out + r)] = s;
+                    }
+                CHECK(rel_err(y, want) < 1e-6);
+            }
+
+            const int32_t ids[3] = {36, 0, 5};
+            std::vector<float> rows(static_cast<size_t>(3 * n_in));
+            be.get_rows(w, ids, 3, rows.data());
+            for (int i = 0; i < 3; ++i)
+                for (int64_t j = 0; j < n_in; ++j) REQUIRE(rows[i * n_in + j] == wd[ids[i] * n_in + j]);
+        }
+    }
+}
+
+TEST_CASE("cpu backend: rms_norm, swiglu, add") {
+    CpuBackend be(2);
+    const int64_t n_tok = 3, n = 96;
+    const std::vector<float> x = randn(static_cast<size_t>(n_tok * n), 1, 3.0f);
+    const std::vector<float> g = randn(static_cast<size_t>(n), 2);
+    std::vector<float> y(x.size());
+    be.rms_norm(x.data(), g.data(), n_tok, n, 1e-5f, y.data());
+    std::vector<double> want(x.size());
+    for (int64_t t = 0; t < n_tok; ++t) {
+        double ss = 0;
+        for (int64_t i = 0; i < n; ++i) ss += double(x[t * n + i]) * x[t * n + i];
+        const double scale = 1.0 / std::sqrt(ss / n + 1e-5);
+        for (int64_t i = 0; i < n; ++i) want[t * n + i] = x[t * n + i] * scale * g[i];
+    }
+    CHECK(rel_err(y, want) < 1e-6);
+
+    const std::vector<float> up = randn(x.size(), 3);
+    be.swiglu(x.data(), up.data(), static_cast<int64_t>(x.size()), y.data());
+    for (size_t i = 0; i < x.size(); ++i) want[i] = x[i] / (1.0 + std::exp(-double(x[i]))) * up[i];
+    CHECK(rel_err(y, want) < 1e-6);
+
+    std::vector<float> acc = x;
+    be.add(acc.data(), up.data(), static_cast<int64_t>(acc.size()));
+    for (size_t i = 0; i < x.size(); ++i) CHECK(acc[i] == x[i] + up[i]);
+}
+
+TEST_CASE("cpu backend: rope, normal and neox pairs, partial rotation, scaling, YaRN, frequency factors") {
+    CpuBackend be(2);
+    const int64_t n_tok = 4, n_head = 3, hd = 16;
+    const int32_t pos[n_tok] = {0, 1, 17, 500};
+    const std::vector<float> x0 = randn(static_cast<size_t>(n_tok * n_head * hd), 5);
+    const float factors[6] = {1.0f, 2.0f, 4.0f, 8.0f, 1.5f, 1.0f};
+
+    struct Case {
+        const char* name;
+        RopeParams p;
+    };
+    std::vector<Case> cases;
+    RopeParams p;
+    p.n_rot = 16;
+    p.freq_base = 10000.0f;
+    cases.push_back({"normal", p});
+    p.neox = true;
+    cases.push_back({"neox", p});
+    p.n_rot = 12;  // the last 4 dims of each head stay as they are
+    p.freq_factors = factors;
+    cases.push_back({"neox partial with frequency factors", p});
+    p = RopeParams{};
+    p.n_rot = 16;
+    p.freq_scale = 0.25f;
+    cases.push_back({"linear scaling", p});
+    p.ext_factor = 1.0f;
+    p.corr_low = 2.0f;
+    p.corr_high = 5.0f;
+    cases.push_back({"yarn", p});
+
+    for (const Case& c : cases) {
+        CAPTURE(c.name);
+        std::vector<float> x = x0;
+        be.rope(x.data(), n_tok, n_head, hd, pos, c.p);
+        std::vector<double> want(x0.begin(), x0.end());
+        const int64_t pairs = c.p.n_rot / 2;
+        for (int64_t t = 0; t < n_tok; ++t)
+            for (int64_t h = 0; h < n_head; ++h)
+                for (int64_t i = 0; i < pairs; ++i) {
+                    double extrap = pos[t] * std::pow(double(c.p.freq_base), -2.0 * i / c.p.n_rot);
+                    if (c.p.freq_factors) extrap /= c.p.freq_factors[i];
+                    double theta = c.p.freq_scale * extrap, mscale = 1.0;
+                    if (c.p.ext_factor != 0) {
+                        // pairs below corr_low keep their angle, above corr_high are interpolated
+                        const double ramp =
+                            1.0 - std::clamp((i - double(c.p.corr_low)) / (c.p.corr_high - c.p.corr_low), 0.0, 1.0);
+                        theta = theta * (1 - ramp) + extrap * ramp;
+                        mscale = 1.0 + 0.1 * std::log(1.0 / c.p.freq_scale);
+                    }
+                    const int64_t a = c.p.neox ? i : 2 * i, b = c.p.neox ? i + pairs : 2 * i + 1;
+                    const size_t base = static_cast<size_t>((t * n_head + h) * hd);
+                    const double x_a = x0[base + a], x_b = x0[base + b];
+                    want[base + a] = mscale * (x_a * std::cos(theta) - x_b * std::sin(theta));
+                    want[base + b] = mscale * (x_a * std::sin(theta) + x_b * std::cos(theta));
+                }
+        CHECK(rel_err(x, want) < 1e-6);
+    }
+}
+
+TEST_CASE("cpu backend: causal grouped-query attention over an F32 and an F16 cache") {
+    const int64_t n_layer = 2, n_ctx = 40, n_head = 6, n_head_kv = 2, hdk = 16, hdv = 8;
+    for (KvType type : {KvType::F32, KvType::F16}) {
+        CAPTURE(type == KvType::F32 ? "f32" : "f16");
+        CpuBackend be(3);
+        KvCache c;
+        c.type = type;
+        c.n_ctx = n_ctx;
+        c.n_layer = n_layer;
+        c.k_width = n_head_kv * hdk;
+        c.v_width = n_head_kv * hdv;
+        be.alloc_kv(&c);
+        // fill positions 0..29 of layer 1 in two batches, then attend for the last 7 tokens
+        const int64_t n_total = 30, n_new = 7;
+        const std::vector<float> k = randn(static_cast<size_t>(n_total * c.k_width), 21);
+        const std::vector<float> v = randn(static_cast<size_t>(n_total * c.v_width), 22);
+        be.kv_store(c, 1, k.data(), v.data(), 0, n_total - n_new);
+        be.kv_store(c, 1, k.data() + (n_total - n_new) * c.k_width, v.data() + (n_total - n_new) * c.v_width,
+                    n_total - n_new, n_new);
+        const std::vector<float> q = randn(static_cast<size_t>(n_new * n_head * hdk), 23);
+        AttnParams ap{static_cast<int32_t>(n_head), static_cast<int32_t>(n_head_kv), static_cast<int32_t>(hdk),
+                      static_cast<int32_t>(hdv), 0.25f};
+        std::vector<float> out(static_cast<size_t>(n_new * n_head * hdv));
+        be.attention(c, 1, q.data(), n_new, n_total - n_new, ap, out.data());
+
+        std::vector<double> want(out.size());
+        for (int64_t t = 0; t < n_new; ++t)
+            for (int64_t h = 0; h < n_head; ++h) {
+                const int64_t kvh = h / (n_head / n_head_kv), n_kv = n_total - n_new + t + 1;
+                std::vector<double> s(static_cast<size_t>(n_kv));
+                double mx = -1e300, sum = 0;
+                for (int64_t j = 0; j < n_kv; ++j) {
+                    double d = 0;
+                    for (int64_t i = 0; i < hdk; ++i) d += double(q[(t * n_head + h) * hdk + i]) * k[j * c.k_width + kvh * hdk + i];
+                    s[j] = d * 0.25;
+                    mx = std::max(mx, s[j]);
+                }
+                for (double& e : s) sum += (e = std::exp(e - mx));
+                for (int64_t dv = 0; dv < hdv; ++dv) {
+                    double o = 0;
+                    for (int64_t j = 0; j < n_kv; ++j) o += s[j] / sum * v[j * c.v_width + kvh * hdv + dv];
+                    want[static_cast<size_t>((t * n_head + h) * hdv + dv)] = o;
+                }
+            }
+        CHECK(rel_err(out, want) < (type == KvType::F32 ? 1e-6 : 2e-3));
+    }
+}
