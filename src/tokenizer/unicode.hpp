@@ -27,6 +27,11 @@ const std::string& byte_to_unicode(uint8_t b);  // the character, UTF-8 encoded
 // Inverse: the byte for a mapped character; -1 if cp is not a mapped character.
 int unicode_to_byte(uint32_t cp);
 
+// Offset of the first byte of s that does not begin a well-formed UTF-8
+// sequence (RFC 3629: no overlong forms, surrogates, or code points past
+// U+10FFFF; a truncated sequence at the end counts), or npos when s is valid.
+size_t utf8_invalid_offset(std::string_view s) noexcept;
+
 // Next code point of s at i (advances i); invalid bytes decode as themselves
 // with `valid` false.
 uint32_t utf8_next(std::string_view s, size_t& i, bool* valid = nullptr);

@@ -1,0 +1,85 @@
+// ember::Model: a loaded GGUF model -- hyperparameters, tokenizer, chat
+// template and weights -- immutable once loaded.
+//
+//   std::shared_ptr<const ember::Model> m = ember::Model::load("model.gguf");
+//   ember::Session s(m, {.n_ctx = 2048});   // see ember/session.hpp
+//
+// A Model is shared: any number of Sessions on any threads may use one model at
+// once (nothing in it changes after load). The weights stay in the mmapped file
+// (zero copy); the model keeps the mapping open while any Session holds it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ember/chat.hpp"
+#include "ember/export.hpp"
+#include "ember/gguf.hpp"
+#include "ember/tokenizer.hpp"
+
+namespace ember {
+
+struct ModelParams {
+    // Layers to run on the GPU (counted from the last layer). ember has only
+    // the CPU backend so far: anything but 0 is Unsupported with a message.
+    int32_t n_gpu_layers = 0;
+};
+
+// The shape of a model, for display and for callers sizing buffers.
+struct ModelInfo {
+    std::string arch;          // general.architecture, e.g. "llama"
+    std::string name;          // general.name ("" when absent)
+    uint32_t n_vocab = 0;
+    uint32_t n_ctx_train = 0;  // the context length the model was trained with
+    uint32_t n_embd = 0;
+    uint32_t n_layer = 0;
+    uint32_t n_head = 0;
+    uint32_t n_head_kv = 0;
+    uint32_t n_ff = 0;
+    uint64_t n_params = 0;        // elements of all weight tensors
+    uint64_t weight_bytes = 0;    // bytes of all weight tensors in the file
+};
+
+class EMBER_API Model {
+public:
+    // Opens, validates and binds a GGUF model. Throws ember::Error:
+    // NotFound/Io for a missing or unreadable file, InvalidFile for a corrupt
+    // one, Unsupported naming the architecture (or tensor type) ember cannot
+    // run, NotFound naming a missing tensor, InvalidFile naming a tensor of the
+    // wrong shape.
+    static std::shared_ptr<const Model> load(const std::string& path, const ModelParams& params = {});
+
+    ~Model();
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    const ModelInfo& info() const noexcept;
+    const std::string& path() const noexcept;
+    const gguf::File& file() const noexcept;      // metadata and tensor table
+    const Tokenizer& tokenizer() const noexcept;
+
+    // Tokenizer shortcuts (see ember/tokenizer.hpp for the options).
+    std::vector<TokenId> tokenize(std::string_view text, const TokenizeOptions& opt = {}) const;
+    std::string detokenize(std::span<const TokenId> ids, const DetokenizeOptions& opt = {}) const;
+
+    // The model's chat template ("" when the file has none).
+    const std::string& chat_template() const noexcept;
+    // Renders messages with the model's template (ChatML when it has none or
+    // ember does not recognise it; *warning then says so). Tokenize the result
+    // with parse_special = true and add_special = false.
+    std::string apply_chat_template(std::span<const ChatMessage> messages, bool add_generation_prompt = true,
+                                    std::string* warning = nullptr) const;
+
+    struct Impl;  // defined inside the library
+    const Impl& impl() const noexcept { return *impl_; }
+
+private:
+    explicit Model(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ember

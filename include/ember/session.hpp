@@ -1,0 +1,143 @@
+// ember::Session: one conversation with a model -- its own KV cache, threads
+// and scratch buffers -- over a shared, immutable ember::Model.
+//
+//   auto model = ember::Model::load("model.gguf");
+//   ember::Session s(model, {.n_ctx = 2048, .n_threads = 2});
+//   s.generate("The capital of France is", {.max_tokens = 32, .sampling = {.temperature = 0}},
+//              [](std::string_view piece) { std::cout << piece << std::flush; return true; });
+//
+// The session's history is a list of tokens (tokens()); eval() and generate()
+// append to it, reset() empties it, truncate() drops its tail. generate()
+// leaves its last sampled token in the history without running it through
+// the model yet (a one-shot run would waste that step); the next eval() or
+// generate() does, so a conversation continues exactly where it stopped.
+// A session is used by one thread at a time; cancel() may be called from any
+// thread. Errors are ember::Error; a failed call leaves the session usable
+// (the tokens of batches that completed before the failure stay in the cache).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ember/export.hpp"
+#include "ember/model.hpp"
+#include "ember/sampler.hpp"
+
+namespace ember {
+
+enum class KvCacheType {
+    F16,  // default: half the memory, the precision llama.cpp uses
+    F32,
+};
+
+struct SessionParams {
+    uint32_t n_ctx = 0;      // tokens the KV cache holds; 0 = the model's training context,
+                             // capped at 4096. Larger than the training context: allowed,
+                             // with a warning (see warnings()).
+    uint32_t n_batch = 512;  // prompt tokens evaluated per forward pass (>= 1)
+    int32_t n_threads = 0;   // 0 = one per core; negative: InvalidArgument
+    KvCacheType kv_type = KvCacheType::F16;
+};
+
+enum class StopReason {
+    MaxTokens,        // max_tokens were generated
+    EndOfGeneration,  // the model produced EOS/EOT (or another end-of-generation token)
+    StopString,       // the text reached one of the stop strings
+    Callback,         // the piece callback returned false
+    Cancelled,        // cancel() was called
+    ContextFull,      // the context (n_ctx tokens) is full
+};
+EMBER_API const char* stop_reason_name(StopReason r) noexcept;  // "max_tokens", "eog", ...
+
+struct GenerateParams {
+    int32_t max_tokens = 128;   // tokens to generate; -1 = until end of generation or a full
+                                // context; 0 = only evaluate the prompt. Less than -1: InvalidArgument
+    SamplerParams sampling;     // temperature, top-k/p, min-p, penalties, logit bias, seed
+    std::vector<std::string> stop;  // stop strings: generation ends where one appears in the
+                                    // generated text; it is not part of the output. Empty: InvalidArgument
+    bool ignore_eos = false;    // keep going past end-of-generation tokens (they are banned)
+    // How a text prompt is tokenized:
+    bool add_special = true;    // add BOS (as the model asks) when the cache is empty
+    bool parse_special = true;  // "<|im_start|>" etc. in the prompt become control tokens (llama.cpp's default)
+};
+
+struct GenerateResult {
+    std::string text;             // the generated text, stop string excluded
+    std::vector<TokenId> tokens;  // the generated tokens (including a final end-of-generation token)
+    StopReason stop_reason = StopReason::MaxTokens;
+    size_t n_prompt_tokens = 0;   // prompt tokens evaluated by this call
+    double prompt_ms = 0;         // evaluating the prompt
+    double generate_ms = 0;       // from the first sampled token to the end
+    double time_to_first_token_ms = 0;  // from the call to the first token's text
+};
+
+// Receives each piece of generated text as soon as it is complete (never part
+// of a UTF-8 character, never text that may turn out to be a stop string).
+// Return false to stop generation.
+using PieceCallback = std::function<bool(std::string_view piece)>;
+
+class EMBER_API Session {
+public:
+    // Allocates the KV cache and starts the threads. Throws InvalidArgument for
+    // a null model or out-of-range params, OutOfMemory when the cache does not fit.
+    explicit Session(std::shared_ptr<const Model> model, const SessionParams& params = {});
+    ~Session();
+    Session(Session&&) noexcept;
+    Session& operator=(Session&&) noexcept;
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    // Runs the forward pass over `tokens`, appended to the cache, in batches of
+    // up to n_batch. Afterwards logits() is the row for the last token; with
+    // all_logits, all_logits() holds one row per token of this call.
+    // InvalidArgument for an empty list, an id outside the vocabulary, or more
+    // tokens than the cache has room for (nothing is evaluated then).
+    // Error(Cancelled) when cancel() interrupted it between two batches or layers.
+    void eval(std::span<const TokenId> tokens, bool all_logits = false);
+
+    // [n_vocab] the row after the last token of tokens(); empty when there is
+    // none yet (nothing evaluated, or after generate(), truncate() or reset())
+    std::span<const float> logits() const noexcept;
+    std::span<const float> all_logits() const noexcept;  // [n_tokens of the last eval, n_vocab] row-major;
+                                                         // empty unless it asked for all_logits
+
+    // Tokenizes `prompt` (see GenerateParams), evaluates it after what the cache
+    // holds, then samples up to max_tokens tokens, streaming their text to
+    // on_piece. InvalidArgument when the prompt is not valid UTF-8, when it
+    // does not fit in the context (no silent truncation), or for absurd params.
+    GenerateResult generate(std::string_view prompt, const GenerateParams& params = {},
+                            const PieceCallback& on_piece = {});
+    // The same with a tokenized prompt (may be empty when the cache is not).
+    GenerateResult generate(std::span<const TokenId> prompt, const GenerateParams& params = {},
+                            const PieceCallback& on_piece = {});
+
+    // Empties the history.
+    void reset();
+    // Keeps the first n tokens of the history (n > n_past(): InvalidArgument).
+    void truncate(size_t n);
+    // Stops the eval() or generate() running now on another thread at its next
+    // check (between layers); generate() then returns with StopReason::Cancelled.
+    // Without a call running it has no effect. Safe from any thread, never blocks.
+    void cancel() noexcept;
+
+    std::span<const TokenId> tokens() const noexcept;  // the history, in order (see the top of this file)
+    size_t n_past() const noexcept;                    // tokens().size()
+    uint32_t n_ctx() const noexcept;
+    uint32_t n_batch() const noexcept;
+    int32_t n_threads() const noexcept;                // after resolving 0
+    const std::shared_ptr<const Model>& model() const noexcept;
+    // Warnings from construction (e.g. n_ctx beyond the training context).
+    const std::vector<std::string>& warnings() const noexcept;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ember

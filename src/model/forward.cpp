@@ -1,0 +1,110 @@
+#include "model/forward.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include "ember/error.hpp"
+
+namespace ember {
+
+ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_batch) {
+    ForwardBuffers b;
+    const auto n = static_cast<size_t>(n_batch);
+    b.n_batch = n_batch;
+    b.n_logit_rows = std::min<int64_t>(n_batch, 32);
+    b.x = be.alloc_f32(n * hp.n_embd);
+    b.h = be.alloc_f32(n * hp.n_embd);
+    b.q = be.alloc_f32(n * hp.n_head * hp.head_dim_k);
+    b.k = be.alloc_f32(n * hp.n_embd_k_gqa());
+    b.v = be.alloc_f32(n * hp.n_embd_v_gqa());
+    b.attn = be.alloc_f32(n * hp.n_head * hp.head_dim_v);
+    b.o = be.alloc_f32(n * hp.n_embd);
+    b.gate = be.alloc_f32(n * hp.n_ff);
+    b.up = be.alloc_f32(n * hp.n_ff);
+    b.logits = be.alloc_f32(static_cast<size_t>(b.n_logit_rows) * hp.n_vocab);
+    b.pos.resize(n);
+    return b;
+}
+
+RopeParams rope_params(const Hparams& hp, const float* freq_factors) {
+    RopeParams p;
+    p.n_rot = static_cast<int32_t>(hp.rope_dim);
+    p.neox = hp.rope_style == RopeStyle::Neox;
+    p.freq_base = hp.rope_freq_base;
+    p.freq_factors = freq_factors;
+    if (hp.rope_scaling != RopeScaling::None) p.freq_scale = 1.0f / hp.rope_scale_factor;
+    if (hp.rope_scaling == RopeScaling::Yarn) {
+        // YaRN (Peng et al. 2023) as ggml implements it: pairs rotating faster
+        // than beta_fast turns over the original context keep their angle
+        // (extrapolate), pairs slower than beta_slow are interpolated, with a
+        // linear ramp in between; this is the pair index where a pair makes
+        // `turns` rotations over the original context.
+        p.ext_factor = 1.0f;
+        const double n_orig = hp.rope_orig_ctx ? hp.rope_orig_ctx : hp.n_ctx_train;
+        auto corr_dim = [&](double turns) {
+            return hp.rope_dim * std::log(n_orig / (turns * 2.0 * std::numbers::pi)) /
+                   (2.0 * std::log(static_cast<double>(hp.rope_freq_base)));
+        };
+        p.corr_low = static_cast<float>(std::max(0.0, std::floor(corr_dim(hp.yarn_beta_fast))));
+        p.corr_high = static_cast<float>(std::min(hp.rope_dim - 1.0, std::ceil(corr_dim(hp.yarn_beta_slow))));
+    }
+    return p;
+}
+
+void forward(const Model::Impl& m, Backend& be, const KvCache& cache, ForwardBuffers& buf, const int32_t* tokens,
+             int64_t n_tok, int64_t pos0, bool all_logits, float* logits_out, const std::atomic<bool>* cancel) {
+    const Hparams& hp = m.hp;
+    const Weights& w = m.w;
+    const int64_t d = hp.n_embd;
+    const float eps = hp.norm_eps;
+
+    for (int64_t t = 0; t < n_tok; ++t) buf.pos[static_cast<size_t>(t)] = static_cast<int32_t>(pos0 + t);
+    const RopeParams rope = rope_params(hp, w.rope_freqs);
+    AttnParams ap;
+    ap.n_head = static_cast<int32_t>(hp.n_head);
+    ap.n_head_kv = static_cast<int32_t>(hp.n_head_kv);
+    ap.head_dim_k = static_cast<int32_t>(hp.head_dim_k);
+    ap.head_dim_v = static_cast<int32_t>(hp.head_dim_v);
+    ap.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim_k));
+
+    // x: [n_tok, n_embd] -- the residual stream every block reads and adds to
+    be.get_rows(w.token_embd, tokens, n_tok, buf.x);
+
+    for (int64_t il = 0; il < static_cast<int64_t>(hp.n_layer); ++il) {
+        if (cancel && cancel->load(std::memory_order_relaxed))
+            throw Error(ErrorCode::Cancelled, "evaluation cancelled by Session::cancel()");
+        const LayerWeights& L = w.layers[static_cast<size_t>(il)];
+
+        // attention: x += wo * attention(rope(wq h), rope(wk h), wv h),  h = rmsnorm(x)
+        be.rms_norm(buf.x, L.attn_norm, n_tok, d, eps, buf.h);
+        be.matmul(L.wq, buf.h, n_tok, buf.q);
+        be.matmul(L.wk, buf.h, n_tok, buf.k);
+        be.matmul(L.wv, buf.h, n_tok, buf.v);
+        be.rope(buf.q, n_tok, hp.n_head, hp.head_dim_k, buf.pos.data(), rope);
+        be.rope(buf.k, n_tok, hp.n_head_kv, hp.head_dim_k, buf.pos.data(), rope);
+        be.kv_store(cache, il, buf.k, buf.v, pos0, n_tok);
+        be.attention(cache, il, buf.q, n_tok, pos0, ap, buf.attn);
+        be.matmul(L.wo, buf.attn, n_tok, buf.o);
+        be.add(buf.x, buf.o, n_tok * d);
+
+        // feed-forward (SwiGLU): x += w_down * (silu(w_gate h) * (w_up h)),  h = rmsnorm(x)
+        be.rms_norm(buf.x, L.ffn_norm, n_tok, d, eps, buf.h);
+        be.matmul(L.w_gate, buf.h, n_tok, buf.gate);
+        be.matmul(L.w_up, buf.h, n_tok, buf.up);
+        be.swiglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
+        be.matmul(L.w_down, buf.gate, n_tok, buf.o);
+        be.add(buf.x, buf.o, n_tok * d);
+    }
+
+    // output head: logits = output * rmsnorm(x), for the rows asked for, in chunks
+    const int64_t first = all_logits ? 0 : n_tok - 1;
+    for (int64_t r = first; r < n_tok; r += buf.n_logit_rows) {
+        const int64_t nr = std::min(buf.n_logit_rows, n_tok - r);
+        be.rms_norm(buf.x + r * d, w.output_norm, nr, d, eps, buf.h);
+        be.matmul(w.output, buf.h, nr, buf.logits);
+        be.to_host(buf.logits, logits_out + (r - first) * hp.n_vocab, static_cast<size_t>(nr) * hp.n_vocab);
+    }
+}
+
+}  // namespace ember

@@ -1,0 +1,46 @@
+// THE forward pass: tokens in, logits out, the layers walked top to bottom
+// through the coarse ops of backends/backend.hpp. Written once for every
+// architecture that Hparams can describe.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "model/model_impl.hpp"
+
+namespace ember {
+
+// Activation buffers for batches of up to n_batch tokens, owned by the backend.
+struct ForwardBuffers {
+    int64_t n_batch = 0;
+    int64_t n_logit_rows = 0;  // rows of `logits`: the output head runs in chunks of this many tokens
+    float* x = nullptr;        // [n_batch, n_embd] the residual stream
+    float* h = nullptr;        // [n_batch, n_embd] normalised input of a sub-block
+    float* q = nullptr;        // [n_batch, n_head * head_dim_k]
+    float* k = nullptr;        // [n_batch, n_head_kv * head_dim_k]
+    float* v = nullptr;        // [n_batch, n_head_kv * head_dim_v]
+    float* attn = nullptr;     // [n_batch, n_head * head_dim_v] attention output, before wo
+    float* o = nullptr;        // [n_batch, n_embd] output of wo / w_down, added to x
+    float* gate = nullptr;     // [n_batch, n_ff] gate projection, then silu(gate) * up
+    float* up = nullptr;       // [n_batch, n_ff]
+    float* logits = nullptr;   // [n_logit_rows, n_vocab]
+    std::vector<int32_t> pos;  // [n_batch] host: position of each token of the batch
+};
+
+ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_batch);
+
+// RoPE settings from the hyperparameters (scaling, YaRN correction dims) and
+// the optional per-pair frequency factors.
+RopeParams rope_params(const Hparams& hp, const float* freq_factors);
+
+// Runs n_tok tokens (n_tok <= buf.n_batch) at positions pos0, pos0+1, ...
+// through the model, writing their K/V rows into the cache. Stores logits in
+// logits_out (host memory): the last token's row [n_vocab], or with all_logits
+// one row per token [n_tok, n_vocab]. Throws Error(Cancelled) between layers
+// once *cancel is set.
+void forward(const Model::Impl& m, Backend& be, const KvCache& cache, ForwardBuffers& buf, const int32_t* tokens,
+             int64_t n_tok, int64_t pos0, bool all_logits, float* logits_out, const std::atomic<bool>* cancel);
+
+}  // namespace ember

@@ -1,0 +1,47 @@
+// Model::Impl: what a loaded model holds -- the mapped file, its
+// hyperparameters, tokenizer, and every weight bound by name and checked for
+// shape. Shared read-only by the forward pass of every session.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "ember/model.hpp"
+#include "model/hparams.hpp"
+
+namespace ember {
+
+struct LayerWeights {
+    const float* attn_norm = nullptr;  // [n_embd]
+    WeightView wq;                     // [n_head * head_dim_k] x [n_embd]   (n_out x n_in)
+    WeightView wk;                     // [n_head_kv * head_dim_k] x [n_embd]
+    WeightView wv;                     // [n_head_kv * head_dim_v] x [n_embd]
+    WeightView wo;                     // [n_embd] x [n_head * head_dim_v]
+    const float* ffn_norm = nullptr;   // [n_embd]
+    WeightView w_gate;                 // [n_ff] x [n_embd]
+    WeightView w_up;                   // [n_ff] x [n_embd]
+    WeightView w_down;                 // [n_embd] x [n_ff]
+};
+
+struct Weights {
+    WeightView token_embd;               // [n_vocab] x [n_embd]: one row per token
+    const float* output_norm = nullptr;  // [n_embd]
+    WeightView output;                   // [n_vocab] x [n_embd]; token_embd when tied
+    const float* rope_freqs = nullptr;   // [rope_dim / 2] or null: per-pair frequency divisors
+    std::vector<LayerWeights> layers;    // [n_layer]
+};
+
+struct Model::Impl {
+    std::string path;
+    gguf::File file;
+    Hparams hp;
+    Tokenizer tokenizer;
+    ModelInfo info;
+    std::string chat_template;
+    Weights w;
+    // 1-D tensors (norms, rope_freqs) converted to F32 when stored otherwise: [tensor][n]
+    std::vector<std::vector<float>> owned_f32;
+};
+
+}  // namespace ember

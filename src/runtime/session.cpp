@@ -1,0 +1,335 @@
+// Session: KV cache + forward buffers + threads over a shared Model, and the
+// generate loop (prompt -> batches -> sample -> stream text -> stop checks).
+#include "ember/session.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <new>
+
+#include "backends/cpu/cpu_backend.hpp"
+#include "ember/error.hpp"
+#include "model/forward.hpp"
+#include "tokenizer/unicode.hpp"
+
+namespace ember {
+namespace {
+
+constexpr uint32_t kDefaultCtxCap = 4096;    // n_ctx = 0 takes the training context, up to this
+constexpr uint32_t kMaxCtx = 1u << 24;       // beyond any model's context: a typo, not a request
+constexpr int32_t kMaxThreads = 1024;
+
+[[noreturn]] void invalid(const std::string& msg) { throw Error(ErrorCode::InvalidArgument, msg); }
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Bytes at the end of `text` that begin some stop string without completing
+// it: they are held back until the next piece shows whether a stop follows.
+size_t stop_prefix_tail(std::string_view text, const std::vector<std::string>& stops) {
+    size_t hold = 0;
+    for (const std::string& s : stops) {
+        const size_t max_len = std::min(text.size(), s.size() - 1);
+        for (size_t len = max_len; len > hold; --len)
+            if (text.substr(text.size() - len) == std::string_view(s).substr(0, len)) {
+                hold = len;
+                break;
+            }
+    }
+    return hold;
+}
+
+}  // namespace
+
+const char* stop_reason_name(StopReason r) noexcept {
+    switch (r) {
+        case StopReason::MaxTokens: return "max_tokens";
+        case StopReason::EndOfGeneration: return "eog";
+        case StopReason::StopString: return "stop_string";
+        case StopReason::Callback: return "callback";
+        case StopReason::Cancelled: return "cancelled";
+        case StopReason::ContextFull: return "context_full";
+    }
+    return "unknown";
+}
+
+struct Session::Impl {
+    std::shared_ptr<const Model> model;
+    const Model::Impl* m = nullptr;
+    uint32_t n_ctx = 0;
+    uint32_t n_batch = 0;
+    std::vector<std::string> warnings;
+    std::unique_ptr<CpuBackend> backend;
+    KvCache cache;
+    ForwardBuffers buf;
+    // [n_past] the session's tokens. The first n_evaluated have their K/V in
+    // the cache; the rest are pending (generate's last sampled token, or a
+    // cancelled eval's tail) and go through the model at the next eval.
+    std::vector<TokenId> tokens;
+    size_t n_evaluated = 0;
+    std::vector<float> logits;      // [n_vocab] the row of tokens[n_evaluated - 1]
+    bool logits_valid = false;      // logits belong to the last token and nothing is pending
+    std::vector<float> all_logits;  // [n, n_vocab] rows of the last eval(..., true)
+    std::atomic<bool> cancel{false};
+
+    void check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const;
+    void eval(std::span<const TokenId> ids, bool want_all);
+    bool has_logits() const { return logits_valid && n_evaluated == tokens.size() && !tokens.empty(); }
+};
+
+Session::Session(std::shared_ptr<const Model> model, const SessionParams& params) : impl_(std::make_unique<Impl>()) {
+    if (!model) invalid("Session: the model is null; load one with Model::load first");
+    Impl& s = *impl_;
+    s.model = std::move(model);
+    s.m = &s.model->impl();
+    const Hparams& hp = s.m->hp;
+
+    if (params.n_threads < 0)
+        invalid(fmt::format("Session: n_threads is {}; use 0 for one thread per core, or a positive count",
+                            params.n_threads));
+    if (params.n_threads > kMaxThreads)
+        invalid(fmt::format("Session: n_threads is {}; at most {} are supported", params.n_threads, kMaxThreads));
+    if (params.n_batch == 0) invalid("Session: n_batch is 0; it must be at least 1 (512 is a good default)");
+    if (params.n_ctx > kMaxCtx)
+        invalid(fmt::format("Session: n_ctx is {}; at most {} tokens are supported", params.n_ctx, kMaxCtx));
+    if (params.kv_type != KvCacheType::F16 && params.kv_type != KvCacheType::F32)
+        invalid("Session: kv_type is not one of KvCacheType::F16, KvCacheType::F32");
+
+    s.n_ctx = params.n_ctx;
+    if (s.n_ctx == 0) s.n_ctx = hp.n_ctx_train ? std::min(hp.n_ctx_train, kDefaultCtxCap) : kDefaultCtxCap;
+    if (hp.n_ctx_train && s.n_ctx > hp.n_ctx_train)
+        s.warnings.push_back(fmt::format("n_ctx {} is larger than the {} tokens the model was trained with; "
+                                         "quality may drop beyond that length",
+                                         s.n_ctx, hp.n_ctx_train));
+    s.n_batch = std::min(params.n_batch, s.n_ctx);
+    const int n_threads = params.n_threads == 0 ? ThreadPool::hardware_threads() : params.n_threads;
+
+    s.cache.type = params.kv_type == KvCacheType::F32 ? KvType::F32 : KvType::F16;
+    s.cache.n_ctx = s.n_ctx;
+    s.cache.n_layer = hp.n_layer;
+    s.cache.k_width = hp.n_embd_k_gqa();
+    s.cache.v_width = hp.n_embd_v_gqa();
+    try {
+        s.backend = std::make_unique<CpuBackend>(n_threads);
+        s.backend->alloc_kv(&s.cache);
+        s.buf = alloc_forward_buffers(*s.backend, hp, s.n_batch);
+        s.logits.resize(hp.n_vocab);
+        s.tokens.reserve(s.n_ctx);
+    } catch (const std::bad_alloc&) {
+        const double kv_mib = static_cast<double>(s.cache.n_layer) * s.n_ctx * (s.cache.k_width + s.cache.v_width) *
+                              (s.cache.type == KvType::F16 ? 2 : 4) / (1024.0 * 1024.0);
+        throw Error(ErrorCode::OutOfMemory,
+                    fmt::format("Session: out of memory allocating the KV cache ({:.0f} MiB for n_ctx {}) and "
+                                "buffers for n_batch {}; lower n_ctx or n_batch",
+                                kv_mib, s.n_ctx, s.n_batch));
+    }
+}
+
+Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
+
+void Session::Impl::check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const {
+    const uint32_t n_vocab = m->hp.n_vocab;
+    for (size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] < 0 || static_cast<uint32_t>(ids[i]) >= n_vocab)
+            invalid(fmt::format("{}: token {} (at index {} of {}) is outside the vocabulary of {} tokens", fn, ids[i], i,
+                                what, n_vocab));
+    if (tokens.size() + ids.size() > n_ctx)
+        invalid(fmt::format("{}: {} of {} tokens does not fit in the context: it holds {} tokens and {} are in "
+                            "use; raise n_ctx (-c), shorten {}, or reset() / truncate() the session",
+                            fn, what, ids.size(), n_ctx, tokens.size(), what));
+}
+
+// Appends ids (already checked) and runs every token not yet in the cache --
+// pending ones first -- through the model in batches of n_batch.
+void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
+    const size_t n_vocab = m->hp.n_vocab;
+    const size_t n_pending = tokens.size() - n_evaluated;
+    const size_t start = n_evaluated;
+    tokens.insert(tokens.end(), ids.begin(), ids.end());
+    logits_valid = false;
+    all_logits.clear();
+    if (want_all) all_logits.assign((tokens.size() - start) * n_vocab, 0.0f);
+    try {
+        while (n_evaluated < tokens.size()) {
+            const size_t n = std::min<size_t>(n_batch, tokens.size() - n_evaluated);
+            float* out = want_all ? all_logits.data() + (n_evaluated - start) * n_vocab : logits.data();
+            forward(*m, *backend, cache, buf, tokens.data() + n_evaluated, static_cast<int64_t>(n),
+                    static_cast<int64_t>(n_evaluated), want_all, out, &cancel);
+            n_evaluated += n;
+        }
+    } catch (...) {
+        all_logits.clear();  // the tokens not evaluated stay pending
+        throw;
+    }
+    if (want_all && !ids.empty()) {
+        // the caller asked for the rows of its own tokens, not of those pending before them
+        all_logits.erase(all_logits.begin(), all_logits.begin() + static_cast<std::ptrdiff_t>(n_pending * n_vocab));
+        std::copy(all_logits.end() - static_cast<std::ptrdiff_t>(n_vocab), all_logits.end(), logits.begin());
+    }
+    logits_valid = true;
+}
+
+void Session::eval(std::span<const TokenId> tokens, bool all_logits) {
+    impl_->cancel.store(false, std::memory_order_relaxed);
+    if (tokens.empty()) invalid("Session::eval: the token list is empty");
+    impl_->check_tokens(tokens, "Session::eval", "the input");
+    impl_->eval(tokens, all_logits);
+}
+
+std::span<const float> Session::logits() const noexcept {
+    if (!impl_->has_logits()) return {};
+    return impl_->logits;
+}
+
+std::span<const float> Session::all_logits() const noexcept { return impl_->all_logits; }
+
+GenerateResult Session::generate(std::string_view prompt, const GenerateParams& params, const PieceCallback& on_piece) {
+    if (const size_t at = utf8_invalid_offset(prompt); at != std::string_view::npos)
+        invalid(fmt::format("Session::generate: the prompt is not valid UTF-8 (byte {} of {}, value 0x{:02x}); "
+                            "convert it to UTF-8 first",
+                            at, prompt.size(), static_cast<unsigned char>(prompt[at])));
+    TokenizeOptions opt;
+    opt.add_special = params.add_special && impl_->tokens.empty();
+    opt.parse_special = params.parse_special;
+    const std::vector<TokenId> ids = impl_->m->tokenizer.tokenize(prompt, opt);
+    return generate(std::span<const TokenId>(ids), params, on_piece);
+}
+
+GenerateResult Session::generate(std::span<const TokenId> prompt, const GenerateParams& params,
+                                 const PieceCallback& on_piece) {
+    const auto t0 = Clock::now();
+    Impl& s = *impl_;
+    s.cancel.store(false, std::memory_order_relaxed);
+    const Model::Impl& m = *s.m;
+    const Tokenizer& tok = m.tokenizer;
+
+    if (params.max_tokens < -1)
+        invalid(fmt::format("GenerateParams.max_tokens is {}; use -1 (no limit), 0 (prompt only) or a positive count",
+                            params.max_tokens));
+    for (size_t i = 0; i < params.stop.size(); ++i)
+        if (params.stop[i].empty()) invalid(fmt::format("GenerateParams.stop[{}] is an empty string", i));
+    SamplerParams sp = params.sampling;
+    if (params.ignore_eos)
+        for (TokenId id : tok.eog_tokens()) sp.logit_bias.emplace_back(id, -INFINITY);
+    Sampler sampler(m.hp.n_vocab, sp);  // validates the sampling parameters
+
+    if (prompt.empty() && s.tokens.empty())
+        invalid("Session::generate: the prompt is empty and so is the cache; there is nothing to continue from");
+    s.check_tokens(prompt, "Session::generate", "the prompt");
+
+    GenerateResult r;
+    r.n_prompt_tokens = prompt.size();
+    try {
+        if (prompt.empty() && !s.has_logits() && s.n_evaluated == s.tokens.size())
+            --s.n_evaluated;  // the last token's logits are gone (truncate): run it again, same K/V
+        if (!prompt.empty() || !s.has_logits()) s.eval(prompt, false);
+    } catch (const Error& e) {
+        if (e.code() != ErrorCode::Cancelled) throw;
+        r.stop_reason = StopReason::Cancelled;
+        r.prompt_ms = ms_since(t0);
+        return r;
+    }
+    r.prompt_ms = ms_since(t0);
+
+    for (TokenId id : s.tokens) sampler.accept(id);
+    StreamingDetokenizer detok(tok);
+    size_t emitted = 0;  // bytes of r.text already passed to on_piece
+    auto emit = [&](size_t upto) {
+        if (upto <= emitted) return true;
+        const std::string_view piece(r.text.data() + emitted, upto - emitted);
+        emitted = upto;
+        return on_piece ? on_piece(piece) : true;
+    };
+    const auto t_gen = Clock::now();
+    r.stop_reason = StopReason::MaxTokens;
+    for (int32_t n = 0; params.max_tokens < 0 || n < params.max_tokens; ++n) {
+        if (s.cancel.load(std::memory_order_relaxed)) {
+            r.stop_reason = StopReason::Cancelled;
+            break;
+        }
+        if (n > 0) {
+            try {
+                s.eval({}, false);  // the token sampled last is pending: its logits give the next one
+            } catch (const Error& e) {
+                if (e.code() != ErrorCode::Cancelled) throw;
+                r.stop_reason = StopReason::Cancelled;
+                break;
+            }
+        }
+        if (s.tokens.size() >= s.n_ctx) {
+            r.stop_reason = StopReason::ContextFull;
+            break;
+        }
+        const TokenId next = sampler.sample(s.logits);
+        if (n == 0) r.time_to_first_token_ms = ms_since(t0);
+        // the token joins the session's history now and goes through the model when
+        // generation (or the next call) continues: a session that stops here can
+        // be continued without losing or repeating it
+        s.tokens.push_back(next);
+        s.logits_valid = false;
+        r.tokens.push_back(next);
+        if (tok.is_eog(next) && !params.ignore_eos) {
+            r.stop_reason = StopReason::EndOfGeneration;
+            break;
+        }
+        r.text += detok.push(next);
+        if (!params.stop.empty()) {
+            size_t cut = std::string::npos;
+            for (const std::string& stop : params.stop) cut = std::min(cut, r.text.find(stop, emitted));
+            if (cut != std::string::npos) {
+                r.text.resize(cut);
+                emit(cut);
+                r.stop_reason = StopReason::StopString;
+                break;
+            }
+        }
+        const size_t hold = stop_prefix_tail(std::string_view(r.text).substr(emitted), params.stop);
+        if (!emit(r.text.size() - hold)) {
+            r.stop_reason = StopReason::Callback;
+            break;
+        }
+    }
+    // what was held back (a partial stop string, an unfinished UTF-8 sequence) is text after all
+    if (r.stop_reason != StopReason::StopString) {
+        r.text += detok.flush();
+        if (r.stop_reason != StopReason::Callback) emit(r.text.size());
+    }
+    r.generate_ms = ms_since(t_gen);
+    return r;
+}
+
+void Session::reset() {
+    impl_->tokens.clear();
+    impl_->n_evaluated = 0;
+    impl_->logits_valid = false;
+    impl_->all_logits.clear();
+}
+
+void Session::truncate(size_t n) {
+    if (n > impl_->tokens.size())
+        invalid(fmt::format("Session::truncate: {} is more than the {} tokens in the cache", n, impl_->tokens.size()));
+    if (n == impl_->tokens.size()) return;
+    impl_->tokens.resize(n);  // cache rows beyond n are overwritten by the next eval
+    impl_->n_evaluated = std::min(impl_->n_evaluated, n);
+    impl_->logits_valid = false;
+    impl_->all_logits.clear();
+}
+
+void Session::cancel() noexcept { impl_->cancel.store(true, std::memory_order_relaxed); }
+
+std::span<const TokenId> Session::tokens() const noexcept { return impl_->tokens; }
+size_t Session::n_past() const noexcept { return impl_->tokens.size(); }
+uint32_t Session::n_ctx() const noexcept { return impl_->n_ctx; }
+uint32_t Session::n_batch() const noexcept { return impl_->n_batch; }
+int32_t Session::n_threads() const noexcept { return impl_->backend->n_threads(); }
+const std::shared_ptr<const Model>& Session::model() const noexcept { return impl_->model; }
+const std::vector<std::string>& Session::warnings() const noexcept { return impl_->warnings; }
+
+}  // namespace ember

@@ -1,0 +1,362 @@
+// Model loading and the Session API: a tiny synthetic llama written here
+// (random F32 weights, byte-fallback SPM vocabulary) for the engine's
+// invariants and every refusal, and the real default model (when present) for
+// generation: greedy text, stop strings, callbacks, seeds, cancellation, and
+// many sessions over one model.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ember/ember.hpp"
+
+using namespace ember;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A 2-layer llama: embd 32, 4 heads / 2 KV heads, ff 48, 261 tokens.
+struct TinySpec {
+    uint32_t n_embd = 32, n_layer = 2, n_head = 4, n_head_kv = 2, n_ff = 48, n_ctx_train = 128;
+    std::string arch = "llama";
+    bool drop_ffn_up_1 = false;
+    bool bad_shape = false;
+    bool extra_bias = false;
+};
+
+std::vector<uint8_t> f32_bytes(size_t n, std::mt19937_64& rng, float scale, float mean = 0.0f) {
+    std::normal_distribution<float> d(mean, scale);
+    std::vector<uint8_t> b(n * 4);
+    for (size_t i = 0; i < n; ++i) {
+        const float x = d(rng);
+        std::memcpy(b.data() + i * 4, &x, 4);
+    }
+    return b;
+}
+
+std::string write_tiny(const std::string& name, const TinySpec& s = {}) {
+    gguf::Writer w;
+    const std::string a = s.arch + ".";
+    w.set("general.architecture", gguf::Value(s.arch));
+    w.set(a + "block_count", gguf::Value(s.n_layer));
+    w.set(a + "context_length", gguf::Value(s.n_ctx_train));
+    w.set(a + "embedding_length", gguf::Value(s.n_embd));
+    w.set(a + "feed_forward_length", gguf::Value(s.n_ff));
+    w.set(a + "attention.head_count", gguf::Value(s.n_head));
+    w.set(a + "attention.head_count_kv", gguf::Value(s.n_head_kv));
+    w.set(a + "attention.layer_norm_rms_epsilon", gguf::Value(1e-5f));
+    std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
+    std::vector<int32_t> types = {2, 3, 3};
+    for (int b = 0; b < 256; ++b) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "<0x%02X>", b);
+        tokens.push_back(buf);
+        types.push_back(6);
+    }
+    tokens.push_back("\xe2\x96\x81");  // "▁"
+    types.push_back(1);
+    tokens.push_back("\xe2\x96\x81" "a");
+    types.push_back(1);
+    w.set("tokenizer.ggml.model", gguf::Value("llama"));
+    w.set("tokenizer.ggml.tokens", gguf::Value::array(tokens));
+    w.set("tokenizer.ggml.scores", gguf::Value::array(std::vector<float>(tokens.size(), 0.0f)));
+    w.set("tokenizer.ggml.token_type", gguf::Value::array(types));
+    w.set("tokenizer.ggml.bos_token_id", gguf::Value(uint32_t{1}));
+    w.set("tokenizer.ggml.eos_token_id", gguf::Value(uint32_t{2}));
+    const int64_t V = static_cast<int64_t>(tokens.size()), d = s.n_embd, hd = s.n_embd / s.n_head;
+    std::mt19937_64 rng(1234);
+    auto mat = [&](const std::string& n, int64_t n_in, int64_t n_out) {
+        w.add_tensor(n, TensorType::F32, {n_in, n_out}, f32_bytes(static_cast<size_t>(n_in * n_out), rng, 0.2f));
+    };
+    auto vec = [&](const std::string& n, int64_t len) {
+        w.add_tensor(n, TensorType::F32, {len}, f32_bytes(static_cast<size_t>(len), rng, 0.1f, 1.0f));
+    };
+    mat("token_embd.weight", d, V);
+    vec("output_norm.weight", d);
+    mat("output.weight", d, V);
+    for (uint32_t l = 0; l < s.n_layer; ++l) {
+        const std::string p = "blk." + std::to_string(l) + ".";
+        vec(p + "attn_norm.weight", d);
+        mat(p + "attn_q.weight", d, s.bad_shape && l == 0 ? d + 1 : d);
+        mat(p + "attn_k.weight", d, hd * s.n_head_kv);
+        mat(p + "attn_v.weight", d, hd * s.n_head_kv);
+        mat(p + "attn_output.weight", d, d);
+        vec(p + "ffn_norm.weight", d);
+        mat(p + "ffn_gate.weight", d, s.n_ff);
+        if (!(s.drop_ffn_up_1 && l == 1)) mat(p + "ffn_up.weight", d, s.n_ff);
+        mat(p + "ffn_down.weight", s.n_ff, d);
+        if (s.extra_bias && l == 0) vec(p + "attn_q.bias", d);
+    }
+    const fs::path dir = fs::temp_directory_path() / "ember_test_session";
+    fs::create_directories(dir);
+    const std::string path = (dir / name).string();
+    w.write(path);
+    return path;
+}
+
+std::string error_of(const std::function<void()>& f, ErrorCode want) {
+    try {
+        f();
+    } catch (const Error& e) {
+        CHECK_MESSAGE(e.code() == want, "got " << error_code_name(e.code()) << ": " << e.what());
+        return e.what();
+    }
+    FAIL("no error was thrown");
+    return "";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+double max_abs_diff(std::span<const float> a, std::span<const float> b) {
+    REQUIRE(a.size() == b.size());
+    double m = 0;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, double(std::fabs(a[i] - b[i])));
+    return m;
+}
+
+std::string default_model() {
+    const char* dir = std::getenv("EMBER_MODELS_DIR");
+    const fs::path p = fs::path(dir ? dir : EMBER_SOURCE_DIR "/models") / "SmolLM2-135M-Instruct.Q4_1.gguf";
+    return fs::exists(p) ? p.string() : std::string();
+}
+
+}  // namespace
+
+TEST_CASE("session: batch size, eval splits and threads do not change the logits") {
+    auto model = Model::load(write_tiny("tiny.gguf"));
+    CHECK(model->info().arch == "llama");
+    CHECK(model->info().n_layer == 2);
+    CHECK(model->info().n_vocab == 261);
+    const std::vector<TokenId> ids = {1, 70, 80, 90, 100, 3, 259, 260, 150, 42, 43, 44, 45};
+
+    Session whole(model, {.n_ctx = 64, .n_batch = 64, .n_threads = 1, .kv_type = KvCacheType::F32});
+    whole.eval(ids, true);
+    CHECK(whole.n_past() == ids.size());
+    REQUIRE(whole.all_logits().size() == ids.size() * 261);
+    const std::vector<float> ref(whole.all_logits().begin(), whole.all_logits().end());
+    CHECK(max_abs_diff(whole.logits(), std::span<const float>(ref).subspan(ref.size() - 261)) == 0.0);
+
+    Session batched(model, {.n_ctx = 64, .n_batch = 3, .n_threads = 3, .kv_type = KvCacheType::F32});
+    batched.eval(ids, true);
+    CHECK(max_abs_diff(batched.all_logits(), ref) < 1e-5);
+
+    // one token at a time: each step's logits are the matching row
+    Session stepwise(model, {.n_ctx = 64, .n_threads = 2, .kv_type = KvCacheType::F32});
+    for (size_t i = 0; i < ids.size(); ++i) {
+        stepwise.eval(std::span<const TokenId>(&ids[i], 1));
+        CHECK(max_abs_diff(stepwise.logits(), std::span<const float>(ref).subspan(i * 261, 261)) < 1e-5);
+    }
+    CHECK(stepwise.all_logits().empty());
+
+    // truncate and re-evaluate the tail: the cache rows are overwritten
+    stepwise.truncate(5);
+    CHECK(stepwise.n_past() == 5);
+    stepwise.eval(std::span<const TokenId>(ids).subspan(5), true);
+    CHECK(max_abs_diff(stepwise.all_logits(), std::span<const float>(ref).subspan(5 * 261)) < 1e-5);
+
+    // the F16 cache rounds K and V: close, not equal
+    Session half(model, {.n_ctx = 64});
+    half.eval(ids, true);
+    CHECK(max_abs_diff(half.all_logits(), ref) < 5e-2);
+    CHECK(half.n_threads() >= 1);
+
+    half.reset();
+    CHECK(half.n_past() == 0);
+    CHECK(half.logits().empty());
+}
+
+TEST_CASE("model: missing, foreign, inconsistent and unsupported files are refused with the name") {
+    std::string msg = error_of([] { Model::load("/nonexistent/dir/model.gguf"); }, ErrorCode::NotFound);
+    CHECK(contains(msg, "/nonexistent/dir/model.gguf"));
+
+    const fs::path junk = fs::temp_directory_path() / "ember_test_session" / "junk.gguf";
+    fs::create_directories(junk.parent_path());
+    std::ofstream(junk) << "this is not a model, just text that is long enough to read a header from";
+    error_of([&] { Model::load(junk.string()); }, ErrorCode::InvalidFile);
+
+    msg = error_of([] { Model::load(write_tiny("noup.gguf", {.drop_ffn_up_1 = true})); }, ErrorCode::NotFound);
+    CHECK(contains(msg, "blk.1.ffn_up.weight"));
+    msg = error_of([] { Model::load(write_tiny("shape.gguf", {.bad_shape = true})); }, ErrorCode::InvalidFile);
+    CHECK(contains(msg, "blk.0.attn_q.weight"));
+    CHECK(contains(msg, "[32, 33]"));
+    msg = error_of([] { Model::load(write_tiny("bias.gguf", {.extra_bias = true})); }, ErrorCode::Unsupported);
+    CHECK(contains(msg, "blk.0.attn_q.bias"));
+    msg = error_of([] { Model::load(write_tiny("mamba.gguf", {.arch = "mamba"})); }, ErrorCode::Unsupported);
+    CHECK(contains(msg, "mamba"));
+
+    const std::string ok = write_tiny("ok.gguf");
+    error_of([&] { Model::load(ok, {.n_gpu_layers = -1}); }, ErrorCode::InvalidArgument);
+    msg = error_of([&] { Model::load(ok, {.n_gpu_layers = 4}); }, ErrorCode::Unsupported);
+    CHECK(contains(msg, "n_gpu_layers"));
+}
+
+TEST_CASE("session: absurd parameters and inputs are InvalidArgument naming what is wrong; nothing changes") {
+    auto model = Model::load(write_tiny("tiny2.gguf"));
+    CHECK(contains(error_of([] { Session(nullptr); }, ErrorCode::InvalidArgument), "null"));
+    CHECK(contains(error_of([&] { Session(model, {.n_threads = -1}); }, ErrorCode::InvalidArgument), "n_threads"));
+    CHECK(contains(error_of([&] { Session(model, {.n_batch = 0}); }, ErrorCode::InvalidArgument), "n_batch"));
+    CHECK(contains(error_of([&] { Session(model, {.n_ctx = 1u << 30}); }, ErrorCode::InvalidArgument), "n_ctx"));
+
+    Session big(model, {.n_ctx = 256});  // trained with 128
+    REQUIRE(big.warnings().size() == 1);
+    CHECK(contains(big.warnings()[0], "128"));
+    Session dflt(model);
+    CHECK(dflt.n_ctx() == 128);
+    CHECK(dflt.warnings().empty());
+
+    Session s(model, {.n_ctx = 16, .n_threads = 2});
+    const std::vector<TokenId> empty;
+    CHECK(contains(error_of([&] { s.eval(empty); }, ErrorCode::InvalidArgument), "empty"));
+    const std::vector<TokenId> bad_id = {5, 261};
+    CHECK(contains(error_of([&] { s.eval(bad_id); }, ErrorCode::InvalidArgument), "261"));
+    const std::vector<TokenId> neg_id = {-3};
+    error_of([&] { s.eval(neg_id); }, ErrorCode::InvalidArgument);
+    const std::vector<TokenId> too_long(17, 5);
+    CHECK(contains(error_of([&] { s.eval(too_long); }, ErrorCode::InvalidArgument), "does not fit"));
+    CHECK(s.n_past() == 0);
+    CHECK(contains(error_of([&] { s.truncate(1); }, ErrorCode::InvalidArgument), "truncate"));
+
+    CHECK(contains(error_of([&] { s.generate("ab\xff" "cd"); }, ErrorCode::InvalidArgument), "UTF-8"));
+    CHECK(contains(error_of([&] { s.generate(std::string(40, 'x')); }, ErrorCode::InvalidArgument), "does not fit"));
+    GenerateParams gp;
+    gp.add_special = false;  // else the prompt is BOS alone, a valid start
+    CHECK(contains(error_of([&] { s.generate("", gp); }, ErrorCode::InvalidArgument), "empty"));
+    gp = {};
+    gp.max_tokens = -2;
+    CHECK(contains(error_of([&] { s.generate("a", gp); }, ErrorCode::InvalidArgument), "max_tokens"));
+    gp = {};
+    gp.stop = {"x", ""};
+    CHECK(contains(error_of([&] { s.generate("a", gp); }, ErrorCode::InvalidArgument), "stop[1]"));
+    gp = {};
+    gp.sampling.temperature = -1;
+    CHECK(contains(error_of([&] { s.generate("a", gp); }, ErrorCode::InvalidArgument), "temperature"));
+    gp = {};
+    gp.sampling.top_p = 2;
+    CHECK(contains(error_of([&] { s.generate("a", gp); }, ErrorCode::InvalidArgument), "top_p"));
+    CHECK(s.n_past() == 0);
+
+    // a context that fills up while generating stops cleanly
+    gp = {};
+    gp.max_tokens = -1;
+    gp.ignore_eos = true;
+    const GenerateResult r = s.generate("a", gp);
+    CHECK(r.stop_reason == StopReason::ContextFull);
+    CHECK(s.n_past() == 16);
+}
+
+TEST_CASE("session: generation on the default model -- greedy text, stop strings, callbacks, seeds, cancel") {
+    const std::string path = default_model();
+    if (path.empty()) {
+        MESSAGE("SKIP: models/SmolLM2-135M-Instruct.Q4_1.gguf not found; run scripts/fetch-models");
+        return;
+    }
+    auto model = Model::load(path);
+    Session s(model, {.n_ctx = 128, .n_threads = 2});
+    GenerateParams greedy;
+    greedy.max_tokens = 8;
+    greedy.sampling.temperature = 0;
+    std::string streamed;
+    GenerateResult r = s.generate("The capital of France is", greedy, [&](std::string_view p) {
+        streamed += p;
+        return true;
+    });
+    CHECK(r.stop_reason == StopReason::MaxTokens);
+    CHECK(r.tokens.size() == 8);
+    CHECK(r.n_prompt_tokens == 5);
+    CHECK(streamed == r.text);
+    CHECK(r.text.starts_with(" Paris."));
+    const std::string greedy_text = r.text;
+
+    // a stop string ends the text before it; nothing of it is streamed
+    s.reset();
+    GenerateParams stop = greedy;
+    stop.stop = {"\n", "never"};
+    streamed.clear();
+    r = s.generate("The capital of France is", stop, [&](std::string_view p) {
+        streamed += p;
+        return true;
+    });
+    CHECK(r.stop_reason == StopReason::StopString);
+    CHECK(r.text == " Paris.");
+    CHECK(streamed == r.text);
+
+    // the callback stops generation
+    s.reset();
+    int calls = 0;
+    r = s.generate("The capital of France is", greedy, [&](std::string_view) { return ++calls < 2; });
+    CHECK(r.stop_reason == StopReason::Callback);
+    CHECK(calls == 2);
+
+    // continuing: the history keeps the prompt and every generated token, so two
+    // calls of 3 tokens give what one call of 6 gives
+    s.reset();
+    GenerateParams three = greedy;
+    three.max_tokens = 3;
+    r = s.generate("The capital of France is", three);
+    CHECK(s.n_past() == 5 + 3);
+    CHECK(s.logits().empty());  // the last token is still pending
+    std::string joined = r.text;
+    joined += s.generate(std::span<const TokenId>(), three).text;
+    CHECK(s.n_past() == 5 + 6);
+    CHECK(greedy_text.starts_with(joined));
+    CHECK(joined.size() > 7);
+    // after truncate the last kept token is run again to get its logits
+    s.truncate(5);
+    r = s.generate(std::span<const TokenId>(), greedy);
+    CHECK(r.text == greedy_text);
+    // eval after a generate runs the pending token first; all_logits has rows for the new ids only
+    s.reset();
+    r = s.generate("The capital of France is", three);
+    const std::vector<TokenId> more = {30, 198};
+    s.eval(more, true);
+    CHECK(s.all_logits().size() == 2 * model->info().n_vocab);
+    CHECK(s.n_past() == 5 + 3 + 2);
+
+    // a seed makes sampling reproducible
+    GenerateParams sampled;
+    sampled.max_tokens = 12;
+    sampled.sampling.temperature = 1.0f;
+    sampled.sampling.seed = 42;
+    s.reset();
+    const std::string a = s.generate("Once upon a time", sampled).text;
+    s.reset();
+    const std::string b = s.generate("Once upon a time", sampled).text;
+    CHECK(a == b);
+
+    // many sessions over one model, on several threads at once, agree with one another
+    std::vector<std::string> outs(3);
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < outs.size(); ++i)
+        threads.emplace_back([&, i] {
+            Session t(model, {.n_ctx = 64, .n_threads = 1});
+            outs[i] = t.generate("The capital of France is", greedy).text;
+        });
+    for (auto& t : threads) t.join();
+    for (const std::string& o : outs) CHECK(o == greedy_text);
+
+    // cancel() from another thread stops an endless generation
+    s.reset();
+    GenerateParams endless;
+    endless.max_tokens = -1;
+    endless.ignore_eos = true;
+    std::atomic<bool> started{false};
+    std::thread canceller([&] {
+        while (!started.load()) std::this_thread::yield();
+        s.cancel();
+    });
+    r = s.generate("Tell me a story.", endless, [&](std::string_view) {
+        started.store(true);
+        return true;
+    });
+    canceller.join();
+    CHECK(r.stop_reason == StopReason::Cancelled);
+    CHECK(s.n_past() < 128);
+}
