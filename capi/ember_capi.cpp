@@ -1,58 +1,77 @@
 // The C ABI: translates to the C++ API; never lets an exception out.
+// Versioning, status names and error reporting live here; the model, session
+// and generation calls are in capi_inference.cpp.
 #include "ember.h"
 
 #include <cstring>
 #include <new>
 #include <string>
 
+#include "capi_internal.hpp"
 #include "ember/error.hpp"
 #include "ember/version.hpp"
+#include "tokenizer/unicode.hpp"
 
-namespace {
+namespace ember::capi {
 
-thread_local std::string g_last_error;
+std::string& last_error() noexcept {
+    thread_local std::string message;
+    return message;
+}
 
-ember_status to_status(ember::ErrorCode code) {
+ember_status to_status(ErrorCode code) noexcept {
     switch (code) {
-        case ember::ErrorCode::InvalidArgument: return EMBER_ERR_INVALID_ARGUMENT;
-        case ember::ErrorCode::InvalidFile: return EMBER_ERR_INVALID_FILE;
-        case ember::ErrorCode::Unsupported: return EMBER_ERR_UNSUPPORTED;
-        case ember::ErrorCode::NotFound: return EMBER_ERR_NOT_FOUND;
-        case ember::ErrorCode::TypeMismatch: return EMBER_ERR_TYPE_MISMATCH;
-        case ember::ErrorCode::Io: return EMBER_ERR_IO;
-        case ember::ErrorCode::OutOfMemory: return EMBER_ERR_OUT_OF_MEMORY;
-        case ember::ErrorCode::Backend: return EMBER_ERR_BACKEND;
-        case ember::ErrorCode::Internal: return EMBER_ERR_INTERNAL;
+        case ErrorCode::InvalidArgument: return EMBER_ERR_INVALID_ARGUMENT;
+        case ErrorCode::InvalidFile: return EMBER_ERR_INVALID_FILE;
+        case ErrorCode::Unsupported: return EMBER_ERR_UNSUPPORTED;
+        case ErrorCode::NotFound: return EMBER_ERR_NOT_FOUND;
+        case ErrorCode::TypeMismatch: return EMBER_ERR_TYPE_MISMATCH;
+        case ErrorCode::Io: return EMBER_ERR_IO;
+        case ErrorCode::OutOfMemory: return EMBER_ERR_OUT_OF_MEMORY;
+        case ErrorCode::Backend: return EMBER_ERR_BACKEND;
+        case ErrorCode::Internal: return EMBER_ERR_INTERNAL;
+        case ErrorCode::Cancelled: return EMBER_ERR_CANCELLED;
     }
     return EMBER_ERR_INTERNAL;
 }
 
-ember_status fail(ember_status s, const std::string& msg) {
+ember_status fail(ember_status s, const std::string& msg) noexcept {
     try {
-        g_last_error = msg;
+        last_error() = msg;
     } catch (...) {
-        g_last_error.clear();
+        last_error().clear();
     }
     return s;
 }
 
-// Runs f, turning every exception into a status and a message.
-template <class F> ember_status guarded(const char* fn, F&& f) {
-    try {
-        g_last_error.clear();
-        return f();
-    } catch (const ember::Error& e) {
-        return fail(to_status(e.code()), e.what());
-    } catch (const std::bad_alloc&) {
-        return fail(EMBER_ERR_OUT_OF_MEMORY, std::string(fn) + ": out of memory");
-    } catch (const std::exception& e) {
-        return fail(EMBER_ERR_INTERNAL, std::string(fn) + ": " + e.what());
-    } catch (...) {
-        return fail(EMBER_ERR_INTERNAL, std::string(fn) + ": unknown exception");
-    }
+ember_status check_utf8(const char* fn, const std::string& arg, std::string_view s) {
+    const size_t at = ember::utf8_invalid_offset(s);
+    if (at == std::string_view::npos) return EMBER_OK;
+    return invalid(fn, arg + " is not valid UTF-8 (byte " + std::to_string(at) + " of " + std::to_string(s.size()) +
+                           " starts an invalid or truncated sequence)");
 }
 
-}  // namespace
+ember_status write_text(const char* fn, std::string_view text, char* buf, size_t buf_size, size_t* needed) {
+    if (buf == nullptr && buf_size != 0) return invalid(fn, "buf is NULL but buf_size is " + std::to_string(buf_size));
+    if (needed) *needed = text.size() + 1;
+    if (buf_size == 0) {
+        if (buf == nullptr) return EMBER_OK;  // size query
+        return fail(EMBER_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": buf_size is 0; " +
+                                                    std::to_string(text.size() + 1) + " bytes are needed (see *needed)");
+    }
+    const size_t n = std::min(text.size(), buf_size - 1);
+    std::memcpy(buf, text.data(), n);
+    buf[n] = '\0';
+    if (n < text.size())
+        return fail(EMBER_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": buf_size " + std::to_string(buf_size) +
+                                                    " is too small; " + std::to_string(text.size() + 1) +
+                                                    " bytes are needed (see *needed)");
+    return EMBER_OK;
+}
+
+}  // namespace ember::capi
+
+using ember::capi::guarded;
 
 extern "C" {
 
@@ -72,31 +91,18 @@ const char* ember_status_name(ember_status status) {
         case EMBER_ERR_OUT_OF_MEMORY: return "EMBER_ERR_OUT_OF_MEMORY";
         case EMBER_ERR_BACKEND: return "EMBER_ERR_BACKEND";
         case EMBER_ERR_BUFFER_TOO_SMALL: return "EMBER_ERR_BUFFER_TOO_SMALL";
+        case EMBER_ERR_CANCELLED: return "EMBER_ERR_CANCELLED";
         case EMBER_ERR_INTERNAL: return "EMBER_ERR_INTERNAL";
     }
     return "EMBER_ERR_UNKNOWN";
 }
 
-const char* ember_last_error(void) { return g_last_error.c_str(); }
+const char* ember_last_error(void) { return ember::capi::last_error().c_str(); }
 
 ember_status ember_build_info(char* buf, size_t buf_size, size_t* needed) {
-    return guarded("ember_build_info", [&]() -> ember_status {
-        if (buf == nullptr && buf_size != 0)
-            return fail(EMBER_ERR_INVALID_ARGUMENT, "ember_build_info: buf is NULL but buf_size is not 0");
-        const std::string info = ember::build_info();
-        if (needed) *needed = info.size() + 1;
-        if (buf_size == 0) {
-            if (buf == nullptr) return EMBER_OK;  // size query
-            return fail(EMBER_ERR_BUFFER_TOO_SMALL, "ember_build_info: buf_size is 0");
-        }
-        const size_t n = info.size() < buf_size - 1 ? info.size() : buf_size - 1;
-        std::memcpy(buf, info.data(), n);
-        buf[n] = '\0';
-        if (n < info.size())
-            return fail(EMBER_ERR_BUFFER_TOO_SMALL,
-                        "ember_build_info: buf_size " + std::to_string(buf_size) + " is too small; " +
-                            std::to_string(info.size() + 1) + " bytes are needed (see *needed)");
-        return EMBER_OK;
+    static constexpr const char* fn = "ember_build_info";
+    return guarded(fn, [&]() -> ember_status {
+        return ember::capi::write_text(fn, ember::build_info(), buf, buf_size, needed);
     });
 }
 

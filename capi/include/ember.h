@@ -7,8 +7,46 @@
  * are never renumbered. Every call returns an ember_status; the message for
  * the last failure on the calling thread is in ember_last_error().
  *
- * The model, session and generation calls arrive with the inference work; this
- * first part carries versioning and error reporting.
+ * A typical program:
+ *
+ *     ember_model* model = NULL;
+ *     ember_session* session = NULL;
+ *     ember_generate_params gp;
+ *     if (ember_model_load("model.gguf", NULL, &model) != EMBER_OK) { puts(ember_last_error()); ... }
+ *     ember_session_new(model, NULL, &session);
+ *     ember_generate_params_init(&gp, sizeof gp);
+ *     gp.temperature = 0.0f;
+ *     ember_session_generate(session, "The capital of France is", &gp, on_piece, NULL, NULL);
+ *     ember_session_free(session);
+ *     ember_model_free(model);
+ *
+ * Conventions:
+ *   - Handles (ember_model*, ember_session*) are opaque and created and freed
+ *     in pairs: ember_model_load / ember_model_free, ember_session_new /
+ *     ember_session_free. The _free functions return void and accept NULL.
+ *   - A params struct is filled by its _init function, which takes the size
+ *     of the caller's struct: ember_model_params_init(&p, sizeof p). It sets
+ *     struct_size, so a program built against an older ember.h keeps working
+ *     with a newer library (which reads only the fields that struct has) and
+ *     the other way round (a larger struct_size is accepted; the fields the
+ *     library does not know are ignored). A struct_size smaller than the
+ *     first version of the struct, or 0, is EMBER_ERR_INVALID_ARGUMENT.
+ *     Output structs (ember_model_info, ember_generate_result) work the same
+ *     way: set struct_size = sizeof the struct before the call.
+ *   - A NULL params pointer means "all defaults".
+ *   - Text going in is UTF-8 (invalid UTF-8 is EMBER_ERR_INVALID_ARGUMENT;
+ *     file paths are passed to the operating system as they are). Text coming
+ *     out into a caller buffer is NUL-terminated; the bytes needed (including
+ *     the NUL) are reported through a size_t* so the caller can ask first
+ *     (buffer NULL, size 0: EMBER_OK, size reported) or retry after
+ *     EMBER_ERR_BUFFER_TOO_SMALL (buffer filled with as much as fits).
+ *   - A model may be used by any number of sessions on any threads at once. A
+ *     session is used by one thread at a time; only ember_session_cancel may
+ *     be called on it from another thread.
+ *
+ * For maintainers: a field added to a params struct goes at its end, starting
+ * at or after the sizeof of the previous version (never in its tail padding),
+ * and its default must mean "behave as before".
  */
 #ifndef EMBER_H
 #define EMBER_H
@@ -27,7 +65,7 @@ extern "C" {
 #endif
 
 /* Bumped when functions are added; never reset. */
-#define EMBER_ABI_VERSION 1
+#define EMBER_ABI_VERSION 2  /* 2: models, sessions, tokenizer, generation */
 
 typedef enum ember_status {
     EMBER_OK = 0,
@@ -40,6 +78,7 @@ typedef enum ember_status {
     EMBER_ERR_OUT_OF_MEMORY = 7,
     EMBER_ERR_BACKEND = 8,          /* e.g. a CUDA runtime error */
     EMBER_ERR_BUFFER_TOO_SMALL = 9, /* an output buffer was too small; the size needed is reported */
+    EMBER_ERR_CANCELLED = 10,       /* ember_session_cancel() stopped the call */
     EMBER_ERR_INTERNAL = 100        /* a bug in ember; please report it */
 } ember_status;
 
@@ -63,6 +102,311 @@ EMBER_CAPI const char* ember_last_error(void);
    buf_size is 0 (to ask for the size); a buffer too small gives
    EMBER_ERR_BUFFER_TOO_SMALL and is filled with as much as fits. */
 EMBER_CAPI ember_status ember_build_info(char* buf, size_t buf_size, size_t* needed);
+
+/* ------------------------------------------------------------------------ */
+/* Models (ABI version 2)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* A token id: an index into the model's vocabulary. */
+typedef int32_t ember_token;
+
+/* A loaded model: immutable, shareable between sessions and threads. */
+typedef struct ember_model ember_model;
+
+typedef struct ember_model_params {
+    size_t struct_size;   /* sizeof(ember_model_params); set by ember_model_params_init */
+    int32_t n_gpu_layers; /* layers to run on a GPU; default 0. Negative:
+                             EMBER_ERR_INVALID_ARGUMENT. ember runs on the CPU only so
+                             far: a positive count is EMBER_ERR_UNSUPPORTED */
+} ember_model_params;
+
+/* Fills *params with the defaults. struct_size is sizeof(*params) as the
+   caller sees it. EMBER_ERR_INVALID_ARGUMENT: params is NULL or struct_size
+   is smaller than the first version of the struct. */
+EMBER_CAPI ember_status ember_model_params_init(ember_model_params* params, size_t struct_size);
+
+/* Opens, validates and loads the GGUF model at path (mapped, not copied).
+   params may be NULL for the defaults. On success *out receives a new handle
+   that the caller frees with ember_model_free; on failure *out is set to NULL.
+   Errors: EMBER_ERR_INVALID_ARGUMENT (path or out NULL, bad params),
+   EMBER_ERR_NOT_FOUND or EMBER_ERR_IO (a missing or unreadable file; a missing
+   tensor is EMBER_ERR_NOT_FOUND too), EMBER_ERR_INVALID_FILE (not a GGUF file,
+   corrupt, a tensor of the wrong shape), EMBER_ERR_UNSUPPORTED (an architecture
+   or tensor type ember cannot run), EMBER_ERR_OUT_OF_MEMORY. */
+EMBER_CAPI ember_status ember_model_load(const char* path, const ember_model_params* params, ember_model** out);
+
+/* Releases the handle. NULL is a no-op. Sessions created from the model hold
+   their own reference to it: freeing the model handle while sessions are alive
+   is allowed, and the model's memory goes with the last of them. */
+EMBER_CAPI void ember_model_free(ember_model* model);
+
+/* The shape of a model. Set struct_size = sizeof(ember_model_info) before
+   calling ember_model_get_info. */
+typedef struct ember_model_info {
+    size_t struct_size;
+    const char* arch;        /* general.architecture, e.g. "llama"; owned by the handle */
+    const char* name;        /* general.name, "" when absent; owned by the handle */
+    uint32_t n_vocab;        /* tokens in the vocabulary: valid ids are [0, n_vocab) */
+    uint32_t n_ctx_train;    /* the context length the model was trained with */
+    uint32_t n_embd;
+    uint32_t n_layer;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t n_ff;
+    ember_token token_bos;   /* -1 when the vocabulary has none */
+    ember_token token_eos;   /* -1 when the vocabulary has none */
+    uint64_t n_params;       /* elements of all weight tensors */
+    uint64_t weight_bytes;   /* bytes of all weight tensors in the file */
+} ember_model_info;
+
+/* Fills *info (the fields that fit in info->struct_size). The strings stay
+   valid until ember_model_free(model). EMBER_ERR_INVALID_ARGUMENT: model or
+   info NULL, info->struct_size too small. */
+EMBER_CAPI ember_status ember_model_get_info(const ember_model* model, ember_model_info* info);
+
+/* ------------------------------------------------------------------------ */
+/* Tokenizer and chat template                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Tokenizes text[text_len] (UTF-8; not necessarily NUL-terminated; text may be
+   NULL when text_len is 0). add_special != 0 adds BOS/EOS as the model asks;
+   parse_special != 0 turns text such as "<|im_start|>" into its control token.
+   *n_tokens (required) receives the number of tokens. tokens[capacity]
+   receives them; tokens may be NULL when capacity is 0 (a size query,
+   EMBER_OK). EMBER_ERR_BUFFER_TOO_SMALL when capacity is smaller than
+   *n_tokens (the first capacity tokens are written). EMBER_ERR_INVALID_ARGUMENT:
+   model or n_tokens NULL, text or tokens NULL with a non-zero length, text not
+   valid UTF-8 (the message gives the byte offset). */
+EMBER_CAPI ember_status ember_tokenize(const ember_model* model, const char* text, size_t text_len,
+                                       int add_special, int parse_special, ember_token* tokens, size_t capacity,
+                                       size_t* n_tokens);
+
+/* Turns tokens[n_tokens] back into text, into buf[buf_size] with a terminating
+   NUL; *needed (may be NULL) receives the length of the text plus 1.
+   remove_special != 0 drops a leading BOS / trailing EOS that tokenizing added;
+   render_special != 0 writes control tokens as their text (otherwise they
+   vanish). Byte tokens may put a NUL byte inside the text: use *needed - 1 as
+   its length. buf may be NULL only when buf_size is 0 (a size query);
+   EMBER_ERR_BUFFER_TOO_SMALL when the text does not fit (buf gets a
+   NUL-terminated prefix). EMBER_ERR_INVALID_ARGUMENT: model NULL, tokens NULL
+   with n_tokens > 0, an id outside [0, n_vocab). */
+EMBER_CAPI ember_status ember_detokenize(const ember_model* model, const ember_token* tokens, size_t n_tokens,
+                                         int remove_special, int render_special, char* buf, size_t buf_size,
+                                         size_t* needed);
+
+/* The bytes of one token (may be an incomplete UTF-8 sequence, or empty for a
+   control token unless render_special != 0), into buf as ember_detokenize
+   does. EMBER_ERR_INVALID_ARGUMENT: model NULL, token outside [0, n_vocab). */
+EMBER_CAPI ember_status ember_token_to_piece(const ember_model* model, ember_token token, int render_special,
+                                             char* buf, size_t buf_size, size_t* needed);
+
+/* *is_eog receives 1 when token ends a generation (EOS, EOT, the end-of-turn
+   tokens of chat formats), else 0. For callers running their own sampling loop
+   over ember_session_eval. EMBER_ERR_INVALID_ARGUMENT: a NULL pointer, token
+   outside [0, n_vocab). */
+EMBER_CAPI ember_status ember_token_is_eog(const ember_model* model, ember_token token, int* is_eog);
+
+/* One message of a conversation: both strings UTF-8, NUL-terminated, owned by
+   the caller. role is "system", "user" or "assistant". (A plain data record,
+   not a params struct: it never grows.) */
+typedef struct ember_chat_message {
+    const char* role;
+    const char* content;
+} ember_chat_message;
+
+/* Renders messages[n_messages] with the model's chat template (ChatML when the
+   model has none, or one ember does not recognise) into buf[buf_size] with a
+   terminating NUL; *needed (may be NULL) receives the bytes needed including
+   the NUL. add_generation_prompt != 0 ends the text with the assistant's turn
+   header. Tokenize the result with parse_special = 1 and add_special = 0, or
+   pass it to ember_session_generate (whose default params do that).
+   buf may be NULL only when buf_size is 0 (a size query).
+   EMBER_ERR_BUFFER_TOO_SMALL: as ember_detokenize. EMBER_ERR_INVALID_ARGUMENT:
+   model NULL, messages NULL or n_messages 0, a NULL or invalid UTF-8 role or
+   content (the message names the index), a conversation the template refuses
+   (e.g. turns that do not alternate). */
+EMBER_CAPI ember_status ember_apply_chat_template(const ember_model* model, const ember_chat_message* messages,
+                                                  size_t n_messages, int add_generation_prompt, char* buf,
+                                                  size_t buf_size, size_t* needed);
+
+/* ------------------------------------------------------------------------ */
+/* Sessions                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* One conversation with a model: its own KV cache, threads and buffers. */
+typedef struct ember_session ember_session;
+
+/* Values of ember_session_params.kv_type. */
+typedef enum ember_kv_type {
+    EMBER_KV_F16 = 0, /* default: half the memory */
+    EMBER_KV_F32 = 1
+} ember_kv_type;
+
+typedef struct ember_session_params {
+    size_t struct_size; /* sizeof(ember_session_params); set by ember_session_params_init */
+    uint32_t n_ctx;     /* tokens the KV cache holds; 0 (default) = the model's training
+                           context, capped at 4096 */
+    uint32_t n_batch;   /* prompt tokens per forward pass, >= 1; default 512 */
+    int32_t n_threads;  /* 0 (default) = one per core; negative: EMBER_ERR_INVALID_ARGUMENT */
+    int32_t kv_type;    /* an ember_kv_type; default EMBER_KV_F16 */
+} ember_session_params;
+
+/* Fills *params with the defaults; as ember_model_params_init. */
+EMBER_CAPI ember_status ember_session_params_init(ember_session_params* params, size_t struct_size);
+
+/* Creates a session on model (params NULL: defaults): allocates the KV cache
+   and starts the threads. The session holds its own reference to the model
+   (see ember_model_free). On success *out receives a handle the caller frees
+   with ember_session_free; on failure *out is set to NULL.
+   Errors: EMBER_ERR_INVALID_ARGUMENT (model or out NULL, an out-of-range
+   param, named in the message), EMBER_ERR_OUT_OF_MEMORY (the cache does not
+   fit). */
+EMBER_CAPI ember_status ember_session_new(const ember_model* model, const ember_session_params* params,
+                                          ember_session** out);
+
+/* Stops the threads and releases the session. NULL is a no-op. Must not be
+   called while another thread is inside a call on this session. */
+EMBER_CAPI void ember_session_free(ember_session* session);
+
+/* Runs the model over tokens[n_tokens], appended to the cache (in batches of
+   n_batch). Afterwards ember_session_logits gives the row of the last token.
+   EMBER_ERR_INVALID_ARGUMENT: session or tokens NULL, n_tokens 0, an id
+   outside the vocabulary, more tokens than the cache has room for (nothing is
+   evaluated then). EMBER_ERR_CANCELLED: ember_session_cancel interrupted it
+   (the tokens stay in the history; those not yet evaluated are run by the
+   next eval or generate). */
+EMBER_CAPI ember_status ember_session_eval(ember_session* session, const ember_token* tokens, size_t n_tokens);
+
+/* *logits receives the logits that follow the session's last token, [n_vocab]
+   floats owned by the session and valid until the next call that evaluates,
+   resets, truncates or frees it; *n_vocab receives their count.
+   EMBER_ERR_INVALID_ARGUMENT: a NULL pointer, or no current logits: nothing
+   evaluated yet, or after ember_session_generate (its last sampled token is
+   kept in the history and run through the model by the next eval or
+   generate), ember_session_truncate or ember_session_reset. */
+EMBER_CAPI ember_status ember_session_logits(const ember_session* session, const float** logits, size_t* n_vocab);
+
+/* Receives each piece of generated text as soon as it is complete: never part
+   of a UTF-8 character, never text that may turn out to be a stop string.
+   piece[len] is '\0', but use len: the model may generate a NUL byte. piece is
+   valid only during the call. Return nonzero to go on,
+   0 to stop generation (ember_generate_result.stop_reason is then
+   EMBER_STOP_CALLBACK). Runs on the thread that called ember_session_generate;
+   it must not call ember functions on the same session, nor longjmp out. */
+typedef int (*ember_piece_callback)(const char* piece, size_t len, void* user_data);
+
+/* An entry of ember_generate_params.logit_bias: added to the logit of token
+   before sampling; -INFINITY bans it. */
+typedef struct ember_logit_bias {
+    ember_token token;
+    float bias;
+} ember_logit_bias;
+
+typedef struct ember_generate_params {
+    size_t struct_size;        /* sizeof(ember_generate_params); set by ember_generate_params_init */
+    int32_t max_tokens;        /* tokens to generate (default 128); -1 = until end of generation or
+                                  a full context; 0 = only evaluate the prompt */
+    /* sampling; see include/ember/sampler.hpp for the order they apply in */
+    float temperature;         /* >= 0; 0 = greedy (default 0.8) */
+    int32_t top_k;             /* <= 0 disables (default 40) */
+    float top_p;               /* in [0, 1]; 1 disables (default 0.95) */
+    float min_p;               /* in [0, 1]; 0 disables (default 0.05) */
+    float repeat_penalty;      /* > 0; 1 disables (default 1) */
+    float frequency_penalty;   /* 0 disables (default) */
+    float presence_penalty;    /* 0 disables (default) */
+    int32_t penalty_last_n;    /* window of tokens the penalties see; 0 disables, -1 = all (default 64) */
+    uint64_t seed;             /* the random seed; the default is fixed, so runs repeat */
+    const ember_logit_bias* logit_bias; /* [n_logit_bias], owned by the caller; default NULL */
+    size_t n_logit_bias;
+    /* stop strings: generation ends where one appears in the generated text, which then
+       excludes it. [n_stop] non-empty UTF-8 strings owned by the caller; default none */
+    const char* const* stop;
+    size_t n_stop;
+    int ignore_eos;            /* nonzero: go on past end-of-generation tokens (default 0) */
+    int add_special;           /* nonzero: add BOS when the cache is empty (default 1) */
+    int parse_special;         /* nonzero: "<|im_start|>" etc. in the prompt become control tokens (default 1) */
+} ember_generate_params;
+
+/* Fills *params with the defaults; as ember_model_params_init. */
+EMBER_CAPI ember_status ember_generate_params_init(ember_generate_params* params, size_t struct_size);
+
+/* Why a generation ended. */
+typedef enum ember_stop_reason {
+    EMBER_STOP_MAX_TOKENS = 0,   /* max_tokens were generated */
+    EMBER_STOP_EOG = 1,          /* the model produced an end-of-generation token */
+    EMBER_STOP_STRING = 2,       /* the text reached a stop string */
+    EMBER_STOP_CALLBACK = 3,     /* the piece callback returned 0 */
+    EMBER_STOP_CANCELLED = 4,    /* ember_session_cancel was called */
+    EMBER_STOP_CONTEXT_FULL = 5  /* the KV cache is full (only with max_tokens -1) */
+} ember_stop_reason;
+
+/* "max_tokens", "eog", "stop_string", "callback", "cancelled", "context_full";
+   "unknown" for other values. Never NULL; static storage. */
+EMBER_CAPI const char* ember_stop_reason_name(ember_stop_reason reason);
+
+/* What a generation produced. Set struct_size = sizeof(ember_generate_result)
+   before the call. The pointers are owned by the session and stay valid until
+   its next generate, reset, truncate or free. */
+typedef struct ember_generate_result {
+    size_t struct_size;
+    const char* text;              /* the generated text, NUL-terminated, stop string excluded */
+    size_t text_len;               /* its length in bytes */
+    const ember_token* tokens;     /* [n_tokens] the generated tokens, including a final
+                                      end-of-generation token */
+    size_t n_tokens;
+    size_t n_prompt_tokens;        /* prompt tokens evaluated by the call */
+    int32_t stop_reason;           /* an ember_stop_reason */
+    double prompt_ms;              /* evaluating the prompt */
+    double generate_ms;            /* from the first sampled token to the end */
+    double time_to_first_token_ms; /* from the call to the first token's text */
+} ember_generate_result;
+
+/* Tokenizes prompt (UTF-8, NUL-terminated; "" is allowed when the cache is not
+   empty), evaluates it after what the cache holds, then samples up to
+   params->max_tokens tokens (params NULL: defaults), passing their text to
+   on_piece (may be NULL) as it is produced. The prompt and the generated
+   tokens stay in the cache: call ember_session_reset to start over. result
+   (may be NULL) receives the text and statistics, also when the call fails
+   after generating something.
+   Errors: EMBER_ERR_INVALID_ARGUMENT (session or prompt NULL, prompt not valid
+   UTF-8, a prompt that does not fit in the context (never silently truncated),
+   an out-of-range param such as temperature -1 or top_p 2, named in the
+   message, result->struct_size too small); EMBER_ERR_CANCELLED
+   (ember_session_cancel stopped it; result holds what was generated, with
+   stop_reason EMBER_STOP_CANCELLED). A callback returning 0, a stop string,
+   an end-of-generation token or max_tokens are EMBER_OK. */
+EMBER_CAPI ember_status ember_session_generate(ember_session* session, const char* prompt,
+                                               const ember_generate_params* params, ember_piece_callback on_piece,
+                                               void* user_data, ember_generate_result* result);
+
+/* ember_session_generate with a prompt already tokenized: prompt[n_prompt]
+   (prompt may be NULL when n_prompt is 0, which is allowed when the cache is
+   not empty). Ids outside the vocabulary: EMBER_ERR_INVALID_ARGUMENT. */
+EMBER_CAPI ember_status ember_session_generate_tokens(ember_session* session, const ember_token* prompt,
+                                                      size_t n_prompt, const ember_generate_params* params,
+                                                      ember_piece_callback on_piece, void* user_data,
+                                                      ember_generate_result* result);
+
+/* Empties the cache (a new conversation). EMBER_ERR_INVALID_ARGUMENT: session NULL. */
+EMBER_CAPI ember_status ember_session_reset(ember_session* session);
+
+/* Keeps the first n_keep tokens of the cache (to regenerate from a point).
+   EMBER_ERR_INVALID_ARGUMENT: session NULL, n_keep > the tokens in the cache. */
+EMBER_CAPI ember_status ember_session_truncate(ember_session* session, size_t n_keep);
+
+/* Asks the ember_session_eval or ember_session_generate running now on
+   another thread to stop at its next check (between layers); that call then
+   returns EMBER_ERR_CANCELLED. Without a call running it has no effect. Safe
+   from any thread, never blocks. EMBER_ERR_INVALID_ARGUMENT: session NULL. */
+EMBER_CAPI ember_status ember_session_cancel(ember_session* session);
+
+/* *n_past receives the number of tokens in the cache.
+   EMBER_ERR_INVALID_ARGUMENT: a NULL pointer. */
+EMBER_CAPI ember_status ember_session_n_past(const ember_session* session, size_t* n_past);
+
+/* *n_ctx receives the number of tokens the cache holds (after resolving 0).
+   EMBER_ERR_INVALID_ARGUMENT: a NULL pointer. */
+EMBER_CAPI ember_status ember_session_n_ctx(const ember_session* session, uint32_t* n_ctx);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,522 @@
+// The C ABI for inference: models, the tokenizer, chat templates, sessions and
+// generation. Each function checks its C arguments (NULL, struct sizes, UTF-8,
+// token ids), translates them to the C++ API (ember/model.hpp,
+// ember/session.hpp) and translates the answer back; the work is done there.
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "capi_internal.hpp"
+#include "ember.h"
+#include "ember/model.hpp"
+#include "ember/session.hpp"
+
+// The handles behind the opaque C types.
+struct ember_model {
+    std::shared_ptr<const ember::Model> model;
+};
+
+struct ember_session {
+    explicit ember_session(ember::Session s) : session(std::move(s)) {}
+    ember::Session session;       // holds its own reference to the model
+    ember::GenerateResult last;   // what ember_generate_result of the last generate points into
+};
+
+namespace ember::capi {
+namespace {
+
+// The end of the last field of each struct's first version (ABI version 2):
+// the smallest struct_size ever accepted. Never change these.
+constexpr size_t kModelParamsV1 = offsetof(ember_model_params, n_gpu_layers) + sizeof(int32_t);
+constexpr size_t kModelInfoV1 = offsetof(ember_model_info, weight_bytes) + sizeof(uint64_t);
+constexpr size_t kSessionParamsV1 = offsetof(ember_session_params, kv_type) + sizeof(int32_t);
+constexpr size_t kGenerateParamsV1 = offsetof(ember_generate_params, parse_special) + sizeof(int);
+constexpr size_t kGenerateResultV1 = offsetof(ember_generate_result, time_to_first_token_ms) + sizeof(double);
+
+// The C defaults are the C++ defaults.
+ember_model_params model_params_defaults() {
+    const ModelParams d;
+    ember_model_params p{};
+    p.struct_size = sizeof p;
+    p.n_gpu_layers = d.n_gpu_layers;
+    return p;
+}
+
+ember_session_params session_params_defaults() {
+    const SessionParams d;
+    ember_session_params p{};
+    p.struct_size = sizeof p;
+    p.n_ctx = d.n_ctx;
+    p.n_batch = d.n_batch;
+    p.n_threads = d.n_threads;
+    p.kv_type = d.kv_type == KvCacheType::F32 ? EMBER_KV_F32 : EMBER_KV_F16;
+    return p;
+}
+
+ember_generate_params generate_params_defaults() {
+    const GenerateParams d;
+    const SamplerParams& s = d.sampling;
+    ember_generate_params p{};
+    p.struct_size = sizeof p;
+    p.max_tokens = d.max_tokens;
+    p.temperature = s.temperature;
+    p.top_k = s.top_k;
+    p.top_p = s.top_p;
+    p.min_p = s.min_p;
+    p.repeat_penalty = s.repeat_penalty;
+    p.frequency_penalty = s.frequency_penalty;
+    p.presence_penalty = s.presence_penalty;
+    p.penalty_last_n = s.penalty_last_n;
+    p.seed = s.seed;
+    p.logit_bias = nullptr;
+    p.n_logit_bias = 0;
+    p.stop = nullptr;
+    p.n_stop = 0;
+    p.ignore_eos = d.ignore_eos;
+    p.add_special = d.add_special;
+    p.parse_special = d.parse_special;
+    return p;
+}
+
+ember_stop_reason to_c(StopReason r) {
+    switch (r) {
+        case StopReason::MaxTokens: return EMBER_STOP_MAX_TOKENS;
+        case StopReason::EndOfGeneration: return EMBER_STOP_EOG;
+        case StopReason::StopString: return EMBER_STOP_STRING;
+        case StopReason::Callback: return EMBER_STOP_CALLBACK;
+        case StopReason::Cancelled: return EMBER_STOP_CANCELLED;
+        case StopReason::ContextFull: return EMBER_STOP_CONTEXT_FULL;
+    }
+    return EMBER_STOP_MAX_TOKENS;
+}
+
+// EMBER_ERR_INVALID_ARGUMENT unless id is in [0, n_vocab) of the model.
+ember_status check_token(const char* fn, const std::string& arg, ember_token id, const Model& m) {
+    const uint32_t n_vocab = m.info().n_vocab;
+    if (id >= 0 && static_cast<uint32_t>(id) < n_vocab) return EMBER_OK;
+    return invalid(fn, arg + " = " + std::to_string(id) + " is outside the vocabulary [0, " +
+                           std::to_string(n_vocab) + ")");
+}
+
+// Translates the C generate params (NULL: defaults) into *out.
+ember_status translate(const char* fn, const ember_generate_params* in, GenerateParams* out) {
+    ember_generate_params p = generate_params_defaults();
+    if (in != nullptr) {
+        if (auto s = check_struct_size(fn, "params", in->struct_size, kGenerateParamsV1)) return s;
+        p = read_params(in, p);
+    }
+    if (p.logit_bias == nullptr && p.n_logit_bias != 0)
+        return invalid(fn, "params->logit_bias is NULL but params->n_logit_bias is " + std::to_string(p.n_logit_bias));
+    if (p.stop == nullptr && p.n_stop != 0)
+        return invalid(fn, "params->stop is NULL but params->n_stop is " + std::to_string(p.n_stop));
+    out->max_tokens = p.max_tokens;
+    SamplerParams& s = out->sampling;
+    s.temperature = p.temperature;
+    s.top_k = p.top_k;
+    s.top_p = p.top_p;
+    s.min_p = p.min_p;
+    s.repeat_penalty = p.repeat_penalty;
+    s.frequency_penalty = p.frequency_penalty;
+    s.presence_penalty = p.presence_penalty;
+    s.penalty_last_n = p.penalty_last_n;
+    s.seed = p.seed;
+    s.logit_bias.clear();
+    for (size_t i = 0; i < p.n_logit_bias; ++i) s.logit_bias.emplace_back(p.logit_bias[i].token, p.logit_bias[i].bias);
+    out->stop.clear();
+    for (size_t i = 0; i < p.n_stop; ++i) {
+        const std::string arg = "params->stop[" + std::to_string(i) + "]";
+        if (p.stop[i] == nullptr) return invalid(fn, arg + " is NULL");
+        const std::string_view sv(p.stop[i]);
+        if (auto st = check_utf8(fn, arg, sv)) return st;
+        out->stop.emplace_back(sv);
+    }
+    out->ignore_eos = p.ignore_eos != 0;
+    out->add_special = p.add_special != 0;
+    out->parse_special = p.parse_special != 0;
+    return EMBER_OK;
+}
+
+void write_result(ember_generate_result* out, const GenerateResult& r) {
+    if (out == nullptr) return;
+    ember_generate_result c{};
+    c.text = r.text.c_str();
+    c.text_len = r.text.size();
+    c.tokens = r.tokens.data();
+    c.n_tokens = r.tokens.size();
+    c.n_prompt_tokens = r.n_prompt_tokens;
+    c.stop_reason = to_c(r.stop_reason);
+    c.prompt_ms = r.prompt_ms;
+    c.generate_ms = r.generate_ms;
+    c.time_to_first_token_ms = r.time_to_first_token_ms;
+    write_struct(out, c);
+}
+
+// The shared body of ember_session_generate and ember_session_generate_tokens:
+// `run(params, callback)` calls the right Session::generate overload.
+template <class Run>
+ember_status generate(const char* fn, ember_session* session, const ember_generate_params* params,
+                      ember_piece_callback on_piece, void* user_data, ember_generate_result* result, Run&& run) {
+    if (result != nullptr)
+        if (auto s = check_struct_size(fn, "result", result->struct_size, kGenerateResultV1)) return s;
+    GenerateParams gp;
+    if (auto s = translate(fn, params, &gp)) return s;
+
+    // From here on the result always describes this call, also when it fails.
+    session->last = GenerateResult{};
+    write_result(result, session->last);
+
+    std::string piece;  // NUL-terminated copy of each piece for the C callback
+    PieceCallback cb;
+    if (on_piece != nullptr)
+        cb = [&](std::string_view p) {
+            piece.assign(p);
+            return on_piece(piece.c_str(), piece.size(), user_data) != 0;
+        };
+    try {
+        session->last = run(gp, cb);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::Cancelled) {
+            session->last.stop_reason = StopReason::Cancelled;
+            write_result(result, session->last);
+        }
+        throw;
+    }
+    write_result(result, session->last);
+    if (session->last.stop_reason == StopReason::Cancelled)
+        return fail(EMBER_ERR_CANCELLED, std::string(fn) + ": cancelled by ember_session_cancel after " +
+                                             std::to_string(session->last.tokens.size()) + " generated tokens");
+    return EMBER_OK;
+}
+
+}  // namespace
+}  // namespace ember::capi
+
+using namespace ember::capi;
+
+extern "C" {
+
+// ---- models ------------------------------------------------------------------
+
+ember_status ember_model_params_init(ember_model_params* params, size_t struct_size) {
+    static constexpr const char* fn = "ember_model_params_init";
+    return guarded(fn, [&] { return init_params(fn, params, struct_size, kModelParamsV1, model_params_defaults()); });
+}
+
+ember_status ember_model_load(const char* path, const ember_model_params* params, ember_model** out) {
+    static constexpr const char* fn = "ember_model_load";
+    return guarded(fn, [&]() -> ember_status {
+        if (out == nullptr) return null_arg(fn, "out");
+        *out = nullptr;
+        if (path == nullptr) return null_arg(fn, "path");
+        ember_model_params p = model_params_defaults();
+        if (params != nullptr) {
+            if (auto s = check_struct_size(fn, "params", params->struct_size, kModelParamsV1)) return s;
+            p = read_params(params, p);
+        }
+        ember::ModelParams mp;
+        mp.n_gpu_layers = p.n_gpu_layers;
+        auto handle = std::make_unique<ember_model>();
+        handle->model = ember::Model::load(path, mp);
+        *out = handle.release();
+        return EMBER_OK;
+    });
+}
+
+void ember_model_free(ember_model* model) { delete model; }
+
+ember_status ember_model_get_info(const ember_model* model, ember_model_info* info) {
+    static constexpr const char* fn = "ember_model_get_info";
+    return guarded(fn, [&]() -> ember_status {
+        if (model == nullptr) return null_arg(fn, "model");
+        if (info == nullptr) return null_arg(fn, "info");
+        if (auto s = check_struct_size(fn, "info", info->struct_size, kModelInfoV1)) return s;
+        const ember::ModelInfo& mi = model->model->info();
+        const ember::Tokenizer& tok = model->model->tokenizer();
+        ember_model_info c{};
+        c.arch = mi.arch.c_str();
+        c.name = mi.name.c_str();
+        c.n_vocab = mi.n_vocab;
+        c.n_ctx_train = mi.n_ctx_train;
+        c.n_embd = mi.n_embd;
+        c.n_layer = mi.n_layer;
+        c.n_head = mi.n_head;
+        c.n_head_kv = mi.n_head_kv;
+        c.n_ff = mi.n_ff;
+        c.token_bos = tok.bos();
+        c.token_eos = tok.eos();
+        c.n_params = mi.n_params;
+        c.weight_bytes = mi.weight_bytes;
+        write_struct(info, c);
+        return EMBER_OK;
+    });
+}
+
+// ---- tokenizer and chat template --------------------------------------------------
+
+ember_status ember_tokenize(const ember_model* model, const char* text, size_t text_len, int add_special,
+                            int parse_special, ember_token* tokens, size_t capacity, size_t* n_tokens) {
+    static constexpr const char* fn = "ember_tokenize";
+    return guarded(fn, [&]() -> ember_status {
+        if (model == nullptr) return null_arg(fn, "model");
+        if (n_tokens == nullptr) return null_arg(fn, "n_tokens");
+        *n_tokens = 0;
+        if (text == nullptr && text_len != 0)
+            return invalid(fn, "text is NULL but text_len is " + std::to_string(text_len));
+        if (tokens == nullptr && capacity != 0)
+            return invalid(fn, "tokens is NULL but capacity is " + std::to_string(capacity));
+        const std::string_view sv(text != nullptr ? text : "", text_len);
+        if (auto s = check_utf8(fn, "text", sv)) return s;
+        ember::TokenizeOptions opt;
+        opt.add_special = add_special != 0;
+        opt.parse_special = parse_special != 0;
+        const std::vector<ember::TokenId> ids = model->model->tokenize(sv, opt);
+        *n_tokens = ids.size();
+        const size_t n = std::min(capacity, ids.size());
+        if (n > 0) std::memcpy(tokens, ids.data(), n * sizeof(ember_token));
+        if (n < ids.size() && tokens != nullptr)
+            return fail(EMBER_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": capacity " + std::to_string(capacity) +
+                                                        " is too small; the text has " + std::to_string(ids.size()) +
+                                                        " tokens (see *n_tokens)");
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_detokenize(const ember_model* model, const ember_token* tokens, size_t n_tokens,
+                              int remove_special, int render_special, char* buf, size_t buf_size, size_t* needed) {
+    static constexpr const char* fn = "ember_detokenize";
+    return guarded(fn, [&]() -> ember_status {
+        if (model == nullptr) return null_arg(fn, "model");
+        if (tokens == nullptr && n_tokens != 0)
+            return invalid(fn, "tokens is NULL but n_tokens is " + std::to_string(n_tokens));
+        for (size_t i = 0; i < n_tokens; ++i)
+            if (auto s = check_token(fn, "tokens[" + std::to_string(i) + "]", tokens[i], *model->model)) return s;
+        ember::DetokenizeOptions opt;
+        opt.remove_special = remove_special != 0;
+        opt.render_special = render_special != 0;
+        const std::span<const ember::TokenId> ids(tokens, n_tokens);
+        return write_text(fn, model->model->detokenize(ids, opt), buf, buf_size, needed);
+    });
+}
+
+ember_status ember_token_to_piece(const ember_model* model, ember_token token, int render_special, char* buf,
+                                  size_t buf_size, size_t* needed) {
+    static constexpr const char* fn = "ember_token_to_piece";
+    return guarded(fn, [&]() -> ember_status {
+        if (model == nullptr) return null_arg(fn, "model");
+        if (auto s = check_token(fn, "token", token, *model->model)) return s;
+        return write_text(fn, model->model->tokenizer().token_to_piece(token, render_special != 0), buf, buf_size,
+                          needed);
+    });
+}
+
+ember_status ember_token_is_eog(const ember_model* model, ember_token token, int* is_eog) {
+    static constexpr const char* fn = "ember_token_is_eog";
+    return guarded(fn, [&]() -> ember_status {
+        if (model == nullptr) return null_arg(fn, "model");
+        if (is_eog == nullptr) return null_arg(fn, "is_eog");
+        if (auto s = check_token(fn, "token", token, *model->model)) return s;
+        *is_eog = model->model->tokenizer().is_eog(token) ? 1 : 0;
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_apply_chat_template(const ember_model* model, const ember_chat_message* messages,
+                                       size_t n_messages, int add_generation_prompt, char* buf, size_t buf_size,
+                                       size_t* needed) {
+    static constexpr const char* fn = "ember_apply_chat_template";
+    return guarded(fn, [&]() -> ember_status {
+        if (model == nullptr) return null_arg(fn, "model");
+        if (messages == nullptr) return null_arg(fn, "messages");
+        if (n_messages == 0) return invalid(fn, "n_messages is 0; a conversation needs at least one message");
+        std::vector<ember::ChatMessage> msgs(n_messages);
+        for (size_t i = 0; i < n_messages; ++i) {
+            const std::string at = "messages[" + std::to_string(i) + "]";
+            if (messages[i].role == nullptr) return invalid(fn, at + ".role is NULL");
+            if (messages[i].content == nullptr) return invalid(fn, at + ".content is NULL");
+            msgs[i].role = messages[i].role;
+            msgs[i].content = messages[i].content;
+            if (auto s = check_utf8(fn, at + ".role", msgs[i].role)) return s;
+            if (auto s = check_utf8(fn, at + ".content", msgs[i].content)) return s;
+        }
+        return write_text(fn, model->model->apply_chat_template(msgs, add_generation_prompt != 0), buf, buf_size,
+                          needed);
+    });
+}
+
+// ---- sessions ----------------------------------------------------------------
+
+ember_status ember_session_params_init(ember_session_params* params, size_t struct_size) {
+    static constexpr const char* fn = "ember_session_params_init";
+    return guarded(fn,
+                   [&] { return init_params(fn, params, struct_size, kSessionParamsV1, session_params_defaults()); });
+}
+
+ember_status ember_session_new(const ember_model* model, const ember_session_params* params, ember_session** out) {
+    static constexpr const char* fn = "ember_session_new";
+    return guarded(fn, [&]() -> ember_status {
+        if (out == nullptr) return null_arg(fn, "out");
+        *out = nullptr;
+        if (model == nullptr) return null_arg(fn, "model");
+        ember_session_params p = session_params_defaults();
+        if (params != nullptr) {
+            if (auto s = check_struct_size(fn, "params", params->struct_size, kSessionParamsV1)) return s;
+            p = read_params(params, p);
+        }
+        ember::SessionParams sp;
+        sp.n_ctx = p.n_ctx;
+        sp.n_batch = p.n_batch;
+        sp.n_threads = p.n_threads;
+        switch (p.kv_type) {
+            case EMBER_KV_F16: sp.kv_type = ember::KvCacheType::F16; break;
+            case EMBER_KV_F32: sp.kv_type = ember::KvCacheType::F32; break;
+            default:
+                return invalid(fn, "params->kv_type = " + std::to_string(p.kv_type) +
+                                       " is not an ember_kv_type (EMBER_KV_F16 = 0, EMBER_KV_F32 = 1)");
+        }
+        *out = new ember_session(ember::Session(model->model, sp));
+        return EMBER_OK;
+    });
+}
+
+void ember_session_free(ember_session* session) { delete session; }
+
+ember_status ember_session_eval(ember_session* session, const ember_token* tokens, size_t n_tokens) {
+    static constexpr const char* fn = "ember_session_eval";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (tokens == nullptr) return null_arg(fn, "tokens");
+        if (n_tokens == 0) return invalid(fn, "n_tokens is 0; pass at least one token");
+        session->session.eval(std::span<const ember::TokenId>(tokens, n_tokens));
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_logits(const ember_session* session, const float** logits, size_t* n_vocab) {
+    static constexpr const char* fn = "ember_session_logits";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (logits == nullptr) return null_arg(fn, "logits");
+        if (n_vocab == nullptr) return null_arg(fn, "n_vocab");
+        *logits = nullptr;
+        *n_vocab = 0;
+        const std::span<const float> row = session->session.logits();
+        if (row.empty())
+            return invalid(fn, "the session has no logits yet; call ember_session_eval or ember_session_generate first");
+        *logits = row.data();
+        *n_vocab = row.size();
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_generate_params_init(ember_generate_params* params, size_t struct_size) {
+    static constexpr const char* fn = "ember_generate_params_init";
+    return guarded(fn,
+                   [&] { return init_params(fn, params, struct_size, kGenerateParamsV1, generate_params_defaults()); });
+}
+
+const char* ember_stop_reason_name(ember_stop_reason reason) {
+    switch (reason) {
+        case EMBER_STOP_MAX_TOKENS: return "max_tokens";
+        case EMBER_STOP_EOG: return "eog";
+        case EMBER_STOP_STRING: return "stop_string";
+        case EMBER_STOP_CALLBACK: return "callback";
+        case EMBER_STOP_CANCELLED: return "cancelled";
+        case EMBER_STOP_CONTEXT_FULL: return "context_full";
+    }
+    return "unknown";
+}
+
+ember_status ember_session_generate(ember_session* session, const char* prompt, const ember_generate_params* params,
+                                    ember_piece_callback on_piece, void* user_data, ember_generate_result* result) {
+    static constexpr const char* fn = "ember_session_generate";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (prompt == nullptr) return null_arg(fn, "prompt");
+        const std::string_view text(prompt);
+        if (auto s = check_utf8(fn, "prompt", text)) return s;
+        return generate(fn, session, params, on_piece, user_data, result,
+                        [&](const ember::GenerateParams& gp, const ember::PieceCallback& cb) {
+                            return session->session.generate(text, gp, cb);
+                        });
+    });
+}
+
+ember_status ember_session_generate_tokens(ember_session* session, const ember_token* prompt, size_t n_prompt,
+                                           const ember_generate_params* params, ember_piece_callback on_piece,
+                                           void* user_data, ember_generate_result* result) {
+    static constexpr const char* fn = "ember_session_generate_tokens";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (prompt == nullptr && n_prompt != 0)
+            return invalid(fn, "prompt is NULL but n_prompt is " + std::to_string(n_prompt));
+        const ember::Model& m = *session->session.model();
+        for (size_t i = 0; i < n_prompt; ++i)
+            if (auto s = check_token(fn, "prompt[" + std::to_string(i) + "]", prompt[i], m)) return s;
+        const std::span<const ember::TokenId> ids(prompt, n_prompt);
+        return generate(fn, session, params, on_piece, user_data, result,
+                        [&](const ember::GenerateParams& gp, const ember::PieceCallback& cb) {
+                            return session->session.generate(ids, gp, cb);
+                        });
+    });
+}
+
+ember_status ember_session_reset(ember_session* session) {
+    static constexpr const char* fn = "ember_session_reset";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        session->session.reset();
+        session->last = ember::GenerateResult{};
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_truncate(ember_session* session, size_t n_keep) {
+    static constexpr const char* fn = "ember_session_truncate";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        const size_t n_past = session->session.n_past();
+        if (n_keep > n_past)
+            return invalid(fn, "n_keep = " + std::to_string(n_keep) + " is more than the " + std::to_string(n_past) +
+                                   " tokens in the cache");
+        session->session.truncate(n_keep);
+        session->last = ember::GenerateResult{};
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_cancel(ember_session* session) {
+    static constexpr const char* fn = "ember_session_cancel";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        session->session.cancel();
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_n_past(const ember_session* session, size_t* n_past) {
+    static constexpr const char* fn = "ember_session_n_past";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (n_past == nullptr) return null_arg(fn, "n_past");
+        *n_past = session->session.n_past();
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_n_ctx(const ember_session* session, uint32_t* n_ctx) {
+    static constexpr const char* fn = "ember_session_n_ctx";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (n_ctx == nullptr) return null_arg(fn, "n_ctx");
+        *n_ctx = session->session.n_ctx();
+        return EMBER_OK;
+    });
+}
+
+}  // extern "C"

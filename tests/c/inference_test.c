@@ -1,0 +1,730 @@
+/* The inference part of the C ABI from a strict C99 program:
+ *   1. every function with NULL, out-of-range and invalid-UTF-8 arguments
+ *      answers EMBER_ERR_INVALID_ARGUMENT with a message naming the function
+ *      and the argument, and nothing crashes;
+ *   2. with the real model (EMBER_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf):
+ *      load -> session -> generate (greedy, streaming) -> free, the tokenizer
+ *      and chat template calls, eval + logits, callback stop, stop strings,
+ *      cancel from a second thread, and the argument checks that need a model.
+ * Without the model file it runs part 1, prints "SKIP: model not found at ..."
+ * and exits with 77 (ctest's SKIP_RETURN_CODE).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ember.h"
+
+#define SKIP_CODE 77
+#define MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+static int failures = 0;
+static int checks = 0;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        ++checks;                                                                    \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, "    last error: %s\n", ember_last_error());            \
+            ++failures;                                                              \
+        }                                                                            \
+    } while (0)
+
+/* call must return `want` with a last error that contains `needle`. */
+#define CHECK_STATUS(call, want, needle)                                                                  \
+    do {                                                                                                  \
+        ember_status st_ = (call);                                                                        \
+        const char* msg_ = ember_last_error();                                                            \
+        ++checks;                                                                                         \
+        if (st_ != (want) || msg_ == NULL || msg_[0] == '\0' || strstr(msg_, (needle)) == NULL) {         \
+            fprintf(stderr, "%s:%d: %s\n    returned %s, message \"%s\"\n    wanted %s mentioning \"%s\"\n", \
+                    __FILE__, __LINE__, #call, ember_status_name(st_), msg_ ? msg_ : "(null)",            \
+                    ember_status_name(want), (needle));                                                   \
+            ++failures;                                                                                   \
+        }                                                                                                 \
+    } while (0)
+
+#define CHECK_INVALID(call, needle) CHECK_STATUS(call, EMBER_ERR_INVALID_ARGUMENT, needle)
+
+#define CHECK_OK(call)                                                                                   \
+    do {                                                                                                 \
+        ember_status st_ = (call);                                                                       \
+        ++checks;                                                                                        \
+        if (st_ != EMBER_OK) {                                                                           \
+            fprintf(stderr, "%s:%d: %s\n    returned %s: %s\n", __FILE__, __LINE__, #call,               \
+                    ember_status_name(st_), ember_last_error());                                         \
+            ++failures;                                                                                  \
+        }                                                                                                \
+    } while (0)
+
+/* ---- streaming callback: collects the pieces ---------------------------- */
+
+typedef struct collector {
+    char text[8192];
+    size_t len;
+    int n_pieces;
+    int stop_after;   /* return 0 after this many pieces; 0 = never */
+    int bad_piece;    /* a piece was NULL or not NUL-terminated at len */
+} collector;
+
+static void collector_reset(collector* c, int stop_after) {
+    c->text[0] = '\0';
+    c->len = 0;
+    c->n_pieces = 0;
+    c->stop_after = stop_after;
+    c->bad_piece = 0;
+}
+
+static int collect(const char* piece, size_t len, void* user_data) {
+    collector* c = (collector*)user_data;
+    if (piece == NULL || piece[len] != '\0') c->bad_piece = 1;
+    if (piece != NULL && c->len + len < sizeof c->text) {
+        memcpy(c->text + c->len, piece, len);
+        c->len += len;
+        c->text[c->len] = '\0';
+    }
+    ++c->n_pieces;
+    return c->stop_after == 0 || c->n_pieces < c->stop_after;
+}
+
+/* ---- cancel from a second thread ----------------------------------------- */
+
+typedef struct canceller {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    ember_session* session;
+    int first_piece;    /* set by the callback: generation is running */
+    int cancel_called;  /* set by the thread once ember_session_cancel returned */
+    ember_status cancel_status;
+    int n_pieces;
+} canceller;
+
+static void* cancel_thread(void* arg) {
+    canceller* c = (canceller*)arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->first_piece) pthread_cond_wait(&c->cv, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    c->cancel_status = ember_session_cancel(c->session);
+    pthread_mutex_lock(&c->mu);
+    c->cancel_called = 1;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* On the first piece: wake the canceller and wait until it has cancelled, so
+   the generation is certainly running when the cancel arrives. */
+static int cancel_callback(const char* piece, size_t len, void* user_data) {
+    canceller* c = (canceller*)user_data;
+    (void)piece;
+    (void)len;
+    pthread_mutex_lock(&c->mu);
+    ++c->n_pieces;
+    if (!c->first_piece) {
+        c->first_piece = 1;
+        pthread_cond_broadcast(&c->cv);
+        while (!c->cancel_called) pthread_cond_wait(&c->cv, &c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 1;
+}
+
+/* ---- part 1: argument checks that need no model --------------------------- */
+
+static void test_without_model(void) {
+    ember_model_params mp;
+    ember_session_params sp;
+    ember_generate_params gp;
+    ember_model_info info;
+    ember_model* model = (ember_model*)1; /* must be reset to NULL on failure */
+    ember_session* session = (ember_session*)1;
+    ember_token tokens[4] = {1, 2, 3, 4};
+    ember_chat_message msg = {"user", "hi"};
+    const float* logits = NULL;
+    size_t n = 0;
+    uint32_t n_ctx = 0;
+    int flag = 0;
+    char buf[64];
+
+    CHECK(ember_abi_version() == 2);
+    CHECK(EMBER_ABI_VERSION == 2);
+
+    /* _init: NULL, 0, too small; defaults */
+    CHECK_INVALID(ember_model_params_init(NULL, sizeof mp), "ember_model_params_init: params is NULL");
+    CHECK_INVALID(ember_model_params_init(&mp, 0), "ember_model_params_init: struct_size is 0");
+    CHECK_INVALID(ember_model_params_init(&mp, 1), "ember_model_params_init: struct_size is 1");
+    CHECK_OK(ember_model_params_init(&mp, sizeof mp));
+    CHECK(mp.struct_size == sizeof mp && mp.n_gpu_layers == 0);
+    CHECK_INVALID(ember_session_params_init(NULL, sizeof sp), "ember_session_params_init: params is NULL");
+    CHECK_INVALID(ember_session_params_init(&sp, 0), "ember_session_params_init: struct_size");
+    CHECK_INVALID(ember_session_params_init(&sp, sizeof(size_t)), "ember_session_params_init: struct_size");
+    CHECK_OK(ember_session_params_init(&sp, sizeof sp));
+    CHECK(sp.struct_size == sizeof sp && sp.n_ctx == 0 && sp.n_batch == 512 && sp.n_threads == 0 &&
+          sp.kv_type == EMBER_KV_F16);
+    CHECK_INVALID(ember_generate_params_init(NULL, sizeof gp), "ember_generate_params_init: params is NULL");
+    CHECK_INVALID(ember_generate_params_init(&gp, 0), "ember_generate_params_init: struct_size");
+    CHECK_INVALID(ember_generate_params_init(&gp, sizeof gp / 2), "ember_generate_params_init: struct_size");
+    CHECK_OK(ember_generate_params_init(&gp, sizeof gp));
+    CHECK(gp.struct_size == sizeof gp && gp.max_tokens == 128 && gp.temperature > 0.79f && gp.temperature < 0.81f &&
+          gp.top_k == 40 && gp.stop == NULL && gp.n_stop == 0 && gp.logit_bias == NULL && gp.add_special == 1 &&
+          gp.parse_special == 1 && gp.ignore_eos == 0);
+
+    /* model */
+    CHECK_INVALID(ember_model_load(NULL, NULL, &model), "ember_model_load: path is NULL");
+    CHECK(model == NULL);
+    CHECK_INVALID(ember_model_load("x.gguf", NULL, NULL), "ember_model_load: out is NULL");
+    mp.struct_size = 0;
+    model = (ember_model*)1;
+    CHECK_INVALID(ember_model_load("x.gguf", &mp, &model), "ember_model_load: params->struct_size is 0");
+    CHECK(model == NULL);
+    ember_model_params_init(&mp, sizeof mp);
+    mp.n_gpu_layers = -1;
+    CHECK_INVALID(ember_model_load("x.gguf", &mp, &model), "n_gpu_layers");
+    mp.n_gpu_layers = 1; /* no GPU backend yet: unsupported, not invalid */
+    CHECK_STATUS(ember_model_load("x.gguf", &mp, &model), EMBER_ERR_UNSUPPORTED, "n_gpu_layers");
+    CHECK(model == NULL);
+    ember_model_free(NULL);
+
+    info.struct_size = sizeof info;
+    CHECK_INVALID(ember_model_get_info(NULL, &info), "ember_model_get_info: model is NULL");
+
+    /* tokenizer and chat template */
+    CHECK_INVALID(ember_tokenize(NULL, "a", 1, 1, 0, tokens, 4, &n), "ember_tokenize: model is NULL");
+    CHECK_INVALID(ember_detokenize(NULL, tokens, 1, 0, 0, buf, sizeof buf, &n), "ember_detokenize: model is NULL");
+    CHECK_INVALID(ember_token_to_piece(NULL, 1, 0, buf, sizeof buf, &n), "ember_token_to_piece: model is NULL");
+    CHECK_INVALID(ember_token_is_eog(NULL, 1, &flag), "ember_token_is_eog: model is NULL");
+    CHECK_INVALID(ember_apply_chat_template(NULL, &msg, 1, 1, buf, sizeof buf, &n),
+                  "ember_apply_chat_template: model is NULL");
+
+    /* sessions */
+    CHECK_INVALID(ember_session_new(NULL, NULL, &session), "ember_session_new: model is NULL");
+    CHECK(session == NULL);
+    CHECK_INVALID(ember_session_new(NULL, NULL, NULL), "ember_session_new: out is NULL");
+    ember_session_free(NULL);
+    CHECK_INVALID(ember_session_eval(NULL, tokens, 1), "ember_session_eval: session is NULL");
+    CHECK_INVALID(ember_session_logits(NULL, &logits, &n), "ember_session_logits: session is NULL");
+    CHECK_INVALID(ember_session_generate(NULL, "hi", NULL, NULL, NULL, NULL), "ember_session_generate: session is NULL");
+    CHECK_INVALID(ember_session_generate_tokens(NULL, tokens, 1, NULL, NULL, NULL, NULL),
+                  "ember_session_generate_tokens: session is NULL");
+    CHECK_INVALID(ember_session_reset(NULL), "ember_session_reset: session is NULL");
+    CHECK_INVALID(ember_session_truncate(NULL, 0), "ember_session_truncate: session is NULL");
+    CHECK_INVALID(ember_session_cancel(NULL), "ember_session_cancel: session is NULL");
+    CHECK_INVALID(ember_session_n_past(NULL, &n), "ember_session_n_past: session is NULL");
+    CHECK_INVALID(ember_session_n_ctx(NULL, &n_ctx), "ember_session_n_ctx: session is NULL");
+
+    CHECK(strcmp(ember_stop_reason_name(EMBER_STOP_EOG), "eog") == 0);
+    CHECK(strcmp(ember_stop_reason_name(EMBER_STOP_CANCELLED), "cancelled") == 0);
+    CHECK(strcmp(ember_stop_reason_name((ember_stop_reason)99), "unknown") == 0);
+    CHECK(strcmp(ember_status_name(EMBER_ERR_CANCELLED), "EMBER_ERR_CANCELLED") == 0);
+
+    /* a successful call clears the message */
+    CHECK_OK(ember_model_params_init(&mp, sizeof mp));
+    CHECK(ember_last_error()[0] == '\0');
+}
+
+/* ---- part 2: files that are not models ------------------------------------ */
+
+static void write_file(const char* path, const void* data, size_t size) {
+    FILE* f = fopen(path, "wb");
+    if (f == NULL) {
+        fprintf(stderr, "cannot write %s\n", path);
+        ++failures;
+        return;
+    }
+    fwrite(data, 1, size, f);
+    fclose(f);
+}
+
+static void test_bad_files(void) {
+    static const char not_gguf[] = "this is a text file, not a GGUF model\n";
+    static const unsigned char truncated[] = {'G', 'G', 'U', 'F', 3, 0, 0, 0, 1, 0};
+    ember_model* model = (ember_model*)1;
+    ember_status st;
+
+    st = ember_model_load("/nonexistent/dir/model.gguf", NULL, &model);
+    ++checks;
+    if ((st != EMBER_ERR_NOT_FOUND && st != EMBER_ERR_IO) || strstr(ember_last_error(), "model.gguf") == NULL) {
+        fprintf(stderr, "%s:%d: missing file: %s, \"%s\"\n", __FILE__, __LINE__, ember_status_name(st),
+                ember_last_error());
+        ++failures;
+    }
+    CHECK(model == NULL);
+
+    write_file("ember_c_inference_not_gguf.bin", not_gguf, sizeof not_gguf - 1);
+    CHECK_STATUS(ember_model_load("ember_c_inference_not_gguf.bin", NULL, &model), EMBER_ERR_INVALID_FILE,
+                 "ember_model_load: ");
+    CHECK(model == NULL);
+    remove("ember_c_inference_not_gguf.bin");
+
+    write_file("ember_c_inference_truncated.gguf", truncated, sizeof truncated);
+    CHECK_STATUS(ember_model_load("ember_c_inference_truncated.gguf", NULL, &model), EMBER_ERR_INVALID_FILE,
+                 "ember_model_load: ");
+    CHECK(model == NULL);
+    remove("ember_c_inference_truncated.gguf");
+}
+
+/* ---- part 3: the real model ------------------------------------------------ */
+
+static void test_tokenizer(const ember_model* model, const ember_model_info* info) {
+    static const char text[] = "Hello world";
+    ember_token tokens[64];
+    ember_token one;
+    size_t n = 0, n2 = 0, needed = 0;
+    char buf[256];
+    char tiny[4];
+    int eog = -1;
+    ember_chat_message msgs[2];
+
+    /* size query, too small, full */
+    CHECK_OK(ember_tokenize(model, text, strlen(text), 1, 0, NULL, 0, &n));
+    CHECK(n >= 2 && n < 64);
+    CHECK_STATUS(ember_tokenize(model, text, strlen(text), 1, 0, &one, 1, &n2), EMBER_ERR_BUFFER_TOO_SMALL,
+                 "too small");
+    CHECK(n2 == n);
+    CHECK_OK(ember_tokenize(model, text, strlen(text), 1, 0, tokens, 64, &n2));
+    CHECK(n2 == n && one == tokens[0]);
+    CHECK_OK(ember_tokenize(model, NULL, 0, 0, 0, tokens, 64, &n2));
+    CHECK(n2 == 0);
+
+    CHECK_OK(ember_detokenize(model, tokens, n, 1, 0, NULL, 0, &needed));
+    CHECK(needed == strlen(text) + 1);
+    CHECK_OK(ember_detokenize(model, tokens, n, 1, 0, buf, sizeof buf, &needed));
+    CHECK(strcmp(buf, text) == 0);
+    CHECK_STATUS(ember_detokenize(model, tokens, n, 1, 0, tiny, sizeof tiny, &needed), EMBER_ERR_BUFFER_TOO_SMALL,
+                 "too small");
+    CHECK(tiny[3] == '\0' && strncmp(tiny, "Hel", 3) == 0 && needed == strlen(text) + 1);
+    CHECK_OK(ember_detokenize(model, NULL, 0, 0, 0, buf, sizeof buf, NULL));
+    CHECK(buf[0] == '\0');
+
+    CHECK_OK(ember_token_to_piece(model, tokens[n - 1], 0, buf, sizeof buf, &needed));
+    CHECK(strcmp(buf, " world") == 0 && needed == 7);
+
+    CHECK_OK(ember_token_is_eog(model, info->token_eos, &eog));
+    CHECK(eog == 1);
+    CHECK_OK(ember_token_is_eog(model, tokens[n - 1], &eog));
+    CHECK(eog == 0);
+
+    /* special tokens: parsed only when asked */
+    CHECK_OK(ember_tokenize(model, "<|im_start|>", 12, 0, 1, tokens, 64, &n));
+    CHECK(n == 1);
+    CHECK_OK(ember_tokenize(model, "<|im_start|>", 12, 0, 0, tokens, 64, &n2));
+    CHECK(n2 > 1);
+
+    msgs[0].role = "user";
+    msgs[0].content = "What is 2+2?";
+    CHECK_OK(ember_apply_chat_template(model, msgs, 1, 1, NULL, 0, &needed));
+    CHECK(needed > 20 && needed < sizeof buf);
+    CHECK_OK(ember_apply_chat_template(model, msgs, 1, 1, buf, sizeof buf, &needed));
+    CHECK(strstr(buf, "<|im_start|>user\nWhat is 2+2?<|im_end|>\n") != NULL);
+    CHECK(strlen(buf) > 22 && strcmp(buf + strlen(buf) - 22, "<|im_start|>assistant\n") == 0);
+    CHECK_STATUS(ember_apply_chat_template(model, msgs, 1, 1, tiny, sizeof tiny, &needed), EMBER_ERR_BUFFER_TOO_SMALL,
+                 "too small");
+
+    /* argument checks */
+    CHECK_INVALID(ember_tokenize(model, text, 5, 1, 0, tokens, 64, NULL), "ember_tokenize: n_tokens is NULL");
+    CHECK_INVALID(ember_tokenize(model, NULL, 5, 1, 0, tokens, 64, &n), "ember_tokenize: text is NULL");
+    CHECK_INVALID(ember_tokenize(model, text, 5, 1, 0, NULL, 64, &n), "ember_tokenize: tokens is NULL");
+    CHECK_INVALID(ember_tokenize(model, "ab\xff", 3, 1, 0, tokens, 64, &n), "ember_tokenize: text is not valid UTF-8");
+    CHECK_INVALID(ember_tokenize(model, "\xc0\xaf", 2, 1, 0, tokens, 64, &n), "ember_tokenize: text");  /* overlong */
+    CHECK_INVALID(ember_tokenize(model, "\xed\xa0\x80", 3, 1, 0, tokens, 64, &n), "ember_tokenize: text"); /* surrogate */
+    CHECK_INVALID(ember_tokenize(model, "\xe2\x82", 2, 1, 0, tokens, 64, &n), "ember_tokenize: text"); /* truncated */
+    {
+        static const char ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"; /* 2-, 3- and 4-byte sequences */
+        CHECK_OK(ember_tokenize(model, ok, strlen(ok), 1, 0, tokens, 64, &n));
+        CHECK_OK(ember_detokenize(model, tokens, n, 1, 0, buf, sizeof buf, NULL));
+        CHECK(strcmp(buf, ok) == 0);
+    }
+
+    one = -1;
+    CHECK_INVALID(ember_detokenize(model, &one, 1, 0, 0, buf, sizeof buf, &needed), "ember_detokenize: tokens[0] = -1");
+    tokens[0] = 1;
+    tokens[1] = (ember_token)info->n_vocab;
+    CHECK_INVALID(ember_detokenize(model, tokens, 2, 0, 0, buf, sizeof buf, &needed), "ember_detokenize: tokens[1]");
+    CHECK_INVALID(ember_detokenize(model, NULL, 2, 0, 0, buf, sizeof buf, &needed), "ember_detokenize: tokens is NULL");
+    CHECK_INVALID(ember_detokenize(model, tokens, 1, 0, 0, NULL, 10, &needed), "ember_detokenize: buf is NULL");
+    CHECK_INVALID(ember_token_to_piece(model, -5, 0, buf, sizeof buf, &needed), "ember_token_to_piece: token = -5");
+    CHECK_INVALID(ember_token_to_piece(model, (ember_token)info->n_vocab, 0, buf, sizeof buf, &needed),
+                  "ember_token_to_piece: token");
+    CHECK_INVALID(ember_token_to_piece(model, 1, 0, NULL, 10, &needed), "ember_token_to_piece: buf is NULL");
+    CHECK_INVALID(ember_token_is_eog(model, 1, NULL), "ember_token_is_eog: is_eog is NULL");
+    CHECK_INVALID(ember_token_is_eog(model, -1, &eog), "ember_token_is_eog: token = -1");
+
+    CHECK_INVALID(ember_apply_chat_template(model, NULL, 1, 1, buf, sizeof buf, &needed),
+                  "ember_apply_chat_template: messages is NULL");
+    CHECK_INVALID(ember_apply_chat_template(model, msgs, 0, 1, buf, sizeof buf, &needed),
+                  "ember_apply_chat_template: n_messages is 0");
+    CHECK_INVALID(ember_apply_chat_template(model, msgs, 1, 1, NULL, 5, &needed),
+                  "ember_apply_chat_template: buf is NULL");
+    msgs[1].role = NULL;
+    msgs[1].content = "x";
+    CHECK_INVALID(ember_apply_chat_template(model, msgs, 2, 1, buf, sizeof buf, &needed),
+                  "ember_apply_chat_template: messages[1].role is NULL");
+    msgs[1].role = "assistant";
+    msgs[1].content = NULL;
+    CHECK_INVALID(ember_apply_chat_template(model, msgs, 2, 1, buf, sizeof buf, &needed),
+                  "ember_apply_chat_template: messages[1].content is NULL");
+    msgs[1].content = "bad \xfe byte";
+    CHECK_INVALID(ember_apply_chat_template(model, msgs, 2, 1, buf, sizeof buf, &needed),
+                  "ember_apply_chat_template: messages[1].content is not valid UTF-8");
+}
+
+static ember_generate_params greedy(int32_t max_tokens) {
+    ember_generate_params gp;
+    ember_generate_params_init(&gp, sizeof gp);
+    gp.max_tokens = max_tokens;
+    gp.temperature = 0.0f;
+    return gp;
+}
+
+static void test_generate(ember_model* model, const ember_model_info* info) {
+    static const char prompt[] = "The capital of France is";
+    ember_session_params sp;
+    ember_session* session = NULL;
+    ember_generate_params gp;
+    ember_generate_result res;
+    collector col;
+    char full[4096];
+    ember_token first = -1;
+    ember_token ptoks[64];
+    size_t n_ptoks = 0, n = 0, n_vocab = 0, i, best;
+    const float* logits = NULL;
+    uint32_t n_ctx = 0;
+    /* a newer caller's struct: larger than the library knows */
+    struct {
+        ember_generate_params p;
+        char future_fields[64];
+    } big;
+
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 256;
+    sp.n_threads = 2;
+    CHECK_OK(ember_session_new(model, &sp, &session));
+    if (session == NULL) return;
+    CHECK_OK(ember_session_n_ctx(session, &n_ctx));
+    CHECK(n_ctx == 256);
+    CHECK_OK(ember_session_n_past(session, &n));
+    CHECK(n == 0);
+    CHECK_INVALID(ember_session_logits(session, &logits, &n_vocab), "ember_session_logits: the session has no logits");
+
+    /* greedy, streamed: the pieces make up the text, which names Paris */
+    gp = greedy(4);
+    collector_reset(&col, 0);
+    res.struct_size = sizeof res;
+    CHECK_OK(ember_session_generate(session, prompt, &gp, collect, &col, &res));
+    CHECK(res.text != NULL && strlen(res.text) == res.text_len);
+    CHECK(col.len == res.text_len && strcmp(col.text, res.text) == 0);
+    CHECK(!col.bad_piece && col.n_pieces >= 1);
+    CHECK(strstr(res.text, "Paris") != NULL);
+    CHECK(res.n_tokens >= 1 && res.n_tokens <= 4 && res.tokens != NULL);
+    CHECK(res.n_prompt_tokens >= 4);
+    CHECK(res.stop_reason == EMBER_STOP_MAX_TOKENS || res.stop_reason == EMBER_STOP_EOG);
+    CHECK(res.prompt_ms >= 0 && res.generate_ms >= 0);
+    printf("greedy: \"%s%s\" (%s, %u tokens)\n", prompt, res.text, ember_stop_reason_name((ember_stop_reason)res.stop_reason),
+           (unsigned)res.n_tokens);
+    strncpy(full, res.text, sizeof full - 1);
+    full[sizeof full - 1] = '\0';
+    first = res.tokens[0];
+    CHECK_OK(ember_session_n_past(session, &n));
+    CHECK(n >= res.n_prompt_tokens + res.n_tokens - 1 && n <= res.n_prompt_tokens + res.n_tokens);
+
+    /* eval + logits: the argmax after the prompt is the first greedy token */
+    CHECK_OK(ember_session_reset(session));
+    CHECK_OK(ember_session_n_past(session, &n));
+    CHECK(n == 0);
+    CHECK_OK(ember_tokenize(model, prompt, strlen(prompt), 1, 1, ptoks, 64, &n_ptoks));
+    CHECK_OK(ember_session_eval(session, ptoks, n_ptoks));
+    CHECK_OK(ember_session_logits(session, &logits, &n_vocab));
+    CHECK(logits != NULL && n_vocab == info->n_vocab);
+    if (logits != NULL && n_vocab > 0) {
+        best = 0;
+        for (i = 1; i < n_vocab; ++i)
+            if (logits[i] > logits[best]) best = i;
+        CHECK((ember_token)best == first);
+    }
+    CHECK_INVALID(ember_session_truncate(session, n_ptoks + 1), "ember_session_truncate: n_keep");
+    /* generating on from the evaluated cache gives the same continuation */
+    gp = greedy(4);
+    collector_reset(&col, 0);
+    CHECK_OK(ember_session_generate_tokens(session, NULL, 0, &gp, collect, &col, &res));
+    CHECK(res.n_prompt_tokens == 0);
+    CHECK(strcmp(res.text, full) == 0 && strcmp(col.text, full) == 0);
+
+    /* an empty text prompt continues too, once the cache holds tokens */
+    gp.max_tokens = 1;
+    CHECK_OK(ember_session_generate(session, "", &gp, NULL, NULL, &res));
+    CHECK(res.n_prompt_tokens == 0 && res.n_tokens == 1);
+
+    /* the callback returning 0 stops generation */
+    gp = greedy(8);
+    gp.ignore_eos = 1;
+    collector_reset(&col, 2);
+    CHECK_OK(ember_session_generate(session, "", &gp, collect, &col, &res));
+    CHECK(col.n_pieces == 2);
+    CHECK(res.stop_reason == EMBER_STOP_CALLBACK);
+    CHECK(res.n_tokens >= 2 && res.n_tokens < 8);
+    CHECK(strncmp(res.text, col.text, col.len) == 0);
+
+    /* cancel from a second thread while generating */
+    {
+        canceller c;
+        pthread_t th;
+        memset(&c, 0, sizeof c);
+        pthread_mutex_init(&c.mu, NULL);
+        pthread_cond_init(&c.cv, NULL);
+        c.session = session;
+        c.cancel_status = EMBER_ERR_INTERNAL;
+        gp = greedy(-1);
+        gp.ignore_eos = 1; /* would run until the context is full */
+        CHECK(pthread_create(&th, NULL, cancel_thread, &c) == 0);
+        CHECK_STATUS(ember_session_generate(session, "", &gp, cancel_callback, &c, &res), EMBER_ERR_CANCELLED,
+                     "ember_session_generate: cancelled");
+        pthread_join(th, NULL);
+        CHECK(c.cancel_status == EMBER_OK);
+        CHECK(c.n_pieces >= 1);
+        CHECK(res.stop_reason == EMBER_STOP_CANCELLED);
+        CHECK(res.n_tokens >= 1 && res.n_tokens < 16);
+        CHECK(res.text != NULL && strlen(res.text) == res.text_len);
+        pthread_cond_destroy(&c.cv);
+        pthread_mutex_destroy(&c.mu);
+    }
+
+    /* stop strings: the text ends before the first one, which is not streamed */
+    {
+        const char* stops[2];
+        const char* paris = strstr(full, "Paris");
+        size_t before = paris ? (size_t)(paris - full) : 0;
+        stops[0] = "no such text in the output";
+        stops[1] = "Paris";
+        CHECK_OK(ember_session_reset(session));
+        ember_generate_params_init(&big.p, sizeof big); /* fills the known fields, zeroes the rest */
+        CHECK(big.p.struct_size == sizeof big && big.p.max_tokens == 128);
+        big.p.max_tokens = 4;
+        big.p.temperature = 0.0f;
+        big.p.stop = stops;
+        big.p.n_stop = 2;
+        memset(big.future_fields, 0x5a, sizeof big.future_fields); /* unknown to this library: ignored */
+        collector_reset(&col, 0);
+        CHECK_OK(ember_session_generate(session, prompt, &big.p, collect, &col, &res));
+        CHECK(res.stop_reason == EMBER_STOP_STRING);
+        CHECK(res.text_len == before && strncmp(res.text, full, before) == 0);
+        CHECK(strcmp(col.text, res.text) == 0);
+        CHECK(strstr(col.text, "Paris") == NULL);
+    }
+
+    /* a cancel before a call has no effect on it; the session is usable after
+       a cancelled call; a tokenized prompt gives what the text prompt gave */
+    CHECK_OK(ember_session_reset(session));
+    CHECK_OK(ember_session_cancel(session));
+    gp = greedy(1);
+    CHECK_OK(ember_session_generate_tokens(session, ptoks, n_ptoks, &gp, NULL, NULL, &res));
+    CHECK(res.stop_reason == EMBER_STOP_MAX_TOKENS && res.n_tokens == 1 && res.tokens[0] == first);
+    CHECK(res.n_prompt_tokens == n_ptoks);
+
+    /* a logit bias that bans the greedy choice changes the first token */
+    {
+        ember_logit_bias lb[1];
+        lb[0].token = first;
+        lb[0].bias = -1e30f;
+        CHECK_OK(ember_session_reset(session));
+        gp = greedy(1);
+        gp.logit_bias = lb;
+        gp.n_logit_bias = 1;
+        CHECK_OK(ember_session_generate(session, prompt, &gp, NULL, NULL, &res));
+        CHECK(res.n_tokens == 1 && res.tokens[0] != first);
+    }
+
+    /* argument checks that need a session */
+    CHECK_OK(ember_session_reset(session));
+    CHECK_INVALID(ember_session_generate(session, NULL, NULL, NULL, NULL, NULL), "ember_session_generate: prompt is NULL");
+    CHECK_INVALID(ember_session_generate(session, "caf\xe9 au lait", NULL, NULL, NULL, NULL),
+                  "ember_session_generate: prompt is not valid UTF-8");
+    {
+        /* ~600 tokens: does not fit in n_ctx = 256, never silently truncated */
+        static char long_prompt[4000];
+        size_t k;
+        for (k = 0; k + 6 < sizeof long_prompt; k += 6) memcpy(long_prompt + k, "word, ", 6);
+        long_prompt[k] = '\0';
+        CHECK_INVALID(ember_session_generate(session, long_prompt, NULL, NULL, NULL, NULL), "does not fit");
+        CHECK_OK(ember_session_n_past(session, &n));
+        CHECK(n == 0);
+    }
+    CHECK_INVALID(ember_session_generate(session, "", NULL, NULL, NULL, NULL), "ember_session_generate: ");
+    gp = greedy(4);
+    gp.temperature = -1.0f;
+    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL), "temperature");
+    gp = greedy(4);
+    gp.top_p = 2.0f;
+    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL), "top_p");
+    gp = greedy(4);
+    gp.min_p = -0.5f;
+    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL), "min_p");
+    gp = greedy(4);
+    gp.repeat_penalty = 0.0f;
+    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL), "repeat_penalty");
+    gp = greedy(-2);
+    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL), "max_tokens");
+    gp = greedy(4);
+    gp.n_stop = 1;
+    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL),
+                  "ember_session_generate: params->stop is NULL");
+    {
+        const char* stops[2] = {"ok", NULL};
+        const char* bad[1] = {"\xff"};
+        const char* empty[1] = {""};
+        gp.stop = stops;
+        gp.n_stop = 2;
+        CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL),
+                      "ember_session_generate: params->stop[1] is NULL");
+        gp.stop = bad;
+        gp.n_stop = 1;
+        CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL),
+                      "ember_session_generate: params->stop[0] is not valid UTF-8");
+        gp.stop = empty;
+        CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL), "stop[0]");
+    }
+    {
+        ember_logit_bias lb[1];
+        gp = greedy(4);
+        gp.n_logit_bias = 1;
+        CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL),
+                      "ember_session_generate: params->logit_bias is NULL");
+        lb[0].token = (ember_token)info->n_vocab + 7;
+        lb[0].bias = 1.0f;
+        gp.logit_bias = lb;
+        CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL), "logit_bias[0]");
+    }
+    gp = greedy(4);
+    gp.struct_size = 0;
+    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL),
+                  "ember_session_generate: params->struct_size is 0");
+    gp = greedy(4);
+    res.struct_size = 3;
+    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, &res),
+                  "ember_session_generate: result->struct_size is 3");
+    res.struct_size = sizeof res;
+    CHECK_OK(ember_session_n_past(session, &n));
+    CHECK(n == 0); /* nothing was evaluated by the refused calls */
+
+    CHECK_INVALID(ember_session_generate_tokens(session, NULL, 3, NULL, NULL, NULL, NULL),
+                  "ember_session_generate_tokens: prompt is NULL");
+    ptoks[1] = -3;
+    CHECK_INVALID(ember_session_generate_tokens(session, ptoks, 2, NULL, NULL, NULL, NULL),
+                  "ember_session_generate_tokens: prompt[1] = -3");
+
+    CHECK_INVALID(ember_session_eval(session, NULL, 1), "ember_session_eval: tokens is NULL");
+    CHECK_INVALID(ember_session_eval(session, ptoks, 0), "ember_session_eval: n_tokens is 0");
+    CHECK_INVALID(ember_session_eval(session, ptoks, 2), "ember_session_eval: ");  /* id -3 */
+    {
+        static ember_token many[300];
+        size_t k;
+        for (k = 0; k < 300; ++k) many[k] = 100;
+        CHECK_INVALID(ember_session_eval(session, many, 300), "does not fit");
+    }
+    CHECK_INVALID(ember_session_logits(session, NULL, &n_vocab), "ember_session_logits: logits is NULL");
+    CHECK_INVALID(ember_session_logits(session, &logits, NULL), "ember_session_logits: n_vocab is NULL");
+    CHECK_INVALID(ember_session_n_past(session, NULL), "ember_session_n_past: n_past is NULL");
+    CHECK_INVALID(ember_session_n_ctx(session, NULL), "ember_session_n_ctx: n_ctx is NULL");
+    CHECK_INVALID(ember_session_truncate(session, 1), "ember_session_truncate: n_keep = 1");
+
+    ember_session_free(session);
+}
+
+/* A session outlives the model handle it was made from: it holds its own
+   reference to the model. */
+static void test_session_outlives_model(const char* path) {
+    ember_model* model = NULL;
+    ember_session* session = NULL;
+    ember_session_params sp;
+    ember_generate_params gp = greedy(2);
+    ember_generate_result res;
+    collector col;
+
+    CHECK_OK(ember_model_load(path, NULL, &model));
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 64;
+    sp.n_threads = 2;
+    CHECK_OK(ember_session_new(model, &sp, &session));
+    ember_model_free(model);
+    if (session == NULL) return;
+    collector_reset(&col, 0);
+    res.struct_size = sizeof res;
+    CHECK_OK(ember_session_generate(session, "Once upon a time", &gp, collect, &col, &res));
+    CHECK(res.n_tokens == 2 && strcmp(col.text, res.text) == 0);
+    ember_session_free(session);
+}
+
+static void test_session_params(const ember_model* model) {
+    ember_session_params sp;
+    ember_session* session = (ember_session*)1;
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_threads = -1;
+    CHECK_INVALID(ember_session_new(model, &sp, &session), "n_threads");
+    CHECK(session == NULL);
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_batch = 0;
+    CHECK_INVALID(ember_session_new(model, &sp, &session), "n_batch");
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 0xFFFFFFFFu;
+    CHECK_INVALID(ember_session_new(model, &sp, &session), "n_ctx");
+    ember_session_params_init(&sp, sizeof sp);
+    sp.kv_type = 7;
+    CHECK_INVALID(ember_session_new(model, &sp, &session), "ember_session_new: params->kv_type = 7");
+    ember_session_params_init(&sp, sizeof sp);
+    sp.struct_size = 4;
+    CHECK_INVALID(ember_session_new(model, &sp, &session), "ember_session_new: params->struct_size is 4");
+    CHECK_INVALID(ember_session_new(model, &sp, NULL), "ember_session_new: out is NULL");
+}
+
+int main(void) {
+    const char* dir = getenv("EMBER_MODELS_DIR");
+    char path[4096];
+    ember_model* model = NULL;
+    ember_model_info info;
+    FILE* f;
+
+    test_without_model();
+    test_bad_files();
+
+    snprintf(path, sizeof path, "%s/%s", dir && dir[0] ? dir : "models", MODEL_FILE);
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        printf("%d passed, %d failed (without a model)\n", checks - failures, failures);
+        if (failures) return 1;
+        printf("SKIP: model not found at %s (set EMBER_MODELS_DIR)\n", path);
+        return SKIP_CODE;
+    }
+    fclose(f);
+
+    CHECK_OK(ember_model_load(path, NULL, &model));
+    if (model == NULL) {
+        printf("%d passed, %d failed\n", checks - failures, failures);
+        return 1;
+    }
+
+    info.struct_size = sizeof info;
+    CHECK_OK(ember_model_get_info(model, &info));
+    CHECK(strcmp(info.arch, "llama") == 0);
+    CHECK(info.name != NULL);
+    CHECK(info.n_vocab == 49152 && info.n_layer == 30 && info.n_embd == 576 && info.n_ctx_train >= 2048);
+    CHECK(info.token_eos >= 0 && info.n_params > 100000000u && info.weight_bytes > 0);
+    CHECK_INVALID(ember_model_get_info(model, NULL), "ember_model_get_info: info is NULL");
+    info.struct_size = 0;
+    CHECK_INVALID(ember_model_get_info(model, &info), "ember_model_get_info: info->struct_size is 0");
+    info.struct_size = sizeof info;
+    ember_model_get_info(model, &info);
+    printf("model: %s \"%s\", %u layers, n_embd %u, n_vocab %u\n", info.arch, info.name, (unsigned)info.n_layer,
+           (unsigned)info.n_embd, (unsigned)info.n_vocab);
+
+    test_tokenizer(model, &info);
+    test_session_params(model);
+    test_generate(model, &info);
+    ember_model_free(model);
+    test_session_outlives_model(path);
+
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures ? 1 : 0;
+}
