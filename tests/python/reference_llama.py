@@ -18,8 +18,14 @@ converted from):
   ffn(v) = W_down(silu(W_gate v) * (W_up v)); then a final rmsnorm with
   output_norm and logits = W_out x, where W_out is `output.weight` or, when
   the file has none (tied embeddings), `token_embd.weight`.
-* RoPE.  theta_i = pos * freq_base^(-2i / n_rot), i = 0 .. n_rot/2 - 1, with
-  pos divided by the factor under linear rope scaling.  Which dimensions form
+* RoPE.  theta_i = pos * freq_base^(-2i / n_rot) / freq_factor_i,
+  i = 0 .. n_rot/2 - 1, with freq_factor_i from the optional tensor
+  `rope_freqs.weight` (Llama 3.1; 1 when absent), and pos divided by the
+  factor under linear rope scaling.  YaRN scaling (rope.scaling.type "yarn")
+  is ggml's: pairs below the correction range keep theta (extrapolation),
+  pairs above it get theta / factor (interpolation), a linear ramp between,
+  and cos/sin are multiplied by 1 + 0.1 ln(factor) (see rope_angles).
+  Which dimensions form
   a rotated pair depends on the architecture (ROPE_STYLE below): "normal"
   rotates adjacent pairs (2i, 2i+1) -- llama in GGUF, because llama.cpp's
   converter permutes the Q and K rows of the Hugging Face weights into that
@@ -142,6 +148,12 @@ class Hparams:
     rope_scale: float    # positions are divided by this (linear scaling); 1 = none
     rms_eps: float       # {arch}.attention.layer_norm_rms_epsilon
     n_vocab: int         # rows of token_embd
+    # YaRN (rope.scaling.type "yarn"); rope_scale is then 1 and these apply:
+    yarn_factor: float = 1.0    # {arch}.rope.scaling.factor; 1 = no YaRN
+    yarn_orig_ctx: int = 0      # {arch}.rope.scaling.original_context_length (= context_length when absent)
+    yarn_beta_fast: float = 32.0  # {arch}.rope.scaling.yarn_beta_fast (llama.cpp's default)
+    yarn_beta_slow: float = 1.0   # {arch}.rope.scaling.yarn_beta_slow
+    yarn_attn_factor: float = 1.0  # {arch}.rope.scaling.attn_factor: multiplies cos/sin
 
 
 def _field(reader: gguf.GGUFReader, key: str, default=None, required: bool = False):
@@ -175,10 +187,11 @@ def read_hparams(reader: gguf.GGUFReader) -> Hparams:
     if n_rot % 2 != 0 or n_rot > head_dim_k:
         raise ValueError(f"rope.dimension_count {n_rot} must be even and <= head dim {head_dim_k}")
 
-    # Rope scaling: none, or linear (positions divided by the factor).  The
-    # older key rope.scale_linear means linear scaling too.
+    # Rope scaling: none, linear (positions divided by the factor) or YaRN.
+    # The older key rope.scale_linear means linear scaling too.
     scaling_type = key("rope.scaling.type", None)
     rope_scale = 1.0
+    yarn = {}
     if scaling_type in (None, "none"):
         legacy = key("rope.scale_linear", None)
         if legacy is not None:
@@ -188,9 +201,20 @@ def read_hparams(reader: gguf.GGUFReader) -> Hparams:
         if factor is None:
             raise ValueError(f"{arch}.rope.scaling.type is 'linear' but {arch}.rope.scaling.factor is missing")
         rope_scale = float(factor)
+    elif scaling_type == "yarn":
+        factor = float(key("rope.scaling.factor", 1.0))
+        if factor <= 0:
+            factor = 1.0  # as for linear: 0 means no scaling
+        yarn = dict(
+            yarn_factor=factor,
+            yarn_orig_ctx=int(key("rope.scaling.original_context_length", key("context_length", required=True))),
+            yarn_beta_fast=float(key("rope.scaling.yarn_beta_fast", 32.0)),
+            yarn_beta_slow=float(key("rope.scaling.yarn_beta_slow", 1.0)),
+            yarn_attn_factor=float(key("rope.scaling.attn_factor", 1.0)),
+        )
     else:
         raise ValueError(f"rope scaling type '{scaling_type}' is not supported by this reference "
-                         f"(only none and linear)")
+                         f"(only none, linear and yarn)")
     if rope_scale <= 0:
         rope_scale = 1.0  # llama.cpp reads a factor of 0 as "no scaling"
 
@@ -210,6 +234,7 @@ def read_hparams(reader: gguf.GGUFReader) -> Hparams:
         rope_scale=rope_scale,
         rms_eps=float(key("attention.layer_norm_rms_epsilon", required=True)),
         n_vocab=int(embd.shape[1]),  # GGUF [n_embd, n_vocab]
+        **yarn,
     )
 
 
@@ -237,6 +262,7 @@ class Model:
     output_norm: np.ndarray  # (n_embd,)
     output: np.ndarray       # (n_vocab, n_embd); the same array as token_embd when tied
     layers: list[Layer] = field(default_factory=list)
+    rope_freqs: np.ndarray | None = None  # (n_rot/2,) divisors of the RoPE frequencies, or None
 
 
 def dequantize_tensor(t: gguf.ReaderTensor) -> np.ndarray:
@@ -261,8 +287,8 @@ def load_model(path: str) -> Model:
             raise ValueError(f"tensor '{name}' has NumPy shape {w.shape}, expected {shape}")
         return w
 
-    # Refuse tensors this forward pass would ignore (biases, qk-norm, rope_freqs, ...).
-    known = {"token_embd.weight", "output_norm.weight", "output.weight"}
+    # Refuse tensors this forward pass would ignore (biases, qk-norm, ...).
+    known = {"token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight"}
     known |= {f"blk.{i}.{n}" for i in range(hp.n_layer) for n in BLOCK_TENSORS}
     unknown = sorted(set(tensors) - known)
     if unknown:
@@ -272,6 +298,8 @@ def load_model(path: str) -> Model:
     token_embd = get("token_embd.weight", (hp.n_vocab, d))
     output = get("output.weight", (hp.n_vocab, d)) if "output.weight" in tensors else token_embd
     model = Model(hp=hp, token_embd=token_embd, output_norm=get("output_norm.weight", (d,)), output=output)
+    if "rope_freqs.weight" in tensors:
+        model.rope_freqs = get("rope_freqs.weight", (hp.n_rot // 2,))
     for i in range(hp.n_layer):
         p = f"blk.{i}."
         model.layers.append(Layer(
@@ -297,22 +325,58 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
 
 
-def rope_angles(hp: Hparams, n_tokens: int) -> np.ndarray:
-    """(n_tokens, n_rot/2): theta[p, i] = (p / scale) * freq_base^(-2i / n_rot)."""
+def yarn_corr_dims(hp: Hparams) -> tuple[float, float]:
+    """YaRN's correction range [low, high] in pair indices (ggml's
+    ggml_rope_yarn_corr_dims): the pair that turns `beta` times over the
+    original context is n_rot * ln(orig_ctx / (2 pi beta)) / (2 ln base);
+    low = floor of that for beta_fast, high = ceil for beta_slow, clamped to
+    [0, n_rot - 1]."""
+    def dim(beta: float) -> float:
+        return hp.n_rot * np.log(hp.yarn_orig_ctx / (beta * 2.0 * np.pi)) / (2.0 * np.log(hp.rope_freq_base))
+    low = max(0.0, float(np.floor(dim(hp.yarn_beta_fast))))
+    high = min(float(hp.n_rot - 1), float(np.ceil(dim(hp.yarn_beta_slow))))
+    return low, high
+
+
+def rope_angles(hp: Hparams, n_tokens: int, freq_factors: np.ndarray | None = None) -> np.ndarray:
+    """(n_tokens, n_rot/2): theta[p, i] = (p / scale) * freq_base^(-2i / n_rot) / freq_factors[i].
+
+    Under YaRN (hp.yarn_factor != 1), theta_extrap = p * freq_base^(-2i/n_rot) / freq_factors[i]
+    and theta_interp = theta_extrap / factor are mixed per pair:
+    theta = theta_interp * (1 - r_i) + theta_extrap * r_i with
+    r_i = 1 - clip((i - low) / max(0.001, high - low), 0, 1) over the correction
+    range (yarn_corr_dims): the fast-turning pairs keep their angles, the slow
+    ones are interpolated.  (The magnitude correction is rope_mscale.)"""
     pos = np.arange(n_tokens, dtype=np.float64) / hp.rope_scale       # (n,)
     i = np.arange(hp.n_rot // 2, dtype=np.float64)                    # (n_rot/2,)
     inv_freq = hp.rope_freq_base ** (-2.0 * i / hp.n_rot)             # (n_rot/2,)
-    return pos[:, None] * inv_freq[None, :]
+    if freq_factors is not None:
+        inv_freq = inv_freq / np.asarray(freq_factors, dtype=np.float64)
+    theta = pos[:, None] * inv_freq[None, :]
+    if hp.yarn_factor != 1.0:
+        low, high = yarn_corr_dims(hp)
+        ramp = 1.0 - np.clip((i - low) / max(0.001, high - low), 0.0, 1.0)  # (n_rot/2,): 1 = extrapolate
+        theta = (theta / hp.yarn_factor) * (1.0 - ramp) + theta * ramp
+    return theta
 
 
-def apply_rope(x: np.ndarray, theta: np.ndarray, n_rot: int, style: str) -> np.ndarray:
+def rope_mscale(hp: Hparams) -> float:
+    """The factor on cos and sin: YaRN's attention temperature
+    attn_factor * (1 + 0.1 ln(factor)); 1 without YaRN."""
+    if hp.yarn_factor == 1.0:
+        return 1.0
+    return hp.yarn_attn_factor * (1.0 + 0.1 * np.log(hp.yarn_factor))
+
+
+def apply_rope(x: np.ndarray, theta: np.ndarray, n_rot: int, style: str, mscale: float = 1.0) -> np.ndarray:
     """x: (n, heads, head_dim), theta: (n, n_rot/2) -> (n, heads, head_dim).
 
     Each pair (a, b) of the first n_rot dimensions is rotated by its angle:
-    (a cos - b sin, a sin + b cos).  "normal": pair i is dims (2i, 2i+1);
-    "neox": pair i is dims (i, i + n_rot/2).  Dims >= n_rot are unchanged."""
-    cos = np.cos(theta)[:, None, :]  # (n, 1, n_rot/2), broadcast over heads
-    sin = np.sin(theta)[:, None, :]
+    (a cos - b sin, a sin + b cos), cos and sin multiplied by mscale (YaRN).
+    "normal": pair i is dims (2i, 2i+1); "neox": pair i is dims (i, i + n_rot/2).
+    Dims >= n_rot are unchanged."""
+    cos = mscale * np.cos(theta)[:, None, :]  # (n, 1, n_rot/2), broadcast over heads
+    sin = mscale * np.sin(theta)[:, None, :]
     out = x.copy()
     if style == "normal":
         a, b = x[..., 0:n_rot:2], x[..., 1:n_rot:2]
@@ -341,8 +405,8 @@ def attention(hp: Hparams, layer: Layer, x: np.ndarray, theta: np.ndarray) -> np
     q = (x @ layer.wq.T).reshape(n, hp.n_head, hp.head_dim_k)      # (n, n_head, hd_k)
     k = (x @ layer.wk.T).reshape(n, hp.n_head_kv, hp.head_dim_k)   # (n, n_head_kv, hd_k)
     v = (x @ layer.wv.T).reshape(n, hp.n_head_kv, hp.head_dim_v)   # (n, n_head_kv, hd_v)
-    q = apply_rope(q, theta, hp.n_rot, hp.rope_style)
-    k = apply_rope(k, theta, hp.n_rot, hp.rope_style)
+    q = apply_rope(q, theta, hp.n_rot, hp.rope_style, rope_mscale(hp))
+    k = apply_rope(k, theta, hp.n_rot, hp.rope_style, rope_mscale(hp))
 
     scale = 1.0 / np.sqrt(hp.head_dim_k)
     future = np.triu(np.ones((n, n), dtype=bool), k=1)  # future[i, j]: j > i, masked
@@ -384,7 +448,7 @@ def forward(model: Model, tokens) -> np.ndarray:
         raise ValueError(f"token ids must be in [0, {hp.n_vocab})")
 
     x = model.token_embd[tokens]                 # (n, n_embd)
-    theta = rope_angles(hp, len(tokens))         # (n, n_rot/2)
+    theta = rope_angles(hp, len(tokens), model.rope_freqs)  # (n, n_rot/2)
     for layer in model.layers:
         x = transformer_block(hp, layer, x, theta)
     x = rms_norm(x, model.output_norm, hp.rms_eps)

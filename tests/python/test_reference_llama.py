@@ -125,6 +125,28 @@ def test_rope_properties():
     np.testing.assert_allclose(dots, dots[0], rtol=1e-12)
 
 
+def test_yarn_and_freq_factors():
+    """YaRN as ggml computes it: pairs below the correction range keep their
+    angle, pairs above it are divided by the factor, a linear ramp between;
+    cos/sin grow by 1 + 0.1 ln(factor).  rope_freqs divides the angles."""
+    hp = R.Hparams(arch="llama", n_layer=1, n_embd=256, n_ff=8, n_head=4, n_head_kv=4,
+                   head_dim_k=64, head_dim_v=64, n_rot=64, rope_freq_base=10000.0,
+                   rope_style="normal", rope_scale=1.0, rms_eps=1e-5, n_vocab=4,
+                   yarn_factor=4.0, yarn_orig_ctx=256)
+    # pair d turns orig_ctx / (2 pi base^(2d/n_rot)) times over the original context:
+    # beta_fast = 32 turns at d = 0.84 (floor: 0), beta_slow = 1 turn at d = 12.88 (ceil: 13)
+    assert R.yarn_corr_dims(hp) == (0.0, 13.0)
+    plain = R.rope_angles(R.Hparams(**{**hp.__dict__, "yarn_factor": 1.0}), 10)
+    yarn = R.rope_angles(hp, 10)
+    np.testing.assert_allclose(yarn[:, 0], plain[:, 0], rtol=1e-15)             # ramp 1: extrapolate
+    np.testing.assert_allclose(yarn[:, 13:], plain[:, 13:] / 4.0, rtol=1e-15)   # ramp 0: interpolate
+    r = 1.0 - 5.0 / 13.0                                                        # pair 5: on the ramp
+    np.testing.assert_allclose(yarn[:, 5], plain[:, 5] * (r + (1.0 - r) / 4.0), rtol=1e-14)
+    assert R.rope_mscale(hp) == pytest.approx(1.0 + 0.1 * np.log(4.0))
+    ff = np.linspace(1.0, 8.0, 32)
+    np.testing.assert_allclose(R.rope_angles(hp, 10, ff)[:, 13:], plain[:, 13:] / ff[13:] / 4.0, rtol=1e-15)
+
+
 def test_rms_norm_and_silu():
     x = np.array([[3.0, 4.0]])
     np.testing.assert_allclose(R.rms_norm(x, np.array([1.0, 2.0]), 0.0),

@@ -1,5 +1,6 @@
 // A helper for the Python reference tests: runs ember's scalar conversions on
-// data that the tests make and compare with the gguf package.
+// data that the tests make and compare with the gguf package, writes small
+// random llama models, and dumps the logits of ember's forward pass.
 //
 //   ember-testtool dequant FILE            every tensor of FILE, dequantized to
 //                                          float32, concatenated in file order, on stdout
@@ -8,8 +9,32 @@
 //   ember-testtool types                   "NAME ID BLOCK_SIZE TYPE_SIZE" per supported type
 //   ember-testtool write-sample PATH       a GGUF file with one value of every metadata
 //                                          type and one small tensor of every tensor type
+//   ember-testtool logits MODEL OUT [options] IDS...
+//                                          evaluates the token ids (space- or comma-separated;
+//                                          "-" reads them from stdin) in one session and writes
+//                                          the logits of every position to OUT as raw
+//                                          little-endian float32 [n_tokens, n_vocab]
+//        --ctx N --batch N --threads N --kv f16|f32   session parameters
+//        --split K[,K2...]                  evaluate in several eval() calls: the first K ids,
+//                                          then up to K2, ..., then the rest (cache continuation)
+//   ember-testtool greedy MODEL N PROMPT [--ctx N] [--threads N]
+//                                          Session::generate, temperature 0, N tokens: prints
+//                                          the prompt's and the generated ids, then the text
+//   ember-testtool write-synthetic PATH --type T [options]
+//                                          a small llama-architecture model with random weights:
+//                                          every matrix in type T (quantized with ember's
+//                                          quantize_row), norms F32, a byte-fallback SPM vocabulary
+//        --embd N --layers N --heads N --kv-heads N --ff N --vocab N --ctx N --seed S
+//        --rope-base F --rope-scaling none|linear|yarn --rope-factor F --orig-ctx N
+//        --rope-freqs (adds rope_freqs.weight)  --untied (adds output.weight)  --eps F
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -80,6 +105,327 @@ void write_sample(const std::string& path) {
     w.write(path);
 }
 
+
+// ---- options -----------------------------------------------------------------
+
+// "--name value" options and positional arguments, in order.
+struct Args {
+    std::map<std::string, std::string> opts;
+    std::vector<std::string> pos;
+
+    bool has(const std::string& k) const { return opts.count(k) != 0; }
+    std::string str(const std::string& k, const std::string& fallback) const {
+        const auto it = opts.find(k);
+        return it == opts.end() ? fallback : it->second;
+    }
+    long long num(const std::string& k, long long fallback) const {
+        const auto it = opts.find(k);
+        if (it == opts.end()) return fallback;
+        size_t used = 0;
+        long long v = 0;
+        try {
+            v = std::stoll(it->second, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used != it->second.size() || it->second.empty())
+            throw ember::Error(ember::ErrorCode::InvalidArgument,
+                               fmt::format("{} takes an integer, got '{}'", k, it->second));
+        return v;
+    }
+    double real(const std::string& k, double fallback) const {
+        const auto it = opts.find(k);
+        if (it == opts.end()) return fallback;
+        size_t used = 0;
+        double v = 0;
+        try {
+            v = std::stod(it->second, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used != it->second.size() || it->second.empty())
+            throw ember::Error(ember::ErrorCode::InvalidArgument,
+                               fmt::format("{} takes a number, got '{}'", k, it->second));
+        return v;
+    }
+};
+
+// argv[first..]: options listed in `flags` take no value, all other "--x" take one.
+Args parse_args(int argc, char** argv, int first, const std::vector<std::string>& flags) {
+    Args a;
+    for (int i = first; i < argc; ++i) {
+        const std::string s = argv[i];
+        if (s.size() > 2 && s.compare(0, 2, "--") == 0) {
+            bool is_flag = false;
+            for (const auto& f : flags) is_flag = is_flag || f == s;
+            if (is_flag) {
+                a.opts[s] = "1";
+            } else {
+                if (i + 1 >= argc)
+                    throw ember::Error(ember::ErrorCode::InvalidArgument, fmt::format("{} needs a value", s));
+                a.opts[s] = argv[++i];
+            }
+        } else {
+            a.pos.push_back(s);
+        }
+    }
+    return a;
+}
+
+// Integers separated by spaces, commas or newlines.
+void parse_ids(const std::string& text, std::vector<ember::TokenId>& out) {
+    std::string cur;
+    auto flush = [&] {
+        if (cur.empty()) return;
+        size_t used = 0;
+        long long v = -1;
+        try {
+            v = std::stoll(cur, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used != cur.size() || v < 0 || v > INT32_MAX)
+            throw ember::Error(ember::ErrorCode::InvalidArgument, fmt::format("'{}' is not a token id", cur));
+        out.push_back(static_cast<ember::TokenId>(v));
+        cur.clear();
+    };
+    for (char c : text) {
+        if (c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r') flush();
+        else cur += c;
+    }
+    flush();
+}
+
+// ---- logits --------------------------------------------------------------------
+
+void logits(int argc, char** argv) {
+    const Args a = parse_args(argc, argv, 2, {});
+    if (a.pos.size() < 2)
+        throw ember::Error(ember::ErrorCode::InvalidArgument, "logits: expected MODEL OUT IDS...");
+    std::vector<ember::TokenId> ids;
+    for (size_t i = 2; i < a.pos.size(); ++i) {
+        if (a.pos[i] == "-") {
+            const std::string in((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+            parse_ids(in, ids);
+        } else {
+            parse_ids(a.pos[i], ids);
+        }
+    }
+    if (ids.empty()) throw ember::Error(ember::ErrorCode::InvalidArgument, "logits: no token ids given");
+
+    ember::SessionParams sp;
+    sp.n_ctx = static_cast<uint32_t>(a.num("--ctx", static_cast<long long>(ids.size())));
+    sp.n_batch = static_cast<uint32_t>(a.num("--batch", sp.n_batch));
+    sp.n_threads = static_cast<int32_t>(a.num("--threads", sp.n_threads));
+    const std::string kv = a.str("--kv", "f16");
+    if (kv == "f16") sp.kv_type = ember::KvCacheType::F16;
+    else if (kv == "f32") sp.kv_type = ember::KvCacheType::F32;
+    else throw ember::Error(ember::ErrorCode::InvalidArgument, "--kv takes f16 or f32, got '" + kv + "'");
+
+    // the ends of the eval() calls: --split K1,K2,... then the whole list
+    std::vector<size_t> ends;
+    if (a.has("--split")) {
+        std::vector<ember::TokenId> ks;
+        parse_ids(a.str("--split", ""), ks);
+        for (ember::TokenId k : ks) {
+            const auto end = static_cast<size_t>(k);
+            if (end == 0 || end >= ids.size() || (!ends.empty() && end <= ends.back()))
+                throw ember::Error(ember::ErrorCode::InvalidArgument,
+                                   fmt::format("--split: {} must be increasing, in 1..{}", k, ids.size() - 1));
+            ends.push_back(end);
+        }
+    }
+    ends.push_back(ids.size());
+
+    const auto model = ember::Model::load(a.pos[0]);
+    ember::Session session(model, sp);
+    const size_t n_vocab = model->info().n_vocab;
+    std::vector<float> out;
+    out.reserve(ids.size() * n_vocab);
+    size_t begin = 0;
+    for (size_t end : ends) {
+        session.eval(std::span<const ember::TokenId>(ids.data() + begin, end - begin), /*all_logits=*/true);
+        const auto rows = session.all_logits();
+        if (rows.size() != (end - begin) * n_vocab)
+            throw ember::Error(ember::ErrorCode::Internal,
+                               fmt::format("all_logits() holds {} floats after evaluating {} tokens, expected {}",
+                                           rows.size(), end - begin, (end - begin) * n_vocab));
+        out.insert(out.end(), rows.begin(), rows.end());
+        begin = end;
+    }
+
+    std::FILE* f = std::fopen(a.pos[1].c_str(), "wb");
+    if (!f) throw ember::Error(ember::ErrorCode::Io, "cannot create '" + a.pos[1] + "'");
+    const bool ok = std::fwrite(out.data(), sizeof(float), out.size(), f) == out.size();
+    if (std::fclose(f) != 0 || !ok) throw ember::Error(ember::ErrorCode::Io, "short write to '" + a.pos[1] + "'");
+}
+
+// ---- greedy ------------------------------------------------------------------------
+
+// Session::generate at temperature 0: "prompt_ids: ..." and "ids: ..." lines,
+// then "text:" and the generated text to the end of stdout.
+void greedy(int argc, char** argv) {
+    const Args a = parse_args(argc, argv, 2, {});
+    if (a.pos.size() != 3) throw ember::Error(ember::ErrorCode::InvalidArgument, "greedy: expected MODEL N PROMPT");
+    const auto model = ember::Model::load(a.pos[0]);
+    ember::SessionParams sp;
+    sp.n_ctx = static_cast<uint32_t>(a.num("--ctx", 512));
+    sp.n_threads = static_cast<int32_t>(a.num("--threads", 0));
+    ember::Session session(model, sp);
+    ember::GenerateParams gp;
+    gp.max_tokens = static_cast<int32_t>(std::stol(a.pos[1]));
+    gp.sampling.temperature = 0.0f;
+    const auto prompt = model->tokenize(a.pos[2], {.add_special = gp.add_special, .parse_special = gp.parse_special});
+    const ember::GenerateResult r = session.generate(a.pos[2], gp);
+    std::string ids;
+    for (ember::TokenId t : prompt) ids += fmt::format(" {}", t);
+    fmt::print("prompt_ids:{}\n", ids);
+    ids.clear();
+    for (ember::TokenId t : r.tokens) ids += fmt::format(" {}", t);
+    fmt::print("ids:{}\nstop: {}\ntext:\n{}", ids, ember::stop_reason_name(r.stop_reason), r.text);
+}
+
+// ---- write-synthetic ------------------------------------------------------------
+
+// A small deterministic generator (the same file on every platform):
+// splitmix64 for the bits, Box-Muller for normal deviates.
+struct Rng {
+    uint64_t s;
+    uint64_t next() {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }  // (0, 1)
+    double normal() {
+        const double u = uniform(), v = uniform();
+        return std::sqrt(-2.0 * std::log(u)) * std::cos(6.283185307179586 * v);
+    }
+};
+
+void write_synthetic(int argc, char** argv) {
+    using ember::gguf::Value;
+    const Args a = parse_args(argc, argv, 2, {"--untied", "--rope-freqs"});
+    if (a.pos.size() != 1 || !a.has("--type"))
+        throw ember::Error(ember::ErrorCode::InvalidArgument, "write-synthetic: expected PATH --type T [options]");
+    const ember::TensorType type = parse_type(a.str("--type", ""));
+    const auto u32 = [&](const char* k, long long fallback) {
+        const long long v = a.num(k, fallback);
+        if (v < 1 || v > 1 << 24)
+            throw ember::Error(ember::ErrorCode::InvalidArgument, fmt::format("{} is {}, out of range", k, v));
+        return static_cast<uint32_t>(v);
+    };
+    const uint32_t n_embd = u32("--embd", 64), n_layer = u32("--layers", 2), n_head = u32("--heads", 4);
+    const uint32_t n_head_kv = u32("--kv-heads", n_head), n_ff = u32("--ff", 128), n_vocab = u32("--vocab", 320);
+    const uint32_t n_ctx = u32("--ctx", 1024);
+    const uint32_t head_dim = n_embd / n_head;
+    if (n_embd % n_head != 0 || n_head % n_head_kv != 0 || head_dim % 2 != 0)
+        throw ember::Error(ember::ErrorCode::InvalidArgument,
+                           "write-synthetic: --heads must divide --embd into even head sizes, --kv-heads must divide --heads");
+    const std::string scaling = a.str("--rope-scaling", "none");
+    if (scaling != "none" && scaling != "linear" && scaling != "yarn")
+        throw ember::Error(ember::ErrorCode::InvalidArgument, "--rope-scaling takes none, linear or yarn");
+    Rng rng{static_cast<uint64_t>(a.num("--seed", 1))};
+
+    ember::gguf::Writer w;
+    w.set("general.architecture", Value("llama"));
+    w.set("general.name", Value(fmt::format("synthetic-{}", ember::type_info(type).name)));
+    w.set("llama.context_length", Value(n_ctx));
+    w.set("llama.embedding_length", Value(n_embd));
+    w.set("llama.block_count", Value(n_layer));
+    w.set("llama.feed_forward_length", Value(n_ff));
+    w.set("llama.attention.head_count", Value(n_head));
+    w.set("llama.attention.head_count_kv", Value(n_head_kv));
+    w.set("llama.attention.layer_norm_rms_epsilon", Value(static_cast<float>(a.real("--eps", 1e-5))));
+    w.set("llama.rope.dimension_count", Value(head_dim));
+    w.set("llama.rope.freq_base", Value(static_cast<float>(a.real("--rope-base", 10000.0))));
+    if (scaling != "none") {
+        w.set("llama.rope.scaling.type", Value(scaling));
+        w.set("llama.rope.scaling.factor", Value(static_cast<float>(a.real("--rope-factor", 4.0))));
+        if (scaling == "yarn") w.set("llama.rope.scaling.original_context_length", Value(u32("--orig-ctx", n_ctx / 4)));
+    }
+
+    // SentencePiece vocabulary: <unk> <s> </s>, the byte tokens, then plain pieces
+    std::vector<std::string> tokens;
+    std::vector<float> scores;
+    std::vector<int32_t> types;
+    for (uint32_t i = 0; i < n_vocab; ++i) {
+        if (i < 3) {
+            tokens.push_back(i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
+            types.push_back(i == 0 ? 2 : 3);  // unknown, control
+        } else if (i < 3 + 256) {
+            tokens.push_back(fmt::format("<0x{:02X}>", i - 3));
+            types.push_back(6);  // byte
+        } else {
+            tokens.push_back(fmt::format("\xE2\x96\x81t{}", i));
+            types.push_back(1);  // normal
+        }
+        scores.push_back(i < 259 ? 0.0f : -static_cast<float>(i));
+    }
+    w.set("tokenizer.ggml.model", Value("llama"));
+    w.set("tokenizer.ggml.tokens", Value::array(tokens));
+    w.set("tokenizer.ggml.scores", Value::array(scores));
+    w.set("tokenizer.ggml.token_type", Value::array(types));
+    w.set("tokenizer.ggml.bos_token_id", Value(uint32_t{1}));
+    w.set("tokenizer.ggml.eos_token_id", Value(uint32_t{2}));
+    w.set("tokenizer.ggml.unknown_token_id", Value(uint32_t{0}));
+
+    // a matrix of n_out rows of n_in normal deviates times std, in `type`
+    const auto matrix = [&](const std::string& name, uint32_t n_in, uint32_t n_out, double std_dev) {
+        std::vector<float> x(static_cast<size_t>(n_in) * n_out);
+        for (float& v : x) v = static_cast<float>(std_dev * rng.normal());
+        const auto bytes = ember::row_bytes(type, x.size());
+        if (!bytes || n_in % ember::type_info(type).block_size != 0)
+            throw ember::Error(ember::ErrorCode::InvalidArgument,
+                               fmt::format("{}: rows of {} elements do not fit {} blocks of {}; make --embd, --ff "
+                                           "and --heads * head size multiples of {}",
+                                           name, n_in, ember::type_info(type).name, ember::type_info(type).block_size,
+                                           ember::type_info(type).block_size));
+        std::vector<uint8_t> q(*bytes);
+        if (type == ember::TensorType::F32) std::memcpy(q.data(), x.data(), q.size());
+        else ember::quantize_row(type, x.data(), q.data(), static_cast<int64_t>(x.size()));
+        w.add_tensor(name, type, {n_in, n_out}, std::move(q));
+    };
+    // a norm weight: 1 + small noise, always F32
+    const auto norm = [&](const std::string& name, uint32_t n) {
+        std::vector<float> x(n);
+        for (float& v : x) v = static_cast<float>(1.0 + 0.1 * rng.normal());
+        std::vector<uint8_t> b(n * sizeof(float));
+        std::memcpy(b.data(), x.data(), b.size());
+        w.add_tensor(name, ember::TensorType::F32, {n}, std::move(b));
+    };
+
+    // Scales keep the residual stream near rms 1 and the attention scores of
+    // order 1 (so softmax is neither uniform nor one-hot and RoPE matters).
+    const double s_in = 1.0 / std::sqrt(static_cast<double>(n_embd));
+    matrix("token_embd.weight", n_embd, n_vocab, 1.0);
+    for (uint32_t l = 0; l < n_layer; ++l) {
+        const std::string p = fmt::format("blk.{}.", l);
+        norm(p + "attn_norm.weight", n_embd);
+        matrix(p + "attn_q.weight", n_embd, n_head * head_dim, 2.0 * s_in);
+        matrix(p + "attn_k.weight", n_embd, n_head_kv * head_dim, 2.0 * s_in);
+        matrix(p + "attn_v.weight", n_embd, n_head_kv * head_dim, s_in);
+        matrix(p + "attn_output.weight", n_head * head_dim, n_embd, 1.0 / std::sqrt(static_cast<double>(n_embd)));
+        norm(p + "ffn_norm.weight", n_embd);
+        matrix(p + "ffn_gate.weight", n_embd, n_ff, s_in);
+        matrix(p + "ffn_up.weight", n_embd, n_ff, s_in);
+        matrix(p + "ffn_down.weight", n_ff, n_embd, 1.0 / std::sqrt(static_cast<double>(n_ff)));
+    }
+    norm("output_norm.weight", n_embd);
+    if (a.has("--untied")) matrix("output.weight", n_embd, n_vocab, 0.5);
+    if (a.has("--rope-freqs")) {
+        // llama 3.1 style: 1 for the fast-turning pairs, growing to 8 for the slow ones
+        const uint32_t n = head_dim / 2;
+        std::vector<float> ff(n);
+        for (uint32_t i = 0; i < n; ++i) ff[i] = 1.0f + 7.0f * static_cast<float>(i) / static_cast<float>(n > 1 ? n - 1 : 1);
+        std::vector<uint8_t> b(n * sizeof(float));
+        std::memcpy(b.data(), ff.data(), b.size());
+        w.add_tensor("rope_freqs.weight", ember::TensorType::F32, {n}, std::move(b));
+    }
+    w.write(a.pos[0]);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -111,6 +457,12 @@ int main(int argc, char** argv) {
             write_stdout(out.data(), out.size());
         } else if (cmd == "write-sample" && argc == 3) {
             write_sample(argv[2]);
+        } else if (cmd == "logits") {
+            logits(argc, argv);
+        } else if (cmd == "greedy") {
+            greedy(argc, argv);
+        } else if (cmd == "write-synthetic") {
+            write_synthetic(argc, argv);
         } else if (cmd == "types" && argc == 2) {
             for (uint32_t id = 0; id < 64; ++id)
                 if (const auto t = ember::tensor_type_from_id(id)) {
@@ -118,7 +470,14 @@ int main(int argc, char** argv) {
                     fmt::print("{} {} {} {}\n", ti.name, id, ti.block_size, ti.type_size);
                 }
         } else {
-            std::fputs("usage: ember-testtool dequant FILE | dequant-raw TYPE N | quantize TYPE N | types | write-sample PATH\n", stderr);
+            std::fputs("usage: ember-testtool dequant FILE | dequant-raw TYPE N | quantize TYPE N | types | write-sample PATH\n"
+                       "       | logits MODEL OUT [--ctx N] [--batch N] [--threads N] [--kv f16|f32] [--split K] IDS...\n"
+                       "       | greedy MODEL N PROMPT [--ctx N] [--threads N]\n"
+                       "       | write-synthetic PATH --type T [--embd N --layers N --heads N --kv-heads N --ff N\n"
+                       "         --vocab N --ctx N --seed S --eps F --rope-base F --rope-scaling none|linear|yarn\n"
+                       "         --rope-factor F --orig-ctx N --rope-freqs --untied]\n"
+                       "(see the comment at the top of tests/tools/ember-testtool.cpp)\n",
+                       stderr);
             return 2;
         }
         return std::fflush(stdout) == 0 ? 0 : 1;

@@ -1,0 +1,306 @@
+"""ember's forward pass against the float64 NumPy reference (reference_llama.py).
+
+ember's logits come from `ember-testtool logits` (Session::eval with
+all_logits), the reference's from the same GGUF file dequantized by the `gguf`
+package.  Errors are relative L2 per position, ||ember - ref|| / ||ref||.
+
+* SmolLM2-135M-Instruct Q4_1 (skips when absent): five prompts of 64-93
+  tokens (prose, code, chat, numbers, non-English), every position within
+  1e-2 with ember's default F16 KV cache, and the same top-1 wherever the
+  reference's best two logits are more than 0.05 apart.  The F32 cache is
+  held to the same bounds; a batch of 7 and split evaluation (cache
+  continuation) must match one batch to 1e-5.
+  Measured (x86-64, -O3): F16 cache max 1.5e-3 .. 5.7e-3, median 1.7e-4 ..
+  5.9e-4 per prompt; F32 cache max 5.3e-6; top-1 identical at every clear
+  position (one near-tie differs); batch 7 and split: bit-identical.
+* Small random llama models that `ember-testtool write-synthetic` writes
+  with ember's own quantizer: every weight type, GQA / MQA / MHA, tied and
+  separate output, linear and YaRN rope scaling, rope_freqs.weight.  With an
+  F32 cache every type is within 1e-4 (measured <= 1.4e-6: ember dequantizes
+  weights exactly as gguf does and keeps activations in float32); with the F16
+  cache within 5e-3 (measured <= 1.1e-3).  Negative controls show that a
+  wrong rope style, a missing YaRN or rope_freqs moves the logits by 10-80%.
+
+Run with -s to see the figures; EMBER_FORWARD_FULL=1 runs more session
+variants on every prompt (slower).
+"""
+import itertools
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+import reference_llama as R
+from conftest import model_path, run, tool
+
+SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
+FULL = os.environ.get("EMBER_FORWARD_FULL", "") not in ("", "0")
+
+# Each prompt tokenizes to >= 64 ids with SmolLM2's tokenizer (checked below).
+PROMPTS = {
+    "prose": (
+        "The old lighthouse keeper climbed the spiral stairs every evening, counting each of the one "
+        "hundred and twelve steps under his breath. From the lantern room he could see the whole bay: "
+        "the fishing boats returning with their nets, the gulls wheeling over the harbour, and far to the "
+        "west the dark line of the storm that the radio had promised would arrive before midnight."
+    ),
+    "code": (
+        "def merge_sorted(a, b):\n"
+        "    out, i, j = [], 0, 0\n"
+        "    while i < len(a) and j < len(b):\n"
+        "        if a[i] <= b[j]:\n"
+        "            out.append(a[i]); i += 1\n"
+        "        else:\n"
+        "            out.append(b[j]); j += 1\n"
+        "    return out + a[i:] + b[j:]\n"
+    ),
+    "chat": (
+        "<|im_start|>system\nYou are a helpful assistant who answers briefly and precisely.<|im_end|>\n"
+        "<|im_start|>user\nI am planning a two-week trip to Japan in the spring with my family. Which three "
+        "cities should we visit, and how many days would you spend in each of them? Thank you very much!<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ),
+    "numbers": "Invoice #2024-0917: 3 x widgets @ $19.99 = $59.97; TOTAL $77.58!!! Call +1 (555) 013-4477; pi ~ 3.14159...",
+    "non-english": (
+        "Le petit prince s'assit sur une pierre et leva les yeux vers le ciel. « Les étoiles sont belles "
+        "à cause d'une fleur que l'on ne voit pas », dit-il. Der Fuchs antwortete: „Man sieht nur mit dem "
+        "Herzen gut.“ 東京は日本の首都です。"
+    ),
+}
+
+SMOLLM_REL_L2 = 1e-2   # per position, F16 KV cache
+TIE_MARGIN = 0.05      # top-1 must agree where the reference's best two differ by more
+SAME_REL_L2 = 1e-5     # batch size / split evaluation vs one batch
+
+
+_COUNTER = itertools.count()
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row: ||a - b|| / ||b||."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def ember_logits(testtool, model, ids, tmp_path, *opts) -> np.ndarray:
+    """ember's logits of every position: (n_tokens, n_vocab) float32."""
+    out = tmp_path / f"logits-{next(_COUNTER)}.f32"
+    r = run([testtool, "logits", model, out, *opts, ",".join(str(int(t)) for t in ids)])
+    assert r.returncode == 0, f"ember-testtool logits failed: {r.stderr.decode(errors='replace')}"
+    x = np.fromfile(out, dtype="<f4")
+    out.unlink()
+    assert x.size % len(ids) == 0, f"{x.size} floats for {len(ids)} tokens"
+    return x.reshape(len(ids), -1)
+
+
+def top1_check(ours: np.ndarray, ref: np.ndarray, margin: float = TIE_MARGIN):
+    """(positions where the top-1 differs although the reference's best two
+    are more than `margin` apart, number of positions with a clear top-1)."""
+    srt = np.sort(ref, axis=1)
+    clear = (srt[:, -1] - srt[:, -2]) > margin
+    differ = ours.argmax(1) != ref.argmax(1)
+    return np.nonzero(differ & clear)[0], int(clear.sum())
+
+
+# ------------------------------------------------------------------ SmolLM2
+
+@pytest.fixture(scope="module")
+def smollm_path():
+    return model_path(SMOLLM)
+
+
+@pytest.fixture(scope="module")
+def smollm(smollm_path):
+    return R.load_model(str(smollm_path))
+
+
+@pytest.fixture(scope="module")
+def smollm_ids(smollm_path):
+    """Every prompt tokenized by ember (special tokens parsed, BOS as the model says)."""
+    tok = tool("ember-tokenize")
+    ids = {}
+    for name, text in PROMPTS.items():
+        r = subprocess.run([str(tok), "-m", str(smollm_path), "--ids", "--parse-special", "-p", text],
+                           capture_output=True, check=False)
+        assert r.returncode == 0, r.stderr.decode(errors="replace")
+        ids[name] = [int(t) for t in r.stdout.split()]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def smollm_ref(smollm, smollm_ids):
+    """The reference's logits per prompt, computed once."""
+    return {name: R.forward(smollm, ids) for name, ids in smollm_ids.items()}
+
+
+@pytest.fixture(scope="module")
+def smollm_ember(testtool, smollm_path, smollm_ids, tmp_path_factory):
+    """ember's logits per prompt (default session: F16 cache, one batch), computed once."""
+    tmp = tmp_path_factory.mktemp("smollm")
+    return {name: ember_logits(testtool, smollm_path, ids, tmp) for name, ids in smollm_ids.items()}
+
+
+@pytest.mark.parametrize("name", list(PROMPTS))
+def test_smollm_matches_reference(smollm_ids, smollm_ref, smollm_ember, name):
+    ids = smollm_ids[name]
+    assert len(ids) >= 64, f"prompt '{name}' is only {len(ids)} tokens"
+    ref = smollm_ref[name]
+    ours = smollm_ember[name]
+    assert ours.shape == ref.shape
+    assert np.isfinite(ours).all()
+    rel = rel_l2(ours, ref)
+    bad_top1, n_clear = top1_check(ours, ref)
+    same_top1 = int((ours.argmax(1) == ref.argmax(1)).sum())
+    print(f"\nSmolLM2 '{name}' ({len(ids)} tokens, F16 cache): rel L2 max {rel.max():.2e} "
+          f"median {np.median(rel):.2e}; top-1 {same_top1}/{len(ids)} "
+          f"({n_clear - len(bad_top1)}/{n_clear} where the reference's margin > {TIE_MARGIN})")
+    assert rel.max() < SMOLLM_REL_L2, f"positions over {SMOLLM_REL_L2}: {np.nonzero(rel >= SMOLLM_REL_L2)[0]}"
+    assert len(bad_top1) == 0, f"top-1 differs at clear positions {bad_top1}"
+
+
+# Session variants: the F32 cache (compared with the reference), and ways of
+# evaluating that must give the one-batch result up to float rounding: a batch
+# of 7 (batch boundaries inside the prompt), several eval() calls (cache
+# continuation, including a single-token call).  EMBER_FORWARD_FULL=1 adds
+# more combinations and runs them on every prompt.
+VARIANTS = [("kv-f32", ["--kv", "f32"]), ("batch-7", ["--batch", "7"]), ("split", ["--split", "1,20,41"])]
+if FULL:
+    VARIANTS += [("batch-7-split", ["--batch", "7", "--split", "30"]), ("batch-1", ["--batch", "1"]),
+                 ("threads-1", ["--threads", "1"])]
+VARIANT_PROMPTS = list(PROMPTS) if FULL else ["chat"]
+
+
+@pytest.mark.parametrize("name", VARIANT_PROMPTS)
+def test_smollm_batching_and_cache_continuation(testtool, smollm_path, smollm_ids, smollm_ref, smollm_ember,
+                                                tmp_path, name):
+    ids = smollm_ids[name]
+    ref = smollm_ref[name]
+    base = smollm_ember[name]
+    for label, opts in VARIANTS:
+        ours = ember_logits(testtool, smollm_path, ids, tmp_path, *opts)
+        if label == "kv-f32":
+            rel = rel_l2(ours, ref)
+            print(f"\nSmolLM2 '{name}' F32 cache vs reference: rel L2 max {rel.max():.2e} median {np.median(rel):.2e}")
+            assert rel.max() < SMOLLM_REL_L2
+            bad, _ = top1_check(ours, ref)
+            assert len(bad) == 0, f"top-1 differs at clear positions {bad}"
+            continue
+        rel = rel_l2(ours, base)
+        print(f"\nSmolLM2 '{name}' {label} vs one batch: rel L2 max {rel.max():.2e}")
+        assert rel.max() < SAME_REL_L2, f"{label}: positions {np.nonzero(rel >= SAME_REL_L2)[0]}"
+
+
+# ------------------------------------------------------------- synthetic models
+
+SMALL = ["--embd", "64", "--ff", "128", "--heads", "4", "--kv-heads", "2", "--layers", "2"]
+KQUANT = ["--embd", "256", "--ff", "512", "--heads", "4", "--kv-heads", "2", "--layers", "2"]
+N_SYNTH_TOKENS = 48
+
+# Bounds on the max rel L2 over positions.  With an F32 cache ember's only
+# error is float32 rounding (it dequantizes weights exactly as gguf does and
+# keeps activations in float32): measured ~1e-6, bound 1e-4 (the reference
+# is float64).  An F16 cache rounds every K and V to 11 bits: measured up to
+# ~1e-3 (2e-3 with YaRN's sharper attention), bound 5e-3.
+EXACT = 1e-4
+F16_CACHE = 5e-3
+
+# (id, weight type, write-synthetic options, KV cache, bound)
+SYNTHETIC = [
+    ("F32", "F32", SMALL, "f32", EXACT),
+    ("F16", "F16", SMALL, "f32", EXACT),
+    ("BF16", "BF16", SMALL, "f32", EXACT),
+    ("Q4_0", "Q4_0", SMALL, "f32", EXACT),
+    ("Q4_1", "Q4_1", SMALL, "f32", EXACT),
+    ("Q5_0", "Q5_0", SMALL, "f32", EXACT),
+    ("Q5_1", "Q5_1", SMALL, "f32", EXACT),
+    ("Q8_0", "Q8_0", SMALL, "f32", EXACT),
+    ("Q2_K", "Q2_K", KQUANT, "f32", EXACT),
+    ("Q3_K", "Q3_K", KQUANT, "f32", EXACT),
+    ("Q4_K", "Q4_K", KQUANT, "f32", EXACT),
+    ("Q5_K", "Q5_K", KQUANT, "f32", EXACT),
+    ("Q6_K", "Q6_K", KQUANT, "f32", EXACT),
+    # the default F16 cache
+    ("F32-f16cache", "F32", SMALL, "f16", F16_CACHE),
+    ("Q4_1-f16cache", "Q4_1", SMALL, "f16", F16_CACHE),
+    ("Q6_K-f16cache", "Q6_K", KQUANT, "f16", F16_CACHE),
+    # the shape and rope features, with F32 weights and cache: float rounding only
+    ("untied", "F32", SMALL + ["--untied"], "f32", EXACT),
+    ("mha", "F32", SMALL + ["--kv-heads", "4"], "f32", EXACT),
+    ("mqa-3layers", "F32", SMALL + ["--kv-heads", "1", "--layers", "3"], "f32", EXACT),
+    ("linear-rope", "F32", SMALL + ["--rope-scaling", "linear", "--rope-factor", "4"], "f32", EXACT),
+    ("yarn", "F32", KQUANT + ["--rope-scaling", "yarn", "--rope-factor", "4", "--orig-ctx", "256"], "f32", EXACT),
+    ("rope-freqs", "F32", SMALL + ["--rope-freqs"], "f32", EXACT),
+    ("rope-base-500k", "F32", SMALL + ["--rope-base", "500000"], "f32", EXACT),
+    # everything at once, quantized: Llama-3.1-like
+    ("Q4_K-untied-yarn-freqs", "Q4_K",
+     KQUANT + ["--untied", "--rope-freqs", "--rope-scaling", "yarn", "--rope-factor", "8", "--orig-ctx", "128"],
+     "f32", EXACT),
+    ("Q4_K-untied-yarn-freqs-f16cache", "Q4_K",
+     KQUANT + ["--untied", "--rope-freqs", "--rope-scaling", "yarn", "--rope-factor", "8", "--orig-ctx", "128"],
+     "f16", F16_CACHE),
+]
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("synthetic")
+
+
+def write_synthetic(testtool, path, qtype, opts):
+    r = run([testtool, "write-synthetic", path, "--type", qtype, *opts])
+    assert r.returncode == 0, f"write-synthetic failed: {r.stderr.decode(errors='replace')}"
+
+
+@pytest.mark.parametrize("case", SYNTHETIC, ids=[c[0] for c in SYNTHETIC])
+def test_synthetic_matches_reference(testtool, synth_dir, case):
+    name, qtype, opts, kv, bound = case
+    path = synth_dir / f"{name}.gguf"
+    write_synthetic(testtool, path, qtype, opts)
+    model = R.load_model(str(path))
+    ids = np.random.default_rng(len(name)).integers(0, model.hp.n_vocab, N_SYNTH_TOKENS).tolist()
+    ref = R.forward(model, ids)
+    ours = ember_logits(testtool, path, ids, synth_dir, "--kv", kv, "--batch", "16")
+    rel = rel_l2(ours, ref)
+    bad_top1, n_clear = top1_check(ours, ref)
+    print(f"\nsynthetic {name} ({qtype} weights, {kv} cache): rel L2 max {rel.max():.2e} "
+          f"median {np.median(rel):.2e}; top-1 {n_clear - len(bad_top1)}/{n_clear} clear positions")
+    assert rel.max() < bound, f"positions over {bound}: {np.nonzero(rel >= bound)[0]}"
+    assert len(bad_top1) == 0
+
+
+def test_synthetic_negative_controls(testtool, synth_dir):
+    """The comparison can fail: the reference with the rope style, YaRN or
+    rope_freqs left out is far from ember on a model that has them."""
+    path = synth_dir / "controls.gguf"
+    write_synthetic(testtool, path, "F32",
+                    KQUANT + ["--rope-freqs", "--rope-scaling", "yarn", "--rope-factor", "4", "--orig-ctx", "256"])
+    model = R.load_model(str(path))
+    ids = np.random.default_rng(7).integers(0, model.hp.n_vocab, N_SYNTH_TOKENS).tolist()
+    ours = ember_logits(testtool, path, ids, synth_dir, "--kv", "f32")
+    assert rel_l2(ours, R.forward(model, ids)).max() < 1e-4
+    errors = {}
+    model.hp.rope_style = "neox"
+    errors["neox rope"] = np.median(rel_l2(ours, R.forward(model, ids)))
+    model.hp.rope_style = "normal"
+    freqs, model.rope_freqs = model.rope_freqs, None
+    errors["no rope_freqs"] = np.median(rel_l2(ours, R.forward(model, ids)))
+    model.rope_freqs = freqs
+    model.hp.yarn_factor, factor = 1.0, model.hp.yarn_factor
+    errors["no YaRN"] = np.median(rel_l2(ours, R.forward(model, ids)))
+    model.hp.yarn_factor = factor
+    model.hp.yarn_attn_factor = 1.0 / (1.0 + 0.1 * np.log(factor))
+    errors["no YaRN mscale"] = np.median(rel_l2(ours, R.forward(model, ids)))
+    print("\nnegative controls (median rel L2):", {k: f"{v:.2g}" for k, v in errors.items()})
+    assert all(v > 1e-2 for v in errors.values()), errors
+
+
+def test_logits_tool_errors(testtool, synth_dir):
+    path = synth_dir / "errors.gguf"
+    write_synthetic(testtool, path, "F32", SMALL)
+    out = synth_dir / "x.f32"
+    for args in (["--kv", "f8", "1,2"], ["99999"], ["--split", "5", "1,2,3"], []):
+        r = run([testtool, "logits", path, out, *args])
+        assert r.returncode == 1, args
+        assert r.stderr.startswith(b"ember-testtool: "), r.stderr
