@@ -1,0 +1,150 @@
+// The flags shared by ember-run and ember-chat (see common_args.hpp).
+#include "common_args.hpp"
+
+#include <charconv>
+#include <limits>
+#include <random>
+#include <system_error>
+
+#include <fmt/format.h>
+
+namespace ember_tools {
+
+std::string ArgReader::next() {
+    if (pending_value_) throw UsageError(fmt::format("'{}' takes no value", argv_[i_ - 1]));
+    std::string a = argv_[i_++];
+    const size_t eq = a.find('=');
+    if (a.size() > 2 && a.starts_with("--") && eq != std::string::npos) {
+        value_ = a.substr(eq + 1);
+        pending_value_ = true;
+        a.resize(eq);
+    }
+    return a;
+}
+
+std::string ArgReader::value(std::string_view flag) {
+    if (pending_value_) {
+        pending_value_ = false;
+        return std::move(value_);
+    }
+    if (i_ >= argc_) throw UsageError(fmt::format("{} needs a value", flag));
+    return argv_[i_++];
+}
+
+int64_t parse_int(std::string_view flag, std::string_view text, int64_t lo, int64_t hi) {
+    int64_t v = 0;
+    const char* end = text.data() + text.size();
+    const auto [p, ec] = std::from_chars(text.data(), end, v);
+    if (text.empty() || ec == std::errc::invalid_argument || p != end)
+        throw UsageError(fmt::format("{} needs an integer, got '{}'", flag, text));
+    if (ec == std::errc::result_out_of_range || v < lo || v > hi)
+        throw UsageError(fmt::format("{} {} is out of range [{}, {}]", flag, text, lo, hi));
+    return v;
+}
+
+float parse_float(std::string_view flag, std::string_view text) {
+    float v = 0;
+    const char* end = text.data() + text.size();
+    const auto [p, ec] = std::from_chars(text.data(), end, v);
+    if (text.empty() || ec == std::errc::invalid_argument || p != end)
+        throw UsageError(fmt::format("{} needs a number, got '{}'", flag, text));
+    if (ec == std::errc::result_out_of_range) throw UsageError(fmt::format("{} {} is out of range", flag, text));
+    return v;
+}
+
+namespace {
+
+constexpr int64_t kI32Max = std::numeric_limits<int32_t>::max();
+constexpr int64_t kI32Min = std::numeric_limits<int32_t>::min();
+constexpr int64_t kU32Max = std::numeric_limits<uint32_t>::max();
+
+uint64_t parse_seed(std::string_view flag, std::string_view text, bool& random) {
+    random = text == "-1";
+    if (random) return 0;
+    uint64_t v = 0;
+    const char* end = text.data() + text.size();
+    const auto [p, ec] = std::from_chars(text.data(), end, v);
+    if (text.empty() || ec != std::errc() || p != end)
+        throw UsageError(fmt::format("{} needs an integer in [0, 2^64) or -1 (random), got '{}'", flag, text));
+    return v;
+}
+
+}  // namespace
+
+bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt, bool with_run_flags) {
+    auto& sp = opt.generate.sampling;
+    auto int_value = [&](int64_t lo, int64_t hi) { return parse_int(f, args.value(f), lo, hi); };
+    auto i32_value = [&] { return static_cast<int32_t>(int_value(kI32Min, kI32Max)); };
+    auto float_value = [&] { return parse_float(f, args.value(f)); };
+
+    if (f == "-m" || f == "--model") opt.model_path = args.value(f);
+    else if (f == "-ngl" || f == "--n-gpu-layers") opt.model.n_gpu_layers = i32_value();
+    else if (f == "-c" || f == "--ctx-size") opt.session.n_ctx = static_cast<uint32_t>(int_value(0, kU32Max));
+    else if (f == "-b" || f == "--batch-size") opt.session.n_batch = static_cast<uint32_t>(int_value(0, kU32Max));
+    else if (f == "-t" || f == "--threads") opt.session.n_threads = static_cast<int32_t>(int_value(0, kI32Max));
+    else if (f == "--kv-type") {
+        const std::string v = args.value(f);
+        if (v == "f16") opt.session.kv_type = ember::KvCacheType::F16;
+        else if (v == "f32") opt.session.kv_type = ember::KvCacheType::F32;
+        else throw UsageError(fmt::format("--kv-type must be f16 or f32, got '{}'", v));
+    } else if (f == "-n" || f == "--n-predict") opt.generate.max_tokens = static_cast<int32_t>(int_value(-1, kI32Max));
+    else if (f == "--temp") sp.temperature = float_value();
+    else if (f == "--top-k") sp.top_k = i32_value();
+    else if (f == "--top-p") sp.top_p = float_value();
+    else if (f == "--min-p") sp.min_p = float_value();
+    else if (f == "--repeat-penalty") sp.repeat_penalty = float_value();
+    else if (f == "--repeat-last-n") sp.penalty_last_n = static_cast<int32_t>(int_value(-1, kI32Max));
+    else if (f == "--presence-penalty") sp.presence_penalty = float_value();
+    else if (f == "--frequency-penalty") sp.frequency_penalty = float_value();
+    else if (f == "--seed") sp.seed = parse_seed(f, args.value(f), opt.random_seed);
+    else if (f == "--stop") opt.generate.stop.push_back(args.value(f));
+    else if (with_run_flags && f == "--ignore-eos") opt.generate.ignore_eos = true;
+    else return false;
+    return true;
+}
+
+void validate(CommonOptions& opt) {
+    if (opt.model_path.empty()) throw UsageError("no model: pass -m FILE.gguf (see --help)");
+    for (const auto& s : opt.generate.stop)
+        if (s.empty()) throw UsageError("--stop needs a non-empty string");
+    if (opt.random_seed) opt.generate.sampling.seed = (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+    try {
+        ember::Sampler check(1, opt.generate.sampling);  // the library's own limits
+    } catch (const ember::Error& e) {
+        throw UsageError(e.what());
+    }
+}
+
+std::string common_help(const CommonOptions& d, bool with_run_flags) {
+    const auto& s = d.generate.sampling;
+    std::string h = fmt::format(
+        "model and session:\n"
+        "  -m, --model FILE          the GGUF model to run (required)\n"
+        "  -c, --ctx-size N          context size in tokens (default: the model's training context,\n"
+        "                            at most 4096)\n"
+        "  -b, --batch-size N        prompt tokens evaluated per forward pass (default {})\n"
+        "  -t, --threads N           threads; 0 = one per core (default {})\n"
+        "  --kv-type f16|f32         KV cache precision (default f16)\n"
+        "  -ngl, --n-gpu-layers N    layers to run on the GPU (default {}; the library says when\n"
+        "                            it cannot)\n"
+        "generation:\n"
+        "  -n, --n-predict N         tokens to generate; -1 = until the end of generation or a\n"
+        "                            full context (default {})\n"
+        "  --temp F                  temperature; 0 = greedy (default {})\n"
+        "  --top-k N                 keep the N most likely tokens; <= 0 disables (default {})\n"
+        "  --top-p F                 nucleus sampling in [0, 1]; 1 disables (default {})\n"
+        "  --min-p F                 drop tokens below F * p(best), in [0, 1]; 0 disables (default {})\n"
+        "  --repeat-penalty F        penalise repeated tokens; 1 disables (default {})\n"
+        "  --repeat-last-n N         tokens the penalties look back; 0 disables, -1 = all (default {})\n"
+        "  --presence-penalty F      subtracted once from a seen token's logit (default {})\n"
+        "  --frequency-penalty F     subtracted per occurrence of a seen token (default {})\n"
+        "  --seed N                  random seed; -1 = a new one each run (default: a fixed seed,\n"
+        "                            so runs repeat)\n"
+        "  --stop STR                end generation where STR appears (repeatable; STR is not printed)\n",
+        d.session.n_batch, d.session.n_threads, d.model.n_gpu_layers, d.generate.max_tokens, s.temperature,
+        s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.penalty_last_n, s.presence_penalty, s.frequency_penalty);
+    if (with_run_flags) h += "  --ignore-eos              keep generating past end-of-generation tokens\n";
+    return h;
+}
+
+}  // namespace ember_tools

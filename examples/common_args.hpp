@@ -1,0 +1,75 @@
+// The command-line flags ember-run and ember-chat share -- the model, the
+// session (context, batch, threads, KV cache type) and generation (length,
+// sampling, stop strings) -- parsed strictly, with one help text for both.
+//
+//   ember_tools::ArgReader args(argc, argv);
+//   ember_tools::CommonOptions opt;
+//   while (!args.done()) {
+//       const std::string flag = args.next();
+//       if (flag == "-p") prompt = args.value(flag);
+//       else if (!ember_tools::parse_common_flag(flag, args, opt)) throw ember_tools::UsageError(...);
+//   }
+//   ember_tools::validate(opt);   // the library's own checks, before the model is loaded
+//
+// A bad command line is a UsageError; the tools print it as
+// "<tool>: error: <message>" and exit with status 1.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "ember/ember.hpp"
+
+namespace ember_tools {
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+struct CommonOptions {
+    std::string model_path;          // -m
+    ember::ModelParams model;        // -ngl
+    ember::SessionParams session;    // -c, -b, -t, --kv-type
+    ember::GenerateParams generate;  // -n, sampling flags, --seed, --stop, --ignore-eos
+    bool random_seed = false;        // --seed -1: a fresh seed, chosen by validate()
+};
+
+// Walks argv. "--flag=value" is accepted as well as "--flag value".
+class ArgReader {
+public:
+    ArgReader(int argc, char** argv) : argc_(argc), argv_(argv) {}
+    bool done() const { return i_ >= argc_ && !pending_value_; }
+    // The next flag (or positional argument).
+    std::string next();
+    // The value of `flag`, the argument after it; UsageError when there is none.
+    std::string value(std::string_view flag);
+
+private:
+    int argc_;
+    char** argv_;
+    int i_ = 1;
+    bool pending_value_ = false;  // "--flag=value": value_ holds what follows '='
+    std::string value_;
+};
+
+// Strict number parsing: the whole text must be a number in [lo, hi];
+// UsageError naming the flag otherwise.
+int64_t parse_int(std::string_view flag, std::string_view text, int64_t lo, int64_t hi);
+float parse_float(std::string_view flag, std::string_view text);
+
+// Handles `flag` (taking its value from `args`) when it is one of the shared
+// flags; returns false for any other flag. `with_run_flags` adds the flags
+// that only make sense for one-shot generation (--ignore-eos).
+bool parse_common_flag(const std::string& flag, ArgReader& args, CommonOptions& opt, bool with_run_flags);
+
+// Checks what can be checked before loading the model: -m given, the sampling
+// parameters (by the library's Sampler, so the limits are the library's),
+// non-empty stop strings. Picks the seed for --seed -1. Throws UsageError.
+void validate(CommonOptions& opt);
+
+// Help text for the shared flags, showing the defaults in `defaults`.
+std::string common_help(const CommonOptions& defaults, bool with_run_flags);
+
+}  // namespace ember_tools

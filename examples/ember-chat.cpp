@@ -1,0 +1,281 @@
+// ember-chat: talk with a chat model, one user line at a time, with history.
+//
+//   ember-chat -m model.gguf                         interactive on a terminal
+//   printf 'Hi\nAnd then?\n' | ember-chat -m m.gguf  one reply line per message
+//
+// Each turn renders the whole conversation with the model's chat template,
+// tokenizes it, keeps the longest prefix the session's KV cache already holds
+// and evaluates only the rest, so a long conversation costs only its new part.
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "common_args.hpp"
+#include "common_interrupt.hpp"
+#include "common_report.hpp"
+#include "common_utf8.hpp"
+#include "ember/ember.hpp"
+
+namespace {
+
+using ember_tools::UsageError;
+
+struct ChatOptions {
+    ember_tools::CommonOptions common;
+    std::string system;  // -s
+    bool timings = false;  // --timings
+    ChatOptions() { common.generate.max_tokens = -1; }  // a reply ends where the model ends it
+};
+
+std::string help() {
+    return "usage: ember-chat -m FILE [-s TEXT] [options]\n"
+           "Chats with a model using its chat template. Each line read from standard input is\n"
+           "a user message; the conversation is kept, and only its new part is evaluated.\n"
+           "  /reset    forget the conversation (the system prompt stays)\n"
+           "  /quit     exit (as does end of input); /exit works too\n"
+           "Empty lines are ignored. Ctrl-C stops a reply (what was shown of it stays in the\n"
+           "conversation); at the prompt, Ctrl-C exits.\n"
+           "\n"
+           "On a terminal the tool shows a '> ' prompt. When standard input is not a terminal\n"
+           "(a script, a pipe), stdout carries nothing but the replies, one line per message:\n"
+           "a line break inside a reply is written as \\n, a backslash as \\\\, a carriage return\n"
+           "as \\r, and a message that fails gets an empty line (the error is on stderr).\n"
+           "\n"
+           "When the conversation no longer leaves room for a reply (-n tokens, or a quarter of\n"
+           "the context with -n -1), the oldest exchanges are dropped -- the system prompt stays --\n"
+           "and stderr says so.\n"
+           "\n"
+           "chat:\n"
+           "  -s, --system TEXT         system prompt (default: the template's own, if any)\n"
+           "  --timings                 after each reply, print on stderr the tokens reused from the\n"
+           "                            cache and a timing line (prompt here = the new part only)\n" +
+           ember_tools::common_help(ChatOptions{}.common, /*with_run_flags=*/false) +
+           "other:\n"
+           "  -h, --help                print this help\n"
+           "  --version                 print ember's version and build\n"
+           "\n"
+           "Exit status: 0 at /quit or end of input; 1 when the model cannot be loaded or the\n"
+           "command line is wrong (one 'ember-chat: error: ...' line on stderr); death by SIGINT\n"
+           "after Ctrl-C at the prompt.\n";
+}
+
+// Parses the command line; returns false when it was -h or --version (printed).
+bool parse(int argc, char** argv, ChatOptions& opt) {
+    ember_tools::ArgReader args(argc, argv);
+    while (!args.done()) {
+        const std::string f = args.next();
+        if (f == "-s" || f == "--system") opt.system = args.value(f);
+        else if (f == "--timings") opt.timings = true;
+        else if (f == "-h" || f == "--help") {
+            std::fputs(help().c_str(), stdout);
+            return false;
+        } else if (f == "--version") {
+            fmt::print("ember-chat (ember {})\n{}", ember::version(), ember::build_info());
+            return false;
+        } else if (!ember_tools::parse_common_flag(f, args, opt.common, /*with_run_flags=*/false)) {
+            throw UsageError(fmt::format("unknown argument '{}' (see --help)", f));
+        }
+    }
+    ember_tools::validate(opt.common);
+    return true;
+}
+
+// The conversation: its messages and the session whose cache follows them.
+class Chat {
+public:
+    Chat(std::shared_ptr<const ember::Model> model, ember::Session& session, const ChatOptions& opt)
+        : model_(std::move(model)), session_(session), params_(opt.common.generate) {
+        if (!opt.system.empty()) history_.push_back({"system", opt.system});
+        first_ = history_.size();
+    }
+
+    // Forgets the conversation (but the system prompt).
+    void reset() {
+        history_.resize(first_);
+        session_.reset();
+    }
+
+    // Adds the user's message, generates the reply (streamed to on_piece) and
+    // records it. On an error the message is forgotten and the error rethrown.
+    ember::GenerateResult turn(const std::string& message, const ember::PieceCallback& on_piece) {
+        history_.push_back({"user", message});
+        try {
+            const std::vector<ember::TokenId> prompt = fit();
+            // The longest prefix the cache already holds; at least one token is
+            // evaluated, so that the logits are those of the prompt's end.
+            const auto cached = session_.tokens();
+            const auto diverge = std::mismatch(prompt.begin(), prompt.end(), cached.begin(), cached.end()).first;
+            const size_t keep = std::min(static_cast<size_t>(diverge - prompt.begin()), prompt.size() - 1);
+            session_.truncate(keep);
+            reused_ = keep;
+            ember::GenerateResult r = session_.generate(std::span(prompt).subspan(keep), params_, on_piece);
+            history_.push_back({"assistant", r.text});
+            return r;
+        } catch (...) {
+            history_.pop_back();
+            throw;
+        }
+    }
+
+    // Tokens of the last turn's prompt that the cache already held.
+    size_t reused() const { return reused_; }
+
+private:
+    // The conversation as tokens, after dropping the oldest exchanges (a user
+    // message and its reply) while it leaves too little room for a reply.
+    std::vector<ember::TokenId> fit() {
+        const size_t n_ctx = session_.n_ctx();
+        const size_t wanted = params_.max_tokens < 0 ? n_ctx / 4 : static_cast<size_t>(params_.max_tokens);
+        const size_t reserve = std::min(wanted, n_ctx / 2);
+        size_t dropped = 0;
+        for (;;) {
+            std::vector<ember::TokenId> tokens = render();
+            const bool can_drop = history_.size() - first_ >= 3;  // an exchange before this message
+            if (tokens.size() + reserve <= n_ctx || !can_drop) {
+                if (dropped > 0)
+                    fmt::print(stderr, "ember-chat: the context ({} tokens) is full: dropped {} to make room "
+                                       "(/reset starts over)\n",
+                               n_ctx,
+                               dropped == 1 ? "the oldest exchange" : fmt::format("the {} oldest exchanges", dropped));
+                if (tokens.size() >= n_ctx)
+                    throw ember::Error(ember::ErrorCode::InvalidArgument,
+                                       fmt::format("the message does not fit: the conversation is {} tokens and the "
+                                                   "context holds {}; use a shorter message or a larger -c",
+                                                   tokens.size(), n_ctx));
+                return tokens;
+            }
+            history_.erase(history_.begin() + static_cast<ptrdiff_t>(first_),
+                           history_.begin() + static_cast<ptrdiff_t>(first_) + 2);
+            ++dropped;
+        }
+    }
+
+    std::vector<ember::TokenId> render() {
+        std::string warning;
+        const std::string text = model_->apply_chat_template(history_, /*add_generation_prompt=*/true, &warning);
+        if (!warning.empty() && !warned_) {
+            fmt::print(stderr, "ember-chat: warning: {}\n", warning);
+            warned_ = true;
+        }
+        return model_->tokenize(text, {.add_special = false, .parse_special = true});
+    }
+
+    std::shared_ptr<const ember::Model> model_;
+    ember::Session& session_;
+    ember::GenerateParams params_;
+    std::vector<ember::ChatMessage> history_;  // [system], user, assistant, ..., user
+    size_t first_ = 0;                         // index of the first message that may be dropped
+    size_t reused_ = 0;
+    bool warned_ = false;
+};
+
+bool write_out(std::string_view s) {
+    return std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0;
+}
+
+// Script mode: a reply on one line, reversibly.
+std::string one_line(std::string_view piece) {
+    std::string out;
+    out.reserve(piece.size());
+    for (char c : piece) {
+        if (c == '\\') out += "\\\\";
+        else if (c == '\n') out += "\\n";
+        else if (c == '\r') out += "\\r";
+        else out += c;
+    }
+    return out;
+}
+
+bool blank(std::string_view s) {
+    return s.find_first_not_of(" \t\r") == std::string_view::npos;
+}
+
+int chat(const ChatOptions& opt) {
+    const bool tty = isatty(STDIN_FILENO) != 0;
+    ember_tools::Interrupts interrupts;  // Ctrl-C outside a reply exits
+    const auto model = ember::Model::load(opt.common.model_path, opt.common.model);
+    ember::Session session(model, opt.common.session);
+    for (const auto& w : session.warnings()) fmt::print(stderr, "ember-chat: warning: {}\n", w);
+    fmt::print(stderr, "ember-chat: {}\n", ember_tools::describe(*model, session));
+    if (opt.common.random_seed) fmt::print(stderr, "ember-chat: seed {}\n", opt.common.generate.sampling.seed);
+    if (tty) fmt::print(stderr, "ember-chat: type a message; /reset forgets the conversation, /quit exits\n");
+
+    Chat conversation(model, session, opt);
+    std::string line;
+    for (;;) {
+        if (tty && !write_out("> ")) return 1;
+        if (!std::getline(std::cin, line)) {
+            if (tty) write_out("\n");
+            break;
+        }
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (blank(line)) continue;
+        if (line == "/quit" || line == "/exit") break;
+        if (line == "/reset") {
+            conversation.reset();
+            if (tty) write_out("(conversation cleared)\n");
+            continue;
+        }
+
+        bool write_failed = false;
+        auto on_piece = [&](std::string_view piece) {
+            write_failed = !write_out(tty ? std::string(piece) : one_line(piece));
+            return !write_failed;
+        };
+        std::optional<ember::GenerateResult> r;
+        std::string error;  // "" with no result: interrupted while evaluating the prompt
+        if (const size_t at = ember_tools::utf8_error_at(line); at < line.size()) {
+            error = fmt::format("the message is not valid UTF-8 at byte {} (0x{:02x}); it was not sent", at,
+                                static_cast<unsigned char>(line[at]));
+        } else {
+            try {
+                ember_tools::Watch watch(interrupts, session);
+                r = conversation.turn(line, on_piece);
+            } catch (const ember::Error& e) {
+                if (e.code() != ember::ErrorCode::Cancelled) error = e.what();
+            }
+        }
+        // the reply's line ends (a failed message gets an empty one) before any note on stderr
+        if (write_failed || !write_out("\n")) {
+            fmt::print(stderr, "ember-chat: error: writing to stdout failed: {}\n", std::strerror(errno));
+            return 1;
+        }
+        if (!error.empty()) fmt::print(stderr, "ember-chat: error: {}\n", error);
+        if (!r || r->stop_reason == ember::StopReason::Cancelled) {
+            if (error.empty()) fmt::print(stderr, "ember-chat: reply interrupted\n");
+        } else if (r->stop_reason == ember::StopReason::ContextFull) {
+            fmt::print(stderr, "ember-chat: the context is full: the reply was cut; the oldest exchanges will be "
+                               "dropped next turn (/reset starts over)\n");
+        }
+        if (r && opt.timings)
+            fmt::print(stderr, "ember-chat: reused {} cached tokens | {}\n", conversation.reused(),
+                       ember_tools::timing_line(*r));
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);  // a closed stdout is an error we report, not a silent death
+    try {
+        ChatOptions opt;
+        if (!parse(argc, argv, opt)) return 0;
+        return chat(opt);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "ember-chat: error: {}\n", e.what());
+    } catch (...) {
+        fmt::print(stderr, "ember-chat: error: unknown exception\n");
+    }
+    return 1;
+}

@@ -1,0 +1,162 @@
+// ember-run: one-shot generation -- continue a prompt, stream the text.
+//
+//   ember-run -m model.gguf -p "The capital of France is" -n 32 --temp 0
+//   ember-run -m model.gguf -f prompt.txt --stop "\n\n"
+//
+// stdout carries only the generated text (with --echo, the prompt first),
+// flushed piece by piece; everything else -- the model line, warnings, errors
+// and the closing timing line -- goes to stderr.
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "common_args.hpp"
+#include "common_interrupt.hpp"
+#include "common_report.hpp"
+#include "common_utf8.hpp"
+#include "ember/ember.hpp"
+
+namespace {
+
+using ember_tools::UsageError;
+
+struct RunOptions {
+    ember_tools::CommonOptions common;
+    std::string prompt;       // -p
+    std::string prompt_file;  // -f
+    bool have_prompt = false;
+    bool echo = false;
+};
+
+std::string help() {
+    return "usage: ember-run -m FILE (-p TEXT | -f FILE) [options]\n"
+           "Generates text that continues a prompt. stdout carries only the generated text,\n"
+           "streamed as it comes; the model line, warnings, errors and a closing timing line\n"
+           "go to stderr. Ctrl-C stops the generation (the timing line is still printed);\n"
+           "a second Ctrl-C exits at once.\n"
+           "\n"
+           "prompt:\n"
+           "  -p, --prompt TEXT         the prompt (special tokens such as <|im_start|> are parsed;\n"
+           "                            BOS is added when the model asks for it)\n"
+           "  -f, --file FILE           read the prompt from FILE ('-' = standard input)\n"
+           "  --echo                    print the prompt before the generated text\n" +
+           ember_tools::common_help(RunOptions{}.common, /*with_run_flags=*/true) +
+           "other:\n"
+           "  -h, --help                print this help\n"
+           "  --version                 print ember's version and build\n"
+           "\n"
+           "Exit status: 0 on success; 1 on any error (one 'ember-run: error: ...' line on stderr);\n"
+           "130 after Ctrl-C.\n";
+}
+
+// Parses the command line; returns false when it was -h or --version (printed).
+bool parse(int argc, char** argv, RunOptions& opt) {
+    ember_tools::ArgReader args(argc, argv);
+    while (!args.done()) {
+        const std::string f = args.next();
+        if (f == "-p" || f == "--prompt") {
+            opt.prompt = args.value(f);
+            opt.have_prompt = true;
+        } else if (f == "-f" || f == "--file") opt.prompt_file = args.value(f);
+        else if (f == "--echo") opt.echo = true;
+        else if (f == "-h" || f == "--help") {
+            std::fputs(help().c_str(), stdout);
+            return false;
+        } else if (f == "--version") {
+            fmt::print("ember-run (ember {})\n{}", ember::version(), ember::build_info());
+            return false;
+        } else if (!ember_tools::parse_common_flag(f, args, opt.common, /*with_run_flags=*/true)) {
+            throw UsageError(fmt::format("unknown argument '{}' (see --help)", f));
+        }
+    }
+    if (opt.have_prompt && !opt.prompt_file.empty()) throw UsageError("give the prompt with -p or with -f, not both");
+    ember_tools::validate(opt.common);
+    if (!opt.have_prompt && opt.prompt_file.empty()) throw UsageError("no prompt: pass -p TEXT or -f FILE");
+    return true;
+}
+
+// The whole of a file ("-": standard input), as bytes.
+std::string read_file(const std::string& path) {
+    std::FILE* in = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+    if (in == nullptr)
+        throw UsageError(fmt::format("cannot open the prompt file '{}': {}", path, std::strerror(errno)));
+    std::string text;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, in)) > 0) text.append(buf, n);
+    const bool failed = std::ferror(in) != 0;
+    const int err = errno;
+    if (in != stdin) std::fclose(in);
+    if (failed) throw UsageError(fmt::format("cannot read the prompt file '{}': {}", path, std::strerror(err)));
+    return text;
+}
+
+// Writes and flushes; false when stdout is gone (e.g. a closed pipe).
+bool write_out(std::string_view s) {
+    return std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0;
+}
+
+int run(const RunOptions& opt) {
+    std::string prompt = opt.have_prompt ? opt.prompt : read_file(opt.prompt_file);
+    if (const size_t at = ember_tools::utf8_error_at(prompt); at < prompt.size())
+        throw UsageError(fmt::format("the prompt {} is not valid UTF-8 at byte {} (0x{:02x}); convert it to UTF-8",
+                                     opt.have_prompt ? "(-p)" : fmt::format("file '{}'", opt.prompt_file), at,
+                                     static_cast<unsigned char>(prompt[at])));
+    const auto& common = opt.common;
+    if (common.random_seed) fmt::print(stderr, "ember-run: seed {}\n", common.generate.sampling.seed);
+
+    ember_tools::Interrupts interrupts;  // before loading: Ctrl-C during the load just exits
+    const auto model = ember::Model::load(common.model_path, common.model);
+    ember::Session session(model, common.session);
+    for (const auto& w : session.warnings()) fmt::print(stderr, "ember-run: warning: {}\n", w);
+    fmt::print(stderr, "ember-run: {}\n", ember_tools::describe(*model, session));
+
+    bool write_failed = opt.echo && !write_out(prompt);
+    char last = opt.echo && !prompt.empty() ? prompt.back() : '\n';
+    ember::GenerateResult result;
+    bool by_ctrl_c = false;
+    if (!write_failed) {
+        ember_tools::Watch watch(interrupts, session);
+        try {
+            result = session.generate(prompt, common.generate, [&](std::string_view piece) {
+                if (!write_out(piece)) {
+                    write_failed = true;
+                    return false;
+                }
+                if (!piece.empty()) last = piece.back();
+                return true;
+            });
+        } catch (const ember::Error& e) {
+            if (e.code() != ember::ErrorCode::Cancelled) throw;  // cancelled while evaluating the prompt
+            result.stop_reason = ember::StopReason::Cancelled;
+        }
+        by_ctrl_c = interrupts.interrupted();
+    }
+    if (write_failed) throw std::runtime_error(fmt::format("writing to stdout failed: {}", std::strerror(errno)));
+    // A terminal gets the shell prompt on a line of its own; a pipe gets exactly the text.
+    if (last != '\n' && isatty(STDOUT_FILENO)) write_out("\n");
+    fmt::print(stderr, "{}\n", ember_tools::timing_line(result));
+    return by_ctrl_c ? 130 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);  // a closed stdout is an error we report, not a silent death
+    try {
+        RunOptions opt;
+        if (!parse(argc, argv, opt)) return 0;
+        return run(opt);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "ember-run: error: {}\n", e.what());
+    } catch (...) {
+        fmt::print(stderr, "ember-run: error: unknown exception\n");
+    }
+    return 1;
+}
