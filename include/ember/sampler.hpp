@@ -58,7 +58,7 @@ struct SamplerParams {
     float frequency_penalty = 0.0f;  // finite; 0 disables (negative rewards repeats)
     float presence_penalty = 0.0f;   // finite; 0 disables
     int32_t penalty_last_n = 64;     // window of accepted tokens; 0 disables, -1 = all since reset()
-    std::vector<std::pair<TokenId, float>> logit_bias;  // id -> added to the logit; -INFINITY bans;
+    std::vector<std::pair<TokenId, float>> logit_bias{};  // id -> added to the logit; -INFINITY bans;
                                                         // repeated ids add up
     uint64_t seed = kDefaultSamplerSeed;
 };

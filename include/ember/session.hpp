@@ -3,7 +3,10 @@
 //
 //   auto model = ember::Model::load("model.gguf");
 //   ember::Session s(model, {.n_ctx = 2048, .n_threads = 2});
-//   s.generate("The capital of France is", {.max_tokens = 32, .sampling = {.temperature = 0}},
+//   ember::GenerateParams gp;
+//   gp.max_tokens = 32;
+//   gp.sampling.temperature = 0;  // greedy
+//   s.generate("The capital of France is", gp,
 //              [](std::string_view piece) { std::cout << piece << std::flush; return true; });
 //
 // The session's history is a list of tokens (tokens()); eval() and generate()
@@ -57,8 +60,8 @@ EMBER_API const char* stop_reason_name(StopReason r) noexcept;  // "max_tokens",
 struct GenerateParams {
     int32_t max_tokens = 128;   // tokens to generate; -1 = until end of generation or a full
                                 // context; 0 = only evaluate the prompt. Less than -1: InvalidArgument
-    SamplerParams sampling;     // temperature, top-k/p, min-p, penalties, logit bias, seed
-    std::vector<std::string> stop;  // stop strings: generation ends where one appears in the
+    SamplerParams sampling{};   // temperature, top-k/p, min-p, penalties, logit bias, seed
+    std::vector<std::string> stop{};  // stop strings: generation ends where one appears in the
                                     // generated text; it is not part of the output. Empty: InvalidArgument
     bool ignore_eos = false;    // keep going past end-of-generation tokens (they are banned)
     // How a text prompt is tokenized:
@@ -70,7 +73,7 @@ struct GenerateResult {
     std::string text;             // the generated text, stop string excluded
     std::vector<TokenId> tokens;  // the generated tokens (including a final end-of-generation token)
     StopReason stop_reason = StopReason::MaxTokens;
-    size_t n_prompt_tokens = 0;   // prompt tokens evaluated by this call
+    size_t n_prompt_tokens = 0;   // tokens in this call's prompt (all of them, also when cancelled)
     double prompt_ms = 0;         // evaluating the prompt
     double generate_ms = 0;       // from the first sampled token to the end
     double time_to_first_token_ms = 0;  // from the call to the first token's text
