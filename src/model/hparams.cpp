@@ -62,6 +62,16 @@ Hparams hparams_from_gguf(const gguf::File& f) {
     hp.n_ctx_train = u32_or(f, a + "context_length", 2048);
     hp.norm_eps = f32_or(f, a + "attention.layer_norm_rms_epsilon", 1e-5f);
 
+    // Limits far beyond any real model, so every width and product below fits
+    // in int32 / size_t arithmetic and a hostile file cannot make them wrap.
+    auto cap = [&](const std::string& key, uint32_t v, uint32_t max) {
+        if (v > max) bad(f, key, fmt::format("is {}, more than the {} ember accepts", v, max));
+    };
+    cap(a + "block_count", hp.n_layer, 1u << 16);
+    cap(a + "embedding_length", hp.n_embd, 1u << 20);
+    cap(a + "feed_forward_length", hp.n_ff, 1u << 22);
+    cap(a + "attention.head_count", hp.n_head, 1u << 14);
+    cap(a + "attention.head_count_kv", hp.n_head_kv, 1u << 14);
     if (hp.n_layer == 0) bad(f, a + "block_count", "is 0");
     if (hp.n_embd == 0) bad(f, a + "embedding_length", "is 0");
     if (hp.n_ff == 0) bad(f, a + "feed_forward_length", "is 0");
@@ -79,6 +89,8 @@ Hparams hparams_from_gguf(const gguf::File& f) {
             fmt::format("({}) does not divide embedding_length ({}) and no key_length/value_length is given", hp.n_head,
                         hp.n_embd));
 
+    cap(a + "attention.key_length", hp.head_dim_k, 1u << 14);
+    cap(a + "attention.value_length", hp.head_dim_v, 1u << 14);
     hp.rope_style = info->rope_style;
     hp.rope_dim = u32_or(f, a + "rope.dimension_count", hp.head_dim_k);
     if (hp.rope_dim == 0 || hp.rope_dim > hp.head_dim_k || hp.rope_dim % 2 != 0)
@@ -119,6 +131,7 @@ Hparams hparams_from_gguf(const gguf::File& f) {
         hp.n_vocab = static_cast<uint32_t>(e->shape[1]);
     }
     if (hp.n_vocab == 0) bad(f, a + "vocab_size", "is missing and the file has no tokenizer.ggml.tokens to count");
+    cap(a + "vocab_size", hp.n_vocab, 1u << 24);
 
     hp.tied_output = f.find_tensor("output.weight") == nullptr;
     return hp;
