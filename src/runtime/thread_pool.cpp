@@ -2,6 +2,10 @@
 
 #include <sched.h>
 
+#include <string>
+
+#include "ember/error.hpp"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define EMBER_CPU_RELAX() _mm_pause()
@@ -30,8 +34,19 @@ int ThreadPool::hardware_threads() noexcept {
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
-    workers_.reserve(static_cast<size_t>(n_threads_ - 1));
-    for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_main(t); });
+    try {
+        workers_.reserve(static_cast<size_t>(n_threads_ - 1));
+        for (int t = 1; t < n_threads_; ++t) workers_.emplace_back([this, t] { worker_main(t); });
+    } catch (const std::exception& e) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stop_.store(true, std::memory_order_release);
+        }
+        wake_.notify_all();
+        for (auto& w : workers_) w.join();
+        throw Error(ErrorCode::Backend, std::string("could not start ") + std::to_string(n_threads_ - 1) +
+                                            " worker threads (" + e.what() + "); use fewer threads");
+    }
 }
 
 ThreadPool::~ThreadPool() {

@@ -20,13 +20,16 @@
 #include <exception>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace ember {
 
 class ThreadPool {
 public:
-    explicit ThreadPool(int n_threads);  // n_threads >= 1, counting the caller
+    // n_threads >= 1, counting the caller. Throws Error(Backend) when the
+    // operating system refuses to start a thread (the started ones are joined).
+    explicit ThreadPool(int n_threads);
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;
@@ -40,7 +43,8 @@ public:
             body(int64_t{0}, n, 0);
             return;
         }
-        run(n, grain, [](void* ctx, int64_t b, int64_t e, int t) { (*static_cast<F*>(ctx))(b, e, t); },
+        run(n, grain,
+            [](void* ctx, int64_t b, int64_t e, int t) { (*static_cast<std::remove_reference_t<F>*>(ctx))(b, e, t); },
             static_cast<void*>(&body));
     }
 
