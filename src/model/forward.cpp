@@ -58,6 +58,9 @@ void forward(const Model::Impl& m, Backend& be, const KvCache& cache, ForwardBuf
     const Weights& w = m.w;
     const int64_t d = hp.n_embd;
     const float eps = hp.norm_eps;
+    if (n_tok <= 0 || n_tok > buf.n_batch)
+        throw Error(ErrorCode::Internal, "forward: batch of " + std::to_string(n_tok) + " tokens (buffers hold " +
+                                             std::to_string(buf.n_batch) + ")");
 
     for (int64_t t = 0; t < n_tok; ++t) buf.pos[static_cast<size_t>(t)] = static_cast<int32_t>(pos0 + t);
     const RopeParams rope = rope_params(hp, w.rope_freqs);

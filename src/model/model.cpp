@@ -3,6 +3,7 @@
 // a model that loads is a model the forward pass can run.
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <set>
 
 #include "ember/error.hpp"
@@ -109,6 +110,13 @@ private:
                                     "incomplete or of another architecture)",
                                     m_.path, name, m_.hp.arch));
         used_.insert(t->name);
+        // float data is read in place: a file written with general.alignment 1 or 2 may place it off a
+        // 4-byte boundary, where reading it would be undefined behaviour
+        if (reinterpret_cast<uintptr_t>(t->data) % 4 != 0)
+            throw Error(ErrorCode::Unsupported,
+                        fmt::format("GGUF file '{}': tensor '{}' starts at byte {}, not a multiple of 4 (the file's "
+                                    "general.alignment is {}); rewrite it with the default alignment of 32",
+                                    m_.path, name, t->file_offset, m_.file.alignment()));
         return *t;
     }
 
