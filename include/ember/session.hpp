@@ -15,8 +15,9 @@
 // the model yet (a one-shot run would waste that step); the next eval() or
 // generate() does, so a conversation continues exactly where it stopped.
 // A session is used by one thread at a time; cancel() may be called from any
-// thread. Errors are ember::Error; a failed call leaves the session usable
-// (the tokens of batches that completed before the failure stay in the cache).
+// thread. Errors are ember::Error; a failed call leaves the session usable:
+// the tokens of its batches that completed stay in the history, the rest of
+// its tokens are dropped (so a retry does not repeat them).
 #pragma once
 
 #include <cstdint>
@@ -76,7 +77,7 @@ struct GenerateResult {
     size_t n_prompt_tokens = 0;   // tokens in this call's prompt (all of them, also when cancelled)
     double prompt_ms = 0;         // evaluating the prompt
     double generate_ms = 0;       // from the first sampled token to the end
-    double time_to_first_token_ms = 0;  // from the call to the first token's text
+    double time_to_first_token_ms = 0;  // from the call to the first token sampled
 };
 
 // Receives each piece of generated text as soon as it is complete (never part

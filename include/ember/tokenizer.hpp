@@ -97,10 +97,12 @@ private:
 
 // Turns a stream of tokens into text without ever emitting part of a UTF-8
 // character: bytes of a character split across tokens are held until the
-// character is complete. The first piece loses SPM's added leading space.
+// character is complete. With at_start (the tokens begin the text, e.g. right
+// after BOS), the first piece loses SPM's added leading space; without it the
+// tokens continue earlier text (generation after a prompt) and keep it.
 class EMBER_API StreamingDetokenizer {
 public:
-    explicit StreamingDetokenizer(Tokenizer tokenizer, bool render_special = false);
+    explicit StreamingDetokenizer(Tokenizer tokenizer, bool render_special = false, bool at_start = true);
     // The text that became complete with this token (often "", never a partial character).
     std::string push(TokenId id);
     // Whatever is still held at the end (an incomplete sequence, as raw bytes).
@@ -110,7 +112,8 @@ public:
 private:
     Tokenizer tok_;
     bool render_special_;
-    bool first_ = true;
+    bool at_start_;
+    bool first_;
     std::string pending_;
 };
 

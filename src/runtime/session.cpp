@@ -152,10 +152,18 @@ void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
     const size_t n_vocab = m->hp.n_vocab;
     const size_t n_pending = tokens.size() - n_evaluated;
     const size_t start = n_evaluated;
-    tokens.insert(tokens.end(), ids.begin(), ids.end());
+    const size_t n_before = tokens.size();
     logits_valid = false;
     all_logits.clear();
-    if (want_all) all_logits.assign((tokens.size() - start) * n_vocab, 0.0f);
+    try {
+        if (want_all) all_logits.assign((n_pending + ids.size()) * n_vocab, 0.0f);
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory,
+                    fmt::format("Session::eval: out of memory for all_logits ({} rows of {} floats); evaluate fewer "
+                                "tokens per call",
+                                n_pending + ids.size(), n_vocab));
+    }
+    tokens.insert(tokens.end(), ids.begin(), ids.end());
     try {
         while (n_evaluated < tokens.size()) {
             const size_t n = std::min<size_t>(n_batch, tokens.size() - n_evaluated);
@@ -165,7 +173,10 @@ void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
             n_evaluated += n;
         }
     } catch (...) {
-        all_logits.clear();  // the tokens not evaluated stay pending
+        // this call's tokens that did not get through are dropped (a retry does not
+        // double them); tokens pending from before the call stay pending
+        tokens.resize(std::max(n_evaluated, n_before));
+        all_logits.clear();
         throw;
     }
     if (want_all && !ids.empty()) {
@@ -213,11 +224,16 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
     if (params.max_tokens < -1)
         invalid(fmt::format("GenerateParams.max_tokens is {}; use -1 (no limit), 0 (prompt only) or a positive count",
                             params.max_tokens));
-    for (size_t i = 0; i < params.stop.size(); ++i)
+    for (size_t i = 0; i < params.stop.size(); ++i) {
         if (params.stop[i].empty()) invalid(fmt::format("GenerateParams.stop[{}] is an empty string", i));
+        if (const size_t at = utf8_invalid_offset(params.stop[i]); at != std::string_view::npos)
+            invalid(fmt::format("GenerateParams.stop[{}] is not valid UTF-8 (byte {})", i, at));
+    }
     SamplerParams sp = params.sampling;
     if (params.ignore_eos)
         for (TokenId id : tok.eog_tokens()) sp.logit_bias.emplace_back(id, -INFINITY);
+    // rows of a padded output matrix beyond the vocabulary are not tokens: never sample them
+    for (size_t id = tok.size(); id < m.hp.n_vocab; ++id) sp.logit_bias.emplace_back(static_cast<TokenId>(id), -INFINITY);
     Sampler sampler(m.hp.n_vocab, sp);  // validates the sampling parameters
 
     if (prompt.empty() && s.tokens.empty())
@@ -239,7 +255,9 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
     r.prompt_ms = ms_since(t0);
 
     for (TokenId id : s.tokens) sampler.accept(id);
-    StreamingDetokenizer detok(tok);
+    // SPM drops the space it adds before the first word of a text, not before generated words that continue one
+    const bool at_start = s.tokens.empty() || (s.tokens.size() == 1 && s.tokens[0] == tok.bos());
+    StreamingDetokenizer detok(tok, /*render_special=*/false, at_start);
     size_t emitted = 0;  // bytes of r.text already passed to on_piece
     auto emit = [&](size_t upto) {
         if (upto <= emitted) return true;

@@ -142,8 +142,8 @@ std::string Tokenizer::detokenize(std::span<const TokenId> ids, const Detokenize
     return out;
 }
 
-StreamingDetokenizer::StreamingDetokenizer(Tokenizer tokenizer, bool render_special)
-    : tok_(std::move(tokenizer)), render_special_(render_special) {}
+StreamingDetokenizer::StreamingDetokenizer(Tokenizer tokenizer, bool render_special, bool at_start)
+    : tok_(std::move(tokenizer)), render_special_(render_special), at_start_(at_start), first_(at_start) {}
 
 std::string StreamingDetokenizer::push(TokenId id) {
     std::string piece = tok_.token_to_piece(id, render_special_);
@@ -166,7 +166,7 @@ std::string StreamingDetokenizer::flush() {
 
 void StreamingDetokenizer::reset() {
     pending_.clear();
-    first_ = true;
+    first_ = at_start_;
 }
 
 }  // namespace ember

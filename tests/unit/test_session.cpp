@@ -30,6 +30,7 @@ struct TinySpec {
     bool drop_ffn_up_1 = false;
     bool bad_shape = false;
     bool extra_bias = false;
+    int64_t pad_rows = 0;  // output rows beyond the vocabulary (a padded embedding matrix)
 };
 
 std::vector<uint8_t> f32_bytes(size_t n, std::mt19937_64& rng, float scale, float mean = 0.0f) {
@@ -71,7 +72,8 @@ std::string write_tiny(const std::string& name, const TinySpec& s = {}) {
     w.set("tokenizer.ggml.token_type", gguf::Value::array(types));
     w.set("tokenizer.ggml.bos_token_id", gguf::Value(uint32_t{1}));
     w.set("tokenizer.ggml.eos_token_id", gguf::Value(uint32_t{2}));
-    const int64_t V = static_cast<int64_t>(tokens.size()), d = s.n_embd, hd = s.n_embd / s.n_head;
+    const int64_t V = static_cast<int64_t>(tokens.size()) + s.pad_rows, d = s.n_embd, hd = s.n_embd / s.n_head;
+    if (s.pad_rows) w.set(a + "vocab_size", gguf::Value(static_cast<uint32_t>(V)));
     std::mt19937_64 rng(1234);
     auto mat = [&](const std::string& n, int64_t n_in, int64_t n_out) {
         w.add_tensor(n, TensorType::F32, {n_in, n_out}, f32_bytes(static_cast<size_t>(n_in * n_out), rng, 0.2f));
@@ -173,6 +175,31 @@ TEST_CASE("session: batch size, eval splits and threads do not change the logits
     CHECK(half.logits().empty());
 }
 
+TEST_CASE("session: generated SPM text keeps its leading space; padded vocabulary rows are never sampled") {
+    auto model = Model::load(write_tiny("padded.gguf", {.pad_rows = 40}));
+    REQUIRE(model->info().n_vocab == 261 + 40);
+    const Tokenizer& tok = model->tokenizer();
+    const TokenId a = *tok.find("\xe2\x96\x81" "a");  // "▁a"
+    StreamingDetokenizer start(tok);
+    CHECK(start.push(a) == "a");  // the first word of a text: SPM's added space goes
+    StreamingDetokenizer cont(tok, false, /*at_start=*/false);
+    CHECK(cont.push(a) == " a");  // continuing a prompt: the space is part of the text
+    CHECK(cont.push(a) == " a");
+
+    // random weights give every row a chance; the 40 padding rows must never come out
+    Session s(model, {.n_ctx = 128, .n_threads = 2});
+    GenerateParams gp;
+    gp.max_tokens = 100;
+    gp.ignore_eos = true;
+    gp.sampling.temperature = 5.0f;
+    gp.sampling.top_k = 0;
+    gp.sampling.top_p = 1.0f;
+    gp.sampling.min_p = 0.0f;
+    const GenerateResult r = s.generate("a", gp);
+    CHECK(r.tokens.size() == 100);
+    for (TokenId id : r.tokens) CHECK(id < 261);
+}
+
 TEST_CASE("model: missing, foreign, inconsistent and unsupported files are refused with the name") {
     std::string msg = error_of([] { Model::load("/nonexistent/dir/model.gguf"); }, ErrorCode::NotFound);
     CHECK(contains(msg, "/nonexistent/dir/model.gguf"));
@@ -235,6 +262,9 @@ TEST_CASE("session: absurd parameters and inputs are InvalidArgument naming what
     gp = {};
     gp.stop = {"x", ""};
     CHECK(contains(error_of([&] { s.generate("a", gp); }, ErrorCode::InvalidArgument), "stop[1]"));
+    gp = {};
+    gp.stop = {"ok", "\xc3"};
+    CHECK(contains(error_of([&] { s.generate("a", gp); }, ErrorCode::InvalidArgument), "stop[1] is not valid UTF-8"));
     gp = {};
     gp.sampling.temperature = -1;
     CHECK(contains(error_of([&] { s.generate("a", gp); }, ErrorCode::InvalidArgument), "temperature"));
