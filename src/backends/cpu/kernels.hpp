@@ -1,0 +1,98 @@
+// The CPU kernel sets: one table of function pointers per instruction set
+// (scalar, AVX2+FMA, AVX-512, NEON), chosen once at run time from CPUID /
+// HWCAP, or forced with EMBER_ISA=scalar|avx2|avx512|neon.
+//
+// The scalar set is the reference: it is the portable code of cpu_backend.cpp
+// (weights dequantized with the scalar quant code, float arithmetic). The SIMD
+// sets are tested against it on random inputs of every type
+// (tests/unit/test_cpu_kernels.cpp).
+//
+// How the SIMD sets multiply a quantized weight row by an activation:
+//   - one or a few tokens (generation): the activation is rounded to 16-bit
+//     integers with one float scale per 32 elements (QuantizedRow); each
+//     weight block is unpacked to int8 in registers and multiplied with
+//     16-bit integer multiply-adds (pmaddwd / vpdpwssd / smlal), then scaled
+//     in float. 16-bit activations keep the result within ~1e-5 of the float
+//     product, where llama.cpp's 8-bit activations cost ~1e-2 on our models
+//     (docs/ACCURACY.md);
+//   - many tokens (a prompt): a panel of weight rows is dequantized to float
+//     once and multiplied with a register-tiled float kernel (gemm_f32).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "ember/types.hpp"
+
+namespace ember {
+
+// One token's activation row, rounded for the integer kernels.
+// n is a multiple of 32 (every quantized type's block size divides it).
+struct QuantizedRow {
+    const int16_t* q = nullptr;  // [n]: round(x[i] / d[i / 32]), |q| <= 32767
+    const float* d = nullptr;    // [n / 32]: amax of the 32 elements / 32767 (0 for an all-zero group)
+    const float* sum = nullptr;  // [n / 16]: d * sum of the 16 q values (the group's sum as the kernels see it)
+};
+
+struct KernelSet {
+    const char* name;  // "scalar", "avx2", "avx512", "avx512-vnni", "neon", "neon-dotprod"
+
+    // --- matrix products (all null in the scalar set: the backend's reference path runs) ---
+    // Rounds x[0..n) into q/d/sum (n % 32 == 0), the layout QuantizedRow describes.
+    void (*quantize_row)(const float* x, int64_t n, int16_t* q, float* d, float* sum);
+    // y[t * ldy + r] = dot(weight row r, token t) for r < n_rows, t < n_tok (1..4).
+    // Quantized types read xq[t]; F32/F16/BF16 read the float rows x + t * n.
+    void (*matvec)(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n,
+                   const float* x, const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy);
+    // y[t * ldy + r] = dot(w + r * n, x + t * n) for r < n_rows, t < n_tok: the float
+    // product of a dequantized panel of weights with many tokens.
+    void (*gemm_f32)(const float* w, int64_t n_rows, const float* x, int64_t n_tok, int64_t n, float* y,
+                     int64_t ldy);
+
+    // --- vector ops (every set has them; the scalar ones are the reference) ---
+    float (*dot_f32)(const float* a, const float* b, int64_t n);
+    float (*dot_f16)(const float* a, const uint16_t* b, int64_t n);  // b: IEEE half
+    void (*axpy_f32)(float* y, float a, const float* x, int64_t n);  // y += a * x
+    void (*axpy_f16)(float* y, float a, const uint16_t* x, int64_t n);
+    void (*to_f16)(const float* x, uint16_t* y, int64_t n);          // round to nearest even
+    float (*sum_squares)(const float* x, int64_t n);
+    void (*scale_mul)(const float* x, float s, const float* w, float* y, int64_t n);  // y = x * s * w
+    void (*silu_mul)(const float* gate, const float* up, float* y, int64_t n);        // y = silu(gate) * up
+    void (*add)(float* y, const float* x, int64_t n);                                  // y += x
+    // s[i] = exp(s[i] - max) for i < n; returns their sum.
+    float (*exp_sum)(float* s, int64_t n, float max);
+    // Attention over n cached rows (row j at rows + j * stride elements, dim wide):
+    //   scores: s[j] = scale * dot(q, row j);  values: out[0..dim) = sum_j w[j] * row j
+    void (*attn_scores_f16)(float* s, const float* q, const uint16_t* rows, size_t stride, int64_t n, int64_t dim,
+                            float scale);
+    void (*attn_scores_f32)(float* s, const float* q, const float* rows, size_t stride, int64_t n, int64_t dim,
+                            float scale);
+    void (*attn_values_f16)(float* out, const float* w, const uint16_t* rows, size_t stride, int64_t n, int64_t dim);
+    void (*attn_values_f32)(float* out, const float* w, const float* rows, size_t stride, int64_t n, int64_t dim);
+};
+
+enum class Isa { Scalar, Avx2, Avx512, Neon };
+
+// The set this process uses: EMBER_ISA when set (an error if the CPU cannot
+// run it or the build lacks it), else the best the CPU supports. Chosen on
+// first use, then read-only. Throws ember::Error(InvalidArgument) for a bad
+// EMBER_ISA.
+const KernelSet& cpu_kernels();
+
+// A given set, or null when this build lacks it or this CPU cannot run it
+// (tests run every non-null set against the scalar one).
+const KernelSet* cpu_kernel_set(Isa isa);
+const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512", "neon"
+
+// The tables of the per-ISA translation units, compiled for their ISA: only
+// cpu_kernel_set() hands them out, after checking the CPU.
+#if defined(__x86_64__)
+extern const KernelSet kAvx2Kernels;
+extern const KernelSet kAvx512Kernels;
+extern const KernelSet kAvx512VnniKernels;
+#endif
+#if defined(__aarch64__)
+extern const KernelSet kNeonKernels;
+#endif
+
+}  // namespace ember

@@ -1,0 +1,649 @@
+// The SIMD kernels, written once over a small vector "traits" type V that each
+// ISA translation unit (kernels_avx2.cpp, kernels_avx512.cpp, kernels_neon.cpp)
+// defines and then includes this file inside its own anonymous namespace, so
+// every function here is compiled separately for every ISA and none leaks into
+// another (no inline function or template is shared between ISA files).
+//
+// V provides:
+//   F, kLanes           a float vector of kLanes lanes; zero, set1, load, store, add, sub,
+//                       mul, div, fma(a, b, c) = a * b + c, max, min, abs, hsum, hmax, round,
+//                       pow2i(n) = 2^n for integral n in [-126, 127]
+//   load_f16 / load_bf16 / store_f16   kLanes halves <-> F (round to nearest even)
+//   store_i16(p, v)     kLanes lanes, rounded to nearest, as int16 (|v| <= 32767)
+//   B                   16 bytes; load16, set8, and8, or8, sub8, shr_var(b, n) (bytes shifted
+//                       right by n < 8, bits of the next byte may enter: callers mask),
+//                       shl<N>(b) (for values small enough not to carry), from_u64x2(lo, hi)
+//   W, widen(lo, hi)    32 int8 values (lo: elements 0..15, hi: 16..31) widened to int16
+//   fma_w(acc, w, x, s)           acc += s * (lane partial sums of w * x[0..32))
+//   fma_w2(acc, w, x, s0, s1)     the same with s0 for elements 0..15 and s1 for 16..31
+//   h2f(uint16_t)       one IEEE half to float
+//   kGemmR, kGemmT      the register tile of gemm_f32 (rows x tokens)
+//
+// This file has no include guard on purpose: each ISA file includes it once.
+
+// ---- float vector helpers ----------------------------------------------------
+
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693145751953125f;      // ln 2 split so n * kLn2Hi is exact
+constexpr float kLn2Lo = 1.428606765330187e-06f;
+
+// e^x for every lane: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6
+// Taylor polynomial (relative error < 2e-7), 2^n from the exponent bits.
+inline V::F vexp(V::F x) {
+    x = V::min(V::max(x, V::set1(-87.0f)), V::set1(88.0f));
+    const V::F n = V::round(V::mul(x, V::set1(kLog2e)));
+    V::F r = V::fma(n, V::set1(-kLn2Hi), x);
+    r = V::fma(n, V::set1(-kLn2Lo), r);
+    V::F p = V::set1(1.0f / 720.0f);
+    p = V::fma(p, r, V::set1(1.0f / 120.0f));
+    p = V::fma(p, r, V::set1(1.0f / 24.0f));
+    p = V::fma(p, r, V::set1(1.0f / 6.0f));
+    p = V::fma(p, r, V::set1(0.5f));
+    p = V::fma(p, r, V::set1(1.0f));
+    p = V::fma(p, r, V::set1(1.0f));
+    return V::mul(p, V::pow2i(n));
+}
+
+inline float scalar_exp(float x) {
+    float buf[V::kLanes] = {};
+    buf[0] = x;
+    V::store(buf, vexp(V::load(buf)));
+    return buf[0];
+}
+
+float k_dot_f32(const float* a, const float* b, int64_t n) {
+    V::F s0 = V::zero(), s1 = V::zero();
+    int64_t i = 0;
+    for (; i + 2 * V::kLanes <= n; i += 2 * V::kLanes) {
+        s0 = V::fma(V::load(a + i), V::load(b + i), s0);
+        s1 = V::fma(V::load(a + i + V::kLanes), V::load(b + i + V::kLanes), s1);
+    }
+    for (; i + V::kLanes <= n; i += V::kLanes) s0 = V::fma(V::load(a + i), V::load(b + i), s0);
+    float s = V::hsum(V::add(s0, s1));
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+
+float k_dot_f16(const float* a, const uint16_t* b, int64_t n) {
+    V::F s0 = V::zero(), s1 = V::zero();
+    int64_t i = 0;
+    for (; i + 2 * V::kLanes <= n; i += 2 * V::kLanes) {
+        s0 = V::fma(V::load(a + i), V::load_f16(b + i), s0);
+        s1 = V::fma(V::load(a + i + V::kLanes), V::load_f16(b + i + V::kLanes), s1);
+    }
+    for (; i + V::kLanes <= n; i += V::kLanes) s0 = V::fma(V::load(a + i), V::load_f16(b + i), s0);
+    float s = V::hsum(V::add(s0, s1));
+    for (; i < n; ++i) s += a[i] * V::h2f(b[i]);
+    return s;
+}
+
+float k_dot_bf16(const float* a, const uint16_t* b, int64_t n) {
+    V::F s0 = V::zero();
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) s0 = V::fma(V::load(a + i), V::load_bf16(b + i), s0);
+    float s = V::hsum(s0);
+    for (; i < n; ++i) {
+        const uint32_t bits = static_cast<uint32_t>(b[i]) << 16;
+        float f;
+        __builtin_memcpy(&f, &bits, 4);
+        s += a[i] * f;
+    }
+    return s;
+}
+
+void k_axpy_f32(float* y, float a, const float* x, int64_t n) {
+    const V::F av = V::set1(a);
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) V::store(y + i, V::fma(av, V::load(x + i), V::load(y + i)));
+    for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void k_axpy_f16(float* y, float a, const uint16_t* x, int64_t n) {
+    const V::F av = V::set1(a);
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) V::store(y + i, V::fma(av, V::load_f16(x + i), V::load(y + i)));
+    for (; i < n; ++i) y[i] += a * V::h2f(x[i]);
+}
+
+void k_to_f16(const float* x, uint16_t* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) V::store_f16(y + i, V::load(x + i));
+    if (i < n) {  // the tail through a padded vector
+        float in[V::kLanes] = {};
+        uint16_t out[V::kLanes];
+        for (int64_t j = i; j < n; ++j) in[j - i] = x[j];
+        V::store_f16(out, V::load(in));
+        for (int64_t j = i; j < n; ++j) y[j] = out[j - i];
+    }
+}
+
+float k_sum_squares(const float* x, int64_t n) {
+    V::F s0 = V::zero(), s1 = V::zero();
+    int64_t i = 0;
+    for (; i + 2 * V::kLanes <= n; i += 2 * V::kLanes) {
+        const V::F a = V::load(x + i), b = V::load(x + i + V::kLanes);
+        s0 = V::fma(a, a, s0);
+        s1 = V::fma(b, b, s1);
+    }
+    float s = V::hsum(V::add(s0, s1));
+    for (; i < n; ++i) s += x[i] * x[i];
+    return s;
+}
+
+void k_scale_mul(const float* x, float s, const float* w, float* y, int64_t n) {
+    const V::F sv = V::set1(s);
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) V::store(y + i, V::mul(V::mul(V::load(x + i), sv), V::load(w + i)));
+    for (; i < n; ++i) y[i] = (x[i] * s) * w[i];
+}
+
+void k_silu_mul(const float* gate, const float* up, float* y, int64_t n) {
+    const V::F one = V::set1(1.0f);
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) {
+        const V::F g = V::load(gate + i);
+        const V::F e = vexp(V::sub(V::zero(), g));
+        V::store(y + i, V::mul(V::div(g, V::add(one, e)), V::load(up + i)));
+    }
+    for (; i < n; ++i) y[i] = gate[i] / (1.0f + scalar_exp(-gate[i])) * up[i];
+}
+
+void k_add(float* y, const float* x, int64_t n) {
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) V::store(y + i, V::add(V::load(y + i), V::load(x + i)));
+    for (; i < n; ++i) y[i] += x[i];
+}
+
+float k_exp_sum(float* s, int64_t n, float max) {
+    const V::F mv = V::set1(max);
+    V::F acc = V::zero();
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) {
+        const V::F e = vexp(V::sub(V::load(s + i), mv));
+        V::store(s + i, e);
+        acc = V::add(acc, e);
+    }
+    float sum = V::hsum(acc);
+    for (; i < n; ++i) {
+        s[i] = scalar_exp(s[i] - max);
+        sum += s[i];
+    }
+    return sum;
+}
+
+// ---- attention ----------------------------------------------------------------
+
+template <class T>
+inline V::F load_row(const T* p) {
+    if constexpr (sizeof(T) == 2)
+        return V::load_f16(p);
+    else
+        return V::load(p);
+}
+
+template <class T>
+inline float to_float(T v) {
+    if constexpr (sizeof(T) == 2)
+        return V::h2f(v);
+    else
+        return v;
+}
+
+template <class T>
+void k_attn_scores(float* s, const float* q, const T* rows, size_t stride, int64_t n, int64_t dim, float scale) {
+    for (int64_t j = 0; j < n; ++j) {
+        const T* r = rows + static_cast<size_t>(j) * stride;
+        V::F acc0 = V::zero(), acc1 = V::zero();
+        int64_t d = 0;
+        for (; d + 2 * V::kLanes <= dim; d += 2 * V::kLanes) {
+            acc0 = V::fma(V::load(q + d), load_row(r + d), acc0);
+            acc1 = V::fma(V::load(q + d + V::kLanes), load_row(r + d + V::kLanes), acc1);
+        }
+        for (; d + V::kLanes <= dim; d += V::kLanes) acc0 = V::fma(V::load(q + d), load_row(r + d), acc0);
+        float v = V::hsum(V::add(acc0, acc1));
+        for (; d < dim; ++d) v += q[d] * to_float(r[d]);
+        s[j] = v * scale;
+    }
+}
+
+// out = sum_j w[j] * row j, a strip of 4 vectors at a time kept in registers
+// over all rows (no load and store of out per row).
+template <class T>
+void k_attn_values(float* out, const float* w, const T* rows, size_t stride, int64_t n, int64_t dim) {
+    constexpr int64_t kStrip = 4 * V::kLanes;
+    int64_t d0 = 0;
+    for (; d0 + kStrip <= dim; d0 += kStrip) {
+        V::F a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
+        for (int64_t j = 0; j < n; ++j) {
+            const T* r = rows + static_cast<size_t>(j) * stride + d0;
+            const V::F wj = V::set1(w[j]);
+            a0 = V::fma(wj, load_row(r), a0);
+            a1 = V::fma(wj, load_row(r + V::kLanes), a1);
+            a2 = V::fma(wj, load_row(r + 2 * V::kLanes), a2);
+            a3 = V::fma(wj, load_row(r + 3 * V::kLanes), a3);
+        }
+        V::store(out + d0, a0);
+        V::store(out + d0 + V::kLanes, a1);
+        V::store(out + d0 + 2 * V::kLanes, a2);
+        V::store(out + d0 + 3 * V::kLanes, a3);
+    }
+    for (; d0 + V::kLanes <= dim; d0 += V::kLanes) {
+        V::F a = V::zero();
+        for (int64_t j = 0; j < n; ++j) a = V::fma(V::set1(w[j]), load_row(rows + static_cast<size_t>(j) * stride + d0), a);
+        V::store(out + d0, a);
+    }
+    for (; d0 < dim; ++d0) {
+        float a = 0.0f;
+        for (int64_t j = 0; j < n; ++j) a += w[j] * to_float(rows[static_cast<size_t>(j) * stride + static_cast<size_t>(d0)]);
+        out[d0] = a;
+    }
+}
+
+// ---- activation rounding -------------------------------------------------------
+
+void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum) {
+    static_assert(32 % V::kLanes == 0 || V::kLanes == 32, "a group of 32 is whole vectors");
+    constexpr int kPer = 32 / V::kLanes;
+    for (int64_t g = 0; g < n / 32; ++g) {
+        const float* xg = x + 32 * g;
+        V::F m = V::abs(V::load(xg));
+        for (int j = 1; j < kPer; ++j) m = V::max(m, V::abs(V::load(xg + j * V::kLanes)));
+        const float amax = V::hmax(m);
+        const float dg = amax / 32767.0f;
+        const float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        const V::F iv = V::set1(id);
+        int16_t* qg = q + 32 * g;
+        for (int j = 0; j < kPer; ++j) V::store_i16(qg + j * V::kLanes, V::mul(V::load(xg + j * V::kLanes), iv));
+        int32_t s0 = 0, s1 = 0;
+        for (int j = 0; j < 16; ++j) {
+            s0 += qg[j];
+            s1 += qg[16 + j];
+        }
+        d[g] = dg;
+        sum[2 * g] = dg * static_cast<float>(s0);
+        sum[2 * g + 1] = dg * static_cast<float>(s1);
+    }
+}
+
+// ---- weight block decoders ----------------------------------------------------------
+// Each turns chunk j (32 elements) of a block into 32 int8 values and the
+// float factors that give the weights back: w[i] = s * v[i] + m, where s and m
+// are s_lo / m_lo for elements 0..15 of the chunk and s_hi / m_hi for 16..31.
+// kSplit: s_lo and s_hi may differ; kMin: m is not zero.
+
+inline uint16_t rd16(const uint8_t* p) {
+    uint16_t v;
+    __builtin_memcpy(&v, p, 2);
+    return v;
+}
+
+// byte k of kHigh5[v] is 16 when bit k of v is set: the fifth bit of Q5_0 / Q5_1
+struct High5Table {
+    uint64_t v[256];
+    constexpr High5Table() : v() {
+        for (int i = 0; i < 256; ++i) {
+            uint64_t t = 0;
+            for (int k = 0; k < 8; ++k)
+                if ((i >> k) & 1) t |= uint64_t{16} << (8 * k);
+            v[i] = t;
+        }
+    }
+};
+constexpr High5Table kHigh5{};
+
+struct Chunk {
+    V::B lo, hi;
+    float s_lo, s_hi, m_lo, m_hi;
+};
+
+struct DecQ4_0 {
+    static constexpr int kBytes = 18, kChunks = 1;
+    static constexpr bool kSplit = false, kMin = false;
+    struct State {};
+    static void prepare(const uint8_t*, State&) {}
+    static void decode(const uint8_t* b, const State&, int, Chunk& c) {
+        const V::B q = V::load16(b + 2);
+        c.lo = V::sub8(V::and8(q, V::set8(0x0F)), V::set8(8));
+        c.hi = V::sub8(V::and8(V::shr_var(q, 4), V::set8(0x0F)), V::set8(8));
+        c.s_lo = c.s_hi = V::h2f(rd16(b));
+    }
+};
+
+struct DecQ4_1 {
+    static constexpr int kBytes = 20, kChunks = 1;
+    static constexpr bool kSplit = false, kMin = true;
+    struct State {};
+    static void prepare(const uint8_t*, State&) {}
+    static void decode(const uint8_t* b, const State&, int, Chunk& c) {
+        const V::B q = V::load16(b + 4);
+        c.lo = V::and8(q, V::set8(0x0F));
+        c.hi = V::and8(V::shr_var(q, 4), V::set8(0x0F));
+        c.s_lo = c.s_hi = V::h2f(rd16(b));
+        c.m_lo = c.m_hi = V::h2f(rd16(b + 2));
+    }
+};
+
+template <int kQhOffset, bool kOffset>
+inline void decode_q5(const uint8_t* b, Chunk& c) {
+    uint8_t qh[4];
+    __builtin_memcpy(qh, b + kQhOffset, 4);
+    const V::B q = V::load16(b + kQhOffset + 4);
+    c.lo = V::or8(V::and8(q, V::set8(0x0F)), V::from_u64x2(kHigh5.v[qh[0]], kHigh5.v[qh[1]]));
+    c.hi = V::or8(V::and8(V::shr_var(q, 4), V::set8(0x0F)), V::from_u64x2(kHigh5.v[qh[2]], kHigh5.v[qh[3]]));
+    if (kOffset) {
+        c.lo = V::sub8(c.lo, V::set8(16));
+        c.hi = V::sub8(c.hi, V::set8(16));
+    }
+}
+
+struct DecQ5_0 {
+    static constexpr int kBytes = 22, kChunks = 1;
+    static constexpr bool kSplit = false, kMin = false;
+    struct State {};
+    static void prepare(const uint8_t*, State&) {}
+    static void decode(const uint8_t* b, const State&, int, Chunk& c) {
+        decode_q5<2, true>(b, c);
+        c.s_lo = c.s_hi = V::h2f(rd16(b));
+    }
+};
+
+struct DecQ5_1 {
+    static constexpr int kBytes = 24, kChunks = 1;
+    static constexpr bool kSplit = false, kMin = true;
+    struct State {};
+    static void prepare(const uint8_t*, State&) {}
+    static void decode(const uint8_t* b, const State&, int, Chunk& c) {
+        decode_q5<4, false>(b, c);
+        c.s_lo = c.s_hi = V::h2f(rd16(b));
+        c.m_lo = c.m_hi = V::h2f(rd16(b + 2));
+    }
+};
+
+struct DecQ8_0 {
+    static constexpr int kBytes = 34, kChunks = 1;
+    static constexpr bool kSplit = false, kMin = false;
+    struct State {};
+    static void prepare(const uint8_t*, State&) {}
+    static void decode(const uint8_t* b, const State&, int, Chunk& c) {
+        c.lo = V::load16(b + 2);
+        c.hi = V::load16(b + 18);
+        c.s_lo = c.s_hi = V::h2f(rd16(b));
+    }
+};
+
+// Q2_K: scales[16] qs[64] d dmin
+struct DecQ2_K {
+    static constexpr int kBytes = 84, kChunks = 8;
+    static constexpr bool kSplit = true, kMin = true;
+    struct State {
+        float d, dmin;
+    };
+    static void prepare(const uint8_t* b, State& st) {
+        st.d = V::h2f(rd16(b + 80));
+        st.dmin = V::h2f(rd16(b + 82));
+    }
+    static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
+        const uint8_t* qs = b + 16 + 32 * (j / 4);
+        const int shift = 2 * (j % 4);
+        c.lo = V::and8(V::shr_var(V::load16(qs), shift), V::set8(3));
+        c.hi = V::and8(V::shr_var(V::load16(qs + 16), shift), V::set8(3));
+        const uint8_t s0 = b[2 * j], s1 = b[2 * j + 1];
+        c.s_lo = st.d * static_cast<float>(s0 & 0x0F);
+        c.s_hi = st.d * static_cast<float>(s1 & 0x0F);
+        c.m_lo = -(st.dmin * static_cast<float>(s0 >> 4));
+        c.m_hi = -(st.dmin * static_cast<float>(s1 >> 4));
+    }
+};
+
+// Q3_K: hmask[32] qs[64] scales[12] d
+struct DecQ3_K {
+    static constexpr int kBytes = 110, kChunks = 8;
+    static constexpr bool kSplit = true, kMin = false;
+    struct State {
+        float dl[16];
+    };
+    static void prepare(const uint8_t* b, State& st) {
+        const uint8_t* sc = b + 96;
+        const float d = V::h2f(rd16(b + 108));
+        for (int s = 0; s < 16; ++s) {
+            const int lo = (sc[s % 8] >> (4 * (s / 8))) & 0x0F;
+            const int hi = (sc[8 + s % 4] >> (2 * (s / 4))) & 0x03;
+            st.dl[s] = d * static_cast<float>((lo | (hi << 4)) - 32);
+        }
+    }
+    static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
+        const uint8_t* qs = b + 32 + 32 * (j / 4);
+        const int shift = 2 * (j % 4);
+        const V::B lo = V::and8(V::shr_var(V::load16(qs), shift), V::set8(3));
+        const V::B hi = V::and8(V::shr_var(V::load16(qs + 16), shift), V::set8(3));
+        const V::B hb_lo = V::and8(V::shr_var(V::load16(b), j), V::set8(1));
+        const V::B hb_hi = V::and8(V::shr_var(V::load16(b + 16), j), V::set8(1));
+        c.lo = V::sub8(V::or8(lo, V::template shl<2>(hb_lo)), V::set8(4));
+        c.hi = V::sub8(V::or8(hi, V::template shl<2>(hb_hi)), V::set8(4));
+        c.s_lo = st.dl[2 * j];
+        c.s_hi = st.dl[2 * j + 1];
+    }
+};
+
+// Q4_K: d dmin scales[12] qs[128]; Q5_K adds qh[32] before qs
+template <bool kFive>
+struct DecQ45_K {
+    static constexpr int kBytes = kFive ? 176 : 144, kChunks = 8;
+    static constexpr bool kSplit = false, kMin = true;
+    struct State {
+        float sc[8], m[8];
+    };
+    static void prepare(const uint8_t* b, State& st) {
+        const float d = V::h2f(rd16(b)), dmin = V::h2f(rd16(b + 2));
+        const uint8_t* s = b + 4;
+        for (int j = 0; j < 8; ++j) {
+            int sc, m;
+            if (j < 4) {
+                sc = s[j] & 63;
+                m = s[j + 4] & 63;
+            } else {
+                sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+                m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+            }
+            st.sc[j] = d * static_cast<float>(sc);
+            st.m[j] = -(dmin * static_cast<float>(m));
+        }
+    }
+    static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
+        const uint8_t* qs = b + (kFive ? 48 : 16) + 32 * (j / 2);
+        const int shift = 4 * (j % 2);
+        c.lo = V::and8(V::shr_var(V::load16(qs), shift), V::set8(0x0F));
+        c.hi = V::and8(V::shr_var(V::load16(qs + 16), shift), V::set8(0x0F));
+        if (kFive) {
+            const uint8_t* qh = b + 16;
+            c.lo = V::or8(c.lo, V::template shl<4>(V::and8(V::shr_var(V::load16(qh), j), V::set8(1))));
+            c.hi = V::or8(c.hi, V::template shl<4>(V::and8(V::shr_var(V::load16(qh + 16), j), V::set8(1))));
+        }
+        c.s_lo = c.s_hi = st.sc[j];
+        c.m_lo = c.m_hi = st.m[j];
+    }
+};
+
+// Q6_K: ql[128] qh[64] scales[16] (int8) d
+struct DecQ6_K {
+    static constexpr int kBytes = 210, kChunks = 8;
+    static constexpr bool kSplit = true, kMin = false;
+    struct State {
+        float d;
+    };
+    static void prepare(const uint8_t* b, State& st) { st.d = V::h2f(rd16(b + 208)); }
+    static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
+        const int h = j / 4, jj = j % 4;
+        const uint8_t* ql = b + 64 * h + 32 * (jj % 2);
+        const uint8_t* qh = b + 128 + 32 * h;
+        const int lshift = 4 * (jj / 2), hshift = 2 * jj;
+        const V::B l0 = V::and8(V::shr_var(V::load16(ql), lshift), V::set8(0x0F));
+        const V::B l1 = V::and8(V::shr_var(V::load16(ql + 16), lshift), V::set8(0x0F));
+        const V::B h0 = V::and8(V::shr_var(V::load16(qh), hshift), V::set8(3));
+        const V::B h1 = V::and8(V::shr_var(V::load16(qh + 16), hshift), V::set8(3));
+        c.lo = V::sub8(V::or8(l0, V::template shl<4>(h0)), V::set8(32));
+        c.hi = V::sub8(V::or8(l1, V::template shl<4>(h1)), V::set8(32));
+        const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+        c.s_lo = st.d * static_cast<float>(sc[2 * j]);
+        c.s_hi = st.d * static_cast<float>(sc[2 * j + 1]);
+    }
+};
+
+// ---- matrix-vector products -------------------------------------------------------
+
+// How far ahead of the block being unpacked the weight stream is prefetched:
+// the hardware prefetcher alone leaves these compute-heavy loops waiting on DRAM.
+constexpr int kPrefetchBytes = 1024;
+
+// NR rows x NT tokens at once: each weight chunk is unpacked once and used NT
+// times; NR rows give the core independent chains to overlap. Accumulators are
+// indexed by constants only, so they stay in registers.
+template <class D, int NR, int NT>
+inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const QuantizedRow* xq, float* y,
+                        int64_t ldy) {
+    const int64_t nb = n / (32 * D::kChunks);
+    V::F acc[NR][NT];
+    float macc[NR][NT];
+    for (int i = 0; i < NR; ++i)
+        for (int t = 0; t < NT; ++t) {
+            acc[i][t] = V::zero();
+            macc[i][t] = 0.0f;
+        }
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk[NR];
+        typename D::State st[NR];
+        for (int i = 0; i < NR; ++i) {
+            blk[i] = rows + static_cast<size_t>(i) * row_bytes + b * D::kBytes;
+            __builtin_prefetch(blk[i] + kPrefetchBytes);
+            D::prepare(blk[i], st[i]);
+        }
+        for (int j = 0; j < D::kChunks; ++j) {
+            const int64_t c = b * D::kChunks + j;  // the chunk's index in the row
+            for (int i = 0; i < NR; ++i) {
+                Chunk ch;
+                ch.m_lo = ch.m_hi = 0.0f;
+                D::decode(blk[i], st[i], j, ch);
+                const V::W w = V::widen(ch.lo, ch.hi);
+                for (int t = 0; t < NT; ++t) {
+                    const float dx = xq[t].d[c];
+                    const int16_t* xt = xq[t].q + 32 * c;
+                    if (D::kSplit)
+                        acc[i][t] = V::fma_w2(acc[i][t], w, xt, ch.s_lo * dx, ch.s_hi * dx);
+                    else
+                        acc[i][t] = V::fma_w(acc[i][t], w, xt, ch.s_lo * dx);
+                    if (D::kMin) macc[i][t] += ch.m_lo * xq[t].sum[2 * c] + ch.m_hi * xq[t].sum[2 * c + 1];
+                }
+            }
+        }
+    }
+    for (int i = 0; i < NR; ++i)
+        for (int t = 0; t < NT; ++t) y[t * ldy + i] = V::hsum(acc[i][t]) + macc[i][t];
+}
+
+template <class D, int NT>
+void matvec_q(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t n, const QuantizedRow* xq, float* y,
+              int64_t ldy) {
+    constexpr int NR = NT == 1 ? 2 : 1;
+    int64_t r = 0;
+    for (; r + NR <= n_rows; r += NR)
+        matvec_tile<D, NR, NT>(rows + static_cast<size_t>(r) * row_bytes, row_bytes, n, xq, y + r, ldy);
+    for (; r < n_rows; ++r) matvec_tile<D, 1, NT>(rows + static_cast<size_t>(r) * row_bytes, row_bytes, n, xq, y + r, ldy);
+}
+
+template <class D>
+void matvec_q_any(const void* rows, size_t row_bytes, int64_t n_rows, int64_t n, const QuantizedRow* xq,
+                  int64_t n_tok, float* y, int64_t ldy) {
+    const uint8_t* w = static_cast<const uint8_t*>(rows);
+    switch (n_tok) {
+        case 1: matvec_q<D, 1>(w, row_bytes, n_rows, n, xq, y, ldy); return;
+        case 2: matvec_q<D, 2>(w, row_bytes, n_rows, n, xq, y, ldy); return;
+        case 3: matvec_q<D, 3>(w, row_bytes, n_rows, n, xq, y, ldy); return;
+        default: matvec_q<D, 4>(w, row_bytes, n_rows, n, xq, y, ldy); return;
+    }
+}
+
+void k_matvec(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n, const float* x,
+              const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy) {
+    switch (type) {
+        case TensorType::Q4_0: return matvec_q_any<DecQ4_0>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q4_1: return matvec_q_any<DecQ4_1>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q5_0: return matvec_q_any<DecQ5_0>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q5_1: return matvec_q_any<DecQ5_1>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q8_0: return matvec_q_any<DecQ8_0>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q2_K: return matvec_q_any<DecQ2_K>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q3_K: return matvec_q_any<DecQ3_K>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q4_K: return matvec_q_any<DecQ45_K<false>>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q5_K: return matvec_q_any<DecQ45_K<true>>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q6_K: return matvec_q_any<DecQ6_K>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        default: break;
+    }
+    // float weights: no activation rounding
+    for (int64_t r = 0; r < n_rows; ++r) {
+        const uint8_t* row = static_cast<const uint8_t*>(rows) + static_cast<size_t>(r) * row_bytes;
+        for (int64_t t = 0; t < n_tok; ++t) {
+            const float* xt = x + t * n;
+            float v = 0.0f;
+            if (type == TensorType::F32)
+                v = k_dot_f32(reinterpret_cast<const float*>(row), xt, n);
+            else if (type == TensorType::F16)
+                v = k_dot_f16(xt, reinterpret_cast<const uint16_t*>(row), n);
+            else
+                v = k_dot_bf16(xt, reinterpret_cast<const uint16_t*>(row), n);
+            y[t * ldy + r] = v;
+        }
+    }
+}
+
+// ---- float matrix product (prompts) --------------------------------------------------
+
+// An R x T tile of dot products: acc[r][t] over n, R weight rows and T tokens
+// loaded once per step.
+template <int R, int T>
+void gemm_tile(const float* w, const float* x, int64_t n, float* y, int64_t ldy) {
+    V::F acc[R][T];
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) acc[r][t] = V::zero();
+    int64_t k = 0;
+    for (; k + V::kLanes <= n; k += V::kLanes) {
+        V::F xv[T];
+        for (int t = 0; t < T; ++t) xv[t] = V::load(x + t * n + k);
+        for (int r = 0; r < R; ++r) {
+            const V::F wv = V::load(w + r * n + k);
+            for (int t = 0; t < T; ++t) acc[r][t] = V::fma(wv, xv[t], acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int t = 0; t < T; ++t) {
+            float s = V::hsum(acc[r][t]);
+            for (int64_t kk = k; kk < n; ++kk) s += w[r * n + kk] * x[t * n + kk];
+            y[t * ldy + r] = s;
+        }
+}
+
+template <int R, int T>
+void gemm_tile_upto(int tt, const float* w, const float* x, int64_t n, float* y, int64_t ldy) {
+    if constexpr (T == 1) {
+        gemm_tile<R, 1>(w, x, n, y, ldy);
+    } else {
+        if (tt == T) return gemm_tile<R, T>(w, x, n, y, ldy);
+        gemm_tile_upto<R, T - 1>(tt, w, x, n, y, ldy);
+    }
+}
+
+void k_gemm_f32(const float* w, int64_t n_rows, const float* x, int64_t n_tok, int64_t n, float* y, int64_t ldy) {
+    constexpr int R = V::kGemmR, T = V::kGemmT;
+    // tokens outside, rows inside: T token rows stay in L1 while the panel streams from L2
+    for (int64_t t0 = 0; t0 < n_tok; t0 += T) {
+        const int tt = static_cast<int>(n_tok - t0 < T ? n_tok - t0 : T);
+        int64_t r0 = 0;
+        for (; r0 + R <= n_rows; r0 += R) gemm_tile_upto<R, T>(tt, w + r0 * n, x + t0 * n, n, y + t0 * ldy + r0, ldy);
+        for (; r0 < n_rows; ++r0) gemm_tile_upto<1, T>(tt, w + r0 * n, x + t0 * n, n, y + t0 * ldy + r0, ldy);
+    }
+}
+
+constexpr KernelSet make_kernel_set(const char* name) {
+    return KernelSet{name,        k_quantize_row, k_matvec,      k_gemm_f32,  k_dot_f32,  k_dot_f16,
+                     k_axpy_f32,  k_axpy_f16,     k_to_f16,      k_sum_squares, k_scale_mul, k_silu_mul,
+                     k_add,       k_exp_sum,      k_attn_scores<uint16_t>, k_attn_scores<float>,
+                     k_attn_values<uint16_t>, k_attn_values<float>};
+}
