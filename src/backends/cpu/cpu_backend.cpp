@@ -10,36 +10,10 @@
 namespace ember {
 namespace {
 
-// Sum of a[i] * b[i] with eight independent partial sums, so the compiler can
-// keep them in vector registers without reassociating a single chain.
-inline float dot(const float* a, const float* b, int64_t n) {
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
-    for (; i < n; ++i) s[0] += a[i] * b[i];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-// Every half-precision value as a float: 256 KiB, built once, read-only.
-const float* f16_table() {
-    static const std::vector<float> table = [] {
-        std::vector<float> t(65536);
-        for (uint32_t h = 0; h < 65536; ++h) t[h] = fp16_to_fp32(static_cast<uint16_t>(h));
-        return t;
-    }();
-    return table.data();
-}
-
-// One row of a KV buffer as floats: a pointer into the cache for F32, else
-// converted into `tmp`.
-inline const float* kv_row(const KvCache& c, const void* base, int64_t width, int64_t row, int64_t offset,
-                           int64_t n, float* tmp, const float* f16) {
-    if (c.type == KvType::F32) return static_cast<const float*>(base) + row * width + offset;
-    const uint16_t* src = static_cast<const uint16_t*>(base) + row * width + offset;
-    for (int64_t i = 0; i < n; ++i) tmp[i] = f16[src[i]];
-    return tmp;
-}
+// Below this many tokens a matmul runs the integer matrix-vector kernels
+// (weights unpacked in registers for each token group); from it on, a panel of
+// weight rows is dequantized once and multiplied by every token as floats.
+constexpr int64_t kGemmMinTokens = 16;
 
 // YaRN's ramp between the correction dims: 1 below `low`, 0 above `high`.
 inline double yarn_ramp(double low, double high, int64_t pair) {
@@ -49,7 +23,8 @@ inline double yarn_ramp(double low, double high, int64_t pair) {
 
 }  // namespace
 
-CpuBackend::CpuBackend(int n_threads) : pool_(n_threads), scratch_(static_cast<size_t>(pool_.size())) {}
+CpuBackend::CpuBackend(int n_threads, const KernelSet* kernels)
+    : k_(kernels != nullptr ? *kernels : cpu_kernels()), pool_(n_threads), scratch_(static_cast<size_t>(pool_.size())) {}
 
 CpuBackend::~CpuBackend() = default;
 
@@ -90,6 +65,67 @@ void CpuBackend::get_rows(const WeightView& w, const int32_t* ids, int64_t n, fl
 }
 
 void CpuBackend::matmul(const WeightView& w, const float* x, int64_t n_tok, float* y) {
+    if (k_.matvec == nullptr) return matmul_reference(w, x, n_tok, y);
+    if (n_tok < kGemmMinTokens) return matmul_vec(w, x, n_tok, y);
+    matmul_gemm(w, x, n_tok, y);
+}
+
+void CpuBackend::matmul_vec(const WeightView& w, const float* x, int64_t n_tok, float* y) {
+    const int64_t K = w.n_in;
+    const int64_t N = w.n_out;
+    if (type_info(w.type).quantized) {
+        // [n_tok, K] rounded to 16 bits per group of 32 (K is a multiple of the block size)
+        const size_t nq = static_cast<size_t>(n_tok * K);
+        if (xq_.size() < nq) {
+            xq_.resize(nq);
+            xd_.resize(nq / 32);
+            xsum_.resize(nq / 16);
+        }
+        xrows_.resize(static_cast<size_t>(n_tok));
+        for (int64_t t = 0; t < n_tok; ++t) {
+            int16_t* q = xq_.data() + t * K;
+            float* d = xd_.data() + t * (K / 32);
+            float* sum = xsum_.data() + t * (K / 16);
+            k_.quantize_row(x + t * K, K, q, d, sum);
+            xrows_[static_cast<size_t>(t)] = QuantizedRow{q, d, sum};
+        }
+    }
+    // one contiguous range of rows per thread: each chunk restarts the
+    // prefetchers on a new stream, and a token step is too short to re-balance
+    const int64_t threads = pool_.size();
+    const int64_t grain = std::max<int64_t>(4, (N + threads - 1) / threads);
+    pool_.parallel_for(N, grain, [&](int64_t begin, int64_t end, int) {
+        const uint8_t* rows = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(begin) * w.row_bytes;
+        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+            const int64_t nt = std::min<int64_t>(4, n_tok - t0);
+            k_.matvec(w.type, rows, w.row_bytes, end - begin, K, x + t0 * K, xrows_.data() + t0, nt,
+                      y + t0 * N + begin, N);
+        }
+    });
+}
+
+void CpuBackend::matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y) {
+    const int64_t K = w.n_in;
+    const int64_t N = w.n_out;
+    // a panel of rows as floats that stays in L2 (~128 KiB) while every token passes over it
+    const int64_t panel = std::clamp<int64_t>((32768 / std::max<int64_t>(K, 1)) / 4 * 4, 4, 64);
+    const bool f32 = w.type == TensorType::F32;
+    pool_.parallel_for(N, panel, [&](int64_t begin, int64_t end, int thread) {
+        float* tile = f32 ? nullptr : scratch(thread, static_cast<size_t>(panel * K));
+        for (int64_t r0 = begin; r0 < end; r0 += panel) {
+            const int64_t nr = std::min(panel, end - r0);
+            const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_bytes;
+            const float* rows = reinterpret_cast<const float*>(src);
+            if (!f32) {
+                for (int64_t i = 0; i < nr; ++i) dequantize_row(w.type, src + i * w.row_bytes, tile + i * K, K);
+                rows = tile;
+            }
+            k_.gemm_f32(rows, nr, x, n_tok, K, y + r0, N);
+        }
+    });
+}
+
+void CpuBackend::matmul_reference(const WeightView& w, const float* x, int64_t n_tok, float* y) {
     constexpr int64_t kTile = 4;  // weight rows dequantized together, then swept over all tokens
     const int64_t K = w.n_in;
     const int64_t N = w.n_out;
@@ -112,7 +148,7 @@ void CpuBackend::matmul(const WeightView& w, const float* x, int64_t n_tok, floa
             for (int64_t t = 0; t < n_tok; ++t) {
                 const float* xt = x + t * K;
                 float* yt = y + t * N + r0;
-                for (int64_t i = 0; i < nr; ++i) yt[i] = dot(rows[i], xt, K);
+                for (int64_t i = 0; i < nr; ++i) yt[i] = k_.dot_f32(rows[i], xt, K);
             }
         }
     });
@@ -123,11 +159,9 @@ void CpuBackend::rms_norm(const float* x, const float* weight, int64_t n_tok, in
         for (int64_t t = begin; t < end; ++t) {
             const float* xt = x + t * n;
             float* yt = y + t * n;
-            double sum = 0.0;
-            for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(xt[i]) * xt[i];
-            const float mean = static_cast<float>(sum / static_cast<double>(n));
+            const float mean = k_.sum_squares(xt, n) / static_cast<float>(n);
             const float scale = 1.0f / std::sqrt(mean + eps);
-            for (int64_t i = 0; i < n; ++i) yt[i] = (xt[i] * scale) * weight[i];
+            k_.scale_mul(xt, scale, weight, yt, n);
         }
     });
 }
@@ -180,8 +214,7 @@ void CpuBackend::kv_store(const KvCache& c, int64_t layer, const float* k, const
         if (c.type == KvType::F32) {
             std::memcpy(static_cast<float*>(base) + pos0 * width, src, static_cast<size_t>(n_tok * width) * sizeof(float));
         } else {
-            uint16_t* dst = static_cast<uint16_t*>(base) + pos0 * width;
-            for (int64_t i = 0; i < n_tok * width; ++i) dst[i] = fp32_to_fp16(src[i]);
+            k_.to_f16(src, static_cast<uint16_t*>(base) + pos0 * width, n_tok * width);
         }
     };
     store(c.k[layer], k, c.k_width);
@@ -190,40 +223,37 @@ void CpuBackend::kv_store(const KvCache& c, int64_t layer, const float* k, const
 
 void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
                            const AttnParams& p, float* out) {
-    const float* f16 = f16_table();
     const int64_t gqa = p.n_head / p.n_head_kv;
-    const void* kbase = c.k[layer];
-    const void* vbase = c.v[layer];
+    const bool f16 = c.type == KvType::F16;
+    const size_t elt = f16 ? 2 : 4;
+    const uint8_t* kbase = static_cast<const uint8_t*>(c.k[layer]);
+    const uint8_t* vbase = static_cast<const uint8_t*>(c.v[layer]);
     pool_.parallel_for(n_tok * p.n_head, 1, [&](int64_t begin, int64_t end, int thread) {
-        const int64_t n_max = pos0 + n_tok;
-        float* scores = scratch(thread, static_cast<size_t>(n_max + p.head_dim_k + p.head_dim_v));
-        float* krow = scores + n_max;
-        float* vrow = krow + p.head_dim_k;
+        float* scores = scratch(thread, static_cast<size_t>(pos0 + n_tok));
         for (int64_t item = begin; item < end; ++item) {
             const int64_t t = item / p.n_head;
             const int64_t h = item % p.n_head;
             const int64_t kvh = h / gqa;
             const int64_t n_kv = pos0 + t + 1;  // causal: positions 0 ..= pos0 + t
             const float* qh = q + t * p.n_head * p.head_dim_k + h * p.head_dim_k;
+            // row j of this head's keys / values: [n_ctx, width] rows, the head at column kvh * head_dim
+            const uint8_t* k0 = kbase + static_cast<size_t>(kvh * p.head_dim_k) * elt;
+            const uint8_t* v0 = vbase + static_cast<size_t>(kvh * p.head_dim_v) * elt;
+            if (f16)
+                k_.attn_scores_f16(scores, qh, reinterpret_cast<const uint16_t*>(k0), c.k_width, n_kv, p.head_dim_k,
+                                   p.scale);
+            else
+                k_.attn_scores_f32(scores, qh, reinterpret_cast<const float*>(k0), c.k_width, n_kv, p.head_dim_k,
+                                   p.scale);
             float mx = -INFINITY;
-            for (int64_t j = 0; j < n_kv; ++j) {
-                const float* kj = kv_row(c, kbase, c.k_width, j, kvh * p.head_dim_k, p.head_dim_k, krow, f16);
-                scores[j] = dot(qh, kj, p.head_dim_k) * p.scale;
-                mx = std::max(mx, scores[j]);
-            }
-            double sum = 0.0;
-            for (int64_t j = 0; j < n_kv; ++j) {
-                scores[j] = std::exp(scores[j] - mx);
-                sum += scores[j];
-            }
+            for (int64_t j = 0; j < n_kv; ++j) mx = std::max(mx, scores[j]);
+            const float sum = k_.exp_sum(scores, n_kv, mx);
             float* oh = out + t * p.n_head * p.head_dim_v + h * p.head_dim_v;
-            std::fill(oh, oh + p.head_dim_v, 0.0f);
-            for (int64_t j = 0; j < n_kv; ++j) {
-                const float* vj = kv_row(c, vbase, c.v_width, j, kvh * p.head_dim_v, p.head_dim_v, vrow, f16);
-                const float w = scores[j];
-                for (int64_t d = 0; d < p.head_dim_v; ++d) oh[d] += w * vj[d];
-            }
-            const float inv = static_cast<float>(1.0 / sum);
+            if (f16)
+                k_.attn_values_f16(oh, scores, reinterpret_cast<const uint16_t*>(v0), c.v_width, n_kv, p.head_dim_v);
+            else
+                k_.attn_values_f32(oh, scores, reinterpret_cast<const float*>(v0), c.v_width, n_kv, p.head_dim_v);
+            const float inv = 1.0f / sum;
             for (int64_t d = 0; d < p.head_dim_v; ++d) oh[d] *= inv;
         }
     });
@@ -231,13 +261,13 @@ void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int6
 
 void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
     pool_.parallel_for(n, 4096, [&](int64_t begin, int64_t end, int) {
-        for (int64_t i = begin; i < end; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+        k_.silu_mul(gate + begin, up + begin, out + begin, end - begin);
     });
 }
 
 void CpuBackend::add(float* x, const float* y, int64_t n) {
     pool_.parallel_for(n, 8192, [&](int64_t begin, int64_t end, int) {
-        for (int64_t i = begin; i < end; ++i) x[i] += y[i];
+        k_.add(x + begin, y + begin, end - begin);
     });
 }
 

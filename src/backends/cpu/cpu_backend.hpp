@@ -1,25 +1,28 @@
-// The CPU backend: every op of backends/backend.hpp in portable C++, spread
-// over a persistent thread pool. These are the reference kernels the SIMD and
-// CUDA kernels are tested against; they favour clarity and exact float
-// semantics over speed (weights are dequantized a row at a time with the
-// scalar quant code, and products are accumulated in float).
+// The CPU backend: every op of backends/backend.hpp, spread over a persistent
+// thread pool, computed by a kernel set (backends/cpu/kernels.hpp) chosen at
+// run time. With the scalar set it is the reference the SIMD and CUDA kernels
+// are tested against: weights dequantized a row at a time with the scalar
+// quant code, products accumulated in float.
 #pragma once
 
 #include <memory>
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "backends/cpu/kernels.hpp"
 #include "runtime/thread_pool.hpp"
 
 namespace ember {
 
 class CpuBackend final : public Backend {
 public:
-    explicit CpuBackend(int n_threads);
+    // kernels: the set to use (default: cpu_kernels(), the best this CPU runs or EMBER_ISA's)
+    explicit CpuBackend(int n_threads, const KernelSet* kernels = nullptr);
     ~CpuBackend() override;
 
     std::string_view name() const noexcept override { return "cpu"; }
     int n_threads() const noexcept { return pool_.size(); }
+    const KernelSet& kernels() const noexcept { return k_; }
 
     float* alloc_f32(size_t n) override;
     void alloc_kv(KvCache* cache) override;
@@ -38,15 +41,25 @@ public:
     void add(float* x, const float* y, int64_t n) override;
 
 private:
+    void matmul_reference(const WeightView& w, const float* x, int64_t n_tok, float* y);
+    void matmul_vec(const WeightView& w, const float* x, int64_t n_tok, float* y);
+    void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y);
+
     // Per-thread scratch of at least n floats (grown on first use, then reused).
     float* scratch(int thread, size_t n);
 
+    const KernelSet& k_;
     ThreadPool pool_;
     std::vector<std::unique_ptr<float[]>> buffers_;       // alloc_f32
     std::vector<std::unique_ptr<uint8_t[]>> kv_buffers_;  // alloc_kv
     std::vector<void*> kv_ptrs_;                          // [2 * n_layer]: K pointers, then V
     std::vector<std::vector<float>> scratch_;             // [n_threads]
     std::vector<float> rope_cs_;                          // [n_tok, n_rot/2, 2]: cos, sin
+    // the activation rounded for the integer kernels (matmul_vec), grown, never shrunk
+    std::vector<int16_t> xq_;                             // [n_tok, n_in]
+    std::vector<float> xd_;                               // [n_tok, n_in / 32]
+    std::vector<float> xsum_;                             // [n_tok, n_in / 16]
+    std::vector<QuantizedRow> xrows_;                     // [n_tok]
 };
 
 }  // namespace ember
