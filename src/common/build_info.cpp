@@ -1,6 +1,8 @@
 #include <fmt/format.h>
 
 #include "backends/cpu/cpu_features.hpp"
+#include "backends/cpu/kernels.hpp"
+#include "ember/error.hpp"
 #include "ember/version.hpp"
 #ifdef EMBER_HAVE_CUDA
 #include "backends/cuda/cuda_device.hpp"
@@ -17,6 +19,11 @@ const char* version() noexcept {
 
 std::string build_info() {
     std::string s = fmt::format("ember {}\ncpu features: {}\n", version(), cpu_features_string());
+    try {
+        s += fmt::format("cpu kernels: {} (EMBER_ISA=scalar|avx2|avx512|neon forces a set)\n", cpu_kernels().name);
+    } catch (const Error& e) {
+        s += fmt::format("cpu kernels: error: {}\n", e.what());
+    }
 #ifdef EMBER_HAVE_CUDA
     try {
         const auto devs = cuda::devices();
@@ -31,7 +38,7 @@ std::string build_info() {
     s += "cuda: not built (configure with -DEMBER_CUDA=ON and the CUDA toolkit)\n";
 #endif
 #ifdef EMBER_HAVE_BLAS
-    s += "blas: enabled (OpenBLAS; no kernel calls it yet)\n";
+    s += "blas: enabled (OpenBLAS; no kernel calls it: the panel GEMM of the kernel sets is used)\n";
 #else
     s += "blas: not built\n";
 #endif
