@@ -1,0 +1,309 @@
+// ember-bench: prompt-processing and generation speed of a model, measured the
+// way llama.cpp's llama-bench measures pp512 / tg128, through the public API.
+//
+//   ember-bench -m model.gguf                       pp512 and tg128, 3 repetitions, all cores
+//   ember-bench -m model.gguf -p 64 -n 16 -t 2 --json
+//   ember-bench --bandwidth -t 2                    memory read bandwidth (GB/s)
+//
+// pp<P>: from an empty cache, P tokens in one eval() call (n_batch = P).
+// tg<N>: from an empty cache, N eval() calls of one token each (as generation runs).
+// Each test has one shorter, untimed warm-up run, then -r timed repetitions;
+// t/s is reported as the mean ± the sample standard deviation of the repetitions.
+// Token ids are random (fixed seed) and never control/unknown/unused tokens.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "common_args.hpp"
+#include "ember/ember.hpp"
+
+namespace {
+
+using ember_tools::UsageError;
+using Clock = std::chrono::steady_clock;
+
+struct BenchOptions {
+    std::string model_path;  // -m
+    int64_t n_prompt = 512;  // -p: tokens of the pp test (0 = skip)
+    int64_t n_gen = 128;     // -n: tokens of the tg test (0 = skip)
+    int64_t reps = 3;        // -r: timed repetitions per test
+    int32_t n_threads = 0;   // -t: 0 = ember's default (one per core)
+    bool json = false;       // --json: a JSON array on stdout instead of the table
+    bool bandwidth = false;  // --bandwidth: measure memory read bandwidth too
+};
+
+constexpr int64_t kMaxTokens = 1 << 17;  // -p / -n upper bound: beyond it the KV cache alone is absurd
+constexpr int64_t kMaxReps = 1000;
+constexpr int64_t kMaxThreads = 1024;
+
+std::string help() {
+    return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [--json]\n"
+           "       ember-bench --bandwidth [-t N] [--json]\n"
+           "Measures prompt processing (ppN: N tokens in one batch from an empty cache) and\n"
+           "generation (tgN: N single-token evaluations from an empty cache) in tokens/s,\n"
+           "like llama.cpp's llama-bench.\n"
+           "  -m, --model FILE      the GGUF model\n"
+           "  -p, --n-prompt N      tokens of the pp test (default 512; 0 skips it)\n"
+           "  -n, --n-gen N         tokens of the tg test (default 128; 0 skips it)\n"
+           "  -r, --repetitions N   timed repetitions of each test (default 3)\n"
+           "  -t, --threads N       threads (default 0 = one per core)\n"
+           "  --json                print a JSON array of results on stdout instead of the table\n"
+           "  --bandwidth           measure memory read bandwidth (sums a 1 GiB float buffer,\n"
+           "                        best of 5 passes); -m is then optional\n"
+           "  -h, --help            print this help\n"
+           "Exit status: 0 on success; 1 on any error (one 'ember-bench: error: ...' line on stderr).\n";
+}
+
+// Parses the command line; returns false after -h (help printed).
+bool parse(int argc, char** argv, BenchOptions& opt) {
+    ember_tools::ArgReader args(argc, argv);
+    while (!args.done()) {
+        const std::string f = args.next();
+        auto int_value = [&](int64_t lo, int64_t hi) { return ember_tools::parse_int(f, args.value(f), lo, hi); };
+        if (f == "-m" || f == "--model") opt.model_path = args.value(f);
+        else if (f == "-p" || f == "--n-prompt") opt.n_prompt = int_value(0, kMaxTokens);
+        else if (f == "-n" || f == "--n-gen") opt.n_gen = int_value(0, kMaxTokens);
+        else if (f == "-r" || f == "--repetitions") opt.reps = int_value(1, kMaxReps);
+        else if (f == "-t" || f == "--threads") opt.n_threads = static_cast<int32_t>(int_value(0, kMaxThreads));
+        else if (f == "--json") opt.json = true;
+        else if (f == "--bandwidth") opt.bandwidth = true;
+        else if (f == "-h" || f == "--help") {
+            std::fputs(help().c_str(), stdout);
+            return false;
+        } else {
+            throw UsageError(fmt::format("unknown argument '{}' (see --help)", f));
+        }
+    }
+    if (opt.model_path.empty() && !opt.bandwidth) throw UsageError("no model: pass -m FILE (see --help)");
+    if (!opt.model_path.empty() && opt.n_prompt == 0 && opt.n_gen == 0)
+        throw UsageError("-p 0 and -n 0 leave nothing to measure; give one of them a positive count");
+    return true;
+}
+
+// One test's result: tokens/s of each timed repetition.
+struct Result {
+    std::string test;             // "pp512", "tg128", "bandwidth"
+    int64_t n_tokens = 0;
+    std::vector<double> samples;  // tokens/s (GB/s for bandwidth), one per repetition
+    double mean() const {
+        double s = 0;
+        for (double x : samples) s += x;
+        return samples.empty() ? 0 : s / static_cast<double>(samples.size());
+    }
+    double stddev() const {  // sample standard deviation (n - 1), 0 for one sample
+        if (samples.size() < 2) return 0;
+        const double m = mean();
+        double s = 0;
+        for (double x : samples) s += (x - m) * (x - m);
+        return std::sqrt(s / static_cast<double>(samples.size() - 1));
+    }
+};
+
+// Token ids to evaluate: drawn with a fixed seed from the ids whose type is not
+// control, unknown or unused (all ids when that leaves none).
+std::vector<ember::TokenId> random_tokens(const ember::Model& model, size_t count) {
+    const ember::Tokenizer& tok = model.tokenizer();
+    const auto n_vocab = static_cast<ember::TokenId>(model.info().n_vocab);
+    std::vector<ember::TokenId> pool;
+    for (ember::TokenId id = 0; id < n_vocab; ++id) {
+        const auto t = id < static_cast<ember::TokenId>(tok.size()) ? tok.type(id) : ember::TokenType::Control;
+        if (t != ember::TokenType::Control && t != ember::TokenType::Unknown && t != ember::TokenType::Unused)
+            pool.push_back(id);
+    }
+    if (pool.empty())
+        for (ember::TokenId id = 0; id < n_vocab; ++id) pool.push_back(id);
+    uint64_t s = 0x5EED;  // splitmix64: the same ids on every platform
+    std::vector<ember::TokenId> out(count);
+    for (auto& id : out) {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        id = pool[(z ^ (z >> 31)) % pool.size()];
+    }
+    return out;
+}
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// pp: all of `tokens` in one eval() from an empty cache; returns seconds.
+double run_pp(ember::Session& s, std::span<const ember::TokenId> tokens) {
+    s.reset();
+    const auto t0 = Clock::now();
+    s.eval(tokens);
+    return seconds_since(t0);
+}
+
+// tg: one eval() per token from an empty cache; returns seconds for the whole loop.
+double run_tg(ember::Session& s, std::span<const ember::TokenId> tokens) {
+    s.reset();
+    const auto t0 = Clock::now();
+    for (size_t i = 0; i < tokens.size(); ++i) s.eval(tokens.subspan(i, 1));
+    return seconds_since(t0);
+}
+
+// Memory read bandwidth: a 1 GiB float buffer, first touched by the threads
+// that will read it (so pages land near them), then summed by n_threads threads
+// 5 times; the best pass in GB/s (1e9 bytes/s).
+double measure_bandwidth(int n_threads) {
+    constexpr size_t kBytes = size_t{1} << 30;
+    constexpr size_t kFloats = kBytes / sizeof(float);  // [kFloats] float32
+    constexpr size_t kVec = 4;                          // floats per 16-byte vector
+    const auto nt = static_cast<size_t>(n_threads);
+    std::unique_ptr<float[]> buf(new (std::nothrow) float[kFloats]);  // not value-initialised: untouched pages
+    if (!buf) throw std::runtime_error("--bandwidth: cannot allocate its 1 GiB buffer; free some memory");
+    std::vector<float> partial(nt * 16);                // one sum per thread, 64 bytes apart (no false sharing)
+    auto parallel = [&](auto&& body) {
+        std::vector<std::thread> threads;
+        try {
+            for (size_t t = 0; t < nt; ++t)
+                threads.emplace_back([&, t] {
+                    const size_t chunk = kFloats / nt / 64 * 64;  // multiple of 64 floats (256 bytes)
+                    const size_t begin = t * chunk, end = t + 1 == nt ? kFloats : begin + chunk;
+                    body(t, begin, end);
+                });
+        } catch (const std::system_error& e) {  // join those that started, then report
+            for (auto& th : threads) th.join();
+            throw std::runtime_error(fmt::format("--bandwidth: cannot start {} threads: {}; lower -t", nt, e.what()));
+        }
+        for (auto& th : threads) th.join();
+    };
+    parallel([&](size_t, size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) buf[i] = static_cast<float>(i & 1023) * (1.0f / 1024);
+    });
+    double best = 0, check = 0;
+    for (int pass = 0; pass < 5; ++pass) {
+        const auto t0 = Clock::now();
+        parallel([&](size_t t, size_t begin, size_t end) {
+            // four independent 16-byte accumulators: 64 bytes (a cache line) per step
+            typedef float v4 __attribute__((vector_size(16)));
+            v4 acc[4] = {};
+            size_t i = begin;
+            for (; i + 4 * kVec <= end; i += 4 * kVec)
+                for (size_t k = 0; k < 4; ++k) {
+                    v4 x;
+                    std::memcpy(&x, &buf[i + k * kVec], sizeof x);
+                    acc[k] += x;
+                }
+            float sum = 0;
+            for (; i < end; ++i) sum += buf[i];
+            for (const v4& a : acc) sum += a[0] + a[1] + a[2] + a[3];
+            partial[t * 16] = sum;
+        });
+        best = std::max(best, static_cast<double>(kBytes) / seconds_since(t0) / 1e9);
+        for (size_t t = 0; t < nt; ++t) check += partial[t * 16];
+    }
+    if (!std::isfinite(check)) fmt::print(stderr, "ember-bench: warning: bandwidth checksum is {}\n", check);
+    return best;
+}
+
+std::string table_row(std::string_view model, std::string_view size, std::string_view params, std::string_view threads,
+                      std::string_view test, std::string_view ts) {
+    return fmt::format("| {:<32} | {:>10} | {:>10} | {:>7} | {:>10} | {:>20} |\n", model, size, params, threads, test, ts);
+}
+
+int run(const BenchOptions& opt) {
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();  // keys in insertion order
+    const int bw_threads = opt.n_threads > 0 ? opt.n_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+    if (opt.bandwidth) {
+        const double gbs = measure_bandwidth(bw_threads);
+        if (opt.json) out.push_back({{"test", "bandwidth"}, {"gb_per_second", gbs}, {"threads", bw_threads}});
+        else fmt::print("bandwidth: {:.1f} GB/s ({} threads)\n", gbs, bw_threads);
+        std::fflush(stdout);
+    }
+
+    if (!opt.model_path.empty()) {
+        const auto model = ember::Model::load(opt.model_path);
+        ember::SessionParams sp;
+        // one session for both tests: room for the longer one, batches as large as the prompt
+        sp.n_ctx = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt + opt.n_gen, 1));
+        sp.n_batch = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt, 1));
+        sp.n_threads = opt.n_threads;
+        ember::Session session(model, sp);
+        for (const auto& w : session.warnings()) fmt::print(stderr, "ember-bench: warning: {}\n", w);
+
+        uint64_t model_bytes = 0;  // bytes of all tensor data: what one generated token reads
+        for (const auto& t : model->file().tensors()) model_bytes += t.n_bytes;
+        const std::string name = std::filesystem::path(opt.model_path).filename().string();
+        const int32_t threads = session.n_threads();
+        const double params = static_cast<double>(model->info().n_params);
+
+        if (!opt.json) {
+            // "ember X | cpu features: ... | cpu kernels: ...": the first lines of build_info()
+            const std::string info = ember::build_info();
+            std::string head;
+            size_t at = 0;
+            for (int line = 0; line < 3 && at < info.size(); ++line) {
+                size_t nl = info.find('\n', at);
+                if (nl == std::string::npos) nl = info.size();
+                head += (line ? " | " : "") + info.substr(at, nl - at);
+                at = nl + 1;
+            }
+            fmt::print("{}\n\n", head);
+            fmt::print("{}", table_row("model", "size", "params", "threads", "test", "t/s"));
+            fmt::print("| {:-<32} | {:->9}: | {:->9}: | {:->6}: | {:->9}: | {:->19}: |\n", "", "", "", "", "", "");
+            std::fflush(stdout);
+        }
+
+        const auto tokens = random_tokens(*model, static_cast<size_t>(std::max(opt.n_prompt, opt.n_gen)));
+        const std::span<const ember::TokenId> all(tokens);
+        for (const bool pp : {true, false}) {
+            const int64_t n = pp ? opt.n_prompt : opt.n_gen;
+            if (n == 0) continue;
+            Result r{fmt::format("{}{}", pp ? "pp" : "tg", n), n, {}};
+            // untimed warm-up: caches, page faults of the mapping, thread start-up
+            if (pp) run_pp(session, all.first(static_cast<size_t>(std::min<int64_t>(n, 32))));
+            else run_tg(session, all.first(static_cast<size_t>(std::min<int64_t>(n, 4))));
+            for (int64_t i = 0; i < opt.reps; ++i) {
+                const double s = pp ? run_pp(session, all.first(static_cast<size_t>(n)))
+                                    : run_tg(session, all.first(static_cast<size_t>(n)));
+                r.samples.push_back(static_cast<double>(n) / s);
+            }
+            if (opt.json) {
+                out.push_back({{"test", r.test}, {"tokens_per_second", r.mean()}, {"stddev", r.stddev()},
+                               {"n_tokens", n}, {"repetitions", opt.reps}, {"threads", threads}, {"model", name},
+                               {"model_bytes", model_bytes}, {"params", model->info().n_params},
+                               {"samples", r.samples}});
+            } else {
+                fmt::print("{}", table_row(name, fmt::format("{:.2f} GiB", static_cast<double>(model_bytes) / (1 << 30)),
+                                           params >= 1e9 ? fmt::format("{:.2f} B", params / 1e9)
+                                                         : fmt::format("{:.2f} M", params / 1e6),
+                                           std::to_string(threads), r.test,
+                                           fmt::format("{:.2f} ± {:.2f}", r.mean(), r.stddev())));
+                std::fflush(stdout);
+            }
+        }
+    }
+    if (opt.json) fmt::print("{}\n", out.dump(2));
+    return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        BenchOptions opt;
+        if (!parse(argc, argv, opt)) return 0;
+        return run(opt);
+    } catch (const std::exception& e) {  // UsageError, ember::Error, std::bad_alloc, ...
+        fmt::print(stderr, "ember-bench: error: {}\n", e.what());
+    } catch (...) {
+        fmt::print(stderr, "ember-bench: error: unknown exception\n");
+    }
+    return 1;
+}
