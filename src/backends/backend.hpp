@@ -38,6 +38,8 @@ struct RopeParams {
     float corr_low = 0.0f;        // YaRN correction range, in dims
     float corr_high = 0.0f;
     const float* freq_factors = nullptr;  // [n_rot/2] or null (llama 3.1's rope_freqs.weight)
+
+    bool operator==(const RopeParams&) const = default;  // freq_factors by address (model-owned)
 };
 
 enum class KvType { F16, F32 };

@@ -98,7 +98,8 @@ void CpuBackend::matmul_vec(const WeightView& w, const float* x, int64_t n_tok, 
         const uint8_t* rows = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(begin) * w.row_bytes;
         for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
             const int64_t nt = std::min<int64_t>(4, n_tok - t0);
-            k_.matvec(w.type, rows, w.row_bytes, end - begin, K, x + t0 * K, xrows_.data() + t0, nt,
+            const QuantizedRow* xq = xrows_.empty() ? nullptr : xrows_.data() + t0;  // empty: float weights
+            k_.matvec(w.type, rows, w.row_bytes, end - begin, K, x + t0 * K, xq, nt,
                       y + t0 * N + begin, N);
         }
     });
@@ -169,7 +170,38 @@ void CpuBackend::rms_norm(const float* x, const float* weight, int64_t n_tok, in
 void CpuBackend::rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim, const int32_t* pos,
                       const RopeParams& p) {
     const int64_t n_pairs = p.n_rot / 2;
-    // cos/sin of every (token, pair), computed in double
+    // cos/sin of every (token, pair), computed in double; every layer rotates
+    // Q and K at the same positions, so the table is reused while they repeat
+    const bool same = rope_pos_.size() == static_cast<size_t>(n_tok) && std::equal(pos, pos + n_tok, rope_pos_.begin()) &&
+                      p == rope_params_;
+    if (!same) {
+        rope_pos_.clear();  // no key while the table is being filled (an allocation may throw)
+        fill_rope_table(pos, n_tok, p);
+        rope_pos_.assign(pos, pos + n_tok);
+        rope_params_ = p;
+    }
+    const int64_t stride = p.neox ? 1 : 2;            // distance between the first elements of two pairs
+    const int64_t partner = p.neox ? n_pairs : 1;      // distance from a pair's first element to its second
+    // grain 16: a single token's heads rotate on the calling thread (cheaper than a wake-up)
+    pool_.parallel_for(n_tok * n_head, 16, [&](int64_t begin, int64_t end, int) {
+        for (int64_t item = begin; item < end; ++item) {
+            const int64_t t = item / n_head;
+            float* head = x + item * head_dim;
+            const float* cs = rope_cs_.data() + t * n_pairs * 2;
+            for (int64_t i = 0; i < n_pairs; ++i) {
+                float* a = head + i * stride;
+                float* b = a + partner;
+                const float c = cs[2 * i], s = cs[2 * i + 1];
+                const float x0 = *a, x1 = *b;
+                *a = x0 * c - x1 * s;
+                *b = x0 * s + x1 * c;
+            }
+        }
+    });
+}
+
+void CpuBackend::fill_rope_table(const int32_t* pos, int64_t n_tok, const RopeParams& p) {
+    const int64_t n_pairs = p.n_rot / 2;
     if (rope_cs_.size() < static_cast<size_t>(n_tok * n_pairs * 2)) rope_cs_.resize(static_cast<size_t>(n_tok * n_pairs * 2));
     const double yarn_mscale = p.ext_factor != 0.0f ? 1.0 + 0.1 * std::log(1.0 / p.freq_scale) : 1.0;
     for (int64_t t = 0; t < n_tok; ++t) {
@@ -189,23 +221,6 @@ void CpuBackend::rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim,
             rope_cs_[static_cast<size_t>((t * n_pairs + i) * 2 + 1)] = static_cast<float>(std::sin(theta) * mscale);
         }
     }
-    const int64_t stride = p.neox ? 1 : 2;            // distance between the first elements of two pairs
-    const int64_t partner = p.neox ? n_pairs : 1;      // distance from a pair's first element to its second
-    pool_.parallel_for(n_tok * n_head, 8, [&](int64_t begin, int64_t end, int) {
-        for (int64_t item = begin; item < end; ++item) {
-            const int64_t t = item / n_head;
-            float* head = x + item * head_dim;
-            const float* cs = rope_cs_.data() + t * n_pairs * 2;
-            for (int64_t i = 0; i < n_pairs; ++i) {
-                float* a = head + i * stride;
-                float* b = a + partner;
-                const float c = cs[2 * i], s = cs[2 * i + 1];
-                const float x0 = *a, x1 = *b;
-                *a = x0 * c - x1 * s;
-                *b = x0 * s + x1 * c;
-            }
-        }
-    });
 }
 
 void CpuBackend::kv_store(const KvCache& c, int64_t layer, const float* k, const float* v, int64_t pos0,

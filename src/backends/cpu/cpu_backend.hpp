@@ -44,6 +44,7 @@ private:
     void matmul_reference(const WeightView& w, const float* x, int64_t n_tok, float* y);
     void matmul_vec(const WeightView& w, const float* x, int64_t n_tok, float* y);
     void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y);
+    void fill_rope_table(const int32_t* pos, int64_t n_tok, const RopeParams& p);
 
     // Per-thread scratch of at least n floats (grown on first use, then reused).
     float* scratch(int thread, size_t n);
@@ -55,6 +56,8 @@ private:
     std::vector<void*> kv_ptrs_;                          // [2 * n_layer]: K pointers, then V
     std::vector<std::vector<float>> scratch_;             // [n_threads]
     std::vector<float> rope_cs_;                          // [n_tok, n_rot/2, 2]: cos, sin
+    std::vector<int32_t> rope_pos_;                       // the positions and parameters rope_cs_ is for
+    RopeParams rope_params_{};
     // the activation rounded for the integer kernels (matmul_vec), grown, never shrunk
     std::vector<int16_t> xq_;                             // [n_tok, n_in]
     std::vector<float> xd_;                               // [n_tok, n_in / 32]
