@@ -33,19 +33,15 @@ constexpr TensorType kWeightTypes[] = {TensorType::F32,  TensorType::F16,  Tenso
 
 // The SIMD sets this CPU runs; the others are named once on stdout.
 std::vector<const KernelSet*> simd_sets() {
-    std::vector<const KernelSet*> sets;
-    for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Neon}) {
-        if (const KernelSet* k = cpu_kernel_set(isa)) {
-            sets.push_back(k);
-        } else {
-            static bool said[4] = {};
-            if (!said[static_cast<int>(isa)]) {
+    static bool said = false;
+    if (!said) {
+        said = true;
+        for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Neon})
+            if (cpu_kernel_set(isa) == nullptr)
                 std::printf("[kernels] %s set not tested: this CPU or build cannot run it\n", isa_name(isa));
-                said[static_cast<int>(isa)] = true;
-            }
-        }
+        for (const KernelSet* k : runnable_kernel_sets()) std::printf("[kernels] testing the %s set\n", k->name);
     }
-    return sets;
+    return runnable_kernel_sets();
 }
 
 struct Acts {

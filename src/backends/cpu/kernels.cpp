@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -142,7 +143,7 @@ const KernelSet* cpu_kernel_set(Isa isa) {
         case Isa::Avx512: {
 #if defined(__x86_64__)
             const CpuFeatures& f = cpu_features();
-            if (!(f.avx512f && f.avx512bw && f.avx512vl && f.fma && f.f16c)) return nullptr;
+            if (!(f.avx512f && f.avx512bw && f.avx512vl && f.avx2 && f.fma && f.f16c)) return nullptr;
             return f.avx512vnni ? &kAvx512VnniKernels : &kAvx512Kernels;
 #else
             return nullptr;
@@ -156,6 +157,17 @@ const KernelSet* cpu_kernel_set(Isa isa) {
 #endif
     }
     return nullptr;
+}
+
+std::vector<const KernelSet*> runnable_kernel_sets() {
+    std::vector<const KernelSet*> sets;
+    for (Isa isa : {Isa::Avx2, Isa::Avx512, Isa::Neon})
+        if (const KernelSet* k = cpu_kernel_set(isa)) sets.push_back(k);
+#if defined(__x86_64__)
+    // on a VNNI CPU the plain AVX-512 table is runnable too (and what a CPU without VNNI gets)
+    if (cpu_kernel_set(Isa::Avx512) == &kAvx512VnniKernels) sets.push_back(&kAvx512Kernels);
+#endif
+    return sets;
 }
 
 const KernelSet& cpu_kernels() {

@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "ember/types.hpp"
 
@@ -83,6 +84,8 @@ const KernelSet& cpu_kernels();
 // (tests run every non-null set against the scalar one).
 const KernelSet* cpu_kernel_set(Isa isa);
 const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512", "neon"
+// Every SIMD table this CPU runs (also the plain AVX-512 one on a VNNI CPU).
+std::vector<const KernelSet*> runnable_kernel_sets();
 
 // The tables of the per-ISA translation units, compiled for their ISA: only
 // cpu_kernel_set() hands them out, after checking the CPU.

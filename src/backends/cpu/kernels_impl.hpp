@@ -30,7 +30,8 @@ constexpr float kLn2Lo = 1.428606765330187e-06f;
 // e^x for every lane: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6
 // Taylor polynomial (relative error < 2e-7), 2^n from the exponent bits.
 inline V::F vexp(V::F x) {
-    x = V::min(V::max(x, V::set1(-87.0f)), V::set1(88.0f));
+    // clamped so 2^n stays a normal number; the constant goes first so a NaN passes through
+    x = V::min(V::set1(88.0f), V::max(V::set1(-87.0f), x));
     const V::F n = V::round(V::mul(x, V::set1(kLog2e)));
     V::F r = V::fma(n, V::set1(-kLn2Hi), x);
     r = V::fma(n, V::set1(-kLn2Lo), r);
@@ -249,8 +250,10 @@ void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum)
         V::F m = V::abs(V::load(xg));
         for (int j = 1; j < kPer; ++j) m = V::max(m, V::abs(V::load(xg + j * V::kLanes)));
         const float amax = V::hmax(m);
-        const float dg = amax / 32767.0f;
-        const float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        // a group below ~1e-30 rounds to zero (its reciprocal scale would overflow)
+        const bool tiny = !(amax > 1e-30f);
+        const float dg = tiny ? 0.0f : amax / 32767.0f;
+        const float id = tiny ? 0.0f : 32767.0f / amax;
         const V::F iv = V::set1(id);
         int16_t* qg = q + 32 * g;
         for (int j = 0; j < kPer; ++j) V::store_i16(qg + j * V::kLanes, V::mul(V::load(xg + j * V::kLanes), iv));
@@ -435,18 +438,24 @@ struct DecQ45_K {
     };
     static void prepare(const uint8_t* b, State& st) {
         const float d = V::h2f(rd16(b)), dmin = V::h2f(rd16(b + 2));
-        const uint8_t* s = b + 4;
+        // The 12 scale bytes as three little-endian words w0 w1 w2 (byte k of
+        // word i is s[4i + k]); the 6-bit values, four per word:
+        //   sc[0..3] = s[0..3] & 63             sc[4..7] = (s[8..11] & 15) | (s[0..3] >> 6) << 4
+        //   m[0..3]  = s[4..7] & 63             m[4..7]  = (s[8..11] >> 4) | (s[4..7] >> 6) << 4
+        uint32_t w[3];
+        __builtin_memcpy(w, b + 4, 12);
+        const uint32_t lo6 = 0x3f3f3f3fu, lo4 = 0x0f0f0f0fu, lo2 = 0x03030303u;
+        const uint32_t packed[4] = {
+            w[0] & lo6,                                     // sc[0..3]
+            (w[2] & lo4) | (((w[0] >> 6) & lo2) << 4),      // sc[4..7]
+            w[1] & lo6,                                     // m[0..3]
+            ((w[2] >> 4) & lo4) | (((w[1] >> 6) & lo2) << 4),  // m[4..7]
+        };
+        uint8_t v[16];
+        __builtin_memcpy(v, packed, 16);
         for (int j = 0; j < 8; ++j) {
-            int sc, m;
-            if (j < 4) {
-                sc = s[j] & 63;
-                m = s[j + 4] & 63;
-            } else {
-                sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
-                m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-            }
-            st.sc[j] = d * static_cast<float>(sc);
-            st.m[j] = -(dmin * static_cast<float>(m));
+            st.sc[j] = d * static_cast<float>(v[j]);
+            st.m[j] = -(dmin * static_cast<float>(v[8 + j]));
         }
     }
     static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
