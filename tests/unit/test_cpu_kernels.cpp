@@ -46,8 +46,8 @@ std::vector<const KernelSet*> simd_sets() {
 
 struct Acts {
     std::vector<int16_t> q;
-    std::vector<float> d, sum;
-    QuantizedRow row() const { return {q.data(), d.data(), sum.data()}; }
+    std::vector<float> d, sum, sum32;
+    QuantizedRow row() const { return {q.data(), d.data(), sum.data(), sum32.data()}; }
 };
 
 Acts quantize_acts(const KernelSet& k, const float* x, int64_t n) {
@@ -55,7 +55,8 @@ Acts quantize_acts(const KernelSet& k, const float* x, int64_t n) {
     a.q.resize(static_cast<size_t>(n));
     a.d.resize(static_cast<size_t>(n / 32));
     a.sum.resize(static_cast<size_t>(n / 16));
-    k.quantize_row(x, n, a.q.data(), a.d.data(), a.sum.data());
+    a.sum32.resize(static_cast<size_t>(n / 32));
+    k.quantize_row(x, n, a.q.data(), a.d.data(), a.sum.data(), a.sum32.data());
     return a;
 }
 
@@ -91,6 +92,7 @@ TEST_CASE("kernels: activation rounding to 16 bits per group of 32") {
             }
             CHECK(a.sum[static_cast<size_t>(2 * g)] == doctest::Approx(s0).epsilon(1e-5).scale(amax + 1.0f));
             CHECK(a.sum[static_cast<size_t>(2 * g + 1)] == doctest::Approx(s1).epsilon(1e-5).scale(amax + 1.0f));
+            CHECK(a.sum32[static_cast<size_t>(g)] == a.sum[static_cast<size_t>(2 * g)] + a.sum[static_cast<size_t>(2 * g + 1)]);
         }
     }
 }

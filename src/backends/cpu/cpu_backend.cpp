@@ -80,14 +80,16 @@ void CpuBackend::matmul_vec(const WeightView& w, const float* x, int64_t n_tok, 
             xq_.resize(nq);
             xd_.resize(nq / 32);
             xsum_.resize(nq / 16);
+            xsum32_.resize(nq / 32);
         }
         xrows_.resize(static_cast<size_t>(n_tok));
         for (int64_t t = 0; t < n_tok; ++t) {
             int16_t* q = xq_.data() + t * K;
             float* d = xd_.data() + t * (K / 32);
             float* sum = xsum_.data() + t * (K / 16);
-            k_.quantize_row(x + t * K, K, q, d, sum);
-            xrows_[static_cast<size_t>(t)] = QuantizedRow{q, d, sum};
+            float* sum32 = xsum32_.data() + t * (K / 32);
+            k_.quantize_row(x + t * K, K, q, d, sum, sum32);
+            xrows_[static_cast<size_t>(t)] = QuantizedRow{q, d, sum, sum32};
         }
     }
     // one contiguous range of rows per thread: each chunk restarts the

@@ -62,6 +62,7 @@ private:
     std::vector<int16_t> xq_;                             // [n_tok, n_in]
     std::vector<float> xd_;                               // [n_tok, n_in / 32]
     std::vector<float> xsum_;                             // [n_tok, n_in / 16]
+    std::vector<float> xsum32_;                           // [n_tok, n_in / 32]
     std::vector<QuantizedRow> xrows_;                     // [n_tok]
 };
 

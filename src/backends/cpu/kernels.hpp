@@ -33,14 +33,15 @@ struct QuantizedRow {
     const int16_t* q = nullptr;  // [n]: round(x[i] / d[i / 32]), |q| <= 32767
     const float* d = nullptr;    // [n / 32]: amax of the 32 elements / 32767 (0 for an all-zero group)
     const float* sum = nullptr;  // [n / 16]: d * sum of the 16 q values (the group's sum as the kernels see it)
+    const float* sum32 = nullptr;  // [n / 32]: the same per group of 32 (sum[2g] + sum[2g + 1])
 };
 
 struct KernelSet {
     const char* name;  // "scalar", "avx2", "avx512", "avx512-vnni", "neon", "neon-dotprod"
 
     // --- matrix products (all null in the scalar set: the backend's reference path runs) ---
-    // Rounds x[0..n) into q/d/sum (n % 32 == 0), the layout QuantizedRow describes.
-    void (*quantize_row)(const float* x, int64_t n, int16_t* q, float* d, float* sum);
+    // Rounds x[0..n) into q/d/sum/sum32 (n % 32 == 0), the layout QuantizedRow describes.
+    void (*quantize_row)(const float* x, int64_t n, int16_t* q, float* d, float* sum, float* sum32);
     // y[t * ldy + r] = dot(weight row r, token t) for r < n_rows, t < n_tok (1..4).
     // Quantized types read xq[t]; F32/F16/BF16 read the float rows x + t * n.
     void (*matvec)(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n,

@@ -242,7 +242,7 @@ void k_attn_values(float* out, const float* w, const T* rows, size_t stride, int
 
 // ---- activation rounding -------------------------------------------------------
 
-void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum) {
+void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum, float* sum32) {
     static_assert(32 % V::kLanes == 0 || V::kLanes == 32, "a group of 32 is whole vectors");
     constexpr int kPer = 32 / V::kLanes;
     for (int64_t g = 0; g < n / 32; ++g) {
@@ -265,6 +265,7 @@ void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum)
         d[g] = dg;
         sum[2 * g] = dg * static_cast<float>(s0);
         sum[2 * g + 1] = dg * static_cast<float>(s1);
+        sum32[g] = sum[2 * g] + sum[2 * g + 1];
     }
 }
 
@@ -272,7 +273,9 @@ void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum)
 // Each turns chunk j (32 elements) of a block into 32 int8 values and the
 // float factors that give the weights back: w[i] = s * v[i] + m, where s and m
 // are s_lo / m_lo for elements 0..15 of the chunk and s_hi / m_hi for 16..31.
-// kSplit: s_lo and s_hi may differ; kMin: m is not zero.
+// kSplit: s_lo and s_hi may differ; kMin: m is not zero. A decoder with
+// kBlockMin instead leaves m out of its chunks and gives the block's mins
+// (one per chunk, already negated) in State::m, applied once per block.
 
 inline uint16_t rd16(const uint8_t* p) {
     uint16_t v;
@@ -432,7 +435,7 @@ struct DecQ3_K {
 template <bool kFive>
 struct DecQ45_K {
     static constexpr int kBytes = kFive ? 176 : 144, kChunks = 8;
-    static constexpr bool kSplit = false, kMin = true;
+    static constexpr bool kSplit = false, kMin = false, kBlockMin = true;
     struct State {
         float sc[8], m[8];
     };
@@ -469,7 +472,6 @@ struct DecQ45_K {
             c.hi = V::or8(c.hi, V::template shl<4>(V::and8(V::shr_var(V::load16(qh + 16), j), V::set8(1))));
         }
         c.s_lo = c.s_hi = st.sc[j];
-        c.m_lo = c.m_hi = st.m[j];
     }
 };
 
@@ -502,11 +504,19 @@ struct DecQ6_K {
 
 // How far ahead of the block being unpacked the weight stream is prefetched:
 // the hardware prefetcher alone leaves these compute-heavy loops waiting on DRAM.
-constexpr int kPrefetchBytes = 1024;
+constexpr int kPrefetchBytes = 4096;
 
 // NR rows x NT tokens at once: each weight chunk is unpacked once and used NT
 // times; NR rows give the core independent chains to overlap. Accumulators are
 // indexed by constants only, so they stay in registers.
+template <class D>
+constexpr bool block_min() {
+    if constexpr (requires { D::kBlockMin; })
+        return D::kBlockMin;
+    else
+        return false;
+}
+
 template <class D, int NR, int NT>
 inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const QuantizedRow* xq, float* y,
                         int64_t ldy) {
@@ -523,9 +533,12 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
         typename D::State st[NR];
         for (int i = 0; i < NR; ++i) {
             blk[i] = rows + static_cast<size_t>(i) * row_bytes + b * D::kBytes;
-            __builtin_prefetch(blk[i] + kPrefetchBytes);
+            for (int off = 0; off < D::kBytes; off += 64) __builtin_prefetch(blk[i] + kPrefetchBytes + off);
             D::prepare(blk[i], st[i]);
         }
+        // unrolled: shifts and offsets that depend on j become constants, and
+        // the two chunks that share their bytes (low / high nibbles) share the loads
+#pragma GCC unroll 8
         for (int j = 0; j < D::kChunks; ++j) {
             const int64_t c = b * D::kChunks + j;  // the chunk's index in the row
             for (int i = 0; i < NR; ++i) {
@@ -544,6 +557,15 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
                 }
             }
         }
+        if constexpr (block_min<D>()) {
+            for (int i = 0; i < NR; ++i)
+                for (int t = 0; t < NT; ++t) {
+                    const float* xs = xq[t].sum32 + b * D::kChunks;
+                    float m = 0.0f;
+                    for (int j = 0; j < D::kChunks; ++j) m += st[i].m[j] * xs[j];
+                    macc[i][t] += m;
+                }
+        }
     }
     for (int i = 0; i < NR; ++i)
         for (int t = 0; t < NT; ++t) y[t * ldy + i] = V::hsum(acc[i][t]) + macc[i][t];
@@ -552,7 +574,9 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
 template <class D, int NT>
 void matvec_q(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t n, const QuantizedRow* xq, float* y,
               int64_t ldy) {
-    constexpr int NR = NT == 1 ? 2 : 1;
+    // rows per tile for one token (measured on Zen 3): four for the K-quants and
+    // Q8_0, whose blocks carry more scalar work to overlap; two for the 4/5-bit types
+    constexpr int NR = NT > 1 ? 1 : D::kChunks == 8 ? 4 : 2;
     int64_t r = 0;
     for (; r + NR <= n_rows; r += NR)
         matvec_tile<D, NR, NT>(rows + static_cast<size_t>(r) * row_bytes, row_bytes, n, xq, y + r, ldy);
