@@ -1,0 +1,103 @@
+// The NEON kernel set (AArch64 Advanced SIMD, 128-bit; part of every AArch64
+// CPU, so it needs no extra compiler flag and no CPU check). The integer
+// products widen the int8 weights to int16 and multiply them with the 16-bit
+// activations (smull / smlal into int32): the int8 dot-product extension
+// (sdot) would need 8-bit activations, which cost accuracy (kernels.hpp).
+#include <arm_neon.h>
+
+#include <cstdint>
+
+#include "backends/cpu/kernels.hpp"
+
+namespace ember {
+namespace {
+
+struct Neon {
+    using F = float32x4_t;
+    using B = uint8x16_t;  // bytes; sub8 wraps modulo 256, widen reads them as int8
+    struct W {
+        int16x8_t a0, a1, b0, b1;  // elements 0..7, 8..15, 16..23, 24..31 as int16
+    };
+    static constexpr int kLanes = 4;
+    static constexpr int kGemmR = 4, kGemmT = 6;  // 24 accumulators + 6 tokens + 1 weight row of 32 registers
+
+    static F zero() { return vdupq_n_f32(0.0f); }
+    static F set1(float v) { return vdupq_n_f32(v); }
+    static F load(const float* p) { return vld1q_f32(p); }
+    static void store(float* p, F v) { vst1q_f32(p, v); }
+    static F add(F a, F b) { return vaddq_f32(a, b); }
+    static F sub(F a, F b) { return vsubq_f32(a, b); }
+    static F mul(F a, F b) { return vmulq_f32(a, b); }
+    static F div(F a, F b) { return vdivq_f32(a, b); }
+    static F fma(F a, F b, F c) { return vfmaq_f32(c, a, b); }
+    static F max(F a, F b) { return vmaxq_f32(a, b); }
+    static F min(F a, F b) { return vminq_f32(a, b); }
+    static F abs(F a) { return vabsq_f32(a); }
+    static F round(F a) { return vrndnq_f32(a); }  // to nearest, ties to even
+    static F pow2i(F n) {
+        const int32x4_t e = vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127));
+        return vreinterpretq_f32_s32(vshlq_n_s32(e, 23));
+    }
+    static float hsum(F v) { return vaddvq_f32(v); }
+    static float hmax(F v) { return vmaxvq_f32(v); }
+    static F load_f16(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+    static F load_bf16(const uint16_t* p) { return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16)); }
+    static void store_f16(uint16_t* p, F v) {
+        vst1_u16(p, vreinterpret_u16_f16(vcvt_f16_f32(v)));  // FPCR's default mode: nearest even
+    }
+    static void store_i16(int16_t* p, F v) {
+        vst1_s16(p, vqmovn_s32(vcvtnq_s32_f32(v)));  // round to nearest even, narrow with saturation
+    }
+    static float h2f(uint16_t h) {
+        __fp16 f;
+        __builtin_memcpy(&f, &h, 2);
+        return f;
+    }
+
+    static B load16(const void* p) { return vld1q_u8(static_cast<const uint8_t*>(p)); }
+    static B set8(int v) { return vdupq_n_u8(static_cast<uint8_t>(v)); }
+    static B and8(B a, B b) { return vandq_u8(a, b); }
+    static B or8(B a, B b) { return vorrq_u8(a, b); }
+    static B sub8(B a, B b) { return vsubq_u8(a, b); }
+    // each byte on its own (a negative count shifts right): no bits of the next byte enter
+    static B shr_var(B a, int n) { return vshlq_u8(a, vdupq_n_s8(static_cast<int8_t>(-n))); }
+    template <int N>
+    static B shl(B a) {
+        return vshlq_n_u8(a, N);
+    }
+    static B from_u64x2(uint64_t lo, uint64_t hi) {
+        return vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(lo), vcreate_u64(hi)));
+    }
+
+    static W widen(B lo, B hi) {
+        const int8x16_t l = vreinterpretq_s8_u8(lo), h = vreinterpretq_s8_u8(hi);
+        return W{vmovl_s8(vget_low_s8(l)), vmovl_high_s8(l), vmovl_s8(vget_low_s8(h)), vmovl_high_s8(h)};
+    }
+    // The int32 partial sums of w * x over elements 0..15 (first) and 16..31
+    // (second), four lanes each; |sum| <= 16 * 128 * 32767 fits easily.
+    static int32x4_t products(int16x8_t w0, int16x8_t w1, const int16_t* x) {
+        const int16x8_t x0 = vld1q_s16(x), x1 = vld1q_s16(x + 8);
+        int32x4_t p = vmull_s16(vget_low_s16(w0), vget_low_s16(x0));
+        p = vmlal_high_s16(p, w0, x0);
+        p = vmlal_s16(p, vget_low_s16(w1), vget_low_s16(x1));
+        return vmlal_high_s16(p, w1, x1);
+    }
+    static F fma_w(F acc, const W& w, const int16_t* x, float s) {
+        const int32x4_t p = vaddq_s32(products(w.a0, w.a1, x), products(w.b0, w.b1, x + 16));
+        return vfmaq_n_f32(acc, vcvtq_f32_s32(p), s);
+    }
+    static F fma_w2(F acc, const W& w, const int16_t* x, float s0, float s1) {
+        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(products(w.a0, w.a1, x)), s0);
+        return vfmaq_n_f32(acc, vcvtq_f32_s32(products(w.b0, w.b1, x + 16)), s1);
+    }
+};
+
+using V = Neon;
+#include "backends/cpu/kernels_impl.hpp"
+
+}  // namespace
+
+// Constant-initialized: no code of this file runs unless the set is chosen.
+constinit const KernelSet kNeonKernels = make_kernel_set("neon");
+
+}  // namespace ember
