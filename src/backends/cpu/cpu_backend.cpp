@@ -35,7 +35,9 @@ float* CpuBackend::scratch(int thread, size_t n) {
 }
 
 float* CpuBackend::alloc_f32(size_t n) {
-    buffers_.emplace_back(new float[n]());
+    // not zeroed: every op writes its output before it is read, and pages a short
+    // batch never touches stay unmapped (generation uses one row of each)
+    buffers_.emplace_back(new float[n]);
     return buffers_.back().get();
 }
 
