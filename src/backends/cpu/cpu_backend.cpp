@@ -113,7 +113,13 @@ void CpuBackend::matmul_gemm(const WeightView& w, const float* x, int64_t n_tok,
     const int64_t K = w.n_in;
     const int64_t N = w.n_out;
     // a panel of rows as floats that stays in L2 (~128 KiB) while every token passes over it
-    const int64_t panel = std::clamp<int64_t>((32768 / std::max<int64_t>(K, 1)) / 4 * 4, 4, 64);
+    int64_t panel = std::clamp<int64_t>((32768 / std::max<int64_t>(K, 1)) / 4 * 4, 4, 64);
+    // then as many panels as a multiple of the thread count, of near-equal size (a
+    // leftover panel would leave one thread idle at the end of every product)
+    const int64_t threads = pool_.size();
+    const int64_t per_round = threads * panel;
+    const int64_t n_panels = (N + per_round - 1) / per_round * threads;
+    panel = std::max<int64_t>(4, ((N + n_panels - 1) / n_panels + 3) / 4 * 4);
     const bool f32 = w.type == TensorType::F32;
     pool_.parallel_for(N, panel, [&](int64_t begin, int64_t end, int thread) {
         float* tile = f32 ? nullptr : scratch(thread, static_cast<size_t>(panel * K));
