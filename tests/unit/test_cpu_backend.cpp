@@ -239,7 +239,10 @@ TEST_CASE("cpu backend: causal grouped-query attention over an F32 and an F16 ca
         c.v_width = n_head_kv * hdv;
         be.alloc_kv(&c);
         // fill positions 0..29 of layer 1 in two batches, then attend for the last 7 tokens
-        const int64_t n_total = 30, n_new = 7;
+        // (query heads grouped per KV head) or the last one (a head per work item)
+        const int64_t n_total = 30;
+        for (int64_t n_new : {int64_t{7}, int64_t{1}}) {
+        CAPTURE(n_new);
         const std::vector<float> k = randn(static_cast<size_t>(n_total * c.k_width), 21);
         const std::vector<float> v = randn(static_cast<size_t>(n_total * c.v_width), 22);
         be.kv_store(c, 1, k.data(), v.data(), 0, n_total - n_new);
@@ -271,6 +274,7 @@ TEST_CASE("cpu backend: causal grouped-query attention over an F32 and an F16 ca
                 }
             }
         CHECK(rel_err(out, want) < (type == KvType::F32 ? 1e-6 : 2e-3));
+        }
         }
     }
 }

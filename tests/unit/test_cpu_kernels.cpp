@@ -228,34 +228,45 @@ TEST_CASE("kernels: vector ops match the scalar set, lengths with and without a 
     }
 }
 
-TEST_CASE("kernels: attention scores and weighted values over strided F16 and F32 rows") {
+TEST_CASE("kernels: attention scores and weighted values for 1..6 queries over strided F16 and F32 rows") {
     const KernelSet& ref = *cpu_kernel_set(Isa::Scalar);
     for (const KernelSet* k : simd_sets()) {
         const std::string set = k->name;
         CAPTURE(set);
         for (int64_t dim : {int64_t{8}, int64_t{64}, int64_t{80}, int64_t{13}}) {  // strips, whole vectors, tails
-            const int64_t n = 37;
-            const size_t stride = static_cast<size_t>(dim * 3);  // rows of a 3-head cache
-            const std::vector<float> rows = randn(stride * n, 12), q = randn(static_cast<size_t>(dim), 13);
-            std::vector<uint16_t> rows16(rows.size());
-            ref.to_f16(rows.data(), rows16.data(), static_cast<int64_t>(rows.size()));
-            const std::vector<float> w = randn(static_cast<size_t>(n), 14);
-            CAPTURE(dim);
-            std::vector<float> s1(static_cast<size_t>(n)), s2(static_cast<size_t>(n));
-            k->attn_scores_f16(s1.data(), q.data(), rows16.data() + dim, stride, n, dim, 0.125f);
-            ref.attn_scores_f16(s2.data(), q.data(), rows16.data() + dim, stride, n, dim, 0.125f);
-            for (int64_t j = 0; j < n; ++j) REQUIRE(s1[j] == doctest::Approx(s2[j]).epsilon(1e-5).scale(1.0));
-            k->attn_scores_f32(s1.data(), q.data(), rows.data() + dim, stride, n, dim, 0.125f);
-            ref.attn_scores_f32(s2.data(), q.data(), rows.data() + dim, stride, n, dim, 0.125f);
-            for (int64_t j = 0; j < n; ++j) REQUIRE(s1[j] == doctest::Approx(s2[j]).epsilon(1e-5).scale(1.0));
+            for (int64_t nq : {int64_t{1}, int64_t{3}, int64_t{6}}) {               // one group, a split group
+                CAPTURE(dim);
+                CAPTURE(nq);
+                const int64_t n = 37, ld = n + 5;
+                const size_t stride = static_cast<size_t>(dim * 3);  // rows of a 3-head cache
+                const std::vector<float> rows = randn(stride * n, 12);
+                const std::vector<float> q = randn(static_cast<size_t>(nq * (dim + 2)), 13);  // ldq = dim + 2
+                std::vector<uint16_t> rows16(rows.size());
+                ref.to_f16(rows.data(), rows16.data(), static_cast<int64_t>(rows.size()));
+                const std::vector<float> w = randn(static_cast<size_t>(nq * ld), 14);
+                std::vector<float> s1(static_cast<size_t>(nq * ld)), s2(s1.size());
+                auto same = [](const std::vector<float>& a, const std::vector<float>& b, int64_t rows_, int64_t cols,
+                               int64_t lda) {
+                    for (int64_t i = 0; i < rows_; ++i)
+                        for (int64_t j = 0; j < cols; ++j)
+                            REQUIRE(a[i * lda + j] == doctest::Approx(b[i * lda + j]).epsilon(1e-5).scale(1.0));
+                };
+                k->attn_scores_f16(s1.data(), ld, q.data(), dim + 2, nq, rows16.data() + dim, stride, n, dim, 0.125f);
+                ref.attn_scores_f16(s2.data(), ld, q.data(), dim + 2, nq, rows16.data() + dim, stride, n, dim, 0.125f);
+                same(s1, s2, nq, n, ld);
+                k->attn_scores_f32(s1.data(), ld, q.data(), dim + 2, nq, rows.data() + dim, stride, n, dim, 0.125f);
+                ref.attn_scores_f32(s2.data(), ld, q.data(), dim + 2, nq, rows.data() + dim, stride, n, dim, 0.125f);
+                same(s1, s2, nq, n, ld);
 
-            std::vector<float> o1(static_cast<size_t>(dim), -7.0f), o2(static_cast<size_t>(dim), 3.0f);
-            k->attn_values_f16(o1.data(), w.data(), rows16.data() + 2 * dim, stride, n, dim);
-            ref.attn_values_f16(o2.data(), w.data(), rows16.data() + 2 * dim, stride, n, dim);
-            for (int64_t d = 0; d < dim; ++d) REQUIRE(o1[d] == doctest::Approx(o2[d]).epsilon(1e-5).scale(1.0));
-            k->attn_values_f32(o1.data(), w.data(), rows.data() + 2 * dim, stride, n, dim);
-            ref.attn_values_f32(o2.data(), w.data(), rows.data() + 2 * dim, stride, n, dim);
-            for (int64_t d = 0; d < dim; ++d) REQUIRE(o1[d] == doctest::Approx(o2[d]).epsilon(1e-5).scale(1.0));
+                const int64_t ldo = dim + 1;
+                std::vector<float> o1(static_cast<size_t>(nq * ldo), -7.0f), o2(o1.size(), 3.0f);
+                k->attn_values_f16(o1.data(), ldo, w.data(), ld, nq, rows16.data() + 2 * dim, stride, n, dim);
+                ref.attn_values_f16(o2.data(), ldo, w.data(), ld, nq, rows16.data() + 2 * dim, stride, n, dim);
+                same(o1, o2, nq, dim, ldo);
+                k->attn_values_f32(o1.data(), ldo, w.data(), ld, nq, rows.data() + 2 * dim, stride, n, dim);
+                ref.attn_values_f32(o2.data(), ldo, w.data(), ld, nq, rows.data() + 2 * dim, stride, n, dim);
+                same(o1, o2, nq, dim, ldo);
+            }
         }
     }
 }

@@ -249,37 +249,48 @@ void CpuBackend::kv_store(const KvCache& c, int64_t layer, const float* k, const
 void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
                            const AttnParams& p, float* out) {
     const int64_t gqa = p.n_head / p.n_head_kv;
+    // The query heads that share a KV head read its cached rows once, as a group,
+    // when that still leaves the threads several items each; else one head per item.
+    const int64_t group = n_tok * p.n_head_kv >= 4 * static_cast<int64_t>(pool_.size()) ? gqa : 1;
+    const int64_t groups_per_tok = p.n_head / group;
     const bool f16 = c.type == KvType::F16;
     const size_t elt = f16 ? 2 : 4;
     const uint8_t* kbase = static_cast<const uint8_t*>(c.k[layer]);
     const uint8_t* vbase = static_cast<const uint8_t*>(c.v[layer]);
-    pool_.parallel_for(n_tok * p.n_head, 1, [&](int64_t begin, int64_t end, int thread) {
-        float* scores = scratch(thread, static_cast<size_t>(pos0 + n_tok));
+    const int64_t n_max = pos0 + n_tok;
+    pool_.parallel_for(n_tok * groups_per_tok, 1, [&](int64_t begin, int64_t end, int thread) {
+        float* scores = scratch(thread, static_cast<size_t>(group * n_max + group));  // [group, n_max]
+        float* inv = scores + group * n_max;  // [group]: 1 / softmax denominator per query
         for (int64_t item = begin; item < end; ++item) {
-            const int64_t t = item / p.n_head;
-            const int64_t h = item % p.n_head;
-            const int64_t kvh = h / gqa;
+            const int64_t t = item / groups_per_tok;
+            const int64_t h0 = (item % groups_per_tok) * group;  // first query head of the group
+            const int64_t kvh = h0 / gqa;
             const int64_t n_kv = pos0 + t + 1;  // causal: positions 0 ..= pos0 + t
-            const float* qh = q + t * p.n_head * p.head_dim_k + h * p.head_dim_k;
+            const float* qh = q + t * p.n_head * p.head_dim_k + h0 * p.head_dim_k;  // [group, head_dim_k]
+            float* oh = out + t * p.n_head * p.head_dim_v + h0 * p.head_dim_v;      // [group, head_dim_v]
             // row j of this head's keys / values: [n_ctx, width] rows, the head at column kvh * head_dim
             const uint8_t* k0 = kbase + static_cast<size_t>(kvh * p.head_dim_k) * elt;
             const uint8_t* v0 = vbase + static_cast<size_t>(kvh * p.head_dim_v) * elt;
             if (f16)
-                k_.attn_scores_f16(scores, qh, reinterpret_cast<const uint16_t*>(k0), c.k_width, n_kv, p.head_dim_k,
-                                   p.scale);
+                k_.attn_scores_f16(scores, n_max, qh, p.head_dim_k, group, reinterpret_cast<const uint16_t*>(k0),
+                                   c.k_width, n_kv, p.head_dim_k, p.scale);
             else
-                k_.attn_scores_f32(scores, qh, reinterpret_cast<const float*>(k0), c.k_width, n_kv, p.head_dim_k,
-                                   p.scale);
-            float mx = -INFINITY;
-            for (int64_t j = 0; j < n_kv; ++j) mx = std::max(mx, scores[j]);
-            const float sum = k_.exp_sum(scores, n_kv, mx);
-            float* oh = out + t * p.n_head * p.head_dim_v + h * p.head_dim_v;
+                k_.attn_scores_f32(scores, n_max, qh, p.head_dim_k, group, reinterpret_cast<const float*>(k0),
+                                   c.k_width, n_kv, p.head_dim_k, p.scale);
+            for (int64_t i = 0; i < group; ++i) {
+                float* si = scores + i * n_max;
+                float mx = -INFINITY;
+                for (int64_t j = 0; j < n_kv; ++j) mx = std::max(mx, si[j]);
+                inv[i] = 1.0f / k_.exp_sum(si, n_kv, mx);
+            }
             if (f16)
-                k_.attn_values_f16(oh, scores, reinterpret_cast<const uint16_t*>(v0), c.v_width, n_kv, p.head_dim_v);
+                k_.attn_values_f16(oh, p.head_dim_v, scores, n_max, group, reinterpret_cast<const uint16_t*>(v0),
+                                   c.v_width, n_kv, p.head_dim_v);
             else
-                k_.attn_values_f32(oh, scores, reinterpret_cast<const float*>(v0), c.v_width, n_kv, p.head_dim_v);
-            const float inv = 1.0f / sum;
-            for (int64_t d = 0; d < p.head_dim_v; ++d) oh[d] *= inv;
+                k_.attn_values_f32(oh, p.head_dim_v, scores, n_max, group, reinterpret_cast<const float*>(v0),
+                                   c.v_width, n_kv, p.head_dim_v);
+            for (int64_t i = 0; i < group; ++i)
+                for (int64_t d = 0; d < p.head_dim_v; ++d) oh[i * p.head_dim_v + d] *= inv[i];
         }
     });
 }

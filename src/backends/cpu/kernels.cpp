@@ -77,16 +77,22 @@ float exp_sum(float* s, int64_t n, float max) {
 }
 
 template <class T, float (*Dot)(const float*, const T*, int64_t)>
-void attn_scores(float* s, const float* q, const T* rows, size_t stride, int64_t n, int64_t dim, float scale) {
-    for (int64_t j = 0; j < n; ++j) s[j] = Dot(q, rows + static_cast<size_t>(j) * stride, dim) * scale;
+void attn_scores(float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const T* rows, size_t stride,
+                 int64_t n, int64_t dim, float scale) {
+    for (int64_t i = 0; i < nq; ++i)
+        for (int64_t j = 0; j < n; ++j) s[i * lds + j] = Dot(q + i * ldq, rows + static_cast<size_t>(j) * stride, dim) * scale;
 }
 
 float dot_f32_rev(const float* a, const float* b, int64_t n) { return dot_f32(b, a, n); }
 
 template <class T, void (*Axpy)(float*, float, const T*, int64_t)>
-void attn_values(float* out, const float* w, const T* rows, size_t stride, int64_t n, int64_t dim) {
-    for (int64_t d = 0; d < dim; ++d) out[d] = 0.0f;
-    for (int64_t j = 0; j < n; ++j) Axpy(out, w[j], rows + static_cast<size_t>(j) * stride, dim);
+void attn_values(float* out, int64_t ldo, const float* w, int64_t ldw, int64_t nq, const T* rows, size_t stride,
+                 int64_t n, int64_t dim) {
+    for (int64_t i = 0; i < nq; ++i) {
+        float* o = out + i * ldo;
+        for (int64_t d = 0; d < dim; ++d) o[d] = 0.0f;
+        for (int64_t j = 0; j < n; ++j) Axpy(o, w[i * ldw + j], rows + static_cast<size_t>(j) * stride, dim);
+    }
 }
 
 const KernelSet kScalar = {

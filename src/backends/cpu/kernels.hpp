@@ -63,14 +63,18 @@ struct KernelSet {
     void (*add)(float* y, const float* x, int64_t n);                                  // y += x
     // s[i] = exp(s[i] - max) for i < n; returns their sum.
     float (*exp_sum)(float* s, int64_t n, float max);
-    // Attention over n cached rows (row j at rows + j * stride elements, dim wide):
-    //   scores: s[j] = scale * dot(q, row j);  values: out[0..dim) = sum_j w[j] * row j
-    void (*attn_scores_f16)(float* s, const float* q, const uint16_t* rows, size_t stride, int64_t n, int64_t dim,
-                            float scale);
-    void (*attn_scores_f32)(float* s, const float* q, const float* rows, size_t stride, int64_t n, int64_t dim,
-                            float scale);
-    void (*attn_values_f16)(float* out, const float* w, const uint16_t* rows, size_t stride, int64_t n, int64_t dim);
-    void (*attn_values_f32)(float* out, const float* w, const float* rows, size_t stride, int64_t n, int64_t dim);
+    // Attention of nq query heads that share one KV head, over n cached rows (row j
+    // at rows + j * stride elements, dim wide), each row read once for all queries:
+    //   scores: s[i * lds + j] = scale * dot(q + i * ldq, row j)
+    //   values: out[i * ldo + d] = sum_j w[i * ldw + j] * row j [d]
+    void (*attn_scores_f16)(float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const uint16_t* rows,
+                            size_t stride, int64_t n, int64_t dim, float scale);
+    void (*attn_scores_f32)(float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const float* rows,
+                            size_t stride, int64_t n, int64_t dim, float scale);
+    void (*attn_values_f16)(float* out, int64_t ldo, const float* w, int64_t ldw, int64_t nq, const uint16_t* rows,
+                            size_t stride, int64_t n, int64_t dim);
+    void (*attn_values_f32)(float* out, int64_t ldo, const float* w, int64_t ldw, int64_t nq, const float* rows,
+                            size_t stride, int64_t n, int64_t dim);
 };
 
 enum class Isa { Scalar, Avx2, Avx512, Neon };

@@ -190,53 +190,92 @@ inline float to_float(T v) {
         return v;
 }
 
-template <class T>
-void k_attn_scores(float* s, const float* q, const T* rows, size_t stride, int64_t n, int64_t dim, float scale) {
+// NQ queries against each row: the row is loaded (and converted) once.
+template <int NQ, class T>
+void attn_scores_nq(float* s, int64_t lds, const float* q, int64_t ldq, const T* rows, size_t stride, int64_t n,
+                    int64_t dim, float scale) {
     for (int64_t j = 0; j < n; ++j) {
         const T* r = rows + static_cast<size_t>(j) * stride;
-        V::F acc0 = V::zero(), acc1 = V::zero();
+        V::F acc[NQ];
+        for (int i = 0; i < NQ; ++i) acc[i] = V::zero();
         int64_t d = 0;
-        for (; d + 2 * V::kLanes <= dim; d += 2 * V::kLanes) {
-            acc0 = V::fma(V::load(q + d), load_row(r + d), acc0);
-            acc1 = V::fma(V::load(q + d + V::kLanes), load_row(r + d + V::kLanes), acc1);
+        for (; d + V::kLanes <= dim; d += V::kLanes) {
+            const V::F kv = load_row(r + d);
+            for (int i = 0; i < NQ; ++i) acc[i] = V::fma(V::load(q + i * ldq + d), kv, acc[i]);
         }
-        for (; d + V::kLanes <= dim; d += V::kLanes) acc0 = V::fma(V::load(q + d), load_row(r + d), acc0);
-        float v = V::hsum(V::add(acc0, acc1));
-        for (; d < dim; ++d) v += q[d] * to_float(r[d]);
-        s[j] = v * scale;
+        for (int i = 0; i < NQ; ++i) {
+            float v = V::hsum(acc[i]);
+            for (int64_t dd = d; dd < dim; ++dd) v += q[i * ldq + dd] * to_float(r[dd]);
+            s[i * lds + j] = v * scale;
+        }
     }
 }
 
-// out = sum_j w[j] * row j, a strip of 4 vectors at a time kept in registers
-// over all rows (no load and store of out per row).
 template <class T>
-void k_attn_values(float* out, const float* w, const T* rows, size_t stride, int64_t n, int64_t dim) {
-    constexpr int64_t kStrip = 4 * V::kLanes;
-    int64_t d0 = 0;
-    for (; d0 + kStrip <= dim; d0 += kStrip) {
-        V::F a0 = V::zero(), a1 = V::zero(), a2 = V::zero(), a3 = V::zero();
-        for (int64_t j = 0; j < n; ++j) {
-            const T* r = rows + static_cast<size_t>(j) * stride + d0;
-            const V::F wj = V::set1(w[j]);
-            a0 = V::fma(wj, load_row(r), a0);
-            a1 = V::fma(wj, load_row(r + V::kLanes), a1);
-            a2 = V::fma(wj, load_row(r + 2 * V::kLanes), a2);
-            a3 = V::fma(wj, load_row(r + 3 * V::kLanes), a3);
+void k_attn_scores(float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const T* rows, size_t stride,
+                   int64_t n, int64_t dim, float scale) {
+    for (int64_t i0 = 0; i0 < nq; i0 += 4) {
+        float* si = s + i0 * lds;
+        const float* qi = q + i0 * ldq;
+        switch (nq - i0 < 4 ? nq - i0 : 4) {
+            case 1: attn_scores_nq<1>(si, lds, qi, ldq, rows, stride, n, dim, scale); break;
+            case 2: attn_scores_nq<2>(si, lds, qi, ldq, rows, stride, n, dim, scale); break;
+            case 3: attn_scores_nq<3>(si, lds, qi, ldq, rows, stride, n, dim, scale); break;
+            default: attn_scores_nq<4>(si, lds, qi, ldq, rows, stride, n, dim, scale); break;
         }
-        V::store(out + d0, a0);
-        V::store(out + d0 + V::kLanes, a1);
-        V::store(out + d0 + 2 * V::kLanes, a2);
-        V::store(out + d0 + 3 * V::kLanes, a3);
     }
-    for (; d0 + V::kLanes <= dim; d0 += V::kLanes) {
-        V::F a = V::zero();
-        for (int64_t j = 0; j < n; ++j) a = V::fma(V::set1(w[j]), load_row(rows + static_cast<size_t>(j) * stride + d0), a);
-        V::store(out + d0, a);
+}
+
+// out[i] = sum_j w[i][j] * row j for NQ queries, a strip of S vectors of every
+// output kept in registers over all rows (each row strip loaded once).
+template <int NQ, int S, class T>
+void attn_values_strip(float* out, int64_t ldo, const float* w, int64_t ldw, const T* rows, size_t stride, int64_t n,
+                       int64_t d0) {
+    V::F acc[NQ][S];
+    for (int i = 0; i < NQ; ++i)
+        for (int k = 0; k < S; ++k) acc[i][k] = V::zero();
+    for (int64_t j = 0; j < n; ++j) {
+        const T* r = rows + static_cast<size_t>(j) * stride + d0;
+        V::F kv[S];
+        for (int k = 0; k < S; ++k) kv[k] = load_row(r + k * V::kLanes);
+        for (int i = 0; i < NQ; ++i) {
+            const V::F wv = V::set1(w[i * ldw + j]);
+            for (int k = 0; k < S; ++k) acc[i][k] = V::fma(wv, kv[k], acc[i][k]);
+        }
     }
-    for (; d0 < dim; ++d0) {
-        float a = 0.0f;
-        for (int64_t j = 0; j < n; ++j) a += w[j] * to_float(rows[static_cast<size_t>(j) * stride + static_cast<size_t>(d0)]);
-        out[d0] = a;
+    for (int i = 0; i < NQ; ++i)
+        for (int k = 0; k < S; ++k) V::store(out + i * ldo + d0 + k * V::kLanes, acc[i][k]);
+}
+
+template <int NQ, class T>
+void attn_values_nq(float* out, int64_t ldo, const float* w, int64_t ldw, const T* rows, size_t stride, int64_t n,
+                    int64_t dim) {
+    constexpr int S = NQ == 1 ? 4 : 2;  // NQ x S accumulators
+    int64_t d0 = 0;
+    for (; d0 + S * V::kLanes <= dim; d0 += S * V::kLanes)
+        attn_values_strip<NQ, S>(out, ldo, w, ldw, rows, stride, n, d0);
+    for (; d0 + V::kLanes <= dim; d0 += V::kLanes) attn_values_strip<NQ, 1>(out, ldo, w, ldw, rows, stride, n, d0);
+    for (; d0 < dim; ++d0)
+        for (int i = 0; i < NQ; ++i) {
+            float a = 0.0f;
+            for (int64_t j = 0; j < n; ++j)
+                a += w[i * ldw + j] * to_float(rows[static_cast<size_t>(j) * stride + static_cast<size_t>(d0)]);
+            out[i * ldo + d0] = a;
+        }
+}
+
+template <class T>
+void k_attn_values(float* out, int64_t ldo, const float* w, int64_t ldw, int64_t nq, const T* rows, size_t stride,
+                   int64_t n, int64_t dim) {
+    for (int64_t i0 = 0; i0 < nq; i0 += 4) {
+        float* oi = out + i0 * ldo;
+        const float* wi = w + i0 * ldw;
+        switch (nq - i0 < 4 ? nq - i0 : 4) {
+            case 1: attn_values_nq<1>(oi, ldo, wi, ldw, rows, stride, n, dim); break;
+            case 2: attn_values_nq<2>(oi, ldo, wi, ldw, rows, stride, n, dim); break;
+            case 3: attn_values_nq<3>(oi, ldo, wi, ldw, rows, stride, n, dim); break;
+            default: attn_values_nq<4>(oi, ldo, wi, ldw, rows, stride, n, dim); break;
+        }
     }
 }
 
