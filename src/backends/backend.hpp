@@ -82,6 +82,13 @@ public:
     virtual void get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) = 0;
     // y[t, :] = w * x[t, :].   x: [n_tok, w.n_in], y: [n_tok, w.n_out]
     virtual void matmul(const WeightView& w, const float* x, int64_t n_tok, float* y) = 0;
+    // Several products of one input (Q/K/V, gate/up): ys[i] = ws[i] * x, all ws[i]
+    // with the same n_in. A backend may run them as one pass (the input converted
+    // once, one dispatch); by default each is a matmul.
+    virtual void matmul_shared(const WeightView* const* ws, float* const* ys, int count, const float* x,
+                               int64_t n_tok) {
+        for (int i = 0; i < count; ++i) matmul(*ws[i], x, n_tok, ys[i]);
+    }
     // y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight.   x, y: [n_tok, n] (may alias)
     virtual void rms_norm(const float* x, const float* weight, int64_t n_tok, int64_t n, float eps, float* y) = 0;
     // Rotates the first n_rot dims of every head in place.   x: [n_tok, n_head * head_dim]

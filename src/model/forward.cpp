@@ -81,9 +81,9 @@ void forward(const Model::Impl& m, Backend& be, const KvCache& cache, ForwardBuf
 
         // attention: x += wo * attention(rope(wq h), rope(wk h), wv h),  h = rmsnorm(x)
         be.rms_norm(buf.x, L.attn_norm, n_tok, d, eps, buf.h);
-        be.matmul(L.wq, buf.h, n_tok, buf.q);
-        be.matmul(L.wk, buf.h, n_tok, buf.k);
-        be.matmul(L.wv, buf.h, n_tok, buf.v);
+        const WeightView* qkv_w[3] = {&L.wq, &L.wk, &L.wv};
+        float* qkv[3] = {buf.q, buf.k, buf.v};
+        be.matmul_shared(qkv_w, qkv, 3, buf.h, n_tok);  // q = wq h, k = wk h, v = wv h
         be.rope(buf.q, n_tok, hp.n_head, hp.head_dim_k, buf.pos.data(), rope);
         be.rope(buf.k, n_tok, hp.n_head_kv, hp.head_dim_k, buf.pos.data(), rope);
         be.kv_store(cache, il, buf.k, buf.v, pos0, n_tok);
@@ -93,8 +93,9 @@ void forward(const Model::Impl& m, Backend& be, const KvCache& cache, ForwardBuf
 
         // feed-forward (SwiGLU): x += w_down * (silu(w_gate h) * (w_up h)),  h = rmsnorm(x)
         be.rms_norm(buf.x, L.ffn_norm, n_tok, d, eps, buf.h);
-        be.matmul(L.w_gate, buf.h, n_tok, buf.gate);
-        be.matmul(L.w_up, buf.h, n_tok, buf.up);
+        const WeightView* gate_up_w[2] = {&L.w_gate, &L.w_up};
+        float* gate_up[2] = {buf.gate, buf.up};
+        be.matmul_shared(gate_up_w, gate_up, 2, buf.h, n_tok);  // gate = w_gate h, up = w_up h
         be.swiglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
         be.matmul(L.w_down, buf.gate, n_tok, buf.o);
         be.add(buf.x, buf.o, n_tok * d);

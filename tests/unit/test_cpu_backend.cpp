@@ -278,3 +278,39 @@ TEST_CASE("cpu backend: causal grouped-query attention over an F32 and an F16 ca
         }
     }
 }
+
+TEST_CASE("cpu backend: matmul_shared equals one matmul per weight (mixed types and sizes, 1 and 40 tokens)") {
+    const int64_t n_in = 256;
+    const TensorType types[3] = {TensorType::Q4_K, TensorType::Q6_K, TensorType::F16};
+    const int64_t n_out[3] = {37, 8, 21};
+    std::vector<std::vector<uint8_t>> data(3);
+    WeightView ws[3];
+    for (int i = 0; i < 3; ++i) {
+        const std::vector<float> wf = randn(static_cast<size_t>(n_in * n_out[i]), 40 + i);
+        const size_t rb = static_cast<size_t>(*row_bytes(types[i], n_in));
+        data[i].resize(rb * n_out[i]);
+        for (int64_t r = 0; r < n_out[i]; ++r) quantize_row(types[i], wf.data() + r * n_in, data[i].data() + r * rb, n_in);
+        ws[i] = WeightView{types[i], n_in, n_out[i], rb, data[i].data(), "w"};
+    }
+    for (const KernelSet* k : kernel_sets())
+        for (int threads : {1, 3})
+            for (int64_t n_tok : {1, 3, 40}) {
+                const std::string set = k->name;
+                CAPTURE(set);
+                CAPTURE(threads);
+                CAPTURE(n_tok);
+                CpuBackend be(threads, k);
+                const std::vector<float> x = randn(static_cast<size_t>(n_tok * n_in), 9);
+                std::vector<float> shared[3], single[3];
+                float* ys[3];
+                const WeightView* wp[3] = {&ws[0], &ws[1], &ws[2]};
+                for (int i = 0; i < 3; ++i) {
+                    shared[i].assign(static_cast<size_t>(n_tok * n_out[i]), -1.0f);
+                    single[i].assign(shared[i].size(), -2.0f);
+                    ys[i] = shared[i].data();
+                    be.matmul(ws[i], x.data(), n_tok, single[i].data());
+                }
+                be.matmul_shared(wp, ys, 3, x.data(), n_tok);
+                for (int i = 0; i < 3; ++i) CHECK(shared[i] == single[i]);
+            }
+}

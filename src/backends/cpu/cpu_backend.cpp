@@ -67,44 +67,70 @@ void CpuBackend::get_rows(const WeightView& w, const int32_t* ids, int64_t n, fl
 }
 
 void CpuBackend::matmul(const WeightView& w, const float* x, int64_t n_tok, float* y) {
-    if (k_.matvec == nullptr) return matmul_reference(w, x, n_tok, y);
-    if (n_tok < kGemmMinTokens) return matmul_vec(w, x, n_tok, y);
-    matmul_gemm(w, x, n_tok, y);
+    const WeightView* ws[1] = {&w};
+    float* ys[1] = {y};
+    matmul_shared(ws, ys, 1, x, n_tok);
 }
 
-void CpuBackend::matmul_vec(const WeightView& w, const float* x, int64_t n_tok, float* y) {
-    const int64_t K = w.n_in;
-    const int64_t N = w.n_out;
-    if (type_info(w.type).quantized) {
-        // [n_tok, K] rounded to 16 bits per group of 32 (K is a multiple of the block size)
-        const size_t nq = static_cast<size_t>(n_tok * K);
-        if (xq_.size() < nq) {
-            xq_.resize(nq);
-            xd_.resize(nq / 32);
-            xsum_.resize(nq / 16);
-            xsum32_.resize(nq / 32);
-        }
-        xrows_.resize(static_cast<size_t>(n_tok));
-        for (int64_t t = 0; t < n_tok; ++t) {
-            int16_t* q = xq_.data() + t * K;
-            float* d = xd_.data() + t * (K / 32);
-            float* sum = xsum_.data() + t * (K / 16);
-            float* sum32 = xsum32_.data() + t * (K / 32);
-            k_.quantize_row(x + t * K, K, q, d, sum, sum32);
-            xrows_[static_cast<size_t>(t)] = QuantizedRow{q, d, sum, sum32};
-        }
+void CpuBackend::matmul_shared(const WeightView* const* ws, float* const* ys, int count, const float* x,
+                               int64_t n_tok) {
+    if (k_.matvec != nullptr && n_tok < kGemmMinTokens) return matmul_vec(ws, ys, count, x, n_tok);
+    for (int i = 0; i < count; ++i) {
+        if (k_.matvec == nullptr)
+            matmul_reference(*ws[i], x, n_tok, ys[i]);
+        else
+            matmul_gemm(*ws[i], x, n_tok, ys[i]);
     }
+}
+
+// x [n_tok, K] rounded to 16 bits per group of 32 into xrows_ (K is a multiple of
+// every quantized type's block size)
+void CpuBackend::quantize_input(const float* x, int64_t n_tok, int64_t K) {
+    const size_t nq = static_cast<size_t>(n_tok * K);
+    if (xq_.size() < nq) {
+        xq_.resize(nq);
+        xd_.resize(nq / 32);
+        xsum_.resize(nq / 16);
+        xsum32_.resize(nq / 32);
+    }
+    xrows_.resize(static_cast<size_t>(n_tok));
+    for (int64_t t = 0; t < n_tok; ++t) {
+        int16_t* q = xq_.data() + t * K;
+        float* d = xd_.data() + t * (K / 32);
+        float* sum = xsum_.data() + t * (K / 16);
+        float* sum32 = xsum32_.data() + t * (K / 32);
+        k_.quantize_row(x + t * K, K, q, d, sum, sum32);
+        xrows_[static_cast<size_t>(t)] = QuantizedRow{q, d, sum, sum32};
+    }
+}
+
+void CpuBackend::matmul_vec(const WeightView* const* ws, float* const* ys, int count, const float* x,
+                            int64_t n_tok) {
+    const int64_t K = ws[0]->n_in;
+    bool any_quantized = false;
+    int64_t total = 0;  // rows of all the products, one after the other
+    for (int i = 0; i < count; ++i) {
+        any_quantized = any_quantized || type_info(ws[i]->type).quantized;
+        total += ws[i]->n_out;
+    }
+    if (any_quantized) quantize_input(x, n_tok, K);
     // one contiguous range of rows per thread: each chunk restarts the
     // prefetchers on a new stream, and a token step is too short to re-balance
     const int64_t threads = pool_.size();
-    const int64_t grain = std::max<int64_t>(4, (N + threads - 1) / threads);
-    pool_.parallel_for(N, grain, [&](int64_t begin, int64_t end, int) {
-        const uint8_t* rows = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(begin) * w.row_bytes;
-        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
-            const int64_t nt = std::min<int64_t>(4, n_tok - t0);
-            const QuantizedRow* xq = xrows_.empty() ? nullptr : xrows_.data() + t0;  // empty: float weights
-            k_.matvec(w.type, rows, w.row_bytes, end - begin, K, x + t0 * K, xq, nt,
-                      y + t0 * N + begin, N);
+    const int64_t grain = std::max<int64_t>(4, (total + threads - 1) / threads);
+    pool_.parallel_for(total, grain, [&](int64_t begin, int64_t end, int) {
+        int64_t first = 0;  // index of product i's first row in the combined range
+        for (int i = 0; i < count && first < end; first += ws[i]->n_out, ++i) {
+            const WeightView& w = *ws[i];
+            const int64_t lo = std::max(begin, first) - first, hi = std::min(end, first + w.n_out) - first;
+            if (lo >= hi) continue;
+            const uint8_t* rows = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(lo) * w.row_bytes;
+            const bool q = type_info(w.type).quantized;
+            for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+                const int64_t nt = std::min<int64_t>(4, n_tok - t0);
+                k_.matvec(w.type, rows, w.row_bytes, hi - lo, K, x + t0 * K, q ? xrows_.data() + t0 : nullptr, nt,
+                          ys[i] + t0 * w.n_out + lo, w.n_out);
+            }
         }
     });
 }

@@ -30,6 +30,8 @@ public:
 
     void get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) override;
     void matmul(const WeightView& w, const float* x, int64_t n_tok, float* y) override;
+    void matmul_shared(const WeightView* const* ws, float* const* ys, int count, const float* x,
+                       int64_t n_tok) override;
     void rms_norm(const float* x, const float* weight, int64_t n_tok, int64_t n, float eps, float* y) override;
     void rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim, const int32_t* pos,
               const RopeParams& p) override;
@@ -42,7 +44,8 @@ public:
 
 private:
     void matmul_reference(const WeightView& w, const float* x, int64_t n_tok, float* y);
-    void matmul_vec(const WeightView& w, const float* x, int64_t n_tok, float* y);
+    void matmul_vec(const WeightView* const* ws, float* const* ys, int count, const float* x, int64_t n_tok);
+    void quantize_input(const float* x, int64_t n_tok, int64_t K);
     void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y);
     void fill_rope_table(const int32_t* pos, int64_t n_tok, const RopeParams& p);
 
