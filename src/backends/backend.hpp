@@ -75,8 +75,22 @@ public:
     virtual float* alloc_f32(size_t n) = 0;
     // Allocates cache->k / cache->v for the shape and type already set in *cache.
     virtual void alloc_kv(KvCache* cache) = 0;
-    // Copies n floats from a backend buffer to host memory.
+    // Copies n floats from a backend buffer to host memory (waits for the
+    // backend's pending work first).
     virtual void to_host(const float* src, float* dst, size_t n) = 0;
+    // Copies n floats from host memory into a backend buffer.
+    virtual void from_host(const float* src, float* dst, size_t n) = 0;
+
+    // The forward pass brackets the ops it runs on this backend for one batch
+    // (one stage of layers, see model/forward.cpp) with begin_step/end_step;
+    // to_host/from_host come only outside such a bracket. A GPU backend may
+    // record the ops of a step and replay them as one graph (CUDA graphs); all
+    // pointers passed between the two calls stay valid until end_step returns.
+    virtual void begin_step(int64_t n_tok) { (void)n_tok; }
+    virtual void end_step() {}
+    // Called instead of end_step when an exception (cancellation, an error)
+    // leaves a step: the backend discards what it recorded. Must not throw.
+    virtual void abort_step() noexcept {}
 
     // out[i, :] = row ids[i] of w, dequantized.   out: [n, w.n_in]
     virtual void get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) = 0;

@@ -59,6 +59,10 @@ void CpuBackend::to_host(const float* src, float* dst, size_t n) {
     if (src != dst) std::memcpy(dst, src, n * sizeof(float));
 }
 
+void CpuBackend::from_host(const float* src, float* dst, size_t n) {
+    if (src != dst) std::memcpy(dst, src, n * sizeof(float));
+}
+
 void CpuBackend::get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) {
     for (int64_t i = 0; i < n; ++i) {
         const uint8_t* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(ids[i]) * w.row_bytes;

@@ -27,6 +27,7 @@ public:
     float* alloc_f32(size_t n) override;
     void alloc_kv(KvCache* cache) override;
     void to_host(const float* src, float* dst, size_t n) override;
+    void from_host(const float* src, float* dst, size_t n) override;
 
     void get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) override;
     void matmul(const WeightView& w, const float* x, int64_t n_tok, float* y) override;
