@@ -115,9 +115,14 @@ typedef struct ember_model ember_model;
 
 typedef struct ember_model_params {
     size_t struct_size;   /* sizeof(ember_model_params); set by ember_model_params_init */
-    int32_t n_gpu_layers; /* layers to run on a GPU; default 0. Negative:
-                             EMBER_ERR_INVALID_ARGUMENT. ember runs on the CPU only so
-                             far: a positive count is EMBER_ERR_UNSUPPORTED */
+    int32_t n_gpu_layers; /* layers to run on the GPU, counted from the last one
+                             (the output head too when all layers are); default 0;
+                             more than the model has = all. Negative:
+                             EMBER_ERR_INVALID_ARGUMENT. A positive count in a build
+                             without CUDA is EMBER_ERR_UNSUPPORTED; with no usable
+                             device, EMBER_ERR_BACKEND with the CUDA message; weights
+                             that do not fit, EMBER_ERR_OUT_OF_MEMORY naming the
+                             count that fits */
 } ember_model_params;
 
 /* Fills *params with the defaults. struct_size is sizeof(*params) as the

@@ -24,8 +24,13 @@
 namespace ember {
 
 struct ModelParams {
-    // Layers to run on the GPU (counted from the last layer). ember has only
-    // the CPU backend so far: anything but 0 is Unsupported with a message.
+    // Layers to run on the GPU, counted from the last layer: 0 = all on the
+    // CPU; N = the last N layers (their weights copied to the device at load,
+    // their KV cache on the device); N >= the layer count = every layer and the
+    // output head. The token embedding stays in host memory. Errors: a build
+    // without CUDA is Unsupported; no usable device (or driver) is Backend with
+    // the CUDA message; weights that do not fit are OutOfMemory naming the
+    // count that does.
     int32_t n_gpu_layers = 0;
 };
 

@@ -157,6 +157,49 @@ void bind_weights(Model::Impl& m) {
     b.check_all_used();
 }
 
+// Plans the CPU/GPU split and copies the offloaded weights to the device.
+void offload_weights(Model::Impl& m, int32_t n_gpu_layers, const GpuInfo& gpu) {
+    m.offload = plan_offload(m.w, m.hp, n_gpu_layers);
+    if (!m.offload.any()) return;
+    const OffloadPlan& plan = m.offload;
+    try {
+        check_plan_fits(plan, m.w, m.hp, gpu.free_bytes, gpu.name);
+        m.device = make_gpu_weights();
+        DeviceWeights& dev = *m.device;
+        const int64_t d = m.hp.n_embd;
+        auto matrix = [&](const WeightView& v) {
+            WeightView g = v;
+            const std::string what(v.name);
+            g.data = dev.upload(v.data, v.row_bytes * static_cast<size_t>(v.n_out), what.c_str());
+            return g;
+        };
+        auto vector = [&](const float* v, int64_t n, const char* what) {
+            return static_cast<const float*>(dev.upload(v, static_cast<size_t>(n) * sizeof(float), what));
+        };
+        m.w_gpu.layers.resize(m.w.layers.size());
+        for (int32_t il = plan.first_gpu_layer; il < plan.n_layer; ++il) {
+            const LayerWeights& h = m.w.layers[static_cast<size_t>(il)];
+            LayerWeights& g = m.w_gpu.layers[static_cast<size_t>(il)];
+            g.attn_norm = vector(h.attn_norm, d, "attn_norm");
+            g.wq = matrix(h.wq);
+            g.wk = matrix(h.wk);
+            g.wv = matrix(h.wv);
+            g.wo = matrix(h.wo);
+            g.ffn_norm = vector(h.ffn_norm, d, "ffn_norm");
+            g.w_gate = matrix(h.w_gate);
+            g.w_up = matrix(h.w_up);
+            g.w_down = matrix(h.w_down);
+        }
+        if (plan.head_on_gpu) {
+            m.w_gpu.output_norm = vector(m.w.output_norm, d, "output_norm.weight");
+            m.w_gpu.output = matrix(m.w.output);
+        }
+        if (m.w.rope_freqs) m.w_gpu.rope_freqs = vector(m.w.rope_freqs, m.hp.rope_dim / 2, "rope_freqs.weight");
+    } catch (const Error& e) {
+        throw Error(e.code(), fmt::format("Model::load('{}'): n_gpu_layers is {}: {}", m.path, n_gpu_layers, e.what()));
+    }
+}
+
 }  // namespace
 
 std::shared_ptr<const Model> Model::load(const std::string& path, const ModelParams& params) {
@@ -164,21 +207,26 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
         throw Error(ErrorCode::InvalidArgument,
                     fmt::format("Model::load: n_gpu_layers is {}; it must be >= 0 (0 = run on the CPU)",
                                 params.n_gpu_layers));
-    if (params.n_gpu_layers > 0)
-        throw Error(ErrorCode::Unsupported,
-                    fmt::format("Model::load: n_gpu_layers is {}, but this build of ember has no GPU backend yet; "
-                                "use 0 (-ngl 0) to run on the CPU",
-                                params.n_gpu_layers));
+    GpuInfo gpu;
+    if (params.n_gpu_layers > 0) {  // before the file is mapped: a build or machine without a GPU says so first
+        try {
+            gpu = gpu_probe();
+        } catch (const Error& e) {
+            throw Error(e.code(),
+                        fmt::format("Model::load('{}'): n_gpu_layers is {}: {}", path, params.n_gpu_layers, e.what()));
+        }
+    }
     gguf::File file = gguf::File::open(path);
     Hparams hp0 = hparams_from_gguf(file);
     Tokenizer tok = Tokenizer::from_gguf(file);
-    auto impl = std::unique_ptr<Impl>(new Impl{path, std::move(file), std::move(hp0), std::move(tok), {}, {}, {}, {}});
+    auto impl = std::unique_ptr<Impl>(new Impl{path, std::move(file), std::move(hp0), std::move(tok), {}, {}, {}, {}, {}, {}, {}});
     if (impl->tokenizer.size() > impl->hp.n_vocab)
         throw Error(ErrorCode::InvalidFile,
                     fmt::format("GGUF file '{}': the tokenizer has {} tokens but the model only {} embedding rows",
                                 path, impl->tokenizer.size(), impl->hp.n_vocab));
     impl->chat_template = impl->file.get_or<std::string>("tokenizer.chat_template", "");
     bind_weights(*impl);
+    offload_weights(*impl, params.n_gpu_layers, gpu);
 
     ModelInfo& info = impl->info;
     const Hparams& hp = impl->hp;

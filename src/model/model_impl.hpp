@@ -3,34 +3,17 @@
 // shape. Shared read-only by the forward pass of every session.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "backends/backend.hpp"
+#include "backends/gpu.hpp"
 #include "ember/model.hpp"
 #include "model/hparams.hpp"
+#include "model/offload.hpp"
+#include "model/weights.hpp"
 
 namespace ember {
-
-struct LayerWeights {
-    const float* attn_norm = nullptr;  // [n_embd]
-    WeightView wq;                     // [n_head * head_dim_k] x [n_embd]   (n_out x n_in)
-    WeightView wk;                     // [n_head_kv * head_dim_k] x [n_embd]
-    WeightView wv;                     // [n_head_kv * head_dim_v] x [n_embd]
-    WeightView wo;                     // [n_embd] x [n_head * head_dim_v]
-    const float* ffn_norm = nullptr;   // [n_embd]
-    WeightView w_gate;                 // [n_ff] x [n_embd]
-    WeightView w_up;                   // [n_ff] x [n_embd]
-    WeightView w_down;                 // [n_embd] x [n_ff]
-};
-
-struct Weights {
-    WeightView token_embd;               // [n_vocab] x [n_embd]: one row per token
-    const float* output_norm = nullptr;  // [n_embd]
-    WeightView output;                   // [n_vocab] x [n_embd]; token_embd when tied
-    const float* rope_freqs = nullptr;   // [rope_dim / 2] or null: per-pair frequency divisors
-    std::vector<LayerWeights> layers;    // [n_layer]
-};
 
 struct Model::Impl {
     std::string path;
@@ -42,6 +25,13 @@ struct Model::Impl {
     Weights w;
     // 1-D tensors (norms, rope_freqs) converted to F32 when stored otherwise: [tensor][n]
     std::vector<std::vector<float>> owned_f32;
+    // GPU offload (ModelParams::n_gpu_layers): the split, the device copies of
+    // the offloaded weights, and `w` with device addresses for the layers
+    // [offload.first_gpu_layer, n_layer), the head when offload.head_on_gpu,
+    // and rope_freqs. Empty when nothing is offloaded.
+    OffloadPlan offload;
+    std::unique_ptr<DeviceWeights> device;
+    Weights w_gpu;
 };
 
 }  // namespace ember

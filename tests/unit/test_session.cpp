@@ -221,8 +221,7 @@ TEST_CASE("model: missing, foreign, inconsistent and unsupported files are refus
 
     const std::string ok = write_tiny("ok.gguf");
     error_of([&] { Model::load(ok, {.n_gpu_layers = -1}); }, ErrorCode::InvalidArgument);
-    msg = error_of([&] { Model::load(ok, {.n_gpu_layers = 4}); }, ErrorCode::Unsupported);
-    CHECK(contains(msg, "n_gpu_layers"));
+    // n_gpu_layers > 0 without a GPU: test_offload.cpp
 }
 
 TEST_CASE("session: absurd parameters and inputs are InvalidArgument naming what is wrong; nothing changes") {
