@@ -3,17 +3,20 @@
 #include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <optional>
 
 #include "ember/error.hpp"
 
 namespace ember {
 
-ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_batch) {
+ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_batch, bool embed_only) {
     ForwardBuffers b;
     const auto n = static_cast<size_t>(n_batch);
     b.n_batch = n_batch;
     b.n_logit_rows = std::min<int64_t>(n_batch, 32);
     b.x = be.alloc_f32(n * hp.n_embd);
+    b.pos.resize(n);
+    if (embed_only) return b;
     b.h = be.alloc_f32(n * hp.n_embd);
     b.q = be.alloc_f32(n * hp.n_head * hp.head_dim_k);
     b.k = be.alloc_f32(n * hp.n_embd_k_gqa());
@@ -23,7 +26,6 @@ ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_b
     b.gate = be.alloc_f32(n * hp.n_ff);
     b.up = be.alloc_f32(n * hp.n_ff);
     b.logits = be.alloc_f32(static_cast<size_t>(b.n_logit_rows) * hp.n_vocab);
-    b.pos.resize(n);
     return b;
 }
 
@@ -52,63 +54,127 @@ RopeParams rope_params(const Hparams& hp, const float* freq_factors) {
     return p;
 }
 
-void forward(const Model::Impl& m, Backend& be, const KvCache& cache, ForwardBuffers& buf, const int32_t* tokens,
-             int64_t n_tok, int64_t pos0, bool all_logits, float* logits_out, const std::atomic<bool>* cancel) {
+namespace {
+
+// Calls be.end_step() when the ops of a step are done; if an exception leaves
+// the step (cancellation, a backend error), abort_step() discards it instead.
+class StepGuard {
+public:
+    StepGuard(Backend& be, int64_t n_tok) : be_(be) { be_.begin_step(n_tok); }
+    ~StepGuard() {
+        if (open_) be_.abort_step();
+    }
+    StepGuard(const StepGuard&) = delete;
+    StepGuard& operator=(const StepGuard&) = delete;
+    void end() {
+        open_ = false;
+        be_.end_step();
+    }
+
+private:
+    Backend& be_;
+    bool open_ = true;
+};
+
+}  // namespace
+
+void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t* tokens, int64_t n_tok,
+             int64_t pos0, bool all_logits, float* logits_out, const std::atomic<bool>* cancel,
+             std::vector<float>& staging) {
     const Hparams& hp = m.hp;
-    const Weights& w = m.w;
     const int64_t d = hp.n_embd;
     const float eps = hp.norm_eps;
-    if (n_tok <= 0 || n_tok > buf.n_batch)
-        throw Error(ErrorCode::Internal, "forward: batch of " + std::to_string(n_tok) + " tokens (buffers hold " +
-                                             std::to_string(buf.n_batch) + ")");
+    if (stages.empty()) throw Error(ErrorCode::Internal, "forward: no stages");
+    for (const Stage& st : stages)
+        if (n_tok <= 0 || n_tok > st.buf->n_batch)
+            throw Error(ErrorCode::Internal, "forward: batch of " + std::to_string(n_tok) + " tokens (buffers hold " +
+                                                 std::to_string(st.buf->n_batch) + ")");
 
-    for (int64_t t = 0; t < n_tok; ++t) buf.pos[static_cast<size_t>(t)] = static_cast<int32_t>(pos0 + t);
-    const RopeParams rope = rope_params(hp, w.rope_freqs);
     AttnParams ap;
     ap.n_head = static_cast<int32_t>(hp.n_head);
     ap.n_head_kv = static_cast<int32_t>(hp.n_head_kv);
     ap.head_dim_k = static_cast<int32_t>(hp.head_dim_k);
     ap.head_dim_v = static_cast<int32_t>(hp.head_dim_v);
     ap.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim_k));
-
-    // x: [n_tok, n_embd] -- the residual stream every block reads and adds to
-    be.get_rows(w.token_embd, tokens, n_tok, buf.x);
-
-    for (int64_t il = 0; il < static_cast<int64_t>(hp.n_layer); ++il) {
+    auto cancelled = [&] {
         if (cancel && cancel->load(std::memory_order_relaxed))
             throw Error(ErrorCode::Cancelled, "evaluation cancelled by Session::cancel()");
-        const LayerWeights& L = w.layers[static_cast<size_t>(il)];
+    };
 
-        // attention: x += wo * attention(rope(wq h), rope(wk h), wv h),  h = rmsnorm(x)
-        be.rms_norm(buf.x, L.attn_norm, n_tok, d, eps, buf.h);
-        const WeightView* qkv_w[3] = {&L.wq, &L.wk, &L.wv};
-        float* qkv[3] = {buf.q, buf.k, buf.v};
-        be.matmul_shared(qkv_w, qkv, 3, buf.h, n_tok);  // q = wq h, k = wk h, v = wv h
-        be.rope(buf.q, n_tok, hp.n_head, hp.head_dim_k, buf.pos.data(), rope);
-        be.rope(buf.k, n_tok, hp.n_head_kv, hp.head_dim_k, buf.pos.data(), rope);
-        be.kv_store(cache, il, buf.k, buf.v, pos0, n_tok);
-        be.attention(cache, il, buf.q, n_tok, pos0, ap, buf.attn);
-        be.matmul(L.wo, buf.attn, n_tok, buf.o);
-        be.add(buf.x, buf.o, n_tok * d);
+    for (size_t si = 0; si < stages.size(); ++si) {
+        const Stage& st = stages[si];
+        Backend& be = *st.be;
+        ForwardBuffers& buf = *st.buf;
+        const Weights& w = *st.w;
+        const bool last = si + 1 == stages.size();
+        if (si > 0) {  // the residual stream crosses to this stage's backend
+            const Stage& prev = stages[si - 1];
+            if (prev.buf->x != buf.x) {
+                const size_t n = static_cast<size_t>(n_tok * d);
+                if (staging.size() < n) staging.resize(n);
+                prev.be->to_host(prev.buf->x, staging.data(), n);
+                be.from_host(staging.data(), buf.x, n);
+            }
+        }
+        if (si > 0 && st.first_layer == st.end_layer && !last) continue;
 
-        // feed-forward (SwiGLU): x += w_down * (silu(w_gate h) * (w_up h)),  h = rmsnorm(x)
-        be.rms_norm(buf.x, L.ffn_norm, n_tok, d, eps, buf.h);
-        const WeightView* gate_up_w[2] = {&L.w_gate, &L.w_up};
-        float* gate_up[2] = {buf.gate, buf.up};
-        be.matmul_shared(gate_up_w, gate_up, 2, buf.h, n_tok);  // gate = w_gate h, up = w_up h
-        be.swiglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
-        be.matmul(L.w_down, buf.gate, n_tok, buf.o);
-        be.add(buf.x, buf.o, n_tok * d);
+        for (int64_t t = 0; t < n_tok; ++t) buf.pos[static_cast<size_t>(t)] = static_cast<int32_t>(pos0 + t);
+        const RopeParams rope = rope_params(hp, w.rope_freqs);
+        StepGuard step(be, n_tok);
+        // x: [n_tok, n_embd] -- the residual stream every block reads and adds to; the
+        // embedding is looked up in host memory, so the first stage is the CPU's
+        if (si == 0) be.get_rows(m.w.token_embd, tokens, n_tok, buf.x);
+        for (int64_t il = st.first_layer; il < st.end_layer; ++il) {
+            cancelled();
+            const LayerWeights& L = w.layers[static_cast<size_t>(il)];
+            const int64_t cl = il - st.first_layer;  // the layer's index in this stage's cache
+
+            // attention: x += wo * attention(rope(wq h), rope(wk h), wv h),  h = rmsnorm(x)
+            be.rms_norm(buf.x, L.attn_norm, n_tok, d, eps, buf.h);
+            const WeightView* qkv_w[3] = {&L.wq, &L.wk, &L.wv};
+            float* qkv[3] = {buf.q, buf.k, buf.v};
+            be.matmul_shared(qkv_w, qkv, 3, buf.h, n_tok);  // q = wq h, k = wk h, v = wv h
+            be.rope(buf.q, n_tok, hp.n_head, hp.head_dim_k, buf.pos.data(), rope);
+            be.rope(buf.k, n_tok, hp.n_head_kv, hp.head_dim_k, buf.pos.data(), rope);
+            be.kv_store(*st.cache, cl, buf.k, buf.v, pos0, n_tok);
+            be.attention(*st.cache, cl, buf.q, n_tok, pos0, ap, buf.attn);
+            be.matmul(L.wo, buf.attn, n_tok, buf.o);
+            be.add(buf.x, buf.o, n_tok * d);
+
+            // feed-forward (SwiGLU): x += w_down * (silu(w_gate h) * (w_up h)),  h = rmsnorm(x)
+            be.rms_norm(buf.x, L.ffn_norm, n_tok, d, eps, buf.h);
+            const WeightView* gate_up_w[2] = {&L.w_gate, &L.w_up};
+            float* gate_up[2] = {buf.gate, buf.up};
+            be.matmul_shared(gate_up_w, gate_up, 2, buf.h, n_tok);  // gate = w_gate h, up = w_up h
+            be.swiglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
+            be.matmul(L.w_down, buf.gate, n_tok, buf.o);
+            be.add(buf.x, buf.o, n_tok * d);
+        }
+        if (!last) {
+            step.end();
+            continue;
+        }
+
+        // output head: logits = output * rmsnorm(x), for the rows asked for, in chunks;
+        // the first chunk is part of the layers' step, later ones are steps of their own
+        const int64_t first = all_logits ? 0 : n_tok - 1;
+        for (int64_t r = first; r < n_tok; r += buf.n_logit_rows) {
+            const int64_t nr = std::min(buf.n_logit_rows, n_tok - r);
+            std::optional<StepGuard> chunk_step;
+            if (r != first) chunk_step.emplace(be, nr);
+            be.rms_norm(buf.x + r * d, w.output_norm, nr, d, eps, buf.h);
+            be.matmul(w.output, buf.h, nr, buf.logits);
+            if (chunk_step) chunk_step->end(); else step.end();
+            be.to_host(buf.logits, logits_out + (r - first) * hp.n_vocab, static_cast<size_t>(nr) * hp.n_vocab);
+        }
     }
+}
 
-    // output head: logits = output * rmsnorm(x), for the rows asked for, in chunks
-    const int64_t first = all_logits ? 0 : n_tok - 1;
-    for (int64_t r = first; r < n_tok; r += buf.n_logit_rows) {
-        const int64_t nr = std::min(buf.n_logit_rows, n_tok - r);
-        be.rms_norm(buf.x + r * d, w.output_norm, nr, d, eps, buf.h);
-        be.matmul(w.output, buf.h, nr, buf.logits);
-        be.to_host(buf.logits, logits_out + (r - first) * hp.n_vocab, static_cast<size_t>(nr) * hp.n_vocab);
-    }
+void forward(const Model::Impl& m, Backend& be, const KvCache& cache, ForwardBuffers& buf, const int32_t* tokens,
+             int64_t n_tok, int64_t pos0, bool all_logits, float* logits_out, const std::atomic<bool>* cancel) {
+    const Stage st{&be, &m.w, &cache, &buf, 0, static_cast<int64_t>(m.hp.n_layer)};
+    std::vector<float> staging;
+    forward(m, std::span<const Stage>(&st, 1), tokens, n_tok, pos0, all_logits, logits_out, cancel, staging);
 }
 
 }  // namespace ember

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "backends/backend.hpp"
@@ -29,17 +30,40 @@ struct ForwardBuffers {
     std::vector<int32_t> pos;  // [n_batch] host: position of each token of the batch
 };
 
-ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_batch);
+// Allocates the buffers for batches of up to n_batch tokens. With
+// embed_only, only `x` (a stage that looks up the token embedding and hands it
+// to the next backend, e.g. the CPU in front of a fully offloaded model).
+ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_batch, bool embed_only = false);
 
 // RoPE settings from the hyperparameters (scaling, YaRN correction dims) and
 // the optional per-pair frequency factors.
 RopeParams rope_params(const Hparams& hp, const float* freq_factors);
 
-// Runs n_tok tokens (n_tok <= buf.n_batch) at positions pos0, pos0+1, ...
-// through the model, writing their K/V rows into the cache. Stores logits in
+// One backend's share of the forward pass: layers [first_layer, end_layer)
+// with the weights in `w` (host or device addresses, whichever `be` runs on),
+// their KV cache (cache layer 0 is first_layer), and the backend's buffers.
+struct Stage {
+    Backend* be = nullptr;
+    const Weights* w = nullptr;
+    const KvCache* cache = nullptr;
+    ForwardBuffers* buf = nullptr;
+    int64_t first_layer = 0;
+    int64_t end_layer = 0;
+};
+
+// Runs n_tok tokens (n_tok <= every stage's n_batch) at positions pos0,
+// pos0+1, ... through the model: the token embedding is looked up on the first
+// stage (host weights), the stages run their layers in order with the residual
+// stream copied across at each change of backend, and the last stage runs the
+// output head. K/V rows go into each stage's cache. Stores logits in
 // logits_out (host memory): the last token's row [n_vocab], or with all_logits
 // one row per token [n_tok, n_vocab]. Throws Error(Cancelled) between layers
-// once *cancel is set.
+// once *cancel is set. `staging` is host scratch for the crossings.
+void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t* tokens, int64_t n_tok,
+             int64_t pos0, bool all_logits, float* logits_out, const std::atomic<bool>* cancel,
+             std::vector<float>& staging);
+
+// The single-backend case: every layer and the head on `be`, host weights.
 void forward(const Model::Impl& m, Backend& be, const KvCache& cache, ForwardBuffers& buf, const int32_t* tokens,
              int64_t n_tok, int64_t pos0, bool all_logits, float* logits_out, const std::atomic<bool>* cancel);
 

@@ -11,6 +11,7 @@
 #include <new>
 
 #include "backends/cpu/cpu_backend.hpp"
+#include "backends/gpu.hpp"
 #include "ember/error.hpp"
 #include "model/forward.hpp"
 #include "tokenizer/unicode.hpp"
@@ -64,9 +65,14 @@ struct Session::Impl {
     uint32_t n_ctx = 0;
     uint32_t n_batch = 0;
     std::vector<std::string> warnings;
-    std::unique_ptr<CpuBackend> backend;
-    KvCache cache;
+    std::unique_ptr<CpuBackend> backend;  // the token embedding, the CPU's layers, the head unless offloaded
+    KvCache cache;                        // the CPU's layers
     ForwardBuffers buf;
+    std::unique_ptr<Backend> gpu;         // the offloaded layers (Model::Impl::offload), or null
+    KvCache gpu_cache;
+    ForwardBuffers gpu_buf;
+    std::vector<Stage> stages;            // the forward pass's split over the two
+    std::vector<float> staging;           // host copy of the residual stream where it crosses
     // [n_past] the session's tokens. The first n_evaluated have their K/V in
     // the cache; the rest are pending (generate's last sampled token, or a
     // cancelled eval's tail) and go through the model at the next eval.
@@ -109,15 +115,22 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     s.n_batch = std::min(params.n_batch, s.n_ctx);
     const int n_threads = params.n_threads == 0 ? ThreadPool::hardware_threads() : params.n_threads;
 
-    s.cache.type = params.kv_type == KvCacheType::F32 ? KvType::F32 : KvType::F16;
-    s.cache.n_ctx = s.n_ctx;
-    s.cache.n_layer = hp.n_layer;
-    s.cache.k_width = hp.n_embd_k_gqa();
-    s.cache.v_width = hp.n_embd_v_gqa();
+    const OffloadPlan& plan = s.m->offload;
+    const int64_t n_cpu_layers = plan.first_gpu_layer;
+    auto describe = [&](KvCache& c, int64_t n_layer) {
+        c.type = params.kv_type == KvCacheType::F32 ? KvType::F32 : KvType::F16;
+        c.n_ctx = s.n_ctx;
+        c.n_layer = n_layer;
+        c.k_width = hp.n_embd_k_gqa();
+        c.v_width = hp.n_embd_v_gqa();
+    };
+    describe(s.cache, n_cpu_layers);
+    describe(s.gpu_cache, plan.n_gpu_layers);
     try {
         s.backend = std::make_unique<CpuBackend>(n_threads);
         s.backend->alloc_kv(&s.cache);
-        s.buf = alloc_forward_buffers(*s.backend, hp, s.n_batch);
+        // with every layer and the head offloaded the CPU only looks up the token embedding
+        s.buf = alloc_forward_buffers(*s.backend, hp, s.n_batch, n_cpu_layers == 0 && plan.head_on_gpu);
         s.logits.resize(hp.n_vocab);
         s.tokens.reserve(s.n_ctx);
     } catch (const std::bad_alloc&) {
@@ -127,6 +140,15 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
                     fmt::format("Session: out of memory allocating the KV cache ({:.0f} MiB for n_ctx {}) and "
                                 "buffers for n_batch {}; lower n_ctx or n_batch",
                                 kv_mib, s.n_ctx, s.n_batch));
+    }
+    s.stages.push_back({s.backend.get(), &s.m->w, &s.cache, &s.buf, 0, n_cpu_layers});
+    if (plan.any()) {
+        // device memory errors come back as Error(Backend) with the CUDA message
+        s.gpu = make_gpu_backend();
+        s.gpu->alloc_kv(&s.gpu_cache);
+        s.gpu_buf = alloc_forward_buffers(*s.gpu, hp, s.n_batch);
+        s.stages.push_back({s.gpu.get(), &s.m->w_gpu, &s.gpu_cache, &s.gpu_buf, n_cpu_layers, plan.n_layer});
+        if (!plan.head_on_gpu) s.stages.push_back({s.backend.get(), &s.m->w, &s.cache, &s.buf, plan.n_layer, plan.n_layer});
     }
 }
 
@@ -168,8 +190,8 @@ void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
         while (n_evaluated < tokens.size()) {
             const size_t n = std::min<size_t>(n_batch, tokens.size() - n_evaluated);
             float* out = want_all ? all_logits.data() + (n_evaluated - start) * n_vocab : logits.data();
-            forward(*m, *backend, cache, buf, tokens.data() + n_evaluated, static_cast<int64_t>(n),
-                    static_cast<int64_t>(n_evaluated), want_all, out, &cancel);
+            forward(*m, stages, tokens.data() + n_evaluated, static_cast<int64_t>(n),
+                    static_cast<int64_t>(n_evaluated), want_all, out, &cancel, staging);
             n_evaluated += n;
         }
     } catch (...) {
