@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -43,6 +44,7 @@ struct BenchOptions {
     int64_t n_gen = 128;     // -n: tokens of the tg test (0 = skip)
     int64_t reps = 3;        // -r: timed repetitions per test
     int32_t n_threads = 0;   // -t: 0 = ember's default (one per core)
+    int32_t n_gpu_layers = 0;  // -ngl: layers offloaded to the GPU
     bool json = false;       // --json: a JSON array on stdout instead of the table
     bool bandwidth = false;  // --bandwidth: measure memory read bandwidth too
 };
@@ -52,7 +54,7 @@ constexpr int64_t kMaxReps = 1000;
 constexpr int64_t kMaxThreads = 1024;
 
 std::string help() {
-    return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [--json]\n"
+    return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [-ngl N] [--json]\n"
            "       ember-bench --bandwidth [-t N] [--json]\n"
            "Measures prompt processing (ppN: N tokens in one batch from an empty cache) and\n"
            "generation (tgN: N single-token evaluations from an empty cache) in tokens/s,\n"
@@ -62,6 +64,7 @@ std::string help() {
            "  -n, --n-gen N         tokens of the tg test (default 128; 0 skips it)\n"
            "  -r, --repetitions N   timed repetitions of each test (default 3)\n"
            "  -t, --threads N       threads (default 0 = one per core)\n"
+           "  -ngl, --n-gpu-layers N  layers to run on the GPU, counted from the last (default 0)\n"
            "  --json                print a JSON array of results on stdout instead of the table\n"
            "  --bandwidth           measure memory read bandwidth (sums a 1 GiB float buffer,\n"
            "                        best of 5 passes); -m is then optional\n"
@@ -80,6 +83,8 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
         else if (f == "-n" || f == "--n-gen") opt.n_gen = int_value(0, kMaxTokens);
         else if (f == "-r" || f == "--repetitions") opt.reps = int_value(1, kMaxReps);
         else if (f == "-t" || f == "--threads") opt.n_threads = static_cast<int32_t>(int_value(0, kMaxThreads));
+        else if (f == "-ngl" || f == "--n-gpu-layers")
+            opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
         else if (f == "--json") opt.json = true;
         else if (f == "--bandwidth") opt.bandwidth = true;
         else if (f == "-h" || f == "--help") {
@@ -228,7 +233,7 @@ int run(const BenchOptions& opt) {
     }
 
     if (!opt.model_path.empty()) {
-        const auto model = ember::Model::load(opt.model_path);
+        const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers});
         ember::SessionParams sp;
         // one session for both tests: room for the longer one, batches as large as the prompt
         sp.n_ctx = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt + opt.n_gen, 1));
@@ -254,6 +259,12 @@ int run(const BenchOptions& opt) {
                 head += (line ? " | " : "") + info.substr(at, nl - at);
                 at = nl + 1;
             }
+            if (opt.n_gpu_layers > 0) {
+                // the "cuda: device ..." line of build_info()
+                const size_t c = info.find("cuda:");
+                if (c != std::string::npos) head += " | " + info.substr(c, info.find('\n', c) - c);
+                head += fmt::format(" | n_gpu_layers {}", opt.n_gpu_layers);
+            }
             fmt::print("{}\n\n", head);
             fmt::print("{}", table_row("model", "size", "params", "threads", "test", "t/s"));
             fmt::print("| {:-<32} | {:->9}: | {:->9}: | {:->6}: | {:->9}: | {:->19}: |\n", "", "", "", "", "", "");
@@ -276,7 +287,8 @@ int run(const BenchOptions& opt) {
             }
             if (opt.json) {
                 out.push_back({{"test", r.test}, {"tokens_per_second", r.mean()}, {"stddev", r.stddev()},
-                               {"n_tokens", n}, {"repetitions", opt.reps}, {"threads", threads}, {"model", name},
+                               {"n_tokens", n}, {"repetitions", opt.reps}, {"threads", threads},
+                               {"n_gpu_layers", opt.n_gpu_layers}, {"model", name},
                                {"model_bytes", model_bytes}, {"params", model->info().n_params},
                                {"samples", r.samples}});
             } else {
