@@ -1,0 +1,247 @@
+"""ember-perplexity and ember-quantize: the perplexity against the float64
+reference on the same chunks, the output format, the per-tensor types of the
+llama.cpp mixes (rules re-derived here), metadata kept, files that load, and
+bad input failing with one clear message. Where llama-cpp-python is available
+(EMBER_LLAMA_CPP_PYTHON=/path/to/python with llama_cpp importable), the
+quantized files are also compared byte for byte with llama.cpp's."""
+import ctypes  # noqa: F401  (used in the llama.cpp worker text)
+import importlib.util
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from conftest import DEFAULT_MODELS, ROOT, model_path, run, tool
+
+CORPUS = Path("/usr/share/common-licenses/GPL-3")  # Debian's base-files: on every Debian system
+FINAL = re.compile(r"^Final estimate: PPL = (\d+\.\d{4}) \+/- (\d+\.\d{5})$", re.M)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return model_path(DEFAULT_MODELS[0])
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    if not CORPUS.exists():
+        pytest.skip(f"SKIPPED: {CORPUS} (Debian's base-files) is absent")
+    return CORPUS
+
+
+@pytest.fixture(scope="module")
+def f16_model(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("quant") / "smol-f16.gguf"
+    r = run([tool("ember-quantize"), model, out, "F16", "--threads", "2"])
+    assert r.returncode == 0, r.stderr.decode()
+    return out
+
+
+def load_reference():
+    spec = importlib.util.spec_from_file_location("reference_llama", ROOT / "tests/python/reference_llama.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---- ember-perplexity ---------------------------------------------------------
+
+def test_perplexity_matches_the_float64_reference(model, corpus):
+    """Two chunks of 128 tokens: ember's PPL equals the float64 reference's, computed
+    here by the same method (no BOS for SmolLM2, second half of each chunk scored)."""
+    r = run([tool("ember-perplexity"), "-m", model, "-f", corpus, "-c", "128", "--chunks", "2", "-t", "2"])
+    assert r.returncode == 0, r.stderr.decode()
+    out = r.stdout.decode()
+    m = FINAL.search(out)
+    assert m, out
+    assert re.match(r"^\[1\]\d+\.\d{4},\[2\]\d+\.\d{4},", out), out
+    ppl, err = float(m.group(1)), float(m.group(2))
+
+    ids = run([tool("ember-tokenize"), "-m", model, "-f", corpus, "--ids"])
+    assert ids.returncode == 0
+    toks = [int(t) for t in ids.stdout.split()]
+    ref = load_reference()
+    rm = ref.load_model(str(model))
+    n_ctx, nll, nll2, cnt = 128, 0.0, 0.0, 0
+    for c in range(2):
+        chunk = toks[c * n_ctx:(c + 1) * n_ctx]
+        logits = ref.forward(rm, chunk)
+        for j in range(n_ctx // 2, n_ctx - 1):
+            row = logits[j]
+            v = math.log(np.exp(row - row.max()).sum()) + row.max() - row[toks[c * n_ctx + j + 1]]
+            nll, nll2, cnt = nll + v, nll2 + v * v, cnt + 1
+    want = math.exp(nll / cnt)
+    want_err = math.sqrt((nll2 / cnt - (nll / cnt) ** 2) / (cnt - 1)) * want
+    assert abs(ppl - want) / want < 2e-3, (ppl, want)
+    assert abs(err - want_err) / want_err < 2e-2, (err, want_err)
+
+
+def test_perplexity_bad_input(model, corpus, tmp_path):
+    ppl = tool("ember-perplexity")
+    short = tmp_path / "short.txt"
+    short.write_text("Only a few words here.\n")
+    cases = [
+        ([ppl, "-m", model, "-f", short], ["has", "tokens", "needs at least 1024"]),
+        ([ppl, "-m", model], ["no text"]),
+        ([ppl, "-f", corpus], ["no model"]),
+        ([ppl, "-m", model, "-f", tmp_path / "missing.txt"], ["missing.txt"]),
+        ([ppl, "-m", corpus, "-f", corpus], ["not a GGUF file"]),
+        ([ppl, "-m", model, "-f", corpus, "-c", "0"], ["-c"]),
+        ([ppl, "-m", model, "-f", corpus, "-c", "513"], ["odd"]),
+        ([ppl, "-m", model, "-f", corpus, "--chunks", "0"], ["--chunks"]),
+        ([ppl, "-m", model, "-f", corpus, "--bogus"], ["--bogus"]),
+    ]
+    for argv, needles in cases:
+        r = run(argv)
+        err = r.stderr.decode()
+        assert r.returncode == 1, (argv, err)
+        assert "ember-perplexity: error:" in err, err
+        for n in needles:
+            assert n in err, (n, err)
+        assert "Final estimate" not in r.stdout.decode()
+
+
+# ---- ember-quantize -------------------------------------------------------------
+
+def more_bits(i, n):
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+FALLBACK = {"Q6_K": "Q8_0", "Q5_K": "Q5_1", "Q4_K": "Q5_0", "Q3_K": "Q4_0", "Q2_K": "Q4_0"}
+
+
+def expected_type(name, shape, target, has_output, n_layer):
+    """llama.cpp's choice for one tensor (llama family), re-derived from its rules."""
+    if len(shape) < 2:
+        return "F32"
+    want = target.replace("_M", "") if target.endswith("_M") else target
+    if target.endswith("_M"):
+        layer = int(name.split(".")[1]) if name.startswith("blk.") else -1
+        if name == "output.weight" or (not has_output and name == "token_embd.weight"):
+            want = "Q6_K"
+        elif (name.endswith(".attn_v.weight") or name.endswith(".ffn_down.weight")) and more_bits(layer, n_layer):
+            want = "Q6_K"
+    if want in FALLBACK and shape[0] % 256:
+        want = FALLBACK[want]
+    return want
+
+
+FILE_TYPE = {"F16": 1, "BF16": 32, "Q8_0": 7, "Q5_1": 9, "Q5_0": 8, "Q4_1": 3, "Q4_0": 2, "Q6_K": 18, "Q5_K": 16,
+             "Q4_K": 14, "Q3_K": 11, "Q2_K": 10, "Q4_K_M": 15, "Q5_K_M": 17}
+
+
+def field_value(reader, key):
+    f = reader.fields[key]
+    if f.types and f.types[0] == gguf.GGUFValueType.STRING:
+        return bytes(f.parts[-1]).decode()
+    if f.types and f.types[0] == gguf.GGUFValueType.ARRAY:
+        return [f.parts[i].tobytes() for i in f.data]
+    return f.parts[-1].tolist()
+
+
+@pytest.mark.parametrize("target", list(FILE_TYPE))
+def test_quantize_types_metadata_and_loading(f16_model, tmp_path, target):
+    out = tmp_path / f"smol-{target}.gguf"
+    r = run([tool("ember-quantize"), f16_model, out, target.lower() if target == "Q4_0" else target])
+    assert r.returncode == 0, r.stderr.decode()
+    assert "token_embd.weight" in r.stderr.decode()  # per-tensor progress
+
+    src, dst = gguf.GGUFReader(f16_model), gguf.GGUFReader(out)
+    n_layer = field_value(src, "llama.block_count")[0]
+    has_output = any(t.name == "output.weight" for t in src.tensors)
+    got = {t.name: t for t in dst.tensors}
+    assert set(got) == {t.name for t in src.tensors}
+    for t in src.tensors:
+        shape = [int(d) for d in t.shape]
+        want = expected_type(t.name, shape, target, has_output, n_layer)
+        assert got[t.name].tensor_type.name == want, (t.name, got[t.name].tensor_type.name, want)
+        assert [int(d) for d in got[t.name].shape] == shape
+    # every key kept with its value; general.file_type updated
+    for key in src.fields:
+        if key.startswith("GGUF.") or key == "general.file_type":
+            continue
+        assert key in dst.fields, key
+        assert field_value(dst, key) == field_value(src, key), key
+    assert field_value(dst, "general.file_type") == [FILE_TYPE[target]]
+
+    # Q8_0 and F16 are bit-exact against the gguf package's own quantizer
+    if target in ("Q8_0", "F16"):
+        qt = gguf.GGMLQuantizationType[target]
+        for t in src.tensors[:12]:
+            if len(t.shape) < 2:
+                continue
+            x = gguf.quants.dequantize(t.data, t.tensor_type)
+            want = gguf.quants.quantize(x, qt)
+            assert np.array_equal(np.asarray(got[t.name].data).view(np.uint8).ravel(), want.view(np.uint8).ravel())
+
+    # the file runs: a few greedy tokens
+    r = run([tool("ember-run"), "-m", out, "-p", "The capital of France is", "-n", "4", "--temp", "0", "-c", "64",
+             "-t", "2"])
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().strip()
+
+
+def test_quantize_bad_input(f16_model, model, tmp_path):
+    q = tool("ember-quantize")
+    cases = [
+        ([q, f16_model, f16_model, "Q4_0"], ["is the input file"]),
+        ([q, f16_model, tmp_path / "x.gguf", "Q7_K"], ["unknown TYPE 'Q7_K'", "Q4_K_M"]),
+        ([q, ROOT / "README.md", tmp_path / "x.gguf", "Q4_0"], ["not a GGUF file"]),
+        ([q, tmp_path / "missing.gguf", tmp_path / "x.gguf", "Q4_0"], ["missing.gguf"]),
+        ([q, f16_model, tmp_path / "x.gguf"], ["IN.gguf OUT.gguf TYPE"]),
+        ([q, f16_model, tmp_path / "x.gguf", "Q4_0", "--threads", "0"], ["--threads"]),
+    ]
+    before = f16_model.read_bytes()
+    for argv, needles in cases:
+        r = run(argv)
+        err = r.stderr.decode()
+        assert r.returncode == 1, (argv, err)
+        assert "ember-quantize: error:" in err, err
+        for n in needles:
+            assert n in err, (n, err)
+    assert f16_model.read_bytes() == before  # the input survived the attempt to overwrite it
+    assert not (tmp_path / "x.gguf").exists()
+
+
+LLAMA_WORKER = r"""
+import ctypes, sys, llama_cpp
+inp, out, ftype, pure = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype, p.nthread, p.pure = ftype, 2, pure
+sys.exit(llama_cpp.llama_model_quantize(inp.encode(), out.encode(), ctypes.byref(p)))
+"""
+
+LLAMA_LOAD = r"""
+import sys
+from llama_cpp import Llama
+m = Llama(model_path=sys.argv[1], n_ctx=64, verbose=False)
+print(m.tokenize(b"hello", add_bos=False))
+"""
+
+
+@pytest.mark.parametrize("target", ["Q4_0", "Q4_K", "Q6_K", "Q4_K_M", "Q5_K_M"])
+def test_quantize_same_bytes_as_llama_cpp(f16_model, tmp_path, target):
+    py = os.environ.get("EMBER_LLAMA_CPP_PYTHON")
+    if not py:
+        pytest.skip("SKIPPED: set EMBER_LLAMA_CPP_PYTHON to a python with llama-cpp-python to compare with llama.cpp")
+    ours, theirs = tmp_path / "ours.gguf", tmp_path / "theirs.gguf"
+    assert run([tool("ember-quantize"), f16_model, ours, target]).returncode == 0
+    pure = "0" if target.endswith("_M") else "1"
+    r = subprocess.run([py, "-c", LLAMA_WORKER, str(f16_model), str(theirs), str(FILE_TYPE[target]), pure],
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    a = {t.name: t for t in gguf.GGUFReader(ours).tensors}
+    b = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
+    assert set(a) == set(b)
+    for name in a:
+        assert a[name].tensor_type == b[name].tensor_type, name
+        assert np.asarray(a[name].data).tobytes() == np.asarray(b[name].data).tobytes(), name
+    r = subprocess.run([py, "-c", LLAMA_LOAD, str(ours)], capture_output=True)  # llama.cpp loads ember's file
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
