@@ -1,0 +1,275 @@
+// Causal grouped-query attention over an F16 or F32 KV cache, flash style:
+// one pass over the cached keys in tiles, with an online softmax, so no
+// [n_tok, n_kv] score matrix is ever stored and any context length works.
+//
+// Grid: x = a tile of kRows query rows of one KV head, y = a split of the KV
+// positions, z = the KV head. The query rows of a KV head are (token t, group
+// head g) in the order t * gqa + g, so the heads that share a KV head (and, in
+// a prompt, consecutive tokens) share every K/V tile the block loads.
+//
+// Block: 4 warps. Per tile of kTile = 32 positions the block stages K and V in
+// shared memory as floats ([kTile, dk + 1]: the +1 pad makes lane j's reads of
+// row j conflict-free), then each warp takes its rows (row w + 4i of the
+// block's kRows for warp w): lane j computes the score of key j for each row,
+// the warp reduces max and sum (shuffles), and every lane accumulates output
+// dims lane, lane + 32, ... (up to 256) in registers, with the probabilities
+// broadcast by shuffle.
+//
+// With more than one KV split (a token step over a long context: few rows,
+// many positions), each block writes its un-normalised output plus its max and
+// sum to `partials`, and a second kernel merges the splits.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backends/cuda/cuda_kernels.cuh"
+
+namespace ember::cuda {
+namespace {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kWarps = 4;
+constexpr int kRowsPerWarp = 4;
+constexpr int kRows = kWarps * kRowsPerWarp;  // query rows per block
+constexpr int kTile = 32;                      // KV positions per tile (one per lane)
+constexpr int kDimsPerLane = kAttnMaxHeadDim / 32;
+constexpr int kMaxSplits = 64;
+constexpr int64_t kMinSplitLen = 128;  // positions a split gets at least
+
+struct KernelArgs {
+    const void* k;
+    const void* v;
+    int64_t k_width, v_width;
+    const float* q;
+    float* out;
+    float* partials;  // [n_split, n_tok * n_head, dv + 2]: acc[dv], max, sum
+    int64_t n_tok, pos0;
+    int n_head, gqa, dk, dv;
+    float scale;
+    int64_t chunk;     // KV positions per split (a multiple of kTile)
+    int use_partials;  // 1: write partials, 0: write the normalised output
+};
+
+__device__ __forceinline__ float to_f32(__half h) { return __half2float(h); }
+__device__ __forceinline__ float to_f32(float f) { return f; }
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
+    return v;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+    return v;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
+    extern __shared__ float smem[];
+    const int dk = a.dk, dv = a.dv;
+    float* ks = smem;                    // [kTile, dk + 1]
+    float* vs = ks + kTile * (dk + 1);   // [kTile, dv]
+    float* qs = vs + kTile * dv;         // [kRows, dk], pre-scaled
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int kvh = blockIdx.z;
+    const int64_t gqa = a.gqa;
+    const int64_t n_rows = a.n_tok * gqa;  // query rows of this KV head
+    const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+    const int n_valid = static_cast<int>(min(static_cast<int64_t>(kRows), n_rows - row0));  // >= 1 by the grid
+    // the positions this block attends to: up to the last token's, within this split
+    const int64_t t_last = (row0 + n_valid - 1) / gqa;
+    const int64_t kv_lo = static_cast<int64_t>(blockIdx.y) * a.chunk;
+    const int64_t kv_hi = min(kv_lo + a.chunk, a.pos0 + t_last + 1);
+    const T* kbase = static_cast<const T*>(a.k) + static_cast<int64_t>(kvh) * dk;
+    const T* vbase = static_cast<const T*>(a.v) + static_cast<int64_t>(kvh) * dv;
+
+    for (int e = tid; e < kRows * dk; e += blockDim.x) {
+        const int r = e / dk, d = e % dk;
+        float val = 0.0f;
+        if (r < n_valid) {
+            const int64_t rg = row0 + r, t = rg / gqa, h = kvh * gqa + rg % gqa;
+            val = a.q[(t * a.n_head + h) * dk + d] * a.scale;
+        }
+        qs[e] = val;
+    }
+
+    // this warp's rows: block rows warp + kWarps * i for i < nv
+    const int nv = n_valid > warp ? min(kRowsPerWarp, (n_valid - warp + kWarps - 1) / kWarps) : 0;
+    int64_t last_pos[kRowsPerWarp];  // causal limit of each row: pos0 + its token
+    float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kDimsPerLane];
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+        last_pos[i] = a.pos0 + (row0 + warp + kWarps * i) / gqa;
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < kDimsPerLane; ++c) acc[i][c] = 0.0f;
+    }
+
+    // kv_lo, kv_hi depend on the block only: every thread runs the same iterations
+    for (int64_t k0 = kv_lo; k0 < kv_hi; k0 += kTile) {
+        const int n_in = static_cast<int>(min(static_cast<int64_t>(kTile), kv_hi - k0));
+        __syncthreads();  // the previous tile's readers are done (and, first time, qs is written)
+        for (int e = tid; e < kTile * dk; e += blockDim.x) {
+            const int j = e / dk, d = e % dk;
+            // rows past the range are zeros, never garbage: p = 0 times a NaN would still be NaN
+            ks[j * (dk + 1) + d] = j < n_in ? to_f32(kbase[(k0 + j) * a.k_width + d]) : 0.0f;
+        }
+        for (int e = tid; e < kTile * dv; e += blockDim.x) {
+            const int j = e / dv, d = e % dv;
+            vs[e] = j < n_in ? to_f32(vbase[(k0 + j) * a.v_width + d]) : 0.0f;
+        }
+        __syncthreads();
+
+        // scores: lane j <-> key k0 + j
+        float s[kRowsPerWarp];
+#pragma unroll
+        for (int i = 0; i < kRowsPerWarp; ++i) s[i] = 0.0f;
+        const float* kr = ks + lane * (dk + 1);
+        for (int d = 0; d < dk; ++d) {
+            const float kd = kr[d];
+#pragma unroll
+            for (int i = 0; i < kRowsPerWarp; ++i)
+                if (i < nv) s[i] = fmaf(qs[(warp + kWarps * i) * dk + d], kd, s[i]);
+        }
+
+#pragma unroll
+        for (int i = 0; i < kRowsPerWarp; ++i) {
+            if (i >= nv) continue;  // uniform over the warp
+            const bool visible = lane < n_in && k0 + lane <= last_pos[i];
+            const float sc = visible ? s[i] : -INFINITY;
+            const float m_new = fmaxf(m[i], warp_max(sc));
+            if (m_new == -INFINITY) continue;  // nothing visible yet (uniform): keep the state
+            const float p = visible ? expf(sc - m_new) : 0.0f;
+            const float corr = expf(m[i] - m_new);  // 0 when m[i] was -inf
+            l[i] = l[i] * corr + warp_sum(p);
+            m[i] = m_new;
+#pragma unroll
+            for (int c = 0; c < kDimsPerLane; ++c) acc[i][c] *= corr;
+            for (int j = 0; j < n_in; ++j) {
+                const float pj = __shfl_sync(kFullMask, p, j);
+                const float* vr = vs + j * dv;
+#pragma unroll
+                for (int c = 0; c < kDimsPerLane; ++c) {
+                    const int d = lane + 32 * c;
+                    if (d < dv) acc[i][c] = fmaf(pj, vr[d], acc[i][c]);
+                }
+            }
+        }
+    }
+
+    const int64_t n_out_rows = a.n_tok * a.n_head;
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+        if (i >= nv) continue;
+        const int64_t rg = row0 + warp + kWarps * i, t = rg / gqa, h = kvh * gqa + rg % gqa;
+        const int64_t orow = t * a.n_head + h;
+        if (a.use_partials) {
+            float* pp = a.partials + (static_cast<int64_t>(blockIdx.y) * n_out_rows + orow) * (dv + 2);
+#pragma unroll
+            for (int c = 0; c < kDimsPerLane; ++c) {
+                const int d = lane + 32 * c;
+                if (d < dv) pp[d] = acc[i][c];
+            }
+            if (lane == 0) {
+                pp[dv] = m[i];
+                pp[dv + 1] = l[i];
+            }
+        } else {
+            const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;  // l > 0: every row sees position 0
+            float* o = a.out + orow * dv;
+#pragma unroll
+            for (int c = 0; c < kDimsPerLane; ++c) {
+                const int d = lane + 32 * c;
+                if (d < dv) o[d] = acc[i][c] * inv;
+            }
+        }
+    }
+}
+
+// One block per output row (token, head): out = sum_s w_s acc_s / sum_s w_s l_s,
+// w_s = exp(m_s - max_s m_s); an empty split (m_s = -inf) weighs nothing.
+__global__ void attention_combine_kernel(const float* __restrict__ partials, int n_split, int64_t n_out_rows, int dv,
+                                         float* __restrict__ out) {
+    const int64_t orow = blockIdx.x;
+    const int64_t stride = n_out_rows * (dv + 2);
+    const float* p0 = partials + orow * (dv + 2);
+    float mx = -INFINITY;
+    for (int s = 0; s < n_split; ++s) mx = fmaxf(mx, p0[s * stride + dv]);
+    float den = 0.0f;
+    for (int s = 0; s < n_split; ++s) {
+        const float ms = p0[s * stride + dv];
+        if (ms != -INFINITY) den += p0[s * stride + dv + 1] * expf(ms - mx);
+    }
+    const float inv = den > 0.0f ? 1.0f / den : 0.0f;
+    for (int d = threadIdx.x; d < dv; d += blockDim.x) {
+        float o = 0.0f;
+        for (int s = 0; s < n_split; ++s) {
+            const float ms = p0[s * stride + dv];
+            if (ms != -INFINITY) o += p0[s * stride + d] * expf(ms - mx);
+        }
+        out[orow * dv + d] = o * inv;
+    }
+}
+
+}  // namespace
+
+size_t attention_smem_bytes(int dk, int dv) {
+    return sizeof(float) * (static_cast<size_t>(kTile) * (dk + 1) + static_cast<size_t>(kTile) * dv +
+                            static_cast<size_t>(kRows) * dk);
+}
+
+cudaError_t attention_set_smem_limit(size_t bytes) {
+    cudaError_t e = cudaFuncSetAttribute(attention_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(bytes));
+    if (e != cudaSuccess) return e;
+    return cudaFuncSetAttribute(attention_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(bytes));
+}
+
+cudaError_t launch_attention(const AttnArgs& a, cudaStream_t stream) {
+    if (a.n_tok <= 0) return cudaSuccess;
+    if (a.n_head_kv <= 0 || a.n_head % a.n_head_kv != 0 || a.dk <= 0 || a.dv <= 0 || a.dk > kAttnMaxHeadDim ||
+        a.dv > kAttnMaxHeadDim || a.n_head_kv > 65535)
+        return cudaErrorInvalidValue;
+    const int64_t gqa = a.n_head / a.n_head_kv;
+    const int64_t n_row_blocks = (a.n_tok * gqa + kRows - 1) / kRows;
+    const int64_t n_kv = a.pos0 + a.n_tok;  // positions the last token sees
+    const int64_t n_out_rows = a.n_tok * a.n_head;
+
+    // enough blocks for two waves over the multiprocessors, each split at least kMinSplitLen long
+    const int64_t base_blocks = n_row_blocks * a.n_head_kv;
+    const int64_t per_split = n_out_rows * (a.dv + 2);
+    const int64_t cap_splits = a.partials != nullptr ? static_cast<int64_t>(a.partials_cap) / per_split : 0;
+    int64_t want = (2 * static_cast<int64_t>(a.n_sm) + base_blocks - 1) / base_blocks;
+    want = std::min<int64_t>({want, (n_kv + kMinSplitLen - 1) / kMinSplitLen, kMaxSplits, cap_splits});
+    want = std::max<int64_t>(want, 1);
+    int64_t chunk = ((n_kv + want - 1) / want + kTile - 1) / kTile * kTile;
+    int64_t n_split = (n_kv + chunk - 1) / chunk;  // every split non-empty for the last token
+    const bool use_partials = cap_splits >= n_split && (n_split > 1 || a.always_split);
+    if (!use_partials) {
+        n_split = 1;
+        chunk = (n_kv + kTile - 1) / kTile * kTile;
+    }
+    if (n_row_blocks > 0x7fffffff) return cudaErrorInvalidValue;
+
+    KernelArgs k{a.k,     a.v,       a.k_width,  a.v_width, a.q,   a.out,   a.partials,
+                 a.n_tok, a.pos0,    a.n_head,   static_cast<int>(gqa), a.dk, a.dv, a.scale,
+                 chunk,   use_partials ? 1 : 0};
+    const dim3 grid(static_cast<unsigned>(n_row_blocks), static_cast<unsigned>(n_split),
+                    static_cast<unsigned>(a.n_head_kv));
+    const size_t smem = attention_smem_bytes(a.dk, a.dv);
+    if (a.f16)
+        attention_kernel<__half><<<grid, kWarps * 32, smem, stream>>>(k);
+    else
+        attention_kernel<float><<<grid, kWarps * 32, smem, stream>>>(k);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess || !use_partials) return e;
+    attention_combine_kernel<<<static_cast<unsigned>(n_out_rows), 128, 0, stream>>>(
+        a.partials, static_cast<int>(n_split), n_out_rows, a.dv, a.out);
+    return cudaGetLastError();
+}
+
+}  // namespace ember::cuda
