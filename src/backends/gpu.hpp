@@ -48,7 +48,8 @@ std::unique_ptr<DeviceWeights> make_gpu_weights();
 // device memory -- weights from DeviceWeights::upload (WeightView::data, the
 // norm vectors, RopeParams::freq_factors), activations from alloc_f32, the
 // KV cache from alloc_kv -- except rope()'s `pos`, a host array (the forward
-// pass always passes consecutive positions pos[0], pos[0]+1, ...).
+// pass always passes consecutive positions pos[0], pos[0]+1, ...), and
+// get_rows()'s ids, which may be host or device memory.
 std::unique_ptr<Backend> make_gpu_backend();
 
 }  // namespace ember
