@@ -140,20 +140,27 @@ TEST_CASE("CUDA backend: matmul (matrix-vector and cuBLAS paths) and get_rows fo
             float* dy = g.be->alloc_f32(want.size());
             g.be->matmul(w.dev, dx, n_tok, dy);
             const std::vector<float> got = g.get(dy, want.size());
-            // above 8 tokens: cuBLAS with fp16 (bf16) operands, except F32 weights (an fp32 GEMM)
+            // up to 8 tokens (and F32 weights on any path) the weights are decoded exactly and the sums run in
+            // fp32: only the summation order differs from the reference. Above 8 tokens cuBLAS multiplies fp16
+            // operands (both rounded: ~4e-4) or, for BF16 weights, a bf16-rounded activation (~2e-3).
             const bool half_gemm = n_tok > 8 && type != TensorType::F32;
-            CHECK(rel_err(got, want) < (half_gemm ? 1e-2 : 1e-3));
+            const double tol = !half_gemm ? 1e-5 : type == TensorType::BF16 ? 1e-2 : 3e-3;
+            CHECK(rel_err(got, want) < tol);
         }
 
-        const int32_t ids[4] = {36, 0, 5, 36};
-        std::vector<float> want(static_cast<size_t>(4 * n_in));
-        cpu->get_rows(w.host, ids, 4, want.data());
+        // 100 ids: host ids travel in launches of 64, so this takes two
+        std::vector<int32_t> ids(100);
+        for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((36 + 17 * i) % n_out);
+        const auto n_ids = static_cast<int64_t>(ids.size());
+        std::vector<float> want(static_cast<size_t>(n_ids * n_in));
+        cpu->get_rows(w.host, ids.data(), n_ids, want.data());
         float* dout = g.be->alloc_f32(want.size());
-        g.be->get_rows(w.dev, ids, 4, dout);  // ids in host memory
+        g.be->get_rows(w.dev, ids.data(), n_ids, dout);  // ids in host memory
         CHECK(rel_err(g.get(dout, want.size()), want) < 1e-6);
-        const auto* dids = static_cast<const int32_t*>(g.weights->upload(ids, sizeof(ids), "ids"));
+        const auto* dids =
+            static_cast<const int32_t*>(g.weights->upload(ids.data(), ids.size() * sizeof(int32_t), "ids"));
         float* dout2 = g.be->alloc_f32(want.size());
-        g.be->get_rows(w.dev, dids, 4, dout2);  // ids in device memory
+        g.be->get_rows(w.dev, dids, n_ids, dout2);  // ids in device memory
         CHECK(rel_err(g.get(dout2, want.size()), want) < 1e-6);
     }
 }
@@ -297,7 +304,10 @@ TEST_CASE("CUDA backend: kv_store + causal grouped-query attention, F16 and F32 
             const AttnParams ap{s.n_head, s.n_head_kv, s.dk, s.dv, 1.0f / std::sqrt(static_cast<float>(s.dk))};
             uint64_t seed = 100;
             for (int64_t pos0 : {int64_t{0}, int64_t{3001}}) {
-                for (int64_t n_tok : {int64_t{1}, int64_t{37}}) {
+                // 300 tokens from position 0: the KV split path in a prompt, where the early tokens'
+                // row blocks have splits with no position they may see
+                for (int64_t n_tok : {int64_t{1}, int64_t{37}, int64_t{300}}) {
+                    if (n_tok == 300 && pos0 > 0) continue;  // (the scalar reference would take long)
                     CAPTURE(pos0);
                     CAPTURE(n_tok);
                     // positions before pos0: fill them in one batch (both caches get the same rows)
@@ -316,7 +326,8 @@ TEST_CASE("CUDA backend: kv_store + causal grouped-query attention, F16 and F32 
                     g.be->kv_store(dc, 1, g.put(k), g.put(v), pos0, n_tok);
                     float* dout = g.be->alloc_f32(want.size());
                     g.be->attention(dc, 1, g.put(q), n_tok, pos0, ap, dout);
-                    CHECK(rel_err(g.get(dout, want.size()), want) < 1e-3);
+                    // both read the same cache values and compute in fp32
+                    CHECK(rel_err(g.get(dout, want.size()), want) < 1e-4);
                 }
             }
         }
@@ -446,7 +457,10 @@ TEST_CASE("CUDA backend: token steps captured as CUDA graphs match the same step
         std::vector<float> xc(static_cast<size_t>(d));
         cpu->to_host(mc.x, xc.data(), xc.size());
         CHECK(rel_err(xg, xd) < 1e-6);  // the same kernels, replayed from a graph
-        CHECK(rel_err(xg, xc) < 1e-3);
+        // the prompt's K/V rows came through the fp16 cuBLAS path (~5e-4 each), and the block's
+        // activations are large (|x| ~ 300), so only a loose bound against the CPU; the ops' own
+        // tests above hold the tight ones
+        CHECK(rel_err(xg, xc) < 1e-2);
     }
 
     // a step abandoned half-way leaves the backend usable

@@ -241,7 +241,12 @@ public:
                 exec_ = nullptr;
             }
         }
-        if (exec_ == nullptr) check(cudaGraphInstantiate(&exec_, graph, 0), "cudaGraphInstantiate");
+        if (exec_ == nullptr) {
+            // into a local: a failed instantiation leaves no handle for release() to destroy
+            cudaGraphExec_t exec = nullptr;
+            check(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+            exec_ = exec;
+        }
         check(cudaGraphLaunch(exec_, stream_), "cudaGraphLaunch");
     }
 
