@@ -177,7 +177,7 @@ TEST_CASE("CUDA backend: a large matmul through the cuBLAS path in several weigh
     cpu->matmul(w.host, x.data(), n_tok, want.data());
     float* dy = g.be->alloc_f32(want.size());
     g.be->matmul(w.dev, g.put(x), n_tok, dy);
-    CHECK(rel_err(g.get(dy, want.size()), want) < 1e-2);
+    CHECK(rel_err(g.get(dy, want.size()), want) < 3e-3);  // fp16 operands: ~4e-4 expected
 }
 
 TEST_CASE("CUDA backend: rms_norm (also in place), swiglu, add") {

@@ -325,6 +325,7 @@ cudaError_t launch_matvec(TensorType type, const void* w, size_t row_bytes, int6
     if (K % 8 != 0) return cudaErrorInvalidValue;
     return with_quant_decoder(type, [&](auto dec) {
         using D = decltype(dec);
+        if (K % D::kBlock != 0) return cudaErrorInvalidValue;  // a row is whole blocks (K-quants: 256)
         return launch(matvec_q_kernel<D, 1>, matvec_q_kernel<D, kMatvecMaxTokens>);
     });
 }
@@ -337,6 +338,7 @@ cudaError_t launch_dequant_f16(TensorType type, const void* w, size_t row_bytes,
     map.n_out = n_rows;
     return with_quant_decoder(type, [&](auto dec) {
         using D = decltype(dec);
+        if (K % D::kBlock != 0) return cudaErrorInvalidValue;
         dequant_q_kernel<D, __half><<<grid_for(n_rows * (K / 8)), kThreads, 0, stream>>>(
             static_cast<const uint8_t*>(w), row_bytes, n_rows, K, map, out);
         return cudaGetLastError();
@@ -358,6 +360,7 @@ cudaError_t launch_get_rows(TensorType type, const void* w, size_t row_bytes, in
             });
         return with_quant_decoder(type, [&](auto dec) {
             using D = decltype(dec);
+            if (K % D::kBlock != 0) return cudaErrorInvalidValue;
             dequant_q_kernel<D, float><<<grid_for(rows * (K / 8)), kThreads, 0, stream>>>(wb, row_bytes, rows, K, map,
                                                                                           dst);
             return cudaGetLastError();
