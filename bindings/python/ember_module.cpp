@@ -1,143 +1,90 @@
-// pybind11 module ember._ember: the GGUF reader and the reference
-// dequantization, for scripts that want to look inside a model from Python.
-// (Inference, sessions and generation arrive with the Python bindings issue.)
-#include <pybind11/numpy.h>
+// pybind11 module ember._ember: the module itself and the exceptions. Every
+// ember::Error becomes an instance of the ember.Error subclass for its code,
+// with the C++ message unchanged.
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
+#include <array>
+#include <exception>
+
+#include "bindings.hpp"
 #include "ember/ember.hpp"
 
 namespace py = pybind11;
-using ember::gguf::Value;
-using ember::gguf::ValueType;
 
 namespace {
 
-py::object scalar(const Value& v) {
-    switch (v.type()) {
-        case ValueType::UInt8: return py::int_(v.get<uint8_t>());
-        case ValueType::Int8: return py::int_(v.get<int8_t>());
-        case ValueType::UInt16: return py::int_(v.get<uint16_t>());
-        case ValueType::Int16: return py::int_(v.get<int16_t>());
-        case ValueType::UInt32: return py::int_(v.get<uint32_t>());
-        case ValueType::Int32: return py::int_(v.get<int32_t>());
-        case ValueType::Float32: return py::float_(v.get<float>());
-        case ValueType::Bool: return py::bool_(v.get<bool>());
-        case ValueType::UInt64: return py::int_(v.get<uint64_t>());
-        case ValueType::Int64: return py::int_(v.get<int64_t>());
-        case ValueType::Float64: return py::float_(v.get<double>());
-        case ValueType::String: {
-            const auto s = v.get<std::string_view>();
-            return py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(s.data(), s.size(), "replace"));
-        }
-        default: return py::none();
-    }
-}
+struct ErrorClass {
+    ember::ErrorCode code;
+    const char* name;      // the Python class name
+    PyObject* also_from;   // a built-in exception the class derives from too (nullptr: none)
+    const char* doc;
+};
 
-template <class T> py::array numeric(const Value& v) {
-    // shape and strides spelled out: the single-count constructor gave stride 0 here
-    py::array_t<T> a(std::vector<py::ssize_t>{static_cast<py::ssize_t>(v.size())},
-                     std::vector<py::ssize_t>{static_cast<py::ssize_t>(sizeof(T))});
-    if (v.size()) std::memcpy(a.mutable_data(), v.raw_data(), v.size() * sizeof(T));
-    return a;
-}
+constexpr size_t kNumCodes = static_cast<size_t>(ember::ErrorCode::Cancelled) + 1;
 
-// Arrays of numbers become NumPy arrays; arrays of strings and arrays become lists.
-py::object to_python(const Value& v) {
-    if (!v.is_array()) return scalar(v);
-    switch (v.array_type()) {
-        case ValueType::UInt8: return numeric<uint8_t>(v);
-        case ValueType::Int8: return numeric<int8_t>(v);
-        case ValueType::UInt16: return numeric<uint16_t>(v);
-        case ValueType::Int16: return numeric<int16_t>(v);
-        case ValueType::UInt32: return numeric<uint32_t>(v);
-        case ValueType::Int32: return numeric<int32_t>(v);
-        case ValueType::Float32: return numeric<float>(v);
-        case ValueType::Bool: return numeric<bool>(v);
-        case ValueType::UInt64: return numeric<uint64_t>(v);
-        case ValueType::Int64: return numeric<int64_t>(v);
-        case ValueType::Float64: return numeric<double>(v);
-        case ValueType::String: {
-            py::list out;
-            for (auto s : v.strings())
-                out.append(py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(s.data(), s.size(), "replace")));
-            return out;
-        }
-        case ValueType::Array: {
-            py::list out;
-            for (uint64_t i = 0; i < v.size(); ++i) out.append(to_python(v.array_at(i)));
-            return out;
-        }
-        default: return py::none();
+// One class per ember::ErrorCode, owned by the module (the references below are
+// never released: the module is never unloaded once imported).
+std::array<PyObject*, kNumCodes> g_classes{};
+
+void add_error_classes(py::module_& m) {
+    PyObject* base = PyErr_NewExceptionWithDoc(
+        "ember.Error",
+        "Base class of every error ember raises. The message says what happened, where, and "
+        "what to do; `code` is the ember error code's name (e.g. 'not_found').",
+        PyExc_Exception, nullptr);
+    if (!base) throw py::error_already_set();
+    m.attr("Error") = py::reinterpret_borrow<py::object>(base);
+    const ErrorClass classes[] = {
+        {ember::ErrorCode::InvalidArgument, "InvalidArgumentError", PyExc_ValueError,
+         "An argument is out of range or malformed (also a ValueError)."},
+        {ember::ErrorCode::InvalidFile, "InvalidFileError", nullptr,
+         "A file is corrupt, truncated or not what it claims to be."},
+        {ember::ErrorCode::Unsupported, "UnsupportedError", nullptr,
+         "Well-formed input that ember does not handle (a version, tensor type or architecture)."},
+        {ember::ErrorCode::NotFound, "NotFoundError", nullptr, "A file, metadata key or tensor does not exist."},
+        {ember::ErrorCode::TypeMismatch, "TypeMismatchError", nullptr,
+         "A metadata value exists but has another type than expected."},
+        {ember::ErrorCode::Io, "IoError", PyExc_OSError,
+         "The operating system refused an operation: open, mmap, read (also an OSError)."},
+        {ember::ErrorCode::OutOfMemory, "OutOfMemoryError", PyExc_MemoryError,
+         "An allocation failed (also a MemoryError)."},
+        {ember::ErrorCode::Backend, "BackendError", nullptr, "A compute backend failed (e.g. the CUDA runtime)."},
+        {ember::ErrorCode::Internal, "InternalError", nullptr, "A bug in ember; please report it."},
+        {ember::ErrorCode::Cancelled, "CancelledError", nullptr, "Session.cancel() interrupted the operation."},
+    };
+    for (const ErrorClass& c : classes) {
+        const std::string qualified = std::string("ember.") + c.name;
+        PyObject* bases = c.also_from ? PyTuple_Pack(2, base, c.also_from) : PyTuple_Pack(1, base);
+        if (!bases) throw py::error_already_set();
+        PyObject* cls = PyErr_NewExceptionWithDoc(qualified.c_str(), c.doc, bases, nullptr);
+        Py_DECREF(bases);
+        if (!cls) throw py::error_already_set();
+        py::object obj = py::reinterpret_borrow<py::object>(cls);
+        obj.attr("code") = ember::error_code_name(c.code);
+        m.attr(c.name) = obj;
+        g_classes[static_cast<size_t>(c.code)] = cls;  // keeps the reference PyErr_NewExceptionWithDoc gave
     }
+    py::reinterpret_borrow<py::object>(base).attr("code") = "error";
+    // `base` keeps its reference too: the module attribute and the subclasses hold it
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const ember::Error& e) {
+            const auto i = static_cast<size_t>(e.code());
+            PyErr_SetString(i < kNumCodes && g_classes[i] ? g_classes[i] : g_classes[static_cast<size_t>(ember::ErrorCode::Internal)],
+                            e.what());
+        }
+    });
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_ember, m) {
-    m.doc() = "ember: GGUF files and tensor types (native module)";
-    static py::exception<ember::Error> error(m, "Error");
-    py::register_exception_translator([](std::exception_ptr p) {
-        try {
-            if (p) std::rethrow_exception(p);
-        } catch (const ember::Error& e) {
-            error(e.what());
-        }
-    });
+    m.doc() = "ember's native module: GGUF files, models, sessions and streaming generation. "
+              "Import the package `ember` rather than this module.";
+    add_error_classes(m);
     m.def("version", &ember::version, "The ember version, e.g. '0.1.0'.");
-    m.def("build_info", &ember::build_info, "Version, CPU features, CUDA and BLAS availability.");
-
-    py::class_<ember::gguf::File>(m, "GGUFFile", "A GGUF file, mapped read-only and validated.")
-        .def(py::init(&ember::gguf::File::open), py::arg("path"))
-        .def_property_readonly("version", &ember::gguf::File::version)
-        .def_property_readonly("path", &ember::gguf::File::path)
-        .def_property_readonly("alignment", &ember::gguf::File::alignment)
-        .def_property_readonly("data_offset", &ember::gguf::File::data_offset)
-        .def_property_readonly(
-            "metadata",
-            [](const ember::gguf::File& f) {
-                py::dict d;
-                for (const auto& kv : f.metadata()) d[py::str(kv.key)] = to_python(kv.value);
-                return d;
-            },
-            "Every metadata key and value, in file order (numeric arrays as NumPy arrays).")
-        .def_property_readonly(
-            "metadata_types",
-            [](const ember::gguf::File& f) {
-                py::dict d;
-                for (const auto& kv : f.metadata()) d[py::str(kv.key)] = kv.value.type_name();
-                return d;
-            },
-            "The GGUF type of every metadata value, e.g. 'uint32' or 'array[string]'.")
-        .def_property_readonly(
-            "tensors",
-            [](const ember::gguf::File& f) {
-                py::list out;
-                for (const auto& t : f.tensors()) {
-                    py::dict d;
-                    d["name"] = t.name;
-                    d["type"] = ember::type_info(t.type).name;
-                    d["shape"] = t.shape;
-                    d["offset"] = t.file_offset;
-                    d["bytes"] = t.n_bytes;
-                    out.append(d);
-                }
-                return out;
-            },
-            "One dict per tensor: name, type, shape (ggml order), offset, bytes.")
-        .def(
-            "dequantize",
-            [](const ember::gguf::File& f, const std::string& name) {
-                const auto& t = f.tensor(name);
-                py::array_t<float> out(std::vector<py::ssize_t>{static_cast<py::ssize_t>(t.n_elements)},
-                                       std::vector<py::ssize_t>{static_cast<py::ssize_t>(sizeof(float))});
-                float* dst = out.mutable_data();
-                {
-                    py::gil_scoped_release release;  // rows are contiguous: one call decodes the whole tensor
-                    ember::dequantize_row(t.type, t.data, dst, static_cast<int64_t>(t.n_elements));
-                }
-                std::vector<py::ssize_t> shape(t.shape.rbegin(), t.shape.rend());  // NumPy order
-                return out.reshape(shape);
-            },
-            py::arg("name"), "The tensor as float32, shaped in NumPy order (reversed ggml shape).");
+    m.def("build_info", &ember::build_info, "Version, CPU features, CUDA and BLAS availability, one item a line.");
+    ember_py::bind_gguf(m);
+    ember_py::bind_inference(m);
 }

@@ -1,13 +1,71 @@
 """ember: run quantized GGUF language models on CPUs and NVIDIA GPUs.
 
-This early package exposes the GGUF reader and reference dequantization:
-
     import ember
-    f = ember.GGUFFile("models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    f.metadata["llama.block_count"]          # 30
-    w = f.dequantize("blk.0.attn_q.weight")  # numpy float32, shape (576, 576)
-"""
-from ._ember import Error, GGUFFile, build_info, version
 
-__all__ = ["Error", "GGUFFile", "build_info", "version"]
+    model = ember.Model("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    session = model.session(n_ctx=2048, n_threads=2)
+
+    # streaming: pieces of text arrive as the tokens are generated
+    for piece in session.generate("The capital of France is", max_tokens=16, temperature=0):
+        print(piece, end="", flush=True)
+
+    # chat: the model's own template; the whole conversation every turn
+    reply = session.chat([{"role": "user", "content": "Hi!"}], max_tokens=64)
+
+    # tokens and logits: a NumPy view of the session's buffer, no copy
+    session.reset()
+    session.eval(model.tokenize("Hello"))
+    next_id = int(session.logits.argmax())
+
+Every error is an ember.Error subclass, one per C++ error code
+(NotFoundError, InvalidArgumentError, InvalidFileError, ...), carrying the
+C++ message. Evaluation and generation release the GIL: sessions on other
+Python threads (also over the same model) run at the same time.
+
+The GGUF reader is here too: ember.GGUFFile(path).metadata, .tensors,
+.dequantize(name).
+"""
+from ._ember import (
+    BackendError,
+    CancelledError,
+    Error,
+    GenerateResult,
+    Generation,
+    GGUFFile,
+    InternalError,
+    InvalidArgumentError,
+    InvalidFileError,
+    IoError,
+    Model,
+    ModelInfo,
+    NotFoundError,
+    OutOfMemoryError,
+    Session,
+    TypeMismatchError,
+    UnsupportedError,
+    build_info,
+    version,
+)
+
+__all__ = [
+    "BackendError",
+    "CancelledError",
+    "Error",
+    "GenerateResult",
+    "Generation",
+    "GGUFFile",
+    "InternalError",
+    "InvalidArgumentError",
+    "InvalidFileError",
+    "IoError",
+    "Model",
+    "ModelInfo",
+    "NotFoundError",
+    "OutOfMemoryError",
+    "Session",
+    "TypeMismatchError",
+    "UnsupportedError",
+    "build_info",
+    "version",
+]
 __version__ = version()

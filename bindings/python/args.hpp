@@ -1,0 +1,45 @@
+// Python arguments -> ember types, and ember strings -> Python str.
+//
+// A wrong Python type raises TypeError naming the argument; a value of the
+// right type that ember refuses raises ember.InvalidArgumentError (an
+// ember::Error), with the same kind of message the C++ API writes.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ember/ember.hpp"
+
+namespace ember_py {
+
+namespace py = pybind11;
+
+// UTF-8 bytes -> str; invalid bytes (a generation's unfinished character at
+// the very end, a single token's partial piece) become U+FFFD.
+py::str decode(std::string_view s);
+
+// A str -> its UTF-8 bytes (TypeError for anything else).
+std::string utf8(py::handle obj, const char* what);
+
+// A sequence of token ids: a list, a tuple, a NumPy integer array, any
+// iterable of objects with __index__. `fn` names the caller in messages.
+std::vector<ember::TokenId> token_ids(py::handle obj, const char* fn, const char* what);
+
+// [{"role": ..., "content": ...}, ...] (any sequence of mappings with str values).
+std::vector<ember::ChatMessage> chat_messages(py::handle obj, const char* fn);
+
+// The keyword arguments of Session.generate and the chat methods:
+//   max_tokens, temperature, top_k, top_p, min_p, repeat_penalty,
+//   frequency_penalty, presence_penalty, penalty_last_n, seed, stop,
+//   logit_bias, ignore_eos, add_special, parse_special
+// Defaults are the C++ defaults (GenerateParams, SamplerParams). An unknown
+// name is a TypeError, as for any Python function.
+ember::GenerateParams generate_params(const py::kwargs& kwargs, const char* fn);
+
+// Session construction arguments, range-checked. kv_type is "f16" or "f32".
+ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_threads, const std::string& kv_type);
+
+}  // namespace ember_py

@@ -1,0 +1,23 @@
+// The pieces of the pybind11 module ember._ember, one file each:
+//   ember_module.cpp   the module, version/build_info, the exception classes
+//   gguf_bindings.cpp  GGUFFile and GGUF metadata -> Python objects
+//   inference.cpp      Model, Session, Generation, GenerateResult
+//   stream.cpp         streaming generation on a producer thread (no Python in it)
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include "ember/gguf.hpp"
+
+namespace ember_py {
+
+namespace py = pybind11;
+
+void bind_gguf(py::module_& m);
+void bind_inference(py::module_& m);
+
+// Every metadata key and value of a GGUF file, in file order (numeric arrays
+// as NumPy arrays, string arrays as lists).
+py::dict metadata_dict(const ember::gguf::File& f);
+
+}  // namespace ember_py

@@ -1,0 +1,344 @@
+"""Type stubs of ember's native module (ember._ember); import `ember` instead."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, ClassVar, Literal, overload
+
+import numpy as np
+import numpy.typing as npt
+
+_Path = str | os.PathLike[str]
+_Ids = Iterable[int] | npt.NDArray[np.integer[Any]]
+_Messages = Sequence[Mapping[str, str]]
+
+def version() -> str:
+    """The ember version, e.g. '0.1.0'."""
+
+def build_info() -> str:
+    """Version, CPU features, CUDA and BLAS availability, one item a line."""
+
+# --- errors: one class per ember::ErrorCode, the C++ message unchanged -------
+
+class Error(Exception):
+    """Base class of every error ember raises; `code` names the ember error code."""
+    code: ClassVar[str]
+
+class InvalidArgumentError(Error, ValueError):
+    """An argument is out of range or malformed (also a ValueError)."""
+
+class InvalidFileError(Error):
+    """A file is corrupt, truncated or not what it claims to be."""
+
+class UnsupportedError(Error):
+    """Well-formed input that ember does not handle (a version, tensor type or architecture)."""
+
+class NotFoundError(Error):
+    """A file, metadata key or tensor does not exist."""
+
+class TypeMismatchError(Error):
+    """A metadata value exists but has another type than expected."""
+
+class IoError(Error, OSError):
+    """The operating system refused an operation: open, mmap, read (also an OSError)."""
+
+class OutOfMemoryError(Error, MemoryError):
+    """An allocation failed (also a MemoryError)."""
+
+class BackendError(Error):
+    """A compute backend failed (e.g. the CUDA runtime)."""
+
+class InternalError(Error):
+    """A bug in ember; please report it."""
+
+class CancelledError(Error):
+    """Session.cancel() interrupted the operation."""
+
+# --- GGUF files ---------------------------------------------------------------
+
+class GGUFFile:
+    """A GGUF file, mapped read-only and validated."""
+    def __init__(self, path: _Path) -> None:
+        """Opens and validates the GGUF file at `path`."""
+    @property
+    def version(self) -> int:
+        """The GGUF format version (2 or 3)."""
+    @property
+    def path(self) -> str:
+        """The path the file was opened with."""
+    @property
+    def alignment(self) -> int:
+        """The alignment of tensor data in bytes."""
+    @property
+    def data_offset(self) -> int:
+        """The byte offset of the tensor data section."""
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Every metadata key and value, in file order (numeric arrays as NumPy arrays)."""
+    @property
+    def metadata_types(self) -> dict[str, str]:
+        """The GGUF type of every metadata value, e.g. 'uint32' or 'array[string]'."""
+    @property
+    def tensors(self) -> list[dict[str, Any]]:
+        """One dict per tensor: name, type, shape (ggml order), offset, bytes."""
+    def dequantize(self, name: str) -> npt.NDArray[np.float32]:
+        """The tensor as float32, shaped in NumPy order (reversed ggml shape)."""
+
+# --- models, sessions, generation ----------------------------------------------
+
+class ModelInfo:
+    """The shape of a model (Model.info)."""
+    @property
+    def arch(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def n_ctx_train(self) -> int: ...
+    @property
+    def n_embd(self) -> int: ...
+    @property
+    def n_layer(self) -> int: ...
+    @property
+    def n_head(self) -> int: ...
+    @property
+    def n_head_kv(self) -> int: ...
+    @property
+    def n_ff(self) -> int: ...
+    @property
+    def n_params(self) -> int: ...
+    @property
+    def weight_bytes(self) -> int: ...
+
+class GenerateResult:
+    """What a finished generation produced (Generation.result)."""
+    @property
+    def text(self) -> str:
+        """The generated text, stop string excluded."""
+    @property
+    def tokens(self) -> list[int]:
+        """The generated token ids (including a final end-of-generation token)."""
+    @property
+    def stop_reason(
+        self,
+    ) -> Literal["max_tokens", "eog", "stop_string", "callback", "cancelled", "context_full"]:
+        """Why generation ended ('callback': the Generation was closed early)."""
+    @property
+    def n_prompt_tokens(self) -> int: ...
+    @property
+    def prompt_ms(self) -> float: ...
+    @property
+    def generate_ms(self) -> float: ...
+    @property
+    def time_to_first_token_ms(self) -> float: ...
+
+class Generation(Iterator[str]):
+    """A generation in progress: an iterator of str pieces.
+
+    next() releases the GIL while the next token is computed. Closing it early
+    (break, close(), a `with` block, dropping it) stops the generation where it is.
+    """
+    def __iter__(self) -> Generation: ...
+    def __next__(self) -> str:
+        """The next piece of text; StopIteration at the end."""
+    def close(self) -> None:
+        """Stops the generation (if still running) and waits for it to end."""
+    def __enter__(self) -> Generation: ...
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    @property
+    def done(self) -> bool:
+        """True once the generation has ended."""
+    @property
+    def text(self) -> str:
+        """The pieces returned so far, joined."""
+    @property
+    def result(self) -> GenerateResult | None:
+        """The GenerateResult once the generation has ended (None before)."""
+    @property
+    def stop_reason(self) -> str | None:
+        """GenerateResult.stop_reason once the generation has ended (None before)."""
+
+class Model:
+    """A loaded GGUF model, immutable and shareable between sessions and threads."""
+    def __init__(self, path: _Path, n_gpu_layers: int = 0) -> None:
+        """Loads the model; NotFoundError, InvalidFileError, UnsupportedError, ... on failure."""
+    @property
+    def path(self) -> str: ...
+    @property
+    def info(self) -> ModelInfo: ...
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Every GGUF metadata key and value, in file order."""
+    @property
+    def chat_template(self) -> str: ...
+    @property
+    def bos_token_id(self) -> int | None: ...
+    @property
+    def eos_token_id(self) -> int | None: ...
+    def is_eog(self, token: int) -> bool:
+        """True for end-of-generation tokens."""
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        """Token ids of `text`."""
+    def detokenize(self, ids: _Ids, remove_special: bool = False, render_special: bool = False) -> str:
+        """The text of token ids (inverts tokenize)."""
+    def apply_chat_template(self, messages: _Messages, add_generation_prompt: bool = True) -> str:
+        """Renders a conversation with the model's chat template."""
+    def session(
+        self, *, n_ctx: int = 0, n_batch: int = 512, n_threads: int = 0, kv_type: Literal["f16", "f32"] = "f16"
+    ) -> Session:
+        """A new Session over this model."""
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        stream: Literal[False] = False,
+        n_ctx: int = 0,
+        n_batch: int = 512,
+        n_threads: int = 0,
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        penalty_last_n: int = 64,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        ignore_eos: bool = False,
+    ) -> str:
+        """The assistant's reply in a new session."""
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        stream: Literal[True],
+        n_ctx: int = 0,
+        n_batch: int = 512,
+        n_threads: int = 0,
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        penalty_last_n: int = 64,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        ignore_eos: bool = False,
+    ) -> Generation:
+        """The assistant's reply in a new session, streamed."""
+
+class Session:
+    """One conversation with a model: its own KV cache, threads and buffers."""
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int = 0,
+        n_batch: int = 512,
+        n_threads: int = 0,
+        kv_type: Literal["f16", "f32"] = "f16",
+    ) -> None: ...
+    def eval(self, tokens: _Ids, all_logits: bool = False) -> npt.NDArray[np.float32] | None:
+        """Runs the forward pass over `tokens` (GIL released)."""
+    @property
+    def logits(self) -> npt.NDArray[np.float32] | None:
+        """A read-only view (no copy) of the last token's logits, shape (n_vocab,); overwritten by the
+        next eval()/generate(); None when there is no such row."""
+    def generate(
+        self,
+        prompt: str | _Ids,
+        *,
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        penalty_last_n: int = 64,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        ignore_eos: bool = False,
+        add_special: bool = True,
+        parse_special: bool = True,
+    ) -> Generation:
+        """Generates text after `prompt`, streaming it as a Generation of str pieces."""
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        stream: Literal[False] = False,
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        penalty_last_n: int = 64,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        ignore_eos: bool = False,
+    ) -> str:
+        """The assistant's reply to the whole conversation (the cached prefix is reused)."""
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        stream: Literal[True],
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        penalty_last_n: int = 64,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        ignore_eos: bool = False,
+    ) -> Generation:
+        """The assistant's reply to the whole conversation, streamed."""
+    def reset(self) -> None:
+        """Empties the history."""
+    def truncate(self, n: int) -> None:
+        """Keeps the first n tokens of the history."""
+    def cancel(self) -> None:
+        """Stops the eval() or generation running now on another thread; safe from any thread."""
+    @property
+    def tokens(self) -> list[int]: ...
+    @property
+    def n_past(self) -> int: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_batch(self) -> int: ...
+    @property
+    def n_threads(self) -> int: ...
+    @property
+    def model(self) -> Model: ...
+    @property
+    def warnings(self) -> list[str]: ...

@@ -1,0 +1,551 @@
+// ember.Model, ember.Session, ember.Generation and ember.GenerateResult.
+//
+// Translation only: each method converts its arguments (args.cpp), releases
+// the GIL around the C++ call, and converts the result. Streaming generation
+// runs on a producer thread (stream.cpp), so the GIL is free while tokens are
+// computed and is taken back only to hand a finished piece to Python.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "args.hpp"
+#include "bindings.hpp"
+#include "ember/ember.hpp"
+#include "stream.hpp"
+
+namespace ember_py {
+namespace {
+
+using ModelPtr = std::shared_ptr<ModelBox>;
+using SessionPtr = std::shared_ptr<SessionBox>;
+using StreamPtr = std::shared_ptr<Stream>;
+
+// How long a waiting Generation.__next__ sleeps between checks for Ctrl-C.
+constexpr std::chrono::milliseconds kSignalCheck{50};
+
+void warn(const std::string& msg) {
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, msg.c_str(), 2) != 0) throw py::error_already_set();
+}
+
+// Ends the session's unfinished stream, if any, before something else uses
+// the session (GIL held on entry).
+void close_active(SessionBox& box) {
+    StreamPtr s = box.active.lock();
+    box.active.reset();
+    if (s) {
+        py::gil_scoped_release release;
+        s->close();
+    }
+}
+
+SessionPtr make_session(const ModelPtr& model, int64_t n_ctx, int64_t n_batch, int64_t n_threads,
+                        const std::string& kv_type) {
+    const ember::SessionParams p = session_params(n_ctx, n_batch, n_threads, kv_type);
+    SessionPtr box;
+    {
+        py::gil_scoped_release release;  // allocates the KV cache, starts the threads
+        box = std::make_shared<SessionBox>(model, p);
+    }
+    for (const std::string& w : box->session.warnings()) warn(w);
+    return box;
+}
+
+// The prompt tokens of a conversation (rendered with the model's template).
+std::vector<ember::TokenId> chat_prompt(const ember::Model& model, const std::vector<ember::ChatMessage>& messages) {
+    std::string warning;
+    std::vector<ember::TokenId> ids;
+    {
+        py::gil_scoped_release release;
+        const std::string text = model.apply_chat_template(messages, /*add_generation_prompt=*/true, &warning);
+        ids = model.tokenize(text, {.add_special = false, .parse_special = true});
+    }
+    if (!warning.empty()) warn(warning);
+    if (ids.empty())
+        throw ember::Error(ember::ErrorCode::InvalidArgument, "chat: the conversation renders to no tokens");
+    return ids;
+}
+
+// Generates the reply to a conversation, reusing the longest prefix of it the
+// session's cache already holds (at least one token is evaluated, so that the
+// logits are those of the prompt's end) -- as ember-chat does.
+GenerateJob chat_job(std::vector<ember::TokenId> prompt, ember::GenerateParams gp) {
+    return [prompt = std::move(prompt), gp = std::move(gp)](ember::Session& s, const ember::PieceCallback& on_piece) {
+        const auto cached = s.tokens();
+        const auto diverge = std::mismatch(prompt.begin(), prompt.end(), cached.begin(), cached.end()).first;
+        const size_t keep = std::min(static_cast<size_t>(diverge - prompt.begin()), prompt.size() - 1);
+        s.truncate(keep);
+        return s.generate(std::span(prompt).subspan(keep), gp, on_piece);
+    };
+}
+
+GenerateJob prompt_job(const SessionBox& box, py::handle prompt, ember::GenerateParams gp) {
+    if (py::isinstance<py::str>(prompt)) {
+        return [text = utf8(prompt, "prompt"), gp = std::move(gp)](ember::Session& s, const ember::PieceCallback& cb) {
+            return s.generate(text, gp, cb);
+        };
+    }
+    (void)box;
+    return [ids = token_ids(prompt, "Session.generate", "the prompt"), gp = std::move(gp)](
+               ember::Session& s, const ember::PieceCallback& cb) { return s.generate(std::span(ids), gp, cb); };
+}
+
+// A Generation over `job`, registered as the session's active stream.
+StreamPtr start_stream(const SessionPtr& box, GenerateJob job) {
+    close_active(*box);
+    auto s = std::make_shared<Stream>(box, std::move(job));
+    box->active = s;
+    return s;
+}
+
+// Runs `job` to the end on this thread, without streaming; returns the text.
+py::str run_now(SessionBox& box, const GenerateJob& job) {
+    close_active(box);
+    ember::GenerateResult r;
+    {
+        py::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(box.mu);
+        r = job(box.session, {});
+    }
+    return decode(r.text);
+}
+
+py::object chat(const SessionPtr& box, py::handle messages, bool stream, const py::kwargs& kwargs, const char* fn) {
+    ember::GenerateParams gp = generate_params(kwargs, fn);
+    GenerateJob job = chat_job(chat_prompt(*box->model->model, chat_messages(messages, fn)), std::move(gp));
+    if (stream) return py::cast(start_stream(box, std::move(job)));
+    return run_now(*box, job);
+}
+
+// Generation.__next__: waits (GIL released) for the next piece.
+py::str next_piece(Stream& s) {
+    std::string piece;
+    for (;;) {
+        Stream::Next r;
+        {
+            py::gil_scoped_release release;
+            r = s.next(&piece, kSignalCheck);
+        }
+        if (r == Stream::Next::Piece) {
+            s.text += piece;
+            return decode(piece);
+        }
+        if (r == Stream::Next::End) {
+            {
+                py::gil_scoped_release release;
+                s.close();  // the producer has finished: this only joins it
+            }
+            if (std::exception_ptr e = s.take_error()) std::rethrow_exception(e);
+            throw py::stop_iteration();
+        }
+        if (PyErr_CheckSignals() != 0) {  // Ctrl-C while waiting: stop the generation, raise KeyboardInterrupt
+            py::error_already_set err;
+            {
+                py::gil_scoped_release release;
+                s.close();
+            }
+            throw err;
+        }
+    }
+}
+
+const char* kModelDoc = R"doc(A loaded GGUF model: hyperparameters, tokenizer, chat template and weights.
+
+    model = ember.Model("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    session = model.session(n_ctx=2048, n_threads=2)
+    for piece in session.generate("The capital of France is", max_tokens=16, temperature=0):
+        print(piece, end="", flush=True)
+
+A model is immutable once loaded and may be shared: any number of sessions, on
+any threads, can use one model at once. The weights stay in the memory-mapped
+file; the mapping lives as long as the model or any of its sessions.)doc";
+
+const char* kSessionDoc = R"doc(One conversation with a model: its own KV cache, threads and buffers.
+
+The session's history is a list of tokens (`tokens`); eval() and generate()
+append to it, reset() empties it, truncate() drops its tail. generate() leaves
+its last sampled token in the history without running it through the model
+yet; the next eval() or generate() does, so a conversation continues exactly
+where it stopped.
+
+A session is meant for one thread at a time (calls from several threads are
+serialized, never unsafe); cancel() may be called from any thread. Different
+sessions run in parallel, also over one model: eval() and generation release
+the GIL. Starting eval(), generate(), chat(), reset() or truncate() ends the
+session's unfinished Generation, if any, first.)doc";
+
+const char* kGenerateDoc = R"doc(generate(prompt, *, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0, penalty_last_n=64, seed=None, stop=None, logit_bias=None, ignore_eos=False, add_special=True, parse_special=True) -> Generation
+
+Generates text after `prompt`, streaming it: returns a Generation, an iterator
+of str pieces that arrive as the tokens are generated.
+
+    for piece in session.generate("Once upon a time", max_tokens=64, stop=["\n\n"]):
+        print(piece, end="", flush=True)
+    text = "".join(session.generate("2 + 2 =", max_tokens=4, temperature=0))
+
+prompt: a str (tokenized with add_special/parse_special) or a list of token
+    ids; it is evaluated after what the session holds (it may be empty then).
+max_tokens: tokens to generate; -1 = until end of generation or a full
+    context; 0 = only evaluate the prompt.
+temperature: 0 is greedy. top_k (<= 0 disables), top_p (1 disables), min_p
+    (0 disables), repeat/frequency/presence penalties over the last
+    penalty_last_n tokens (-1 = all): llama.cpp's semantics and order.
+seed: int >= 0; None = ember's fixed default (runs repeat unless you vary it).
+stop: a str or list of str; generation ends where one appears in the text,
+    and the stop string itself is not yielded.
+logit_bias: {token id: added to its logit}; float('-inf') bans a token.
+ignore_eos: keep going past end-of-generation tokens (they are banned).
+add_special: add BOS (as the model asks) when the session is empty.
+parse_special: "<|im_start|>" etc. in the prompt become control tokens.
+
+Nothing runs until the first piece is asked for, so errors in the values of
+the arguments (ember.InvalidArgumentError: a prompt that does not fit the
+context, temperature=-1, ...) raise from the first next(); wrong types raise
+TypeError at once. The GIL is released while tokens are computed. Leaving the
+loop early (break, close(), or dropping the Generation) stops generation
+after the last piece handed out.)doc";
+
+}  // namespace
+
+void bind_inference(py::module_& m) {
+    py::class_<ember::ModelInfo>(m, "ModelInfo", "The shape of a model (Model.info).")
+        .def_readonly("arch", &ember::ModelInfo::arch, "general.architecture, e.g. 'llama'.")
+        .def_readonly("name", &ember::ModelInfo::name, "general.name ('' when absent).")
+        .def_readonly("n_vocab", &ember::ModelInfo::n_vocab, "Tokens in the vocabulary (rows of the logits).")
+        .def_readonly("n_ctx_train", &ember::ModelInfo::n_ctx_train, "The context length the model was trained with.")
+        .def_readonly("n_embd", &ember::ModelInfo::n_embd, "Embedding width.")
+        .def_readonly("n_layer", &ember::ModelInfo::n_layer, "Transformer blocks.")
+        .def_readonly("n_head", &ember::ModelInfo::n_head, "Attention (query) heads.")
+        .def_readonly("n_head_kv", &ember::ModelInfo::n_head_kv, "Key/value heads.")
+        .def_readonly("n_ff", &ember::ModelInfo::n_ff, "Feed-forward width.")
+        .def_readonly("n_params", &ember::ModelInfo::n_params, "Elements of all weight tensors.")
+        .def_readonly("weight_bytes", &ember::ModelInfo::weight_bytes, "Bytes of all weight tensors in the file.")
+        .def("__repr__", [](const ember::ModelInfo& i) {
+            return "ModelInfo(arch='" + i.arch + "', name='" + i.name + "', n_vocab=" + std::to_string(i.n_vocab) +
+                   ", n_ctx_train=" + std::to_string(i.n_ctx_train) + ", n_embd=" + std::to_string(i.n_embd) +
+                   ", n_layer=" + std::to_string(i.n_layer) + ", n_head=" + std::to_string(i.n_head) +
+                   ", n_head_kv=" + std::to_string(i.n_head_kv) + ", n_ff=" + std::to_string(i.n_ff) +
+                   ", n_params=" + std::to_string(i.n_params) + ")";
+        });
+
+    py::class_<ember::GenerateResult>(m, "GenerateResult", "What a finished generation produced (Generation.result).")
+        .def_property_readonly("text", [](const ember::GenerateResult& r) { return decode(r.text); },
+                               "The generated text, stop string excluded.")
+        .def_readonly("tokens", &ember::GenerateResult::tokens,
+                      "The generated token ids (including a final end-of-generation token).")
+        .def_property_readonly("stop_reason", [](const ember::GenerateResult& r) { return ember::stop_reason_name(r.stop_reason); },
+                               "Why generation ended: 'max_tokens', 'eog', 'stop_string', 'callback' (the "
+                               "Generation was closed early), 'cancelled' or 'context_full'.")
+        .def_readonly("n_prompt_tokens", &ember::GenerateResult::n_prompt_tokens, "Tokens in the call's prompt.")
+        .def_readonly("prompt_ms", &ember::GenerateResult::prompt_ms, "Milliseconds evaluating the prompt.")
+        .def_readonly("generate_ms", &ember::GenerateResult::generate_ms,
+                      "Milliseconds from the first sampled token to the end.")
+        .def_readonly("time_to_first_token_ms", &ember::GenerateResult::time_to_first_token_ms,
+                      "Milliseconds from the start to the first sampled token.")
+        .def("__repr__", [](const ember::GenerateResult& r) {
+            return "GenerateResult(" + std::to_string(r.tokens.size()) + " tokens, stop_reason='" +
+                   ember::stop_reason_name(r.stop_reason) + "')";
+        });
+
+    py::class_<Stream, StreamPtr>(m, "Generation", R"doc(A generation in progress: an iterator of str pieces (Session.generate, chat(stream=True)).
+
+Each next() releases the GIL while the next token is computed and returns the
+text that token completed (a piece is never part of a UTF-8 character nor text
+that may still turn out to be a stop string). When the iterator is exhausted,
+`result` holds the whole GenerateResult. Closing it early (break out of the
+loop, close(), leaving a `with` block, or dropping it) stops the generation
+where it is; Session.cancel() from another thread ends it too (stop_reason
+'cancelled').)doc")
+        .def("__iter__", [](py::object self) { return self; }, "The Generation itself.")
+        .def("__next__", &next_piece, "The next piece of text; StopIteration at the end.")
+        .def(
+            "close",
+            [](Stream& s) {
+                py::gil_scoped_release release;
+                s.close();
+            },
+            "Stops the generation (if still running) and waits for it to end. Idempotent.")
+        .def("__enter__", [](py::object self) { return self; }, "Returns the Generation itself.")
+        .def(
+            "__exit__",
+            [](Stream& s, py::handle, py::handle, py::handle) {
+                py::gil_scoped_release release;
+                s.close();
+            },
+            "Closes the Generation.")
+        .def_property_readonly("done", &Stream::done, "True once the generation has ended.")
+        .def_property_readonly("text", [](const Stream& s) { return decode(s.text); },
+                               "The pieces returned so far, joined.")
+        .def_property_readonly(
+            "result",
+            [](Stream& s) -> py::object {
+                if (!s.done()) return py::none();
+                return py::cast(s.result());
+            },
+            "The GenerateResult once the generation has ended (None before).")
+        .def_property_readonly(
+            "stop_reason",
+            [](Stream& s) -> py::object {
+                if (!s.done()) return py::none();
+                return py::str(ember::stop_reason_name(s.result().stop_reason));
+            },
+            "GenerateResult.stop_reason once the generation has ended (None before).");
+
+    py::class_<ModelBox, ModelPtr>(m, "Model", kModelDoc)
+        .def(py::init([](const std::filesystem::path& path, int32_t n_gpu_layers) {
+                 ember::ModelParams p;
+                 p.n_gpu_layers = n_gpu_layers;
+                 auto box = std::make_shared<ModelBox>();
+                 py::gil_scoped_release release;
+                 box->model = ember::Model::load(path.string(), p);
+                 return box;
+             }),
+             py::arg("path"), py::arg("n_gpu_layers") = 0,
+             "Loads the GGUF model at `path` (str or os.PathLike). n_gpu_layers: layers to run on the GPU, "
+             "counted from the last. Raises NotFoundError/IoError for a missing or unreadable file, "
+             "InvalidFileError for a corrupt one, UnsupportedError for an architecture or tensor type ember "
+             "cannot run (or GPU layers without a GPU build).")
+        .def_property_readonly("path", [](const ModelBox& b) { return b.model->path(); }, "The path it was loaded from.")
+        .def_property_readonly("info", [](const ModelBox& b) { return b.model->info(); },
+                               "A ModelInfo: architecture, name, vocabulary size, dimensions, parameter count.")
+        .def_property_readonly("n_vocab", [](const ModelBox& b) { return b.model->info().n_vocab; },
+                               "Tokens in the vocabulary: the length of Session.logits.")
+        .def_property_readonly("metadata", [](const ModelBox& b) { return metadata_dict(b.model->file()); },
+                               "Every GGUF metadata key and value, in file order (numeric arrays as NumPy "
+                               "arrays, string arrays as lists). A new dict on every access.")
+        .def_property_readonly("chat_template", [](const ModelBox& b) { return decode(b.model->chat_template()); },
+                               "The model's Jinja chat template ('' when the file has none).")
+        .def_property_readonly(
+            "bos_token_id",
+            [](const ModelBox& b) -> py::object {
+                const ember::TokenId id = b.model->tokenizer().bos();
+                if (id == ember::kNoToken) return py::none();
+                return py::int_(id);
+            },
+            "The BOS token id, or None.")
+        .def_property_readonly(
+            "eos_token_id",
+            [](const ModelBox& b) -> py::object {
+                const ember::TokenId id = b.model->tokenizer().eos();
+                if (id == ember::kNoToken) return py::none();
+                return py::int_(id);
+            },
+            "The EOS token id, or None.")
+        .def(
+            "is_eog", [](const ModelBox& b, ember::TokenId id) { return b.model->tokenizer().is_eog(id); },
+            py::arg("token"), "True for end-of-generation tokens (EOS, EOT, <|im_end|>, <end_of_turn>, ...).")
+        .def(
+            "tokenize",
+            [](const ModelBox& b, py::handle text, bool add_special, bool parse_special) {
+                const std::string s = utf8(text, "Model.tokenize: text");
+                std::vector<ember::TokenId> ids;
+                {
+                    py::gil_scoped_release release;
+                    ids = b.model->tokenize(s, {.add_special = add_special, .parse_special = parse_special});
+                }
+                return ids;
+            },
+            py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false,
+            "Token ids of `text`. add_special: add BOS/EOS as the model's metadata asks. parse_special: "
+            "text such as '<|im_start|>' becomes its control token (otherwise it is plain text).")
+        .def(
+            "detokenize",
+            [](const ModelBox& b, py::handle ids, bool remove_special, bool render_special) {
+                const std::vector<ember::TokenId> v = token_ids(ids, "Model.detokenize", "ids");
+                std::string text;
+                {
+                    py::gil_scoped_release release;
+                    text = b.model->detokenize(v, {.remove_special = remove_special, .render_special = render_special});
+                }
+                return decode(text);
+            },
+            py::arg("ids"), py::arg("remove_special") = false, py::arg("render_special") = false,
+            "The text of token ids (inverts tokenize). remove_special: drop a leading BOS / trailing EOS. "
+            "render_special: write control tokens as their text (otherwise they vanish). Bytes that do not "
+            "form valid UTF-8 (a partial character) become U+FFFD.")
+        .def(
+            "apply_chat_template",
+            [](const ModelBox& b, py::handle messages, bool add_generation_prompt) {
+                const auto msgs = chat_messages(messages, "Model.apply_chat_template");
+                std::string warning, text;
+                {
+                    py::gil_scoped_release release;
+                    text = b.model->apply_chat_template(msgs, add_generation_prompt, &warning);
+                }
+                if (!warning.empty()) warn(warning);
+                return decode(text);
+            },
+            py::arg("messages"), py::arg("add_generation_prompt") = true,
+            "Renders [{'role': ..., 'content': ...}, ...] with the model's chat template (ChatML, with a "
+            "RuntimeWarning, when the template is missing or not recognised). Tokenize the result with "
+            "add_special=False, parse_special=True. InvalidArgumentError for a conversation the template "
+            "refuses (e.g. no messages).")
+        .def("session", &make_session, py::kw_only(), py::arg("n_ctx") = 0, py::arg("n_batch") = 512,
+             py::arg("n_threads") = 0, py::arg("kv_type") = "f16",
+             "A new Session over this model; the same as ember.Session(model, ...).")
+        .def(
+            "chat",
+            [](const ModelPtr& model, py::handle messages, bool stream, int64_t n_ctx, int64_t n_batch,
+               int64_t n_threads, const py::kwargs& kwargs) {
+                return chat(make_session(model, n_ctx, n_batch, n_threads, "f16"), messages, stream, kwargs,
+                            "Model.chat");
+            },
+            py::arg("messages"), py::kw_only(), py::arg("stream") = false, py::arg("n_ctx") = 0,
+            py::arg("n_batch") = 512, py::arg("n_threads") = 0,
+            "The assistant's reply to a conversation, in a new session (n_ctx, n_batch, n_threads as for "
+            "Session): a str, or with stream=True a Generation of pieces. The other keyword arguments are "
+            "those of Session.generate. For a conversation of many turns, Session.chat reuses the cache.")
+        .def("__repr__", [](const ModelBox& b) {
+            const auto& i = b.model->info();
+            return "<ember.Model '" + b.model->path() + "' arch=" + i.arch + " n_params=" + std::to_string(i.n_params) + ">";
+        });
+
+    py::class_<SessionBox, SessionPtr>(m, "Session", kSessionDoc)
+        .def(py::init(&make_session), py::arg("model"), py::kw_only(), py::arg("n_ctx") = 0, py::arg("n_batch") = 512,
+             py::arg("n_threads") = 0, py::arg("kv_type") = "f16",
+             "Allocates the KV cache and starts the threads. n_ctx: tokens the cache holds (0 = the model's "
+             "training context, capped at 4096). n_batch: prompt tokens per forward pass. n_threads: 0 = one "
+             "per core. kv_type: 'f16' or 'f32'. InvalidArgumentError for out-of-range values, "
+             "OutOfMemoryError when the cache does not fit.")
+        .def(
+            "eval",
+            [](SessionBox& box, py::handle tokens, bool all_logits) -> py::object {
+                const std::vector<ember::TokenId> ids = token_ids(tokens, "Session.eval", "the input");
+                close_active(box);
+                const auto n_vocab = static_cast<py::ssize_t>(box.model->model->info().n_vocab);
+                py::array_t<float> rows;
+                if (all_logits) rows = py::array_t<float>({static_cast<py::ssize_t>(ids.size()), n_vocab});
+                float* out = all_logits ? rows.mutable_data() : nullptr;
+                {
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(box.mu);
+                    box.session.eval(ids, all_logits);
+                    if (out) {
+                        const auto all = box.session.all_logits();
+                        std::memcpy(out, all.data(), all.size() * sizeof(float));
+                    }
+                }
+                if (all_logits) return rows;
+                return py::none();
+            },
+            py::arg("tokens"), py::arg("all_logits") = false,
+            "Runs the forward pass over `tokens` (ids), appended to the history, with the GIL released. "
+            "Afterwards `logits` is the row of the last token. With all_logits=True it returns a new "
+            "float32 array [len(tokens), n_vocab] of every token's logits (else None). "
+            "InvalidArgumentError for an empty list, an id outside the vocabulary, or more tokens than the "
+            "context has room for; CancelledError when cancel() interrupted it.")
+        .def_property_readonly(
+            "logits",
+            [](py::object self) -> py::object {
+                SessionBox& box = self.cast<SessionBox&>();
+                std::span<const float> row;
+                {
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(box.mu);
+                    row = box.session.logits();
+                }
+                if (row.empty()) return py::none();
+                // a view of the session's own buffer (no copy); `self` is its base and stays alive with it
+                py::array_t<float> view({static_cast<py::ssize_t>(row.size())}, {static_cast<py::ssize_t>(sizeof(float))},
+                                        row.data(), self);
+                view.attr("setflags")(py::arg("write") = false);
+                return view;
+            },
+            "The logits after the last token of the history: a read-only float32 NumPy array of shape "
+            "(n_vocab,) that is a view of the session's buffer, not a copy (its .base keeps the session "
+            "alive). The next eval() or generate() overwrites it in place: np.array(session.logits) keeps a "
+            "copy. None when there is no such row: nothing evaluated yet, or after generate() (its last "
+            "token is not evaluated yet), reset() or truncate().")
+        .def(
+            "generate",
+            [](const SessionPtr& box, py::handle prompt, const py::kwargs& kwargs) {
+                ember::GenerateParams gp = generate_params(kwargs, "Session.generate");
+                return start_stream(box, prompt_job(*box, prompt, std::move(gp)));
+            },
+            py::arg("prompt"), kGenerateDoc)
+        .def(
+            "chat",
+            [](const SessionPtr& box, py::handle messages, bool stream, const py::kwargs& kwargs) {
+                return chat(box, messages, stream, kwargs, "Session.chat");
+            },
+            py::arg("messages"), py::kw_only(), py::arg("stream") = false,
+            "The assistant's reply to a conversation ([{'role': ..., 'content': ...}, ...], the whole of it "
+            "every time): a str, or with stream=True a Generation of pieces. The conversation is rendered "
+            "with the model's chat template; the part of it the session's cache already holds (the earlier "
+            "turns, when the previous call was on the same conversation) is not evaluated again. The other "
+            "keyword arguments are those of generate().")
+        .def(
+            "reset",
+            [](SessionBox& box) {
+                close_active(box);
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(box.mu);
+                box.session.reset();
+            },
+            "Empties the history (ending an unfinished Generation first).")
+        .def(
+            "truncate",
+            [](SessionBox& box, int64_t n) {
+                if (n < 0)
+                    throw ember::Error(ember::ErrorCode::InvalidArgument,
+                                       "Session.truncate: n is " + std::to_string(n) + "; it must be >= 0");
+                close_active(box);
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(box.mu);
+                box.session.truncate(static_cast<size_t>(n));
+            },
+            py::arg("n"), "Keeps the first n tokens of the history (InvalidArgumentError if n > n_past).")
+        .def(
+            "cancel",
+            [](SessionBox& box) {
+                box.session.cancel();
+                if (StreamPtr s = box.active.lock()) s->cancel();
+            },
+            "Stops the eval() or generation running now on another thread at its next check (between "
+            "layers): eval() raises CancelledError, a Generation ends with stop_reason 'cancelled'. "
+            "Without anything running it has no effect. Safe from any thread; never blocks.")
+        .def_property_readonly(
+            "tokens",
+            [](SessionBox& box) {
+                std::vector<ember::TokenId> out;
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(box.mu);
+                const auto t = box.session.tokens();
+                out.assign(t.begin(), t.end());
+                return out;
+            },
+            "The history: every token id in the cache, in order (a new list).")
+        .def_property_readonly(
+            "n_past",
+            [](SessionBox& box) {
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(box.mu);
+                return box.session.n_past();
+            },
+            "len(tokens).")
+        .def_property_readonly("n_ctx", [](const SessionBox& b) { return b.session.n_ctx(); }, "Tokens the cache holds.")
+        .def_property_readonly("n_batch", [](const SessionBox& b) { return b.session.n_batch(); },
+                               "Prompt tokens per forward pass.")
+        .def_property_readonly("n_threads", [](const SessionBox& b) { return b.session.n_threads(); },
+                               "Threads computing (0 resolved to the core count).")
+        .def_property_readonly("model", [](const SessionBox& b) { return b.model; }, "The Model.")
+        .def_property_readonly("warnings", [](const SessionBox& b) { return b.session.warnings(); },
+                               "Warnings from construction (also issued as RuntimeWarning then).")
+        .def("__repr__", [](const SessionBox& b) {
+            return "<ember.Session n_ctx=" + std::to_string(b.session.n_ctx()) +
+                   " n_threads=" + std::to_string(b.session.n_threads()) + ">";
+        });
+}
+
+}  // namespace ember_py
