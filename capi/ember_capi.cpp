@@ -9,8 +9,8 @@
 
 #include "capi_internal.hpp"
 #include "ember/error.hpp"
+#include "ember/utf8.hpp"
 #include "ember/version.hpp"
-#include "tokenizer/unicode.hpp"
 
 namespace ember::capi {
 

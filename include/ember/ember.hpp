@@ -10,4 +10,5 @@
 #include "ember/session.hpp"
 #include "ember/tokenizer.hpp"
 #include "ember/types.hpp"
+#include "ember/utf8.hpp"
 #include "ember/version.hpp"

@@ -13,8 +13,8 @@
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/gpu.hpp"
 #include "ember/error.hpp"
+#include "ember/utf8.hpp"
 #include "model/forward.hpp"
-#include "tokenizer/unicode.hpp"
 
 namespace ember {
 namespace {
@@ -74,8 +74,10 @@ struct Session::Impl {
     std::vector<Stage> stages;            // the forward pass's split over the two
     std::vector<float> staging;           // host copy of the residual stream where it crosses
     // [n_past] the session's tokens. The first n_evaluated have their K/V in
-    // the cache; the rest are pending (generate's last sampled token, or a
-    // cancelled eval's tail) and go through the model at the next eval.
+    // the cache; the rest are pending (generate's last sampled token, or
+    // tokens pending before an eval that was cancelled or failed) and go
+    // through the model at the next eval. A cancelled eval's own tokens that
+    // did not get through are dropped (Impl::eval).
     std::vector<TokenId> tokens;
     size_t n_evaluated = 0;
     std::vector<float> logits;      // [n_vocab] the row of tokens[n_evaluated - 1]

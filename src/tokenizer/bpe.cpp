@@ -3,6 +3,7 @@
 // rank until no listed merge applies.
 #include <queue>
 
+#include "common/utf8.hpp"
 #include "tokenizer/unicode.hpp"
 #include "tokenizer/vocab.hpp"
 

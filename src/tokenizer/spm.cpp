@@ -3,7 +3,7 @@
 // left that is not a token falls back to its bytes (<0xNN> tokens).
 #include <queue>
 
-#include "tokenizer/unicode.hpp"
+#include "common/utf8.hpp"
 #include "tokenizer/vocab.hpp"
 
 namespace ember {

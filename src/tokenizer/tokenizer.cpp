@@ -2,6 +2,7 @@
 // back from ids to text (whole or streamed).
 #include <fmt/format.h>
 
+#include "common/utf8.hpp"
 #include "tokenizer/unicode.hpp"
 #include "tokenizer/vocab.hpp"
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "ember/ember.hpp"
-#include "tokenizer/unicode.hpp"
+#include "common/utf8.hpp"
 
 namespace {
 

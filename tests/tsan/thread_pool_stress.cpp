@@ -6,7 +6,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "runtime/thread_pool.hpp"
+#include "common/thread_pool.hpp"
 
 int main() {
     for (int threads : {2, 3, 4}) {

@@ -12,7 +12,7 @@
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "ember/ember.hpp"
-#include "runtime/thread_pool.hpp"
+#include "common/thread_pool.hpp"
 
 using namespace ember;
 

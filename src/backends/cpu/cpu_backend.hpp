@@ -10,7 +10,7 @@
 
 #include "backends/backend.hpp"
 #include "backends/cpu/kernels.hpp"
-#include "runtime/thread_pool.hpp"
+#include "common/thread_pool.hpp"
 
 namespace ember {
 

@@ -1,4 +1,4 @@
-#include "runtime/thread_pool.hpp"
+#include "common/thread_pool.hpp"
 
 #include <sched.h>
 
