@@ -85,7 +85,7 @@ typedef enum ember_status {
 /* The ABI version of the loaded library (EMBER_ABI_VERSION it was built with). */
 EMBER_CAPI uint32_t ember_abi_version(void);
 
-/* "0.1.0". Never NULL; static storage. */
+/* The version, e.g. "0.2.0". Never NULL; static storage. */
 EMBER_CAPI const char* ember_version(void);
 
 /* A short constant name for a status, e.g. "EMBER_ERR_INVALID_FILE".
@@ -96,7 +96,8 @@ EMBER_CAPI const char* ember_status_name(ember_status status);
    pointer stays valid until the next ember call on this thread. */
 EMBER_CAPI const char* ember_last_error(void);
 
-/* Build information (version, CPU features, CUDA, BLAS), one item per line,
+/* Build information (version, CPU features, the CPU kernel set, whether the
+   CUDA module was built; it does not load that module), one item per line,
    copied into buf[buf_size] with a terminating NUL. *needed (if not NULL)
    receives the bytes needed including the NUL. buf may be NULL only when
    buf_size is 0 (to ask for the size); a buffer too small gives
@@ -278,8 +279,11 @@ EMBER_CAPI void ember_session_free(ember_session* session);
    EMBER_ERR_INVALID_ARGUMENT: session or tokens NULL, n_tokens 0, an id
    outside the vocabulary, more tokens than the cache has room for (nothing is
    evaluated then). EMBER_ERR_CANCELLED: ember_session_cancel interrupted it
-   (the tokens stay in the history; those not yet evaluated are run by the
-   next eval or generate). */
+   (the tokens of the batches that completed stay in the history and the
+   cache; the rest of this call's tokens are dropped, so a retry does not
+   repeat them -- ember_session_n_past says how many are kept -- and there
+   are no logits until the next eval or generate). A backend or memory error
+   during the run leaves the history the same way. */
 EMBER_CAPI ember_status ember_session_eval(ember_session* session, const ember_token* tokens, size_t n_tokens);
 
 /* *logits receives the logits that follow the session's last token, [n_vocab]
@@ -405,7 +409,9 @@ EMBER_CAPI ember_status ember_session_truncate(ember_session* session, size_t n_
    from any thread, never blocks. EMBER_ERR_INVALID_ARGUMENT: session NULL. */
 EMBER_CAPI ember_status ember_session_cancel(ember_session* session);
 
-/* *n_past receives the number of tokens in the cache.
+/* *n_past receives the number of tokens in the session's history: those in
+   the cache, plus the last token sampled by ember_session_generate while it
+   waits to be run by the next eval or generate.
    EMBER_ERR_INVALID_ARGUMENT: a NULL pointer. */
 EMBER_CAPI ember_status ember_session_n_past(const ember_session* session, size_t* n_past);
 

@@ -21,7 +21,8 @@ struct WeightView {
     int64_t n_in = 0;
     int64_t n_out = 0;
     size_t row_bytes = 0;
-    const void* data = nullptr;  // host memory (the mmapped file)
+    const void* data = nullptr;  // the backend's memory: the mmapped file on the CPU, device
+                                 // memory from DeviceWeights::upload on a GPU (backends/gpu.hpp)
     std::string_view name;       // for error messages
 };
 
@@ -71,7 +72,9 @@ public:
     virtual ~Backend() = default;
     virtual std::string_view name() const noexcept = 0;
 
-    // Buffers: allocated zeroed, owned by the backend, freed with it.
+    // Buffers: owned by the backend, freed with it, and NOT zeroed (every op
+    // writes its output before anything reads it; the KV cache rows are read
+    // only after kv_store wrote them).
     virtual float* alloc_f32(size_t n) = 0;
     // Allocates cache->k / cache->v for the shape and type already set in *cache.
     virtual void alloc_kv(KvCache* cache) = 0;

@@ -1,6 +1,7 @@
 // The CPU kernel sets: one table of function pointers per instruction set
-// (scalar, AVX2+FMA, AVX-512, NEON), chosen once at run time from CPUID /
-// HWCAP, or forced with EMBER_ISA=scalar|avx2|avx512|neon.
+// (scalar, AVX2+FMA, AVX-512 -- with VNNI when the CPU has it --, NEON), chosen
+// once at run time from CPUID / HWCAP, or forced with
+// EMBER_ISA=scalar|avx2|avx512|neon (avx512 takes the VNNI table on a VNNI CPU).
 //
 // The scalar set is the reference: it is the portable code of cpu_backend.cpp
 // (weights dequantized with the scalar quant code, float arithmetic). The SIMD
@@ -37,7 +38,7 @@ struct QuantizedRow {
 };
 
 struct KernelSet {
-    const char* name;  // "scalar", "avx2", "avx512", "avx512-vnni", "neon", "neon-dotprod"
+    const char* name;  // "scalar", "avx2", "avx512", "avx512-vnni" or "neon"
 
     // --- matrix products (all null in the scalar set: the backend's reference path runs) ---
     // Rounds x[0..n) into q/d/sum/sum32 (n % 32 == 0), the layout QuantizedRow describes.
