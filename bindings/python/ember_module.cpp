@@ -84,7 +84,9 @@ PYBIND11_MODULE(_ember, m) {
               "Import the package `ember` rather than this module.";
     add_error_classes(m);
     m.def("version", &ember::version, "The ember version, e.g. '0.1.0'.");
-    m.def("build_info", &ember::build_info, "Version, CPU features, CUDA and BLAS availability, one item a line.");
+    m.def("build_info", &ember::build_info, "Version, CPU features and kernel set, whether the CUDA module was built; one item a line. Does not load CUDA.");
+    m.def("device_info", &ember::device_info,
+          "The GPUs the CUDA module sees, one line each, or why there are none. Opens the CUDA module.");
     ember_py::bind_gguf(m);
     ember_py::bind_inference(m);
 }

@@ -1,7 +1,8 @@
-// The GPU hooks the model and the session use, present in every build: in a
-// build with the CUDA backend they are implemented in backends/cuda/, in one
-// without it (backends/gpu_none.cpp) they throw Unsupported with a message that
-// says how to get a CUDA build.
+// The GPU hooks the model and the session use, present in every build and
+// implemented by backends/gpu_loader.cpp: it opens the CUDA module
+// (libember-cuda.so, built from backends/cuda/ when CUDA is on) on first use
+// and forwards to it. In a build without CUDA, or where the module, the
+// driver or cuBLAS is missing, they throw with a message that says so.
 #pragma once
 
 #include <cstddef>
@@ -13,8 +14,15 @@
 
 namespace ember {
 
-// True when this build has the CUDA backend compiled in.
+// True when this build has the CUDA backend: the module libember-cuda.so was
+// built beside libember (backends/gpu_loader.cpp opens it on first use).
 bool gpu_built() noexcept;
+
+// One line for build_info(), without opening the module (no GPU library is
+// loaded by asking).
+std::string gpu_summary();
+// The devices, one line each, or why there are none; opens the module.
+std::string gpu_devices();
 
 struct GpuInfo {
     std::string name;       // e.g. "NVIDIA H100 80GB HBM3"

@@ -1,12 +1,14 @@
+// version(), build_info() and device_info(): what this build of ember is and
+// what it found on the machine. The CPU part asks the kernel dispatcher; the
+// GPU part goes through the hooks of backends/gpu.hpp, so asking for the build
+// info never loads the CUDA module, and asking for the devices does.
 #include <fmt/format.h>
 
 #include "backends/cpu/cpu_features.hpp"
 #include "backends/cpu/kernels.hpp"
+#include "backends/gpu.hpp"
 #include "ember/error.hpp"
 #include "ember/version.hpp"
-#ifdef EMBER_HAVE_CUDA
-#include "backends/cuda/cuda_device.hpp"
-#endif
 
 namespace ember {
 
@@ -24,25 +26,16 @@ std::string build_info() {
     } catch (const Error& e) {
         s += fmt::format("cpu kernels: error: {}\n", e.what());
     }
-#ifdef EMBER_HAVE_CUDA
-    try {
-        const auto devs = cuda::devices();
-        if (devs.empty()) s += fmt::format("cuda: built; no usable device ({})\n", cuda::unavailable_reason());
-        for (const auto& d : devs)
-            s += fmt::format("cuda: device {}: {} (sm_{}{}, {:.1f} GiB)\n", d.index, d.name, d.compute_major,
-                             d.compute_minor, d.total_memory / 1073741824.0);
-    } catch (const std::exception& e) {
-        s += fmt::format("cuda: built; error: {}\n", e.what());
-    }
-#else
-    s += "cuda: not built (configure with -DEMBER_CUDA=ON and the CUDA toolkit)\n";
-#endif
-#ifdef EMBER_HAVE_BLAS
-    s += "blas: enabled (OpenBLAS; no kernel calls it: the panel GEMM of the kernel sets is used)\n";
-#else
-    s += "blas: not built\n";
-#endif
+    s += gpu_summary();
     return s;
+}
+
+std::string device_info() {
+    try {
+        return gpu_devices();
+    } catch (const std::exception& e) {
+        return fmt::format("cuda: error: {}\n", e.what());
+    }
 }
 
 }  // namespace ember

@@ -18,6 +18,9 @@ import ember  # noqa: E402
 def test_version_and_build_info():
     assert ember.__version__ == ember.version()
     assert ember.build_info().startswith("ember " + ember.version())
+    assert "cuda: " in ember.build_info()
+    # devices, or why there are none (not built; no module, driver or cuBLAS): never an exception
+    assert ember.device_info().startswith("cuda: ")
 
 
 def test_metadata_and_tensors_match_gguf_py():

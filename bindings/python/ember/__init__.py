@@ -44,6 +44,7 @@ from ._ember import (
     TypeMismatchError,
     UnsupportedError,
     build_info,
+    device_info,
     version,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "TypeMismatchError",
     "UnsupportedError",
     "build_info",
+    "device_info",
     "version",
 ]
 __version__ = version()

@@ -14,10 +14,13 @@ _Ids = Iterable[int] | npt.NDArray[np.integer[Any]]
 _Messages = Sequence[Mapping[str, str]]
 
 def version() -> str:
-    """The ember version, e.g. '0.1.0'."""
+    """The ember version, e.g. '0.2.0'."""
 
 def build_info() -> str:
-    """Version, CPU features, CUDA and BLAS availability, one item a line."""
+    """Version, CPU features and kernel set, whether the CUDA module was built; one item a line. Does not load CUDA."""
+
+def device_info() -> str:
+    """The GPUs the CUDA module sees, one line each, or why there are none. Opens the CUDA module."""
 
 # --- errors: one class per ember::ErrorCode, the C++ message unchanged -------
 

@@ -529,8 +529,6 @@ private:
 
 }  // namespace
 
-bool gpu_built() noexcept { return true; }
-
 GpuInfo gpu_probe() {
     const std::vector<cuda::DeviceInfo> devs = cuda::devices();  // throws Error(Backend) on odd failures
     if (devs.empty())
