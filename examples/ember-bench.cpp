@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common_args.hpp"
+#include "common_stdout.hpp"
 #include "ember/ember.hpp"
 
 namespace {
@@ -69,7 +70,8 @@ std::string help() {
            "  --bandwidth           measure memory read bandwidth (sums a 1 GiB float buffer,\n"
            "                        best of 5 passes); -m is then optional\n"
            "  -h, --help            print this help\n"
-           "Exit status: 0 on success; 1 on any error (one 'ember-bench: error: ...' line on stderr).\n";
+           "Exit status: 0 on success, also when the reader of stdout goes away (the benchmark\n"
+           "then stops); 1 on any error (one 'ember-bench: error: ...' line on stderr).\n";
 }
 
 // Parses the command line; returns false after -h (help printed).
@@ -88,7 +90,7 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
         else if (f == "--json") opt.json = true;
         else if (f == "--bandwidth") opt.bandwidth = true;
         else if (f == "-h" || f == "--help") {
-            std::fputs(help().c_str(), stdout);
+            ember_tools::write_out(help());
             return false;
         } else {
             throw UsageError(fmt::format("unknown argument '{}' (see --help)", f));
@@ -228,8 +230,8 @@ int run(const BenchOptions& opt) {
     if (opt.bandwidth) {
         const double gbs = measure_bandwidth(bw_threads);
         if (opt.json) out.push_back({{"test", "bandwidth"}, {"gb_per_second", gbs}, {"threads", bw_threads}});
-        else fmt::print("bandwidth: {:.1f} GB/s ({} threads)\n", gbs, bw_threads);
-        std::fflush(stdout);
+        else ember_tools::print_out("bandwidth: {:.1f} GB/s ({} threads)\n", gbs, bw_threads);
+        ember_tools::flush_out();
     }
 
     if (!opt.model_path.empty()) {
@@ -260,15 +262,17 @@ int run(const BenchOptions& opt) {
                 at = nl + 1;
             }
             if (opt.n_gpu_layers > 0) {
-                // the "cuda: device ..." line of build_info()
-                const size_t c = info.find("cuda:");
-                if (c != std::string::npos) head += " | " + info.substr(c, info.find('\n', c) - c);
+                // the first "cuda: device ..." line of device_info() (the module is loaded by now)
+                const std::string devices = ember::device_info();
+                const size_t c = devices.find("cuda: device");
+                if (c != std::string::npos) head += " | " + devices.substr(c, devices.find('\n', c) - c);
                 head += fmt::format(" | n_gpu_layers {}", opt.n_gpu_layers);
             }
-            fmt::print("{}\n\n", head);
-            fmt::print("{}", table_row("model", "size", "params", "threads", "test", "t/s"));
-            fmt::print("| {:-<32} | {:->9}: | {:->9}: | {:->6}: | {:->9}: | {:->19}: |\n", "", "", "", "", "", "");
-            std::fflush(stdout);
+            ember_tools::print_out("{}\n\n", head);
+            ember_tools::write_out(table_row("model", "size", "params", "threads", "test", "t/s"));
+            ember_tools::print_out("| {:-<32} | {:->9}: | {:->9}: | {:->6}: | {:->9}: | {:->19}: |\n", "", "", "",
+                                   "", "", "");
+            ember_tools::flush_out();
         }
 
         const auto tokens = random_tokens(*model, static_cast<size_t>(std::max(opt.n_prompt, opt.n_gen)));
@@ -292,27 +296,35 @@ int run(const BenchOptions& opt) {
                                {"model_bytes", model_bytes}, {"params", model->info().n_params},
                                {"samples", r.samples}});
             } else {
-                fmt::print("{}", table_row(name, fmt::format("{:.2f} GiB", static_cast<double>(model_bytes) / (1 << 30)),
-                                           params >= 1e9 ? fmt::format("{:.2f} B", params / 1e9)
-                                                         : fmt::format("{:.2f} M", params / 1e6),
-                                           std::to_string(threads), r.test,
-                                           fmt::format("{:.2f} ± {:.2f}", r.mean(), r.stddev())));
-                std::fflush(stdout);
+                const std::string size = fmt::format("{:.2f} GiB", static_cast<double>(model_bytes) / (1 << 30));
+                ember_tools::write_out(table_row(name, size,
+                                                 params >= 1e9 ? fmt::format("{:.2f} B", params / 1e9)
+                                                               : fmt::format("{:.2f} M", params / 1e6),
+                                                 std::to_string(threads), r.test,
+                                                 fmt::format("{:.2f} ± {:.2f}", r.mean(), r.stddev())));
+                ember_tools::flush_out();
             }
         }
     }
-    if (opt.json) fmt::print("{}\n", out.dump(2));
-    return std::fflush(stdout) == 0 ? 0 : 1;
+    if (opt.json) ember_tools::print_out("{}\n", out.dump(2));
+    ember_tools::flush_out();
+    return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    ember_tools::init_stdout();  // a closed stdout is a normal end, not death by SIGPIPE
     try {
         BenchOptions opt;
-        if (!parse(argc, argv, opt)) return 0;
+        if (!parse(argc, argv, opt)) {
+            ember_tools::flush_out();  // --help
+            return 0;
+        }
         return run(opt);
-    } catch (const std::exception& e) {  // UsageError, ember::Error, std::bad_alloc, ...
+    } catch (const ember_tools::StdoutClosed&) {
+        return 0;  // the reader of stdout has gone (`| head`): nothing more to do, nothing to say
+    } catch (const std::exception& e) {  // UsageError, ember::Error, StdoutError, std::bad_alloc, ...
         fmt::print(stderr, "ember-bench: error: {}\n", e.what());
     } catch (...) {
         fmt::print(stderr, "ember-bench: error: unknown exception\n");

@@ -7,9 +7,7 @@
 // tokenizes it, keeps the longest prefix the session's KV cache already holds
 // and evaluates only the rest, so a long conversation costs only its new part.
 #include <algorithm>
-#include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <iostream>
 #include <optional>
 #include <span>
@@ -23,6 +21,7 @@
 #include "common_args.hpp"
 #include "common_interrupt.hpp"
 #include "common_report.hpp"
+#include "common_stdout.hpp"
 #include "common_utf8.hpp"
 #include "ember/ember.hpp"
 
@@ -64,9 +63,10 @@ std::string help() {
            "  -h, --help                print this help\n"
            "  --version                 print ember's version and build\n"
            "\n"
-           "Exit status: 0 at /quit or end of input; 1 when the model cannot be loaded or the\n"
-           "command line is wrong (one 'ember-chat: error: ...' line on stderr); death by SIGINT\n"
-           "after Ctrl-C at the prompt.\n";
+           "Exit status: 0 at /quit, at end of input or when the reader of stdout goes away (the\n"
+           "reply then stops); 1 when the model cannot be loaded, the command line is wrong or\n"
+           "stdout cannot be written (one 'ember-chat: error: ...' line on stderr); death by\n"
+           "SIGINT after Ctrl-C at the prompt.\n";
 }
 
 // Parses the command line; returns false when it was -h or --version (printed).
@@ -77,10 +77,10 @@ bool parse(int argc, char** argv, ChatOptions& opt) {
         if (f == "-s" || f == "--system") opt.system = args.value(f);
         else if (f == "--timings") opt.timings = true;
         else if (f == "-h" || f == "--help") {
-            std::fputs(help().c_str(), stdout);
+            ember_tools::write_out(help());
             return false;
         } else if (f == "--version") {
-            fmt::print("ember-chat (ember {})\n{}", ember::version(), ember::build_info());
+            ember_tools::print_out("ember-chat (ember {})\n{}", ember::version(), ember::build_info());
             return false;
         } else if (!ember_tools::parse_common_flag(f, args, opt.common, /*with_run_flags=*/false)) {
             throw UsageError(fmt::format("unknown argument '{}' (see --help)", f));
@@ -179,10 +179,6 @@ private:
     bool warned_ = false;
 };
 
-bool write_out(std::string_view s) {
-    return std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0;
-}
-
 // Script mode: a reply on one line, reversibly.
 std::string one_line(std::string_view piece) {
     std::string out;
@@ -213,9 +209,12 @@ int chat(const ChatOptions& opt) {
     Chat conversation(model, session, opt);
     std::string line;
     for (;;) {
-        if (tty && !write_out("> ")) return 1;
+        if (tty) {
+            ember_tools::write_out("> ");
+            ember_tools::flush_out();
+        }
         if (!std::getline(std::cin, line)) {
-            if (tty) write_out("\n");
+            if (tty) ember_tools::write_out("\n");
             break;
         }
         if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -223,14 +222,13 @@ int chat(const ChatOptions& opt) {
         if (line == "/quit" || line == "/exit") break;
         if (line == "/reset") {
             conversation.reset();
-            if (tty) write_out("(conversation cleared)\n");
+            if (tty) ember_tools::write_out("(conversation cleared)\n");
             continue;
         }
 
-        bool write_failed = false;
+        // a failed write (a closed stdout among them) stops the reply
         auto on_piece = [&](std::string_view piece) {
-            write_failed = !write_out(tty ? std::string(piece) : one_line(piece));
-            return !write_failed;
+            return ember_tools::stream_out(tty ? std::string(piece) : one_line(piece));
         };
         std::optional<ember::GenerateResult> r;
         std::string error;  // "" with no result: interrupted while evaluating the prompt
@@ -245,11 +243,10 @@ int chat(const ChatOptions& opt) {
                 if (e.code() != ember::ErrorCode::Cancelled) error = e.what();
             }
         }
-        // the reply's line ends (a failed message gets an empty one) before any note on stderr
-        if (write_failed || !write_out("\n")) {
-            fmt::print(stderr, "ember-chat: error: writing to stdout failed: {}\n", std::strerror(errno));
-            return 1;
-        }
+        // the reply's line ends (a failed message gets an empty one) before any note on stderr;
+        // stdout closed (StdoutClosed: the chat ends quietly) or failing (StdoutError) ends the chat
+        ember_tools::stream_out("\n");
+        ember_tools::check_stdout();
         if (!error.empty()) fmt::print(stderr, "ember-chat: error: {}\n", error);
         if (!r || r->stop_reason == ember::StopReason::Cancelled) {
             if (error.empty()) fmt::print(stderr, "ember-chat: reply interrupted\n");
@@ -261,17 +258,23 @@ int chat(const ChatOptions& opt) {
             fmt::print(stderr, "ember-chat: reused {} cached tokens | {}\n", conversation.reused(),
                        ember_tools::timing_line(*r));
     }
+    ember_tools::flush_out();
     return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::signal(SIGPIPE, SIG_IGN);  // a closed stdout is an error we report, not a silent death
+    ember_tools::init_stdout();  // a closed stdout is a normal end, not death by SIGPIPE
     try {
         ChatOptions opt;
-        if (!parse(argc, argv, opt)) return 0;
+        if (!parse(argc, argv, opt)) {
+            ember_tools::flush_out();  // --help, --version
+            return 0;
+        }
         return chat(opt);
+    } catch (const ember_tools::StdoutClosed&) {
+        return 0;  // the reader of stdout has gone: nothing more to do, nothing to say
     } catch (const std::exception& e) {
         fmt::print(stderr, "ember-chat: error: {}\n", e.what());
     } catch (...) {

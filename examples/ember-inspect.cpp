@@ -3,6 +3,10 @@
 //
 //   ember-inspect model.gguf            human-readable, long values summarised
 //   ember-inspect model.gguf --json     one JSON object, complete values
+//
+// Exit status: 0 on success (also when the reader of stdout goes away, as with
+// `| head`); 1 when the file cannot be read or stdout cannot be written; 2 for
+// a wrong command line.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +18,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "common_stdout.hpp"
 #include "ember/ember.hpp"
 
 namespace {
@@ -24,14 +29,12 @@ using ember::gguf::ValueType;
 constexpr uint64_t kShowItems = 8;     // array elements shown in text mode
 constexpr size_t kShowChars = 96;      // string bytes shown in text mode
 
-void usage(std::FILE* to) {
-    std::fputs("usage: ember-inspect FILE [--json] [--full]\n"
-               "       ember-inspect --version\n"
-               "Prints a GGUF file's version, metadata and tensor table.\n"
-               "  --json   one JSON object {version, metadata, metadata_types, tensors, ...}\n"
-               "  --full   text mode: print long strings and arrays whole\n",
-               to);
-}
+constexpr const char* kUsage =
+    "usage: ember-inspect FILE [--json] [--full]\n"
+    "       ember-inspect --version\n"
+    "Prints a GGUF file's version, metadata and tensor table.\n"
+    "  --json   one JSON object {version, metadata, metadata_types, tensors, ...}\n"
+    "  --full   text mode: print long strings and arrays whole\n";
 
 // Text-mode rendering of a string: quoted, control bytes escaped, cut if long.
 std::string quote(std::string_view s, bool full) {
@@ -159,37 +162,38 @@ std::string human_bytes(uint64_t n) {
 }
 
 void print_text(const ember::gguf::File& f, bool full, double parse_ms) {
-    fmt::print("GGUF v{}  {}\n", f.version(), f.path());
-    fmt::print("  {} bytes ({}), alignment {}, data section at byte {}, parsed in {:.2f} ms\n\n", f.file_size(),
-               human_bytes(f.file_size()), f.alignment(), f.data_offset(), parse_ms);
+    using ember_tools::print_out;
+    print_out("GGUF v{}  {}\n", f.version(), f.path());
+    print_out("  {} bytes ({}), alignment {}, data section at byte {}, parsed in {:.2f} ms\n\n", f.file_size(),
+              human_bytes(f.file_size()), f.alignment(), f.data_offset(), parse_ms);
     size_t key_w = 0;
     for (const auto& kv : f.metadata()) key_w = std::max(key_w, kv.key.size());
-    fmt::print("metadata: {} keys\n", f.metadata().size());
+    print_out("metadata: {} keys\n", f.metadata().size());
     for (const auto& kv : f.metadata())
-        fmt::print("  {:<{}}  {:<14} {}\n", kv.key, key_w, kv.value.type_name(), value_text(kv.value, full));
+        print_out("  {:<{}}  {:<14} {}\n", kv.key, key_w, kv.value.type_name(), value_text(kv.value, full));
 
     const auto& ts = f.tensors();
-    fmt::print("\ntensors: {}\n", ts.size());
+    print_out("\ntensors: {}\n", ts.size());
     if (ts.empty()) return;
     size_t name_w = 4;
     for (const auto& t : ts) name_w = std::max(name_w, t.name.size());
-    fmt::print("  {:>5}  {:<{}}  {:<5}  {:<22}  {:>12}  {:>12}\n", "#", "name", name_w, "type", "shape", "offset", "bytes");
+    print_out("  {:>5}  {:<{}}  {:<5}  {:<22}  {:>12}  {:>12}\n", "#", "name", name_w, "type", "shape", "offset", "bytes");
     uint64_t total_bytes = 0, total_elems = 0;
     std::map<std::string, std::pair<int, uint64_t>> by_type;  // count, bytes
     for (size_t i = 0; i < ts.size(); ++i) {
         const auto& t = ts[i];
         const char* tn = ember::type_info(t.type).name;
-        fmt::print("  {:>5}  {:<{}}  {:<5}  {:<22}  {:>12}  {:>12}\n", i, t.name, name_w, tn,
-                   fmt::format("{}", fmt::join(t.shape, " x ")), t.file_offset, t.n_bytes);
+        print_out("  {:>5}  {:<{}}  {:<5}  {:<22}  {:>12}  {:>12}\n", i, t.name, name_w, tn,
+                  fmt::format("{}", fmt::join(t.shape, " x ")), t.file_offset, t.n_bytes);
         total_bytes += t.n_bytes;
         total_elems += t.n_elements;
         by_type[tn].first++;
         by_type[tn].second += t.n_bytes;
     }
-    fmt::print("\ntotals: {} tensors, {} elements ({:.1f} M), {} bytes of tensor data ({})\n", ts.size(), total_elems,
-               total_elems / 1e6, total_bytes, human_bytes(total_bytes));
+    print_out("\ntotals: {} tensors, {} elements ({:.1f} M), {} bytes of tensor data ({})\n", ts.size(), total_elems,
+              total_elems / 1e6, total_bytes, human_bytes(total_bytes));
     for (const auto& [name, cb] : by_type)
-        fmt::print("  {:<5} {:>5} tensors  {:>12} bytes\n", name, cb.first, cb.second);
+        print_out("  {:<5} {:>5} tensors  {:>12} bytes\n", name, cb.first, cb.second);
 }
 
 void print_json(const ember::gguf::File& f) {
@@ -218,13 +222,12 @@ void print_json(const ember::gguf::File& f) {
     }
     j["tensors"] = std::move(tensors);
     const std::string out = j.dump(1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
-    std::fwrite(out.data(), 1, out.size(), stdout);
-    std::fputc('\n', stdout);
+    ember_tools::write_out(out);
+    ember_tools::write_out("\n");
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// Returns the exit status; stdout's failures are thrown (see common_stdout.hpp).
+int inspect(int argc, char** argv) {
     std::string path;
     bool json = false, full = false;
     for (int i = 1; i < argc; ++i) {
@@ -232,14 +235,13 @@ int main(int argc, char** argv) {
         if (a == "--json") json = true;
         else if (a == "--full") full = true;
         else if (a == "-h" || a == "--help") {
-            usage(stdout);
+            ember_tools::write_out(kUsage);
             return 0;
         } else if (a == "--version") {
-            std::fputs(ember::build_info().c_str(), stdout);
+            ember_tools::write_out(ember::build_info());
             return 0;
         } else if (!a.empty() && a[0] == '-') {
-            fmt::print(stderr, "ember-inspect: unknown option '{}'\n", a);
-            usage(stderr);
+            fmt::print(stderr, "ember-inspect: unknown option '{}'\n{}", a, kUsage);
             return 2;
         } else if (path.empty()) path = a;
         else {
@@ -248,21 +250,29 @@ int main(int argc, char** argv) {
         }
     }
     if (path.empty()) {
-        usage(stderr);
+        std::fputs(kUsage, stderr);
         return 2;
     }
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto f = ember::gguf::File::open(path);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (json) print_json(f);
+    else print_text(f, full, ms);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    ember_tools::init_stdout();  // a closed stdout is a normal end, not death by SIGPIPE
     try {
-        const auto t0 = std::chrono::steady_clock::now();
-        const auto f = ember::gguf::File::open(path);
-        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        if (json) print_json(f);
-        else print_text(f, full, ms);
-    } catch (const ember::Error& e) {
-        fmt::print(stderr, "ember-inspect: error: {}\n", e.what());
-        return 1;
-    } catch (const std::exception& e) {
+        const int status = inspect(argc, argv);
+        ember_tools::flush_out();
+        return status;
+    } catch (const ember_tools::StdoutClosed&) {
+        return 0;  // the reader of stdout has gone (`| head`): nothing more to do, nothing to say
+    } catch (const std::exception& e) {  // ember::Error, StdoutError, ...
         fmt::print(stderr, "ember-inspect: error: {}\n", e.what());
         return 1;
     }
-    return std::fflush(stdout) == 0 ? 0 : 1;
 }

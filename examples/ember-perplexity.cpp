@@ -25,6 +25,7 @@
 
 #include "common_args.hpp"
 #include "common_interrupt.hpp"
+#include "common_stdout.hpp"
 #include "ember/ember.hpp"
 
 namespace {
@@ -54,7 +55,8 @@ std::string help() {
            "  -ngl, --n-gpu-layers N  layers to run on the GPU (default 0)\n"
            "  -h, --help              print this help\n"
            "stdout: the running estimate per chunk, then 'Final estimate: PPL = X +/- Y'.\n"
-           "stderr: progress. Exit status 0 on success, 1 on any error.\n";
+           "stderr: progress. Exit status 0 on success (also when the reader of stdout goes away:\n"
+           "the evaluation then stops), 1 on any error.\n";
 }
 
 bool parse(int argc, char** argv, Options& opt) {
@@ -71,7 +73,7 @@ bool parse(int argc, char** argv, Options& opt) {
         else if (f == "-ngl" || f == "--n-gpu-layers")
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
         else if (f == "-h" || f == "--help") {
-            fmt::print("{}", help());
+            ember_tools::write_out(help());
             return false;
         } else
             throw UsageError(fmt::format("unknown argument '{}'; see --help", f));
@@ -152,8 +154,8 @@ int run(const Options& opt) {
             nll2 += v * v;
             ++count;
         }
-        fmt::print("[{}]{:.4f},", c + 1, std::exp(nll / static_cast<double>(count)));
-        std::fflush(stdout);
+        ember_tools::print_out("[{}]{:.4f},", c + 1, std::exp(nll / static_cast<double>(count)));
+        ember_tools::flush_out();
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double eta = el / static_cast<double>(c + 1) * static_cast<double>(n_chunks - c - 1);
         const int bar = static_cast<int>(30 * (c + 1) / n_chunks);
@@ -165,18 +167,25 @@ int run(const Options& opt) {
     const double ppl = std::exp(mean);
     const double var = nll2 / static_cast<double>(count) - mean * mean;
     const double err = var > 0 && count > 1 ? std::sqrt(var / static_cast<double>(count - 1)) * ppl : 0.0;
-    fmt::print("\nFinal estimate: PPL = {:.4f} +/- {:.5f}\n", ppl, err);
-    return std::fflush(stdout) == 0 ? 0 : 1;
+    ember_tools::print_out("\nFinal estimate: PPL = {:.4f} +/- {:.5f}\n", ppl, err);
+    ember_tools::flush_out();
+    return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    ember_tools::init_stdout();  // a closed stdout is a normal end, not death by SIGPIPE
     try {
         Options opt;
-        if (!parse(argc, argv, opt)) return 0;
+        if (!parse(argc, argv, opt)) {
+            ember_tools::flush_out();  // --help
+            return 0;
+        }
         return run(opt);
-    } catch (const std::exception& e) {  // UsageError, ember::Error, std::bad_alloc, ...
+    } catch (const ember_tools::StdoutClosed&) {
+        return 0;  // the reader of stdout has gone (`| head`): nothing more to do, nothing to say
+    } catch (const std::exception& e) {  // UsageError, ember::Error, StdoutError, std::bad_alloc, ...
         fmt::print(stderr, "\nember-perplexity: error: {}\n", e.what());
     } catch (...) {
         fmt::print(stderr, "\nember-perplexity: error: unknown exception\n");

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common_args.hpp"
+#include "common_stdout.hpp"
 #include "ember/ember.hpp"
 
 namespace {
@@ -88,7 +89,7 @@ bool parse(int argc, char** argv, Options& opt) {
         const std::string f = args.next();
         if (f == "--threads" || f == "-t") opt.n_threads = static_cast<int>(ember_tools::parse_int(f, args.value(f), 1, 1024));
         else if (f == "-h" || f == "--help") {
-            fmt::print("{}", help());
+            ember_tools::write_out(help());
             return false;
         } else if (f.size() > 1 && f[0] == '-')
             throw UsageError(fmt::format("unknown option '{}'; see --help", f));
@@ -227,11 +228,17 @@ int run(const Options& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    ember_tools::init_stdout();  // a closed stdout is a normal end, not death by SIGPIPE
     try {
         Options opt;
-        if (!parse(argc, argv, opt)) return 0;
+        if (!parse(argc, argv, opt)) {
+            ember_tools::flush_out();  // --help
+            return 0;
+        }
         return run(opt);
-    } catch (const std::exception& e) {  // UsageError, ember::Error, std::bad_alloc, ...
+    } catch (const ember_tools::StdoutClosed&) {
+        return 0;  // the reader of stdout has gone (`| head`): nothing more to do, nothing to say
+    } catch (const std::exception& e) {  // UsageError, ember::Error, StdoutError, std::bad_alloc, ...
         fmt::print(stderr, "ember-quantize: error: {}\n", e.what());
     } catch (...) {
         fmt::print(stderr, "ember-quantize: error: unknown exception\n");

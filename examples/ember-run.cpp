@@ -5,9 +5,9 @@
 //
 // stdout carries only the generated text (with --echo, the prompt first),
 // flushed piece by piece; everything else -- the model line, warnings, errors
-// and the closing timing line -- goes to stderr.
+// and the closing timing line -- goes to stderr. When the reader of stdout goes
+// away (`| head -c 100`), the generation stops there and the tool ends with 0.
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -19,6 +19,7 @@
 #include "common_args.hpp"
 #include "common_interrupt.hpp"
 #include "common_report.hpp"
+#include "common_stdout.hpp"
 #include "common_utf8.hpp"
 #include "ember/ember.hpp"
 
@@ -51,8 +52,9 @@ std::string help() {
            "  -h, --help                print this help\n"
            "  --version                 print ember's version and build\n"
            "\n"
-           "Exit status: 0 on success; 1 on any error (one 'ember-run: error: ...' line on stderr);\n"
-           "130 after Ctrl-C.\n";
+           "Exit status: 0 on success, also when the reader of stdout goes away (the generation\n"
+           "then stops); 1 on any error (one 'ember-run: error: ...' line on stderr); 130 after\n"
+           "Ctrl-C.\n";
 }
 
 // Parses the command line; returns false when it was -h or --version (printed).
@@ -66,10 +68,10 @@ bool parse(int argc, char** argv, RunOptions& opt) {
         } else if (f == "-f" || f == "--file") opt.prompt_file = args.value(f);
         else if (f == "--echo") opt.echo = true;
         else if (f == "-h" || f == "--help") {
-            std::fputs(help().c_str(), stdout);
+            ember_tools::write_out(help());
             return false;
         } else if (f == "--version") {
-            fmt::print("ember-run (ember {})\n{}", ember::version(), ember::build_info());
+            ember_tools::print_out("ember-run (ember {})\n{}", ember::version(), ember::build_info());
             return false;
         } else if (!ember_tools::parse_common_flag(f, args, opt.common, /*with_run_flags=*/true)) {
             throw UsageError(fmt::format("unknown argument '{}' (see --help)", f));
@@ -97,11 +99,6 @@ std::string read_file(const std::string& path) {
     return text;
 }
 
-// Writes and flushes; false when stdout is gone (e.g. a closed pipe).
-bool write_out(std::string_view s) {
-    return std::fwrite(s.data(), 1, s.size(), stdout) == s.size() && std::fflush(stdout) == 0;
-}
-
 int run(const RunOptions& opt) {
     std::string prompt = opt.have_prompt ? opt.prompt : read_file(opt.prompt_file);
     if (const size_t at = ember_tools::utf8_error_at(prompt); at < prompt.size())
@@ -117,18 +114,15 @@ int run(const RunOptions& opt) {
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-run: warning: {}\n", w);
     fmt::print(stderr, "ember-run: {}\n", ember_tools::describe(*model, session));
 
-    bool write_failed = opt.echo && !write_out(prompt);
+    const bool echoed = !opt.echo || ember_tools::stream_out(prompt);
     char last = opt.echo && !prompt.empty() ? prompt.back() : '\n';
     ember::GenerateResult result;
     bool by_ctrl_c = false;
-    if (!write_failed) {
+    if (echoed) {
         ember_tools::Watch watch(interrupts, session);
         try {
             result = session.generate(prompt, common.generate, [&](std::string_view piece) {
-                if (!write_out(piece)) {
-                    write_failed = true;
-                    return false;
-                }
+                if (!ember_tools::stream_out(piece)) return false;  // stdout failed: stop generating
                 if (!piece.empty()) last = piece.back();
                 return true;
             });
@@ -138,9 +132,13 @@ int run(const RunOptions& opt) {
         }
         by_ctrl_c = interrupts.interrupted();
     }
-    if (write_failed) throw std::runtime_error(fmt::format("writing to stdout failed: {}", std::strerror(errno)));
-    // A terminal gets the shell prompt on a line of its own; a pipe gets exactly the text.
-    if (last != '\n' && isatty(STDOUT_FILENO)) write_out("\n");
+    // A closed stdout (its reader has gone) stopped the generation: a normal end,
+    // reported by the timing line as any stop is. Any other write error is an error.
+    if (!ember_tools::stdout_closed()) {
+        // A terminal gets the shell prompt on a line of its own; a pipe gets exactly the text.
+        if (last != '\n' && isatty(STDOUT_FILENO)) ember_tools::stream_out("\n");
+        ember_tools::check_stdout();
+    }
     fmt::print(stderr, "{}\n", ember_tools::timing_line(result));
     return by_ctrl_c ? 130 : 0;
 }
@@ -148,11 +146,16 @@ int run(const RunOptions& opt) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::signal(SIGPIPE, SIG_IGN);  // a closed stdout is an error we report, not a silent death
+    ember_tools::init_stdout();  // a closed stdout is a normal end, not death by SIGPIPE
     try {
         RunOptions opt;
-        if (!parse(argc, argv, opt)) return 0;
+        if (!parse(argc, argv, opt)) {
+            ember_tools::flush_out();  // --help, --version
+            return 0;
+        }
         return run(opt);
+    } catch (const ember_tools::StdoutClosed&) {
+        return 0;  // the reader of stdout has gone (`| head`): nothing more to do, nothing to say
     } catch (const std::exception& e) {
         fmt::print(stderr, "ember-run: error: {}\n", e.what());
     } catch (...) {

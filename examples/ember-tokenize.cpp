@@ -4,6 +4,10 @@
 //   ember-tokenize -m model.gguf -p "Hello world"          id<TAB>piece per line
 //   ember-tokenize -m model.gguf --ids -f prompt.txt       ids on one line
 //   echo "text" | ember-tokenize -m model.gguf             text from stdin
+//
+// Exit status: 0 on success (also when the reader of stdout goes away, as with
+// `| head`); 1 on an error (the model, the text, writing stdout); 2 for a
+// wrong command line.
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -14,21 +18,20 @@
 
 #include <fmt/format.h>
 
+#include "common_stdout.hpp"
 #include "ember/ember.hpp"
 
 namespace {
 
-void usage(std::FILE* to) {
-    std::fputs("usage: ember-tokenize -m FILE [--ids] [--no-add-special] [--parse-special] [-p TEXT | -f FILE]\n"
-               "Tokenizes TEXT (-p), the contents of FILE (-f) or standard input.\n"
-               "  --ids              print the ids on one line, space-separated\n"
-               "                     (default: one 'id<TAB>piece' line per token)\n"
-               "  --no-add-special   do not add BOS/EOS (added as the model's metadata says by default)\n"
-               "  --parse-special    text such as <|im_start|> becomes its special token\n"
-               "  --stats            print the token count and tokenization speed on stderr\n"
-               "  --quiet            print no tokens (with --stats: a benchmark)\n",
-               to);
-}
+constexpr const char* kUsage =
+    "usage: ember-tokenize -m FILE [--ids] [--no-add-special] [--parse-special] [-p TEXT | -f FILE]\n"
+    "Tokenizes TEXT (-p), the contents of FILE (-f) or standard input.\n"
+    "  --ids              print the ids on one line, space-separated\n"
+    "                     (default: one 'id<TAB>piece' line per token)\n"
+    "  --no-add-special   do not add BOS/EOS (added as the model's metadata says by default)\n"
+    "  --parse-special    text such as <|im_start|> becomes its special token\n"
+    "  --stats            print the token count and tokenization speed on stderr\n"
+    "  --quiet            print no tokens (with --stats: a benchmark)\n";
 
 // A piece for display: printable UTF-8 as is, other bytes escaped.
 std::string show(const std::string& piece) {
@@ -57,9 +60,8 @@ std::string show(const std::string& piece) {
     return out;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// Returns the exit status; stdout's failures are thrown (see common_stdout.hpp).
+int tokenize(int argc, char** argv) {
     std::string model, text, file;
     bool have_text = false, ids_only = false, stats = false, quiet = false;
     ember::TokenizeOptions opt;
@@ -81,47 +83,57 @@ int main(int argc, char** argv) {
         else if (a == "--stats") stats = true;
         else if (a == "--quiet") quiet = true;
         else if (a == "-h" || a == "--help") {
-            usage(stdout);
+            ember_tools::write_out(kUsage);
             return 0;
         } else {
-            fmt::print(stderr, "ember-tokenize: unknown argument '{}'\n", a);
-            usage(stderr);
+            fmt::print(stderr, "ember-tokenize: unknown argument '{}'\n{}", a, kUsage);
             return 2;
         }
     }
     if (model.empty() || (have_text && !file.empty())) {
-        usage(stderr);
+        std::fputs(kUsage, stderr);
         return 2;
     }
+    if (!file.empty()) {
+        std::ifstream in(file, std::ios::binary);
+        if (!in) throw ember::Error(ember::ErrorCode::NotFound, fmt::format("cannot read '{}'", file));
+        text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } else if (!have_text) {
+        std::ostringstream ss;
+        ss << std::cin.rdbuf();
+        text = ss.str();
+    }
+    const auto tok = ember::Tokenizer::from_gguf(ember::gguf::File::open(model));
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto ids = tok.tokenize(text, opt);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (stats)
+        fmt::print(stderr, "{} bytes -> {} tokens in {:.1f} ms: {:.0f} tokens/s, {:.2f} MB/s\n", text.size(),
+                   ids.size(), s * 1e3, ids.size() / s, text.size() / s / 1e6);
+    if (quiet) return 0;
+    std::string out;
+    if (ids_only) {
+        for (size_t i = 0; i < ids.size(); ++i) out += fmt::format("{}{}", i ? " " : "", ids[i]);
+        out += '\n';
+    } else {
+        for (auto id : ids) out += fmt::format("{}\t{}\n", id, show(tok.token_to_piece(id, true)));
+    }
+    ember_tools::write_out(out);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    ember_tools::init_stdout();  // a closed stdout is a normal end, not death by SIGPIPE
     try {
-        if (!file.empty()) {
-            std::ifstream in(file, std::ios::binary);
-            if (!in) throw ember::Error(ember::ErrorCode::NotFound, fmt::format("cannot read '{}'", file));
-            text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-        } else if (!have_text) {
-            std::ostringstream ss;
-            ss << std::cin.rdbuf();
-            text = ss.str();
-        }
-        const auto tok = ember::Tokenizer::from_gguf(ember::gguf::File::open(model));
-        const auto t0 = std::chrono::steady_clock::now();
-        const auto ids = tok.tokenize(text, opt);
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (stats)
-            fmt::print(stderr, "{} bytes -> {} tokens in {:.1f} ms: {:.0f} tokens/s, {:.2f} MB/s\n", text.size(),
-                       ids.size(), s * 1e3, ids.size() / s, text.size() / s / 1e6);
-        if (quiet) return 0;
-        std::string out;
-        if (ids_only) {
-            for (size_t i = 0; i < ids.size(); ++i) out += fmt::format("{}{}", i ? " " : "", ids[i]);
-            out += '\n';
-        } else {
-            for (auto id : ids) out += fmt::format("{}\t{}\n", id, show(tok.token_to_piece(id, true)));
-        }
-        std::fwrite(out.data(), 1, out.size(), stdout);
-    } catch (const std::exception& e) {
+        const int status = tokenize(argc, argv);
+        ember_tools::flush_out();
+        return status;
+    } catch (const ember_tools::StdoutClosed&) {
+        return 0;  // the reader of stdout has gone (`| head`): nothing more to do, nothing to say
+    } catch (const std::exception& e) {  // ember::Error, StdoutError, ...
         fmt::print(stderr, "ember-tokenize: error: {}\n", e.what());
         return 1;
     }
-    return std::fflush(stdout) == 0 ? 0 : 1;
 }
