@@ -7,7 +7,8 @@
  *      and chat template calls, eval + logits, callback stop, stop strings,
  *      cancel from a second thread, and the argument checks that need a model.
  * Without the model file it runs part 1, prints "SKIP: model not found at ..."
- * and exits with 77 (ctest's SKIP_RETURN_CODE).
+ * and exits with 77 (ctest's SKIP_RETURN_CODE) -- unless the model is required
+ * (CI set non-empty, or EMBER_REQUIRE_MODELS=1): then it says so and exits 1.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -20,6 +21,14 @@
 
 #define SKIP_CODE 77
 #define MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+/* CI set non-empty (CI sets CI=true) or EMBER_REQUIRE_MODELS=1: the default
+ * model must be there, and its absence fails the test instead of skipping it */
+static int models_required(void) {
+    const char* ci = getenv("CI");
+    const char* req = getenv("EMBER_REQUIRE_MODELS");
+    return (ci != NULL && ci[0] != '\0') || (req != NULL && strcmp(req, "1") == 0);
+}
 
 static int failures = 0;
 static int checks = 0;
@@ -706,7 +715,13 @@ int main(void) {
     if (f == NULL) {
         printf("%d passed, %d failed (without a model)\n", checks - failures, failures);
         if (failures) return 1;
-        printf("SKIP: model not found at %s (set EMBER_MODELS_DIR)\n", path);
+        if (models_required()) {
+            printf("FAIL: required in CI (CI or EMBER_REQUIRE_MODELS set): %s is missing; "
+                   "run scripts/fetch-models (or set EMBER_MODELS_DIR)\n",
+                   path);
+            return 1;
+        }
+        printf("SKIP: model not found at %s; run scripts/fetch-models (or set EMBER_MODELS_DIR)\n", path);
         return SKIP_CODE;
     }
     fclose(f);

@@ -1,5 +1,7 @@
 """Shared fixtures: where the built tools, the default models and the peer
-vocabularies are. Tests that need something absent skip with a message."""
+vocabularies are. Tests that need something absent skip with a message --
+except the default models and ../shared/vocab in requirement mode (CI set
+non-empty, or EMBER_REQUIRE_MODELS=1), where their absence fails the test."""
 import os
 import subprocess
 from pathlib import Path
@@ -31,10 +33,38 @@ def inspect_tool() -> Path:
     return tool("ember-inspect")
 
 
+FETCH_MODELS = "run scripts/fetch-models (or set EMBER_MODELS_DIR)"
+SHARED_VOCAB = "the peer tokenizer vocabularies come from ../shared/vocab (or set EMBER_SHARED_DIR)"
+
+
+def resources_required() -> bool:
+    """Requirement mode: CI set non-empty (CI sets CI=true) or EMBER_REQUIRE_MODELS=1."""
+    return bool(os.environ.get("CI")) or os.environ.get("EMBER_REQUIRE_MODELS") == "1"
+
+
+def missing_resource(path: Path, hint: str):
+    """A default model or the peer vocabularies are absent: skip the test, or
+    fail it in requirement mode. Does not return."""
+    if resources_required():
+        pytest.fail(f"required in CI (CI or EMBER_REQUIRE_MODELS set): {path} is missing; {hint}", pytrace=False)
+    pytest.skip(f"SKIPPED: {path} is missing; {hint}")
+
+
 def model_path(name: str) -> Path:
+    """A default model (models/NAME, or EMBER_MODELS_DIR/NAME)."""
     p = MODELS / name
     if not p.exists():
-        pytest.skip(f"SKIPPED: {p} is absent; run scripts/fetch-models")
+        missing_resource(p, FETCH_MODELS)
+    return p
+
+
+def vocab_path(name: str | None = None) -> Path:
+    """The peer vocabularies (../shared/vocab, or EMBER_SHARED_DIR/vocab), or one file of them."""
+    p = SHARED / "vocab"
+    if name is not None:
+        p = p / name
+    if not p.exists():
+        missing_resource(p, SHARED_VOCAB)
     return p
 
 

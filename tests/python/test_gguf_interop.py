@@ -7,7 +7,7 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import DEFAULT_MODELS, SHARED, model_path, run
+from conftest import DEFAULT_MODELS, model_path, run, vocab_path
 
 
 def py_value(field: gguf.ReaderField):
@@ -125,9 +125,7 @@ def test_inspect_text_on_a_model(inspect_tool):
 
 
 def test_inspect_vocab_only_files(inspect_tool):
-    vocab = SHARED / "vocab"
-    if not vocab.exists():
-        pytest.skip(f"SKIPPED: {vocab} is absent (peer vocabularies live in ../shared/vocab)")
+    vocab = vocab_path()
     files = sorted(vocab.glob("*.gguf"))
     assert files
     for p in files:

@@ -2,7 +2,7 @@
 vocab-only files, invalid UTF-8 and bad input."""
 import pytest
 
-from conftest import DEFAULT_MODELS, SHARED, model_path, run, tool
+from conftest import DEFAULT_MODELS, model_path, run, tool, vocab_path
 
 
 @pytest.fixture(scope="module")
@@ -11,10 +11,7 @@ def tokenize():
 
 
 def vocab(name: str):
-    p = SHARED / "vocab" / name
-    if not p.exists():
-        pytest.skip(f"SKIPPED: {p} is absent (peer vocabularies live in ../shared/vocab)")
-    return p
+    return vocab_path(name)
 
 
 def test_ids_match_the_conformance_vectors(tokenize):

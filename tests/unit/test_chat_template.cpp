@@ -15,6 +15,7 @@
 #include "ember/error.hpp"
 #include "ember/gguf.hpp"
 #include "ember/tokenizer.hpp"
+#include "unit/skip.hpp"
 
 using namespace ember;
 using json = nlohmann::json;
@@ -235,25 +236,22 @@ TEST_CASE("chat: BOS/EOS texts follow the template, stripping follows Python") {
 }
 
 TEST_CASE("chat: the default models' own templates are recognised and render their turns") {
-    const char* dir_env = std::getenv("EMBER_MODELS_DIR");
-    const std::filesystem::path dir = dir_env ? dir_env : "models";
+    const std::filesystem::path dir = ember_test::models_dir();
     struct Case {
         const char* file;
         ChatFormat format;
         const char* expect;
     };
     const std::vector<ChatMessage> msgs = {{"user", "Hi"}};
-    for (const Case c : {Case{"SmolLM2-135M-Instruct.Q4_1.gguf", ChatFormat::SmolLM2,
+    const Case cases[] = {Case{"SmolLM2-135M-Instruct.Q4_1.gguf", ChatFormat::SmolLM2,
                               "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
                               "Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"},
                          // this Gemma 3 file carries no tokenizer.chat_template: ChatML with a warning
                          Case{"gemma-3-270m-q4_k_m.gguf", ChatFormat::ChatML,
-                              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}}) {
+                              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}};
+    for (const Case c : cases) EMBER_REQUIRE_RESOURCE(dir / c.file, ember_test::kFetchModels);
+    for (const Case c : cases) {
         const auto path = dir / c.file;
-        if (!std::filesystem::exists(path)) {
-            MESSAGE("SKIPPED: " << path << " is absent; run scripts/fetch-models");
-            continue;
-        }
         const auto f = gguf::File::open(path.string());
         const auto tmpl = f.get_or<std::string>("tokenizer.chat_template", "");
         CAPTURE(std::string(c.file));

@@ -2,7 +2,8 @@
 // random inputs: matmul over every weight type on both paths (the quantized
 // matrix-vector kernel and cuBLAS), get_rows, rms_norm, rope, kv_store +
 // attention, swiglu, add, token steps captured as CUDA graphs, and errors.
-// On a machine without a usable GPU every case says SKIPPED and passes.
+// On a machine without a usable GPU every case skips itself ("no CUDA device
+// (<reason>)"), counted as skipped in the summary (tests/unit/skip.hpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "backends/cpu/kernels.hpp"
 #include "backends/gpu.hpp"
 #include "ember/ember.hpp"
+#include "unit/skip.hpp"
 
 using namespace ember;
 
@@ -33,12 +35,12 @@ bool gpu_available(std::string& why) {
     }
 }
 
-#define EMBER_REQUIRE_GPU()                                          \
-    std::string no_gpu_reason_;                                      \
-    if (!gpu_available(no_gpu_reason_)) {                            \
-        MESSAGE("SKIPPED: no CUDA device (" << no_gpu_reason_ << ")"); \
-        return;                                                      \
-    }
+// Skips the calling test case when no CUDA device can run it (also in CI).
+#define EMBER_REQUIRE_GPU()                                                                          \
+    do {                                                                                             \
+        std::string no_gpu_reason_;                                                                  \
+        if (!gpu_available(no_gpu_reason_)) EMBER_SKIP("no CUDA device (" << no_gpu_reason_ << ")"); \
+    } while (false)
 
 std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
     std::mt19937_64 rng(seed);

@@ -12,21 +12,13 @@
 
 #include "ember/ember.hpp"
 #include "unit/gguf_bytes.hpp"
+#include "unit/skip.hpp"
 
 using namespace ember;
 using namespace ember::gguf;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string shared_dir() {
-    const char* e = std::getenv("EMBER_SHARED_DIR");
-    return e ? e : "../shared";
-}
-std::string models_dir() {
-    const char* e = std::getenv("EMBER_MODELS_DIR");
-    return e ? e : "models";
-}
 
 // A writer holding one value of every type, arrays of every type, nested
 // arrays, and one tensor of every tensor type.
@@ -241,11 +233,8 @@ TEST_CASE("version 2 files read like version 3") {
 }
 
 TEST_CASE("the peer vocabulary files (vocab only, no tensors) load") {
-    const fs::path dir = fs::path(shared_dir()) / "vocab";
-    if (!fs::exists(dir)) {
-        MESSAGE("SKIPPED: " << dir << " is absent; the tokenizer vocabularies come from ../shared/vocab");
-        return;
-    }
+    const fs::path dir = ember_test::shared_vocab_dir();
+    EMBER_REQUIRE_RESOURCE(dir, ember_test::kSharedVocab);
     int n = 0;
     for (const auto& e : fs::directory_iterator(dir)) {
         if (e.path().extension() != ".gguf") continue;
@@ -262,12 +251,10 @@ TEST_CASE("the peer vocabulary files (vocab only, no tensors) load") {
 }
 
 TEST_CASE("the default models load with the metadata and tensors they carry") {
-    const fs::path smol = fs::path(models_dir()) / "SmolLM2-135M-Instruct.Q4_1.gguf";
-    const fs::path gemma = fs::path(models_dir()) / "gemma-3-270m-q4_k_m.gguf";
-    if (!fs::exists(smol) || !fs::exists(gemma)) {
-        MESSAGE("SKIPPED: default models absent in " << models_dir() << "; run scripts/fetch-models");
-        return;
-    }
+    const fs::path smol = ember_test::models_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf";
+    const fs::path gemma = ember_test::models_dir() / "gemma-3-270m-q4_k_m.gguf";
+    EMBER_REQUIRE_RESOURCE(smol, ember_test::kFetchModels);
+    EMBER_REQUIRE_RESOURCE(gemma, ember_test::kFetchModels);
     const File s = File::open(smol.string());
     CHECK(s.get<std::string>("general.architecture") == "llama");
     CHECK(s.get<uint32_t>("llama.block_count") == 30);

@@ -8,6 +8,7 @@
 
 #include "ember/ember.hpp"
 #include "model/hparams.hpp"
+#include "unit/skip.hpp"
 
 using namespace ember;
 namespace fs = std::filesystem;
@@ -42,12 +43,8 @@ std::string error_of(const gguf::Writer& w) {
 }  // namespace
 
 TEST_CASE("hparams: SmolLM2-135M (llama architecture, GQA, tied output)") {
-    const char* d = std::getenv("EMBER_MODELS_DIR");
-    const fs::path p = fs::path(d ? d : "models") / "SmolLM2-135M-Instruct.Q4_1.gguf";
-    if (!fs::exists(p)) {
-        MESSAGE("SKIPPED: " << p << " is absent; run scripts/fetch-models");
-        return;
-    }
+    const fs::path p = ember_test::models_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf";
+    EMBER_REQUIRE_RESOURCE(p, ember_test::kFetchModels);
     const Hparams hp = hparams_from_gguf(gguf::File::open(p.string()));
     CHECK(hp.arch == "llama");
     CHECK(hp.n_layer == 30);

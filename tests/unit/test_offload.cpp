@@ -17,17 +17,14 @@
 #include "ember/ember.hpp"
 #include "model/forward.hpp"
 #include "model/offload.hpp"
+#include "unit/skip.hpp"
 
 using namespace ember;
 namespace fs = std::filesystem;
 
 namespace {
 
-std::string model_file(const char* name) {
-    const char* dir = std::getenv("EMBER_MODELS_DIR");
-    const fs::path p = fs::path(dir ? dir : EMBER_SOURCE_DIR "/models") / name;
-    return fs::exists(p) ? p.string() : std::string();
-}
+fs::path model_file(const char* name) { return ember_test::models_dir() / name; }
 
 // A model shape for the planner: n_layer layers whose matrices take
 // `layer_matrix_bytes` each (7 per layer) and an output head of head_bytes.
@@ -274,17 +271,14 @@ TEST_CASE("offload: a build or machine without a usable GPU says so, before touc
             error_of([] { Model::load("/nonexistent/model.gguf", {.n_gpu_layers = 2}); }, ErrorCode::Backend);
         CHECK(contains(msg, "n_gpu_layers is 2"));
     } else {
-        MESSAGE("a CUDA device is usable: the no-GPU errors are not reachable here");
+        EMBER_SKIP("a CUDA device is usable: the no-GPU errors are not reachable here");
     }
 }
 
 TEST_CASE("forward split over two backends: identical logits at every split, one crossing per boundary") {
-    const std::string path = model_file("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if (path.empty()) {
-        MESSAGE("SKIPPED: models/SmolLM2-135M-Instruct.Q4_1.gguf is absent; run scripts/fetch-models");
-        return;
-    }
-    auto model = Model::load(path);
+    const fs::path path = model_file("SmolLM2-135M-Instruct.Q4_1.gguf");
+    EMBER_REQUIRE_RESOURCE(path, ember_test::kFetchModels);
+    auto model = Model::load(path.string());
     const Model::Impl& m = model->impl();
     const auto n_layer = static_cast<int32_t>(m.hp.n_layer);
     const std::vector<int32_t> prompt = {1, 504, 3458, 282, 4649, 314, 1345, 28, 2476, 253, 3767, 17, 504, 3458};
@@ -325,12 +319,9 @@ TEST_CASE("forward split over two backends: identical logits at every split, one
 }
 
 TEST_CASE("forward split: cancellation inside an offloaded stage aborts its step and leaves it reusable") {
-    const std::string path = model_file("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if (path.empty()) {
-        MESSAGE("SKIPPED: models/SmolLM2-135M-Instruct.Q4_1.gguf is absent; run scripts/fetch-models");
-        return;
-    }
-    auto model = Model::load(path);
+    const fs::path path = model_file("SmolLM2-135M-Instruct.Q4_1.gguf");
+    EMBER_REQUIRE_RESOURCE(path, ember_test::kFetchModels);
+    auto model = Model::load(path.string());
     const Model::Impl& m = model->impl();
     SplitRun split(m, static_cast<int32_t>(m.hp.n_layer), 32, 4);
     std::atomic<bool> cancel{true};
@@ -352,18 +343,18 @@ TEST_CASE("forward split: cancellation inside an offloaded stage aborts its step
 // quantized matrix-vector kernels, CUDA graphs).
 TEST_CASE("offload on a CUDA device: full and partial splits agree with the CPU") {
     const std::string reason = no_gpu_reason();
-    if (!reason.empty()) {
-        MESSAGE("SKIPPED: no CUDA device (" << reason << ")");
-        return;
-    }
+    if (!reason.empty()) EMBER_SKIP("no CUDA device (" << reason << ")");
+    // the default model is required (in CI); the synthetic ones (scripts/make-synthetic-model 1.1b Q4_0|Q4_K)
+    // are tested where they exist
+    EMBER_REQUIRE_RESOURCE(model_file("SmolLM2-135M-Instruct.Q4_1.gguf"), ember_test::kFetchModels);
     for (const char* name : {"SmolLM2-135M-Instruct.Q4_1.gguf", "synthetic-1.1b-Q4_0.gguf", "synthetic-1.1b-Q4_K.gguf"}) {
-        const std::string path = model_file(name);
-        if (path.empty()) {
-            MESSAGE("SKIPPED: models/" << name << " is absent");
+        const fs::path path = model_file(name);
+        if (!fs::exists(path)) {
+            MESSAGE("not tested: " << path.string() << " is absent (scripts/make-synthetic-model makes it)");
             continue;
         }
         CAPTURE(name);
-        auto cpu_model = Model::load(path);
+        auto cpu_model = Model::load(path.string());
         const auto n_layer = static_cast<int32_t>(cpu_model->info().n_layer);
         std::vector<TokenId> prompt;
         for (int i = 0; i < 40; ++i) prompt.push_back(static_cast<TokenId>((i * 7919 + 13) % 4000 + 10));
@@ -378,7 +369,7 @@ TEST_CASE("offload on a CUDA device: full and partial splits agree with the CPU"
         }
         for (int32_t n_gpu : {n_layer / 2, n_layer - 1, n_layer}) {
             CAPTURE(n_gpu);
-            auto gpu_model = Model::load(path, {.n_gpu_layers = n_gpu});
+            auto gpu_model = Model::load(path.string(), {.n_gpu_layers = n_gpu});
             Session gpu(gpu_model, {.n_ctx = 128, .n_threads = 2});
             gpu.eval(prompt);
             for (size_t i = 0; i < want.size(); ++i) {

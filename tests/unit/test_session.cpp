@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "ember/ember.hpp"
+#include "unit/skip.hpp"
 
 using namespace ember;
 namespace fs = std::filesystem;
@@ -124,11 +125,7 @@ double max_abs_diff(std::span<const float> a, std::span<const float> b) {
     return m;
 }
 
-std::string default_model() {
-    const char* dir = std::getenv("EMBER_MODELS_DIR");
-    const fs::path p = fs::path(dir ? dir : EMBER_SOURCE_DIR "/models") / "SmolLM2-135M-Instruct.Q4_1.gguf";
-    return fs::exists(p) ? p.string() : std::string();
-}
+fs::path default_model() { return ember_test::models_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf"; }
 
 }  // namespace
 
@@ -282,12 +279,9 @@ TEST_CASE("session: absurd parameters and inputs are InvalidArgument naming what
 }
 
 TEST_CASE("session: generation on the default model -- greedy text, stop strings, callbacks, seeds, cancel") {
-    const std::string path = default_model();
-    if (path.empty()) {
-        MESSAGE("SKIP: models/SmolLM2-135M-Instruct.Q4_1.gguf not found; run scripts/fetch-models");
-        return;
-    }
-    auto model = Model::load(path);
+    const fs::path path = default_model();
+    EMBER_REQUIRE_RESOURCE(path, ember_test::kFetchModels);
+    auto model = Model::load(path.string());
     Session s(model, {.n_ctx = 128, .n_threads = 2});
     GenerateParams greedy;
     greedy.max_tokens = 8;

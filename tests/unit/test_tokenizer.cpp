@@ -14,7 +14,8 @@
 #include "ember/ember.hpp"
 #include <nlohmann/json.hpp>
 
-#include "tokenizer/unicode.hpp"
+#include "common/utf8.hpp"
+#include "unit/skip.hpp"
 
 using namespace ember;
 namespace fs = std::filesystem;
@@ -28,15 +29,9 @@ std::string read_file(const fs::path& p) {
     return ss.str();
 }
 
-fs::path shared_vocab() {
-    const char* e = std::getenv("EMBER_SHARED_DIR");
-    return fs::path(e ? e : "../shared") / "vocab";
-}
+fs::path shared_vocab() { return ember_test::shared_vocab_dir(); }
 
-fs::path models_dir() {
-    const char* e = std::getenv("EMBER_MODELS_DIR");
-    return e ? e : "models";
-}
+fs::path models_dir() { return ember_test::models_dir(); }
 
 // The test strings of NAME.gguf.inp and the ids of NAME.gguf.out.
 struct Vectors {
@@ -94,10 +89,7 @@ void check_streaming(const Tokenizer& tok, const std::vector<TokenId>& ids, cons
 
 TEST_CASE("peer conformance vectors: every string gives exactly the expected ids") {
     const fs::path dir = shared_vocab();
-    if (!fs::exists(dir)) {
-        MESSAGE("SKIPPED: " << dir << " is absent; the conformance vectors live in ../shared/vocab");
-        return;
-    }
+    EMBER_REQUIRE_RESOURCE(dir, ember_test::kSharedVocab);
     int files = 0;
     for (const auto& e : fs::directory_iterator(dir)) {
         if (e.path().extension() != ".gguf") continue;
@@ -126,10 +118,7 @@ TEST_CASE("peer conformance vectors: every string gives exactly the expected ids
 
 TEST_CASE("special tokens: parsed only when asked; BOS/EOS as the metadata says") {
     const fs::path smol = models_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf";
-    if (!fs::exists(smol)) {
-        MESSAGE("SKIPPED: " << smol << " is absent; run scripts/fetch-models");
-        return;
-    }
+    EMBER_REQUIRE_RESOURCE(smol, ember_test::kFetchModels);
     const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(smol.string()));
     CHECK(tok.kind() == VocabKind::Bpe);
     CHECK(tok.pre_tokenizer() == "smollm");
@@ -154,10 +143,7 @@ TEST_CASE("special tokens: parsed only when asked; BOS/EOS as the metadata says"
 
 TEST_CASE("Gemma 3: SentencePiece vocabulary with byte fallback, BOS added") {
     const fs::path gemma = models_dir() / "gemma-3-270m-q4_k_m.gguf";
-    if (!fs::exists(gemma)) {
-        MESSAGE("SKIPPED: " << gemma << " is absent; run scripts/fetch-models");
-        return;
-    }
+    EMBER_REQUIRE_RESOURCE(gemma, ember_test::kFetchModels);
     const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(gemma.string()));
     CHECK(tok.kind() == VocabKind::Spm);
     CHECK(tok.add_bos());
@@ -173,10 +159,7 @@ TEST_CASE("Gemma 3: SentencePiece vocabulary with byte fallback, BOS added") {
 
 TEST_CASE("invalid UTF-8 is tokenized (byte fallback / byte-level) and round-trips") {
     const fs::path dir = shared_vocab();
-    if (!fs::exists(dir)) {
-        MESSAGE("SKIPPED: " << dir << " is absent");
-        return;
-    }
+    EMBER_REQUIRE_RESOURCE(dir, ember_test::kSharedVocab);
     const std::string bad = std::string("ok \xFF\xFE broken \xE4\xBD end \xC3", 20);
     for (std::string name : {"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf", "ggml-vocab-deepseek-llm.gguf"}) {
         CAPTURE(name);
@@ -194,10 +177,7 @@ TEST_CASE("invalid UTF-8 is tokenized (byte fallback / byte-level) and round-tri
 
 TEST_CASE("streaming holds a character split across tokens until it is complete") {
     const fs::path p = shared_vocab() / "ggml-vocab-llama-spm.gguf";
-    if (!fs::exists(p)) {
-        MESSAGE("SKIPPED: " << p << " is absent");
-        return;
-    }
+    EMBER_REQUIRE_RESOURCE(p, ember_test::kSharedVocab);
     const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(p.string()));
     // U+1F999 is not in the Llama vocabulary: it becomes four <0xNN> byte tokens
     const auto ids = tok.tokenize("\xF0\x9F\xA6\x99", {.add_special = false});
@@ -300,14 +280,12 @@ TEST_CASE("default models: diverse text gives the ids an independent implementat
         const char* data;
         const char* model;
     };
-    for (const Case c : {Case{"smollm2.expected.json", "SmolLM2-135M-Instruct.Q4_1.gguf"},
-                         Case{"gemma3.expected.json", "gemma-3-270m-q4_k_m.gguf"}}) {
+    const Case cases[] = {Case{"smollm2.expected.json", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+                          Case{"gemma3.expected.json", "gemma-3-270m-q4_k_m.gguf"}};
+    for (const Case c : cases) EMBER_REQUIRE_RESOURCE(models_dir() / c.model, ember_test::kFetchModels);
+    for (const Case c : cases) {
         const fs::path model = models_dir() / c.model;
         const fs::path data = fs::path(EMBER_SOURCE_DIR) / "tests/data/tokenizer" / c.data;
-        if (!fs::exists(model)) {
-            MESSAGE("SKIPPED: " << model << " is absent; run scripts/fetch-models");
-            continue;
-        }
         REQUIRE(fs::exists(data));
         const auto j = nlohmann::json::parse(read_file(data));
         const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(model.string()));
