@@ -6,12 +6,13 @@
 // Where the module is looked for, first found wins:
 //   1. $EMBER_CUDA_MODULE (a path; nothing else is tried when it is set);
 //   2. next to the object holding this code (libember.so, or the program that
-//      linked libember statically), and in ../lib and ../../lib from there
-//      (a build tree: build/bin/, build/python/ember/);
+//      linked libember statically, by its absolute path), and in ../lib and
+//      ../../lib from there (a build tree: build/bin/, build/python/ember/);
 //   3. the install's library directory (EMBER_INSTALL_LIBDIR);
 //   4. the dynamic linker's own search (LD_LIBRARY_PATH, ld.so.cache).
-// The module stays loaded until the process ends (it is never dlclose'd:
-// its code may still be on the stack of an exception being handled).
+// A module, once opened, stays loaded until the process ends -- also one that
+// is refused: it is never dlclose'd (the CUDA runtime inside registers exit
+// handlers, and unloading it makes the process crash at exit).
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -51,11 +52,27 @@ std::string dir_of(const std::string& file) {
     return slash == std::string::npos ? std::string(".") : file.substr(0, slash);
 }
 
+// The absolute path of the object holding this code: libember.so, or the
+// program that linked libember statically. For the main program glibc's
+// dladdr gives argv[0], which may be relative ("app" run through PATH) or
+// stale after a chdir, so the program's path comes from /proc/self/exe. A
+// directory that is not absolute is never searched: the current directory
+// must not decide which code runs.
+std::string this_object() {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&this_object), &info) != 0 && info.dli_fname && info.dli_fname[0] == '/')
+        return info.dli_fname;
+    char buf[4096];
+    const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+    if (n <= 0) return "";
+    buf[n] = '\0';
+    return buf[0] == '/' ? std::string(buf) : std::string();
+}
+
 std::vector<std::string> candidates() {
     std::vector<std::string> out;
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&candidates), &info) != 0 && info.dli_fname && *info.dli_fname) {
-        const std::string dir = dir_of(info.dli_fname);
+    if (const std::string self = this_object(); !self.empty()) {
+        const std::string dir = dir_of(self);
         out.push_back(dir + "/" + kModuleName);
         out.push_back(dir + "/../lib/" + kModuleName);
         out.push_back(dir + "/../../lib/" + kModuleName);

@@ -23,10 +23,15 @@ inline constexpr uint32_t kGpuModuleAbi = 1;
 
 #define EMBER_GPU_MODULE_STR2(x) #x
 #define EMBER_GPU_MODULE_STR(x) EMBER_GPU_MODULE_STR2(x)
-// The ember version and the C++ compiler that built a side of the boundary.
+// The ember version, the C++ compiler and the build (EMBER_BUILD_ID: made once
+// per build directory at configure time, CMakeLists.txt) of a side of the
+// boundary: a module from another build tree is refused even at the same version.
+#ifndef EMBER_BUILD_ID
+#error "EMBER_BUILD_ID must be defined (CMakeLists.txt defines it for gpu_loader.cpp and cuda_module.cpp)"
+#endif
 #define EMBER_GPU_MODULE_BUILD_TAG                                                                        \
     EMBER_GPU_MODULE_STR(EMBER_VERSION_MAJOR) "." EMBER_GPU_MODULE_STR(EMBER_VERSION_MINOR) "." EMBER_GPU_MODULE_STR( \
-        EMBER_VERSION_PATCH) " " __VERSION__
+        EMBER_VERSION_PATCH) " " __VERSION__ " build " EMBER_BUILD_ID
 
 struct GpuModule {
     uint32_t abi = 0;                 // kGpuModuleAbi of the module

@@ -2,6 +2,8 @@
 vocabularies are. Tests that need something absent skip with a message --
 except the default models and ../shared/vocab in requirement mode (CI set
 non-empty, or EMBER_REQUIRE_MODELS=1), where their absence fails the test."""
+from __future__ import annotations
+
 import os
 import subprocess
 from pathlib import Path
