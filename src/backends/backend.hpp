@@ -46,7 +46,11 @@ struct RopeParams {
 enum class KvType { F16, F32 };
 
 // The KV cache of one session: per layer a K and a V buffer, each
-// [n_ctx, width] in `type`, row p holding the token at position p.
+// [cells, width] in `type`. A layer of full attention has n_ctx cells, row p
+// holding the token at position p. A sliding-window layer (attention over the
+// last n_swa positions) has fewer: a ring of `cells[layer]` rows (at least
+// n_swa + n_batch - 1, so a batch never overwrites a row that one of its own
+// tokens still reads), row p % cells holding position p.
 // Allocated and owned by a backend (alloc_kv); this struct only describes it.
 struct KvCache {
     KvType type = KvType::F16;
@@ -54,9 +58,13 @@ struct KvCache {
     int64_t n_layer = 0;
     int64_t k_width = 0;  // n_head_kv * head_dim_k
     int64_t v_width = 0;  // n_head_kv * head_dim_v
-    void** k = nullptr;   // [n_layer] buffers of [n_ctx, k_width]
-    void** v = nullptr;   // [n_layer] buffers of [n_ctx, v_width]
+    const int64_t* cells = nullptr;  // [n_layer] rows per layer (<= n_ctx), or null: n_ctx for every layer
+    void** k = nullptr;   // [n_layer] buffers of [cells, k_width]
+    void** v = nullptr;   // [n_layer] buffers of [cells, v_width]
 };
+
+// Rows of one layer's K and V buffers: position p lives in row p % kv_cells.
+inline int64_t kv_cells(const KvCache& c, int64_t layer) { return c.cells != nullptr ? c.cells[layer] : c.n_ctx; }
 
 // Causal multi-head attention with grouped-query heads.
 struct AttnParams {
@@ -65,7 +73,11 @@ struct AttnParams {
     int32_t head_dim_k = 0;
     int32_t head_dim_v = 0;
     float scale = 1.0f;      // applied to q.k (1/sqrt(head_dim_k))
+    int32_t n_swa = 0;       // sliding window: the query at position p sees keys at p - n_swa < j <= p; 0 = all
 };
+
+// The first position a query at `pos` attends to.
+inline int64_t attn_first_pos(int64_t pos, int32_t n_swa) { return n_swa > 0 && pos >= n_swa ? pos - n_swa + 1 : 0; }
 
 class Backend {
 public:
@@ -112,19 +124,30 @@ public:
     // pos: [n_tok] host array of positions.
     virtual void rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim, const int32_t* pos,
                       const RopeParams& p) = 0;
-    // Writes the K and V rows of n_tok new tokens at positions pos0.. of `layer`.
+    // Writes the K and V rows of n_tok new tokens at positions pos0.. of `layer`
+    // (rows pos % kv_cells(cache, layer); n_tok <= kv_cells).
     // k: [n_tok, cache.k_width], v: [n_tok, cache.v_width]
     virtual void kv_store(const KvCache& cache, int64_t layer, const float* k, const float* v, int64_t pos0,
                           int64_t n_tok) = 0;
-    // out[t, h*head_dim_v..] = softmax(scale * q_h . K[0..pos0+t]) V, for the tokens at
-    // positions pos0..pos0+n_tok-1 (causal: each sees the cache up to its own position).
+    // out[t, h*head_dim_v..] = softmax(scale * q_h . K[lo..p]) V[lo..p], for the tokens at
+    // positions p = pos0..pos0+n_tok-1 (causal: each sees the cache up to its own position),
+    // lo = attn_first_pos(p, p.n_swa); positions are read from rows pos % kv_cells.
     // q: [n_tok, n_head * head_dim_k], out: [n_tok, n_head * head_dim_v]
     virtual void attention(const KvCache& cache, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
                            const AttnParams& p, float* out) = 0;
     // out = silu(gate) * up, elementwise over n floats.
     virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
+    // out = gelu(gate) * up with GELU's tanh approximation,
+    //   gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise over n floats.
+    virtual void geglu(const float* gate, const float* up, int64_t n, float* out) = 0;
     // x += y, elementwise over n floats.
     virtual void add(float* x, const float* y, int64_t n) = 0;
+    // x[t, :] += b for every row.   x: [n_tok, n], b: [n]
+    virtual void add_bias(float* x, const float* b, int64_t n_tok, int64_t n) = 0;
+    // x *= s, elementwise over n floats.
+    virtual void scale(float* x, float s, int64_t n) = 0;
+    // x = cap * tanh(x / cap), elementwise over n floats (cap > 0): logit soft-capping.
+    virtual void softcap(float* x, float cap, int64_t n) = 0;
 };
 
 }  // namespace ember

@@ -19,7 +19,7 @@
 namespace ember {
 
 // Raised whenever the table's layout or meaning changes.
-inline constexpr uint32_t kGpuModuleAbi = 1;
+inline constexpr uint32_t kGpuModuleAbi = 2;
 
 #define EMBER_GPU_MODULE_STR2(x) #x
 #define EMBER_GPU_MODULE_STR(x) EMBER_GPU_MODULE_STR2(x)

@@ -29,12 +29,17 @@ ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_b
     return b;
 }
 
-RopeParams rope_params(const Hparams& hp, const float* freq_factors) {
+RopeParams rope_params(const Hparams& hp, const float* freq_factors, bool swa_layer) {
     RopeParams p;
     p.n_rot = static_cast<int32_t>(hp.rope_dim);
     p.neox = hp.rope_style == RopeStyle::Neox;
     p.freq_base = hp.rope_freq_base;
     p.freq_factors = freq_factors;
+    p.attn_factor = hp.rope_attn_factor;
+    if (swa_layer) {  // sliding-window layers: their own base, never scaled (Gemma-3)
+        p.freq_base = hp.rope_freq_base_swa;
+        return p;
+    }
     if (hp.rope_scaling != RopeScaling::None) p.freq_scale = 1.0f / hp.rope_scale_factor;
     if (hp.rope_scaling == RopeScaling::Yarn) {
         // YaRN (Peng et al. 2023) as ggml implements it: pairs rotating faster
@@ -95,7 +100,7 @@ void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t*
     ap.n_head_kv = static_cast<int32_t>(hp.n_head_kv);
     ap.head_dim_k = static_cast<int32_t>(hp.head_dim_k);
     ap.head_dim_v = static_cast<int32_t>(hp.head_dim_v);
-    ap.scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim_k));
+    ap.scale = hp.attn_scale;
     auto cancelled = [&] {
         if (cancel && cancel->load(std::memory_order_relaxed))
             throw Error(ErrorCode::Cancelled, "evaluation cancelled by Session::cancel()");
@@ -119,35 +124,63 @@ void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t*
         if (si > 0 && st.first_layer == st.end_layer && !last) continue;
 
         for (int64_t t = 0; t < n_tok; ++t) buf.pos[static_cast<size_t>(t)] = static_cast<int32_t>(pos0 + t);
-        const RopeParams rope = rope_params(hp, w.rope_freqs);
+        // LongRoPE (Phi-3): the long factors once the context exceeds the original one
+        const float* freq_factors = w.rope_freqs;
+        if (!freq_factors && w.rope_long && st.cache->n_ctx > static_cast<int64_t>(hp.rope_orig_ctx))
+            freq_factors = w.rope_long;
+        if (!freq_factors) freq_factors = w.rope_short;
+        const RopeParams rope_global = rope_params(hp, freq_factors, false);
+        const RopeParams rope_local = rope_params(hp, freq_factors, true);
         StepGuard step(be, n_tok);
         // x: [n_tok, n_embd] -- the residual stream every block reads and adds to; the
         // embedding is looked up in host memory, so the first stage is the CPU's
-        if (si == 0) be.get_rows(m.w.token_embd, tokens, n_tok, buf.x);
+        if (si == 0) {
+            be.get_rows(m.w.token_embd, tokens, n_tok, buf.x);
+            if (hp.embd_scale != 1.0f) be.scale(buf.x, hp.embd_scale, n_tok * d);
+        }
         for (int64_t il = st.first_layer; il < st.end_layer; ++il) {
             cancelled();
             const LayerWeights& L = w.layers[static_cast<size_t>(il)];
             const int64_t cl = il - st.first_layer;  // the layer's index in this stage's cache
+            const bool swa = hp.is_swa(static_cast<size_t>(il));
+            const RopeParams& rope = swa ? rope_local : rope_global;
+            ap.n_swa = swa ? static_cast<int32_t>(hp.n_swa) : 0;
 
-            // attention: x += wo * attention(rope(wq h), rope(wk h), wv h),  h = rmsnorm(x)
+            // attention: x += post_norm(wo * attention(rope(qk_norm(wq h + bq)), rope(qk_norm(wk h + bk)),
+            // wv h + bv)),  h = rmsnorm(x); the biases, norms and post-norm where the architecture has them
             be.rms_norm(buf.x, L.attn_norm, n_tok, d, eps, buf.h);
             const WeightView* qkv_w[3] = {&L.wq, &L.wk, &L.wv};
             float* qkv[3] = {buf.q, buf.k, buf.v};
             be.matmul_shared(qkv_w, qkv, 3, buf.h, n_tok);  // q = wq h, k = wk h, v = wv h
+            if (L.bq) {
+                be.add_bias(buf.q, L.bq, n_tok, hp.n_q());
+                be.add_bias(buf.k, L.bk, n_tok, hp.n_embd_k_gqa());
+                be.add_bias(buf.v, L.bv, n_tok, hp.n_embd_v_gqa());
+            }
+            if (L.q_norm) {  // RMSNorm of every head's vector
+                be.rms_norm(buf.q, L.q_norm, n_tok * hp.n_head, hp.head_dim_k, eps, buf.q);
+                be.rms_norm(buf.k, L.k_norm, n_tok * hp.n_head_kv, hp.head_dim_k, eps, buf.k);
+            }
             be.rope(buf.q, n_tok, hp.n_head, hp.head_dim_k, buf.pos.data(), rope);
             be.rope(buf.k, n_tok, hp.n_head_kv, hp.head_dim_k, buf.pos.data(), rope);
             be.kv_store(*st.cache, cl, buf.k, buf.v, pos0, n_tok);
             be.attention(*st.cache, cl, buf.q, n_tok, pos0, ap, buf.attn);
             be.matmul(L.wo, buf.attn, n_tok, buf.o);
+            if (L.attn_post_norm) be.rms_norm(buf.o, L.attn_post_norm, n_tok, d, eps, buf.o);
             be.add(buf.x, buf.o, n_tok * d);
 
-            // feed-forward (SwiGLU): x += w_down * (silu(w_gate h) * (w_up h)),  h = rmsnorm(x)
+            // feed-forward: x += post_norm(w_down * (act(w_gate h) * (w_up h))),  h = rmsnorm(x),
+            // act = SiLU (SwiGLU) or tanh-GELU (GeGLU)
             be.rms_norm(buf.x, L.ffn_norm, n_tok, d, eps, buf.h);
             const WeightView* gate_up_w[2] = {&L.w_gate, &L.w_up};
             float* gate_up[2] = {buf.gate, buf.up};
             be.matmul_shared(gate_up_w, gate_up, 2, buf.h, n_tok);  // gate = w_gate h, up = w_up h
-            be.swiglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
+            if (hp.ffn_act == FfnActivation::GeluTanh)
+                be.geglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
+            else
+                be.swiglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
             be.matmul(L.w_down, buf.gate, n_tok, buf.o);
+            if (L.ffn_post_norm) be.rms_norm(buf.o, L.ffn_post_norm, n_tok, d, eps, buf.o);
             be.add(buf.x, buf.o, n_tok * d);
         }
         if (!last) {
@@ -164,6 +197,7 @@ void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t*
             if (r != first) chunk_step.emplace(be, nr);
             be.rms_norm(buf.x + r * d, w.output_norm, nr, d, eps, buf.h);
             be.matmul(w.output, buf.h, nr, buf.logits);
+            if (hp.final_softcap > 0) be.softcap(buf.logits, hp.final_softcap, nr * hp.n_vocab);
             if (chunk_step) chunk_step->end(); else step.end();
             be.to_host(buf.logits, logits_out + (r - first) * hp.n_vocab, static_cast<size_t>(nr) * hp.n_vocab);
         }

@@ -36,8 +36,9 @@ struct ForwardBuffers {
 ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_batch, bool embed_only = false);
 
 // RoPE settings from the hyperparameters (scaling, YaRN correction dims) and
-// the optional per-pair frequency factors.
-RopeParams rope_params(const Hparams& hp, const float* freq_factors);
+// the optional per-pair frequency factors, for a layer of full attention or of
+// sliding-window attention (its own base, no scaling).
+RopeParams rope_params(const Hparams& hp, const float* freq_factors, bool swa_layer = false);
 
 // One backend's share of the forward pass: layers [first_layer, end_layer)
 // with the weights in `w` (host or device addresses, whichever `be` runs on),

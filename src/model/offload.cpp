@@ -5,21 +5,12 @@
 #include <algorithm>
 
 #include "ember/error.hpp"
+#include "model/tensors.hpp"
 
 namespace ember {
 namespace {
-uint64_t matrix_bytes(const WeightView& v) { return static_cast<uint64_t>(v.row_bytes) * static_cast<uint64_t>(v.n_out); }
-uint64_t vector_bytes(int64_t n) { return static_cast<uint64_t>(n) * sizeof(float); }
 double gib(uint64_t b) { return static_cast<double>(b) / (1024.0 * 1024.0 * 1024.0); }
 }  // namespace
-
-uint64_t layer_weight_bytes(const Weights& w, int64_t n_embd, int32_t il) {
-    const LayerWeights& l = w.layers.at(static_cast<size_t>(il));
-    return matrix_bytes(l.wq) + matrix_bytes(l.wk) + matrix_bytes(l.wv) + matrix_bytes(l.wo) +
-           matrix_bytes(l.w_gate) + matrix_bytes(l.w_up) + matrix_bytes(l.w_down) + 2 * vector_bytes(n_embd);
-}
-
-uint64_t head_weight_bytes(const Weights& w, int64_t n_embd) { return matrix_bytes(w.output) + vector_bytes(n_embd); }
 
 OffloadPlan plan_offload(const Weights& w, const Hparams& hp, int32_t n_gpu_layers) {
     if (n_gpu_layers < 0)
@@ -30,8 +21,8 @@ OffloadPlan plan_offload(const Weights& w, const Hparams& hp, int32_t n_gpu_laye
     p.n_gpu_layers = std::min(n_gpu_layers, p.n_layer);
     p.first_gpu_layer = p.n_layer - p.n_gpu_layers;
     p.head_on_gpu = p.n_gpu_layers > 0 && p.n_gpu_layers == p.n_layer;
-    for (int32_t il = p.first_gpu_layer; il < p.n_layer; ++il) p.layer_bytes += layer_weight_bytes(w, hp.n_embd, il);
-    if (p.head_on_gpu) p.head_bytes = head_weight_bytes(w, hp.n_embd);
+    for (int32_t il = p.first_gpu_layer; il < p.n_layer; ++il) p.layer_bytes += layer_weight_bytes(w, hp, il);
+    if (p.head_on_gpu) p.head_bytes = head_weight_bytes(w, hp);
     return p;
 }
 
@@ -42,13 +33,13 @@ int32_t max_gpu_layers_fitting(const Weights& w, const Hparams& hp, uint64_t fre
     uint64_t used = 0;
     int32_t n = 0;
     while (n < n_layer) {  // add layers from the last one down
-        const uint64_t next = used + layer_weight_bytes(w, hp.n_embd, n_layer - 1 - n);
+        const uint64_t next = used + layer_weight_bytes(w, hp, n_layer - 1 - n);
         if (next > budget) break;
         used = next;
         ++n;
     }
     // all layers fit: the head must fit too, or the last step keeps it (and one layer fewer) on the CPU
-    if (n == n_layer && used + head_weight_bytes(w, hp.n_embd) > budget) --n;
+    if (n == n_layer && used + head_weight_bytes(w, hp) > budget) --n;
     return n;
 }
 

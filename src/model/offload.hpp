@@ -25,10 +25,8 @@ struct OffloadPlan {
     bool any() const { return n_gpu_layers > 0; }
 };
 
-// Device bytes the weights of layer `il` take (matrices and norm vectors).
-uint64_t layer_weight_bytes(const Weights& w, int64_t n_embd, int32_t il);
-// Device bytes of the output head (output matrix and output_norm).
-uint64_t head_weight_bytes(const Weights& w, int64_t n_embd);
+// Device bytes per layer and of the head: layer_weight_bytes / head_weight_bytes
+// of model/tensors.hpp (the tensor table).
 
 // The split for n_gpu_layers (>= 0; values above n_layer mean "everything").
 OffloadPlan plan_offload(const Weights& w, const Hparams& hp, int32_t n_gpu_layers);

@@ -80,6 +80,13 @@ struct Session::Impl {
     // did not get through are dropped (Impl::eval).
     std::vector<TokenId> tokens;
     size_t n_evaluated = 0;
+    // Sliding-window layers keep a ring of their last cells (KvCache::cells):
+    // after a rewind (truncate) to a point whose window the ring no longer
+    // holds, the kept tokens are evaluated again from position 0.
+    std::vector<int64_t> cpu_cells, gpu_cells;  // [layers of the stage] rows per layer
+    int64_t ring_cells = 0;       // the smallest ring (0: no sliding-window layer)
+    int64_t max_written = -1;     // the highest position whose K/V rows were written
+    void replay_if_window_lost();
     std::vector<float> logits;      // [n_vocab] the row of tokens[n_evaluated - 1]
     bool logits_valid = false;      // logits belong to the last token and nothing is pending
     std::vector<float> all_logits;  // [n, n_vocab] rows of the last eval(..., true)
@@ -119,15 +126,25 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
 
     const OffloadPlan& plan = s.m->offload;
     const int64_t n_cpu_layers = plan.first_gpu_layer;
-    auto describe = [&](KvCache& c, int64_t n_layer) {
+    // sliding-window layers: a ring of n_swa + n_batch cells (a batch never
+    // overwrites what its own first token still reads), full layers n_ctx
+    const int64_t swa_cells = std::min<int64_t>(s.n_ctx, int64_t{hp.n_swa} + s.n_batch);
+    auto describe = [&](KvCache& c, std::vector<int64_t>& cells, int64_t first, int64_t n_layer) {
         c.type = params.kv_type == KvCacheType::F32 ? KvType::F32 : KvType::F16;
         c.n_ctx = s.n_ctx;
         c.n_layer = n_layer;
         c.k_width = hp.n_embd_k_gqa();
         c.v_width = hp.n_embd_v_gqa();
+        cells.resize(static_cast<size_t>(n_layer));
+        for (int64_t l = 0; l < n_layer; ++l) {
+            const bool ring = hp.is_swa(static_cast<size_t>(first + l)) && swa_cells < s.n_ctx;
+            cells[static_cast<size_t>(l)] = ring ? swa_cells : s.n_ctx;
+            if (ring) s.ring_cells = swa_cells;
+        }
+        c.cells = cells.data();
     };
-    describe(s.cache, n_cpu_layers);
-    describe(s.gpu_cache, plan.n_gpu_layers);
+    describe(s.cache, s.cpu_cells, 0, n_cpu_layers);
+    describe(s.gpu_cache, s.gpu_cells, n_cpu_layers, plan.n_gpu_layers);
     try {
         s.backend = std::make_unique<CpuBackend>(n_threads);
         s.backend->alloc_kv(&s.cache);
@@ -136,7 +153,9 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
         s.logits.resize(hp.n_vocab);
         s.tokens.reserve(s.n_ctx);
     } catch (const std::bad_alloc&) {
-        const double kv_mib = static_cast<double>(s.cache.n_layer) * s.n_ctx * (s.cache.k_width + s.cache.v_width) *
+        double rows = 0;
+        for (int64_t c : s.cpu_cells) rows += static_cast<double>(c);
+        const double kv_mib = rows * static_cast<double>(s.cache.k_width + s.cache.v_width) *
                               (s.cache.type == KvType::F16 ? 2 : 4) / (1024.0 * 1024.0);
         throw Error(ErrorCode::OutOfMemory,
                     fmt::format("Session: out of memory allocating the KV cache ({:.0f} MiB for n_ctx {}) and "
@@ -170,12 +189,29 @@ void Session::Impl::check_tokens(std::span<const TokenId> ids, const char* fn, c
                             fn, what, ids.size(), n_ctx, tokens.size(), what));
 }
 
+// The next token (position n_evaluated) reads, in a sliding-window layer, the
+// rows of positions n_evaluated - n_swa + 1 .. n_evaluated - 1. After a rewind
+// those rows may hold later positions of the ring (a row holds position j
+// only while nothing past j + ring_cells was written): then the kept tokens
+// are run again from position 0, as the K/V of the window depend on the
+// windows before them.
+void Session::Impl::replay_if_window_lost() {
+    if (ring_cells == 0 || n_evaluated == 0 || max_written < 0) return;
+    const int64_t p = static_cast<int64_t>(n_evaluated);
+    const int64_t oldest_needed = std::max<int64_t>(0, p - static_cast<int64_t>(m->hp.n_swa) + 1);
+    if (max_written < oldest_needed + ring_cells) return;
+    n_evaluated = 0;
+    max_written = -1;
+}
+
 // Appends ids (already checked) and runs every token not yet in the cache --
 // pending ones first -- through the model in batches of n_batch.
 void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
     const size_t n_vocab = m->hp.n_vocab;
-    const size_t n_pending = tokens.size() - n_evaluated;
-    const size_t start = n_evaluated;
+    const size_t n_kept = n_evaluated;  // tokens whose K/V the cache holds (unless the window was lost)
+    replay_if_window_lost();
+    const size_t n_pending = tokens.size() - n_kept;
+    const size_t start = n_kept;
     const size_t n_before = tokens.size();
     logits_valid = false;
     all_logits.clear();
@@ -189,12 +225,20 @@ void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
     }
     tokens.insert(tokens.end(), ids.begin(), ids.end());
     try {
+        while (n_evaluated < n_kept) {  // a replay after a lost window: the logits are not wanted
+            const size_t n = std::min<size_t>(n_batch, n_kept - n_evaluated);
+            forward(*m, stages, tokens.data() + n_evaluated, static_cast<int64_t>(n),
+                    static_cast<int64_t>(n_evaluated), false, logits.data(), &cancel, staging);
+            n_evaluated += n;
+            max_written = static_cast<int64_t>(n_evaluated) - 1;
+        }
         while (n_evaluated < tokens.size()) {
             const size_t n = std::min<size_t>(n_batch, tokens.size() - n_evaluated);
             float* out = want_all ? all_logits.data() + (n_evaluated - start) * n_vocab : logits.data();
             forward(*m, stages, tokens.data() + n_evaluated, static_cast<int64_t>(n),
                     static_cast<int64_t>(n_evaluated), want_all, out, &cancel, staging);
             n_evaluated += n;
+            max_written = std::max(max_written, static_cast<int64_t>(n_evaluated) - 1);
         }
     } catch (...) {
         // this call's tokens that did not get through are dropped (a retry does not
@@ -350,6 +394,7 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
 void Session::reset() {
     impl_->tokens.clear();
     impl_->n_evaluated = 0;
+    impl_->max_written = -1;
     impl_->logits_valid = false;
     impl_->all_logits.clear();
 }

@@ -17,6 +17,7 @@
 #include "ember/ember.hpp"
 #include "model/forward.hpp"
 #include "model/offload.hpp"
+#include "model/tensors.hpp"
 #include "unit/skip.hpp"
 
 using namespace ember;
@@ -26,19 +27,29 @@ namespace {
 
 fs::path model_file(const char* name) { return ember_test::models_dir() / name; }
 
-// A model shape for the planner: n_layer layers whose matrices take
-// `layer_matrix_bytes` each (7 per layer) and an output head of head_bytes.
+// A model shape for the planner: n_layer llama layers whose matrices take
+// `layer_matrix_bytes` each (7 per layer, bound through the tensor table) and
+// an output head of head_bytes.
 struct PlannerModel {
     Hparams hp;
     Weights w;
+    float dummy = 0;
     PlannerModel(uint32_t n_layer, size_t layer_matrix_bytes, size_t head_bytes) {
+        hp.arch = "llama";
         hp.n_layer = n_layer;
         hp.n_embd = 64;
         w.layers.resize(n_layer);
         for (LayerWeights& l : w.layers)
-            for (WeightView* v : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) {
-                v->n_out = 1;
-                v->row_bytes = layer_matrix_bytes;
+            for (const TensorRow<LayerWeights>& r : layer_tensor_table()) {
+                if (r.presence(hp) == Presence::Skip) continue;
+                if (!r.matrix) {
+                    l.*r.vec = &dummy;
+                    continue;
+                }
+                WeightView& v = l.*r.views[0];
+                v.n_out = 1;
+                v.row_bytes = layer_matrix_bytes;
+                v.data = &dummy;
             }
         w.output.n_out = 1;
         w.output.row_bytes = head_bytes;
@@ -137,6 +148,22 @@ public:
     void add(float* x, const float* y, int64_t n) override {
         inside("add");
         cpu_.add(x, y, n);
+    }
+    void geglu(const float* gate, const float* up, int64_t n, float* out) override {
+        inside("geglu");
+        cpu_.geglu(gate, up, n, out);
+    }
+    void add_bias(float* x, const float* b, int64_t n_tok, int64_t n) override {
+        inside("add_bias");
+        cpu_.add_bias(x, b, n_tok, n);
+    }
+    void scale(float* x, float s, int64_t n) override {
+        inside("scale");
+        cpu_.scale(x, s, n);
+    }
+    void softcap(float* x, float cap, int64_t n) override {
+        inside("softcap");
+        cpu_.softcap(x, cap, n);
     }
 
     int steps = 0, aborts = 0, copies = 0;

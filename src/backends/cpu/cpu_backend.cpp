@@ -45,10 +45,11 @@ void CpuBackend::alloc_kv(KvCache* c) {
     const size_t elt = c->type == KvType::F16 ? 2 : 4;
     kv_ptrs_.assign(static_cast<size_t>(2 * c->n_layer), nullptr);
     for (int64_t l = 0; l < c->n_layer; ++l) {
+        const int64_t rows = kv_cells(*c, l);
         // not zeroed: attention only reads rows that kv_store wrote, so untouched pages stay unmapped
-        kv_buffers_.emplace_back(new uint8_t[static_cast<size_t>(c->n_ctx * c->k_width) * elt]);
+        kv_buffers_.emplace_back(new uint8_t[static_cast<size_t>(rows * c->k_width) * elt]);
         kv_ptrs_[static_cast<size_t>(l)] = kv_buffers_.back().get();
-        kv_buffers_.emplace_back(new uint8_t[static_cast<size_t>(c->n_ctx * c->v_width) * elt]);
+        kv_buffers_.emplace_back(new uint8_t[static_cast<size_t>(rows * c->v_width) * elt]);
         kv_ptrs_[static_cast<size_t>(c->n_layer + l)] = kv_buffers_.back().get();
     }
     c->k = kv_ptrs_.data();
@@ -207,19 +208,25 @@ void CpuBackend::rms_norm(const float* x, const float* weight, int64_t n_tok, in
     });
 }
 
+const CpuBackend::RopeTable& CpuBackend::rope_table(const int32_t* pos, int64_t n_tok, const RopeParams& p) {
+    for (const RopeTable& t : rope_)
+        if (t.pos.size() == static_cast<size_t>(n_tok) && t.params == p && std::equal(pos, pos + n_tok, t.pos.begin()))
+            return t;
+    RopeTable& t = rope_[rope_next_];
+    rope_next_ ^= 1;
+    t.pos.clear();  // no key while the table is being filled (an allocation may throw)
+    fill_rope_table(t, pos, n_tok, p);
+    t.pos.assign(pos, pos + n_tok);
+    t.params = p;
+    return t;
+}
+
 void CpuBackend::rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim, const int32_t* pos,
                       const RopeParams& p) {
     const int64_t n_pairs = p.n_rot / 2;
     // cos/sin of every (token, pair), computed in double; every layer rotates
     // Q and K at the same positions, so the table is reused while they repeat
-    const bool same = rope_pos_.size() == static_cast<size_t>(n_tok) && std::equal(pos, pos + n_tok, rope_pos_.begin()) &&
-                      p == rope_params_;
-    if (!same) {
-        rope_pos_.clear();  // no key while the table is being filled (an allocation may throw)
-        fill_rope_table(pos, n_tok, p);
-        rope_pos_.assign(pos, pos + n_tok);
-        rope_params_ = p;
-    }
+    const RopeTable& table = rope_table(pos, n_tok, p);
     const int64_t stride = p.neox ? 1 : 2;            // distance between the first elements of two pairs
     const int64_t partner = p.neox ? n_pairs : 1;      // distance from a pair's first element to its second
     // grain 16: a single token's heads rotate on the calling thread (cheaper than a wake-up)
@@ -227,7 +234,7 @@ void CpuBackend::rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim,
         for (int64_t item = begin; item < end; ++item) {
             const int64_t t = item / n_head;
             float* head = x + item * head_dim;
-            const float* cs = rope_cs_.data() + t * n_pairs * 2;
+            const float* cs = table.cs.data() + t * n_pairs * 2;
             for (int64_t i = 0; i < n_pairs; ++i) {
                 float* a = head + i * stride;
                 float* b = a + partner;
@@ -240,9 +247,10 @@ void CpuBackend::rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim,
     });
 }
 
-void CpuBackend::fill_rope_table(const int32_t* pos, int64_t n_tok, const RopeParams& p) {
+void CpuBackend::fill_rope_table(RopeTable& table, const int32_t* pos, int64_t n_tok, const RopeParams& p) {
     const int64_t n_pairs = p.n_rot / 2;
-    if (rope_cs_.size() < static_cast<size_t>(n_tok * n_pairs * 2)) rope_cs_.resize(static_cast<size_t>(n_tok * n_pairs * 2));
+    std::vector<float>& cs = table.cs;
+    if (cs.size() < static_cast<size_t>(n_tok * n_pairs * 2)) cs.resize(static_cast<size_t>(n_tok * n_pairs * 2));
     const double yarn_mscale = p.ext_factor != 0.0f ? 1.0 + 0.1 * std::log(1.0 / p.freq_scale) : 1.0;
     for (int64_t t = 0; t < n_tok; ++t) {
         for (int64_t i = 0; i < n_pairs; ++i) {
@@ -257,19 +265,26 @@ void CpuBackend::fill_rope_table(const int32_t* pos, int64_t n_tok, const RopePa
                 theta = interp * (1.0 - mix) + extrap * mix;
                 mscale *= yarn_mscale;
             }
-            rope_cs_[static_cast<size_t>((t * n_pairs + i) * 2)] = static_cast<float>(std::cos(theta) * mscale);
-            rope_cs_[static_cast<size_t>((t * n_pairs + i) * 2 + 1)] = static_cast<float>(std::sin(theta) * mscale);
+            cs[static_cast<size_t>((t * n_pairs + i) * 2)] = static_cast<float>(std::cos(theta) * mscale);
+            cs[static_cast<size_t>((t * n_pairs + i) * 2 + 1)] = static_cast<float>(std::sin(theta) * mscale);
         }
     }
 }
 
 void CpuBackend::kv_store(const KvCache& c, int64_t layer, const float* k, const float* v, int64_t pos0,
                           int64_t n_tok) {
+    const int64_t cells = kv_cells(c, layer);
     auto store = [&](void* base, const float* src, int64_t width) {
-        if (c.type == KvType::F32) {
-            std::memcpy(static_cast<float*>(base) + pos0 * width, src, static_cast<size_t>(n_tok * width) * sizeof(float));
-        } else {
-            k_.to_f16(src, static_cast<uint16_t*>(base) + pos0 * width, n_tok * width);
+        // rows (pos0 + t) % cells: at most two runs when the batch wraps around a ring
+        for (int64_t t = 0; t < n_tok;) {
+            const int64_t row = (pos0 + t) % cells;
+            const int64_t run = std::min(n_tok - t, cells - row);
+            if (c.type == KvType::F32)
+                std::memcpy(static_cast<float*>(base) + row * width, src + t * width,
+                            static_cast<size_t>(run * width) * sizeof(float));
+            else
+                k_.to_f16(src + t * width, static_cast<uint16_t*>(base) + row * width, run * width);
+            t += run;
         }
     };
     store(c.k[layer], k, c.k_width);
@@ -287,38 +302,60 @@ void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int6
     const size_t elt = f16 ? 2 : 4;
     const uint8_t* kbase = static_cast<const uint8_t*>(c.k[layer]);
     const uint8_t* vbase = static_cast<const uint8_t*>(c.v[layer]);
-    const int64_t n_max = pos0 + n_tok;
+    const int64_t cells = kv_cells(c, layer);
+    // the most positions one query sees
+    const int64_t n_max = p.n_swa > 0 ? std::min<int64_t>(pos0 + n_tok, p.n_swa) : pos0 + n_tok;
     pool_.parallel_for(n_tok * groups_per_tok, 1, [&](int64_t begin, int64_t end, int thread) {
-        float* scores = scratch(thread, static_cast<size_t>(group * n_max + group));  // [group, n_max]
-        float* inv = scores + group * n_max;  // [group]: 1 / softmax denominator per query
+        // [group, n_max] scores, [group] 1 / softmax denominators, [group, head_dim_v] the second run's values
+        float* scores = scratch(thread, static_cast<size_t>(group * (n_max + 1 + p.head_dim_v)));
+        float* inv = scores + group * n_max;
+        float* tail = inv + group;
         for (int64_t item = begin; item < end; ++item) {
             const int64_t t = item / groups_per_tok;
             const int64_t h0 = (item % groups_per_tok) * group;  // first query head of the group
             const int64_t kvh = h0 / gqa;
-            const int64_t n_kv = pos0 + t + 1;  // causal: positions 0 ..= pos0 + t
+            const int64_t pos = pos0 + t;
+            const int64_t lo = attn_first_pos(pos, p.n_swa);  // causal (and windowed): positions lo ..= pos
+            const int64_t n_kv = pos - lo + 1;
             const float* qh = q + t * p.n_head * p.head_dim_k + h0 * p.head_dim_k;  // [group, head_dim_k]
             float* oh = out + t * p.n_head * p.head_dim_v + h0 * p.head_dim_v;      // [group, head_dim_v]
-            // row j of this head's keys / values: [n_ctx, width] rows, the head at column kvh * head_dim
+            // row r of this head's keys / values: [cells, width] rows, the head at column kvh * head_dim
             const uint8_t* k0 = kbase + static_cast<size_t>(kvh * p.head_dim_k) * elt;
             const uint8_t* v0 = vbase + static_cast<size_t>(kvh * p.head_dim_v) * elt;
-            if (f16)
-                k_.attn_scores_f16(scores, n_max, qh, p.head_dim_k, group, reinterpret_cast<const uint16_t*>(k0),
-                                   c.k_width, n_kv, p.head_dim_k, p.scale);
-            else
-                k_.attn_scores_f32(scores, n_max, qh, p.head_dim_k, group, reinterpret_cast<const float*>(k0),
-                                   c.k_width, n_kv, p.head_dim_k, p.scale);
+            // positions lo..pos are rows lo % cells onwards: one run, or two where the ring wraps
+            const int64_t row0 = lo % cells;
+            const int64_t run0 = std::min(n_kv, cells - row0);
+            const int64_t runs[2][3] = {{0, row0, run0}, {run0, 0, n_kv - run0}};  // {score index, row, length}
+            for (const auto& r : runs) {
+                if (r[2] == 0) continue;
+                const size_t kr = static_cast<size_t>(r[1] * c.k_width) * elt;
+                if (f16)
+                    k_.attn_scores_f16(scores + r[0], n_max, qh, p.head_dim_k, group,
+                                       reinterpret_cast<const uint16_t*>(k0 + kr), c.k_width, r[2], p.head_dim_k,
+                                       p.scale);
+                else
+                    k_.attn_scores_f32(scores + r[0], n_max, qh, p.head_dim_k, group,
+                                       reinterpret_cast<const float*>(k0 + kr), c.k_width, r[2], p.head_dim_k, p.scale);
+            }
             for (int64_t i = 0; i < group; ++i) {
                 float* si = scores + i * n_max;
                 float mx = -INFINITY;
                 for (int64_t j = 0; j < n_kv; ++j) mx = std::max(mx, si[j]);
                 inv[i] = 1.0f / k_.exp_sum(si, n_kv, mx);
             }
-            if (f16)
-                k_.attn_values_f16(oh, p.head_dim_v, scores, n_max, group, reinterpret_cast<const uint16_t*>(v0),
-                                   c.v_width, n_kv, p.head_dim_v);
-            else
-                k_.attn_values_f32(oh, p.head_dim_v, scores, n_max, group, reinterpret_cast<const float*>(v0),
-                                   c.v_width, n_kv, p.head_dim_v);
+            for (int run = 0; run < 2; ++run) {  // the second run's values go to `tail`, then are added
+                const int64_t* r = runs[run];
+                if (r[2] == 0) continue;
+                const size_t vr = static_cast<size_t>(r[1] * c.v_width) * elt;
+                float* dst = run == 0 ? oh : tail;
+                if (f16)
+                    k_.attn_values_f16(dst, p.head_dim_v, scores + r[0], n_max, group,
+                                       reinterpret_cast<const uint16_t*>(v0 + vr), c.v_width, r[2], p.head_dim_v);
+                else
+                    k_.attn_values_f32(dst, p.head_dim_v, scores + r[0], n_max, group,
+                                       reinterpret_cast<const float*>(v0 + vr), c.v_width, r[2], p.head_dim_v);
+                if (run == 1) k_.add(oh, tail, group * p.head_dim_v);
+            }
             for (int64_t i = 0; i < group; ++i)
                 for (int64_t d = 0; d < p.head_dim_v; ++d) oh[i * p.head_dim_v + d] *= inv[i];
         }
@@ -331,10 +368,30 @@ void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* ou
     });
 }
 
+void CpuBackend::geglu(const float* gate, const float* up, int64_t n, float* out) {
+    pool_.parallel_for(n, 4096, [&](int64_t begin, int64_t end, int) {
+        k_.gelu_mul(gate + begin, up + begin, out + begin, end - begin);
+    });
+}
+
 void CpuBackend::add(float* x, const float* y, int64_t n) {
     pool_.parallel_for(n, 8192, [&](int64_t begin, int64_t end, int) {
         k_.add(x + begin, y + begin, end - begin);
     });
+}
+
+void CpuBackend::add_bias(float* x, const float* b, int64_t n_tok, int64_t n) {
+    pool_.parallel_for(n_tok, std::max<int64_t>(1, 8192 / std::max<int64_t>(n, 1)), [&](int64_t begin, int64_t end, int) {
+        for (int64_t t = begin; t < end; ++t) k_.add(x + t * n, b, n);
+    });
+}
+
+void CpuBackend::scale(float* x, float s, int64_t n) {
+    pool_.parallel_for(n, 8192, [&](int64_t begin, int64_t end, int) { k_.scale(x + begin, s, end - begin); });
+}
+
+void CpuBackend::softcap(float* x, float cap, int64_t n) {
+    pool_.parallel_for(n, 4096, [&](int64_t begin, int64_t end, int) { k_.softcap(x + begin, cap, end - begin); });
 }
 
 }  // namespace ember

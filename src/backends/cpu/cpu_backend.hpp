@@ -41,14 +41,26 @@ public:
     void attention(const KvCache& cache, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
                    const AttnParams& p, float* out) override;
     void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
+    void geglu(const float* gate, const float* up, int64_t n, float* out) override;
     void add(float* x, const float* y, int64_t n) override;
+    void add_bias(float* x, const float* b, int64_t n_tok, int64_t n) override;
+    void scale(float* x, float s, int64_t n) override;
+    void softcap(float* x, float cap, int64_t n) override;
 
 private:
     void matmul_reference(const WeightView& w, const float* x, int64_t n_tok, float* y);
     void matmul_vec(const WeightView* const* ws, float* const* ys, int count, const float* x, int64_t n_tok);
     void quantize_input(const float* x, int64_t n_tok, int64_t K);
     void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y);
-    void fill_rope_table(const int32_t* pos, int64_t n_tok, const RopeParams& p);
+    struct RopeTable {
+        std::vector<float> cs;        // [n_tok, n_rot/2, 2]: cos, sin
+        std::vector<int32_t> pos;     // the positions and parameters cs is for (empty: none)
+        RopeParams params{};
+    };
+    // The table for these positions and parameters: one of two kept (the layers of a
+    // model with two kinds of attention alternate between two sets of parameters).
+    const RopeTable& rope_table(const int32_t* pos, int64_t n_tok, const RopeParams& p);
+    static void fill_rope_table(RopeTable& t, const int32_t* pos, int64_t n_tok, const RopeParams& p);
 
     // Per-thread scratch of at least n floats (grown on first use, then reused).
     float* scratch(int thread, size_t n);
@@ -59,9 +71,8 @@ private:
     std::vector<std::unique_ptr<uint8_t[]>> kv_buffers_;  // alloc_kv
     std::vector<void*> kv_ptrs_;                          // [2 * n_layer]: K pointers, then V
     std::vector<std::vector<float>> scratch_;             // [n_threads]
-    std::vector<float> rope_cs_;                          // [n_tok, n_rot/2, 2]: cos, sin
-    std::vector<int32_t> rope_pos_;                       // the positions and parameters rope_cs_ is for
-    RopeParams rope_params_{};
+    RopeTable rope_[2];
+    int rope_next_ = 0;                                   // the table to refill on a miss
     // the activation rounded for the integer kernels (matmul_vec), grown, never shrunk
     std::vector<int16_t> xq_;                             // [n_tok, n_in]
     std::vector<float> xd_;                               // [n_tok, n_in / 32]

@@ -61,7 +61,11 @@ struct KernelSet {
     float (*sum_squares)(const float* x, int64_t n);
     void (*scale_mul)(const float* x, float s, const float* w, float* y, int64_t n);  // y = x * s * w
     void (*silu_mul)(const float* gate, const float* up, float* y, int64_t n);        // y = silu(gate) * up
+    // y = gelu(gate) * up, GELU's tanh form: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
+    void (*gelu_mul)(const float* gate, const float* up, float* y, int64_t n);
     void (*add)(float* y, const float* x, int64_t n);                                  // y += x
+    void (*scale)(float* x, float s, int64_t n);                                       // x *= s
+    void (*softcap)(float* x, float cap, int64_t n);                                   // x = cap tanh(x / cap)
     // s[i] = exp(s[i] - max) for i < n; returns their sum.
     float (*exp_sum)(float* s, int64_t n, float max);
     // Attention of nq query heads that share one KV head, over n cached rows (row j

@@ -149,6 +149,40 @@ void k_silu_mul(const float* gate, const float* up, float* y, int64_t n) {
     for (; i < n; ++i) y[i] = gate[i] / (1.0f + scalar_exp(-gate[i])) * up[i];
 }
 
+// gelu(g) = 0.5 g (1 + tanh(u)) = g / (1 + e^(-2u)),  u = sqrt(2/pi) (g + 0.044715 g^3)
+void k_gelu_mul(const float* gate, const float* up, float* y, int64_t n) {
+    constexpr float kC = -2.0f * 0.7978845608028654f;  // -2 sqrt(2/pi)
+    const V::F one = V::set1(1.0f), c = V::set1(kC), c3 = V::set1(kC * 0.044715f);
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) {
+        const V::F g = V::load(gate + i);
+        const V::F t = V::mul(g, V::fma(V::mul(g, g), c3, c));  // -2u
+        V::store(y + i, V::mul(V::div(g, V::add(one, vexp(t))), V::load(up + i)));
+    }
+    for (; i < n; ++i) {
+        const float g = gate[i];
+        y[i] = g / (1.0f + scalar_exp(g * (g * g * (kC * 0.044715f) + kC))) * up[i];
+    }
+}
+
+void k_scale(float* x, float s, int64_t n) {
+    const V::F sv = V::set1(s);
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) V::store(x + i, V::mul(V::load(x + i), sv));
+    for (; i < n; ++i) x[i] *= s;
+}
+
+// cap tanh(x / cap) = cap (1 - 2 / (1 + e^(2x / cap)))
+void k_softcap(float* x, float cap, int64_t n) {
+    const V::F two_over = V::set1(2.0f / cap), capv = V::set1(cap), one = V::set1(1.0f), two = V::set1(2.0f);
+    int64_t i = 0;
+    for (; i + V::kLanes <= n; i += V::kLanes) {
+        const V::F e = vexp(V::mul(V::load(x + i), two_over));
+        V::store(x + i, V::mul(capv, V::sub(one, V::div(two, V::add(one, e)))));
+    }
+    for (; i < n; ++i) x[i] = cap * (1.0f - 2.0f / (1.0f + scalar_exp(x[i] * (2.0f / cap))));
+}
+
 void k_add(float* y, const float* x, int64_t n) {
     int64_t i = 0;
     for (; i + V::kLanes <= n; i += V::kLanes) V::store(y + i, V::add(V::load(y + i), V::load(x + i)));
@@ -716,6 +750,6 @@ void k_gemm_f32(const float* w, int64_t n_rows, const float* x, int64_t n_tok, i
 constexpr KernelSet make_kernel_set(const char* name) {
     return KernelSet{name,        k_quantize_row, k_matvec,      k_gemm_f32,  k_dot_f32,  k_dot_f16,
                      k_axpy_f32,  k_axpy_f16,     k_to_f16,      k_sum_squares, k_scale_mul, k_silu_mul,
-                     k_add,       k_exp_sum,      k_attn_scores<uint16_t>, k_attn_scores<float>,
+                     k_gelu_mul,  k_add,          k_scale,       k_softcap,     k_exp_sum,      k_attn_scores<uint16_t>, k_attn_scores<float>,
                      k_attn_values<uint16_t>, k_attn_values<float>};
 }
