@@ -161,6 +161,99 @@ TEST_CASE("cpu backend: rms_norm, swiglu, add") {
     std::vector<float> acc = x;
     be.add(acc.data(), up.data(), static_cast<int64_t>(acc.size()));
     for (size_t i = 0; i < x.size(); ++i) CHECK(acc[i] == x[i] + up[i]);
+
+    // GeGLU with GELU's tanh form, in double from its definition
+    be.geglu(x.data(), up.data(), static_cast<int64_t>(x.size()), y.data());
+    for (size_t i = 0; i < x.size(); ++i) {
+        const double g = x[i];
+        want[i] = 0.5 * g * (1.0 + std::tanh(std::sqrt(2.0 / std::numbers::pi) * (g + 0.044715 * g * g * g))) * up[i];
+    }
+    CHECK(rel_err(y, want) < 1e-6);
+    std::vector<float> same = x;  // in place, as the forward pass runs it
+    be.geglu(same.data(), up.data(), static_cast<int64_t>(x.size()), same.data());
+    CHECK(rel_err(same, want) < 1e-6);
+
+    // a bias per row
+    acc = x;
+    be.add_bias(acc.data(), g.data(), n_tok, n);
+    for (int64_t t = 0; t < n_tok; ++t)
+        for (int64_t i = 0; i < n; ++i) CHECK(acc[t * n + i] == x[t * n + i] + g[i]);
+
+    acc = x;
+    be.scale(acc.data(), 0.125f, static_cast<int64_t>(acc.size()));
+    for (size_t i = 0; i < x.size(); ++i) CHECK(acc[i] == x[i] * 0.125f);
+
+    // soft-capping: cap tanh(x / cap); logits of +-1000 saturate at +-cap
+    acc = x;
+    acc[0] = 1000.0f, acc[1] = -1000.0f;
+    const std::vector<float> before = acc;
+    be.softcap(acc.data(), 2.0f, static_cast<int64_t>(acc.size()));
+    for (size_t i = 0; i < x.size(); ++i) want[i] = 2.0 * std::tanh(double(before[i]) / 2.0);
+    CHECK(rel_err(acc, want) < 1e-6);
+    CHECK(acc[0] == doctest::Approx(2.0));
+    CHECK(acc[1] == doctest::Approx(-2.0));
+    }
+}
+
+TEST_CASE("cpu backend: sliding-window attention over a ring KV cache matches windowed attention in double") {
+    // one full layer (n_ctx rows) and one sliding-window layer (a ring of `cells` rows);
+    // 37 positions written in batches of up to 4 so the ring wraps several times, each
+    // batch attending right after its store, as the forward pass does
+    const int64_t n_ctx = 64, n_head = 4, n_head_kv = 2, hd = 16, n_swa = 5, batch = 4, cells = n_swa + batch;
+    const int64_t n_total = 37;
+    const int64_t layer_cells[2] = {n_ctx, cells};
+    for (KvType type : {KvType::F32, KvType::F16}) {
+        CAPTURE(type == KvType::F32 ? "f32" : "f16");
+        for (const KernelSet* ks : kernel_sets()) {
+            CpuBackend be(2, ks);
+            const std::string set = ks->name;
+            CAPTURE(set);
+            KvCache c;
+            c.type = type;
+            c.n_ctx = n_ctx;
+            c.n_layer = 2;
+            c.k_width = n_head_kv * hd;
+            c.v_width = n_head_kv * hd;
+            c.cells = layer_cells;
+            be.alloc_kv(&c);
+            const std::vector<float> k = randn(static_cast<size_t>(n_total * c.k_width), 31);
+            const std::vector<float> v = randn(static_cast<size_t>(n_total * c.v_width), 32);
+            const std::vector<float> q = randn(static_cast<size_t>(n_total * n_head * hd), 33);
+            for (int32_t swa : {int32_t{0}, static_cast<int32_t>(n_swa)}) {
+                CAPTURE(swa);
+                const int64_t layer = swa ? 1 : 0;
+                std::vector<float> out(static_cast<size_t>(n_total * n_head * hd));
+                for (int64_t p0 = 0; p0 < n_total; p0 += batch) {
+                    const int64_t nt = std::min(batch, n_total - p0);
+                    be.kv_store(c, layer, k.data() + p0 * c.k_width, v.data() + p0 * c.v_width, p0, nt);
+                    AttnParams ap{static_cast<int32_t>(n_head), static_cast<int32_t>(n_head_kv),
+                                  static_cast<int32_t>(hd), static_cast<int32_t>(hd), 0.25f, swa};
+                    be.attention(c, layer, q.data() + p0 * n_head * hd, nt, p0, ap, out.data() + p0 * n_head * hd);
+                }
+                std::vector<double> want(out.size());
+                for (int64_t t = 0; t < n_total; ++t)
+                    for (int64_t h = 0; h < n_head; ++h) {
+                        const int64_t kvh = h / (n_head / n_head_kv);
+                        const int64_t lo = swa ? std::max<int64_t>(0, t - swa + 1) : 0;
+                        std::vector<double> s;
+                        double mx = -1e300, sum = 0;
+                        for (int64_t j = lo; j <= t; ++j) {
+                            double d = 0;
+                            for (int64_t i = 0; i < hd; ++i)
+                                d += double(q[(t * n_head + h) * hd + i]) * k[j * c.k_width + kvh * hd + i];
+                            s.push_back(d * 0.25);
+                            mx = std::max(mx, s.back());
+                        }
+                        for (double& e : s) sum += (e = std::exp(e - mx));
+                        for (int64_t dv = 0; dv < hd; ++dv) {
+                            double o = 0;
+                            for (int64_t j = lo; j <= t; ++j) o += s[j - lo] / sum * v[j * c.v_width + kvh * hd + dv];
+                            want[static_cast<size_t>((t * n_head + h) * hd + dv)] = o;
+                        }
+                    }
+                CHECK(rel_err(out, want) < (type == KvType::F32 ? 1e-6 : 2e-3));
+            }
+        }
     }
 }
 

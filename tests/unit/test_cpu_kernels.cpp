@@ -226,6 +226,26 @@ TEST_CASE("kernels: vector ops match the scalar set, lengths with and without a 
             k->silu_mul(g.data(), b.data(), y1.data(), n);
             ref.silu_mul(g.data(), b.data(), y2.data(), n);
             for (int64_t i = 0; i < n; ++i) REQUIRE(y1[i] == doctest::Approx(y2[i]).epsilon(2e-6).scale(1e-30));
+            k->gelu_mul(g.data(), b.data(), y1.data(), n);
+            ref.gelu_mul(g.data(), b.data(), y2.data(), n);
+            // relative to the scalar oracle, plus an error relative to |g up|: where gelu(g) ~ 0
+            // (g < -3) the oracle's 1 + tanh(u) cancels, the SIMD form g / (1 + e^-2u) does not
+            for (int64_t i = 0; i < n; ++i)
+                REQUIRE(std::abs(y1[i] - y2[i]) <= 4e-6f * std::abs(y2[i]) + 1e-6f * std::abs(g[i] * b[i]));
+            y1 = a, y2 = a;
+            k->scale(y1.data(), 0.37f, n);
+            ref.scale(y2.data(), 0.37f, n);
+            for (int64_t i = 0; i < n; ++i) REQUIRE(y1[i] == y2[i]);  // one rounding each
+            for (float cap : {30.0f, 2.5f}) {
+                y1 = g, y2 = g;  // |g| up to ~100: saturated and linear regions of tanh
+                k->softcap(y1.data(), cap, n);
+                ref.softcap(y2.data(), cap, n);
+                for (int64_t i = 0; i < n; ++i) {
+                    REQUIRE(std::abs(y1[i]) <= cap);
+                    // cap (1 - 2 / (1 + e^(2x/cap))) cancels near 0: an absolute error of ~1e-7 cap
+                    REQUIRE(std::abs(y1[i] - y2[i]) <= 1e-6f * cap + 2e-6f * std::abs(y2[i]));
+                }
+            }
 
             std::vector<float> s1 = randn(static_cast<size_t>(n), 4, 5.0f);
             if (n > 1) s1[1] = -200.0f;  // exp underflows to (almost) zero

@@ -93,7 +93,10 @@ TEST_CASE("hparams: refusals name the file, the key and the problem") {
     {
         auto w = tiny_llama();
         w.set("general.architecture", gguf::Value("mamba"));
-        CHECK(error_of(w).find("architecture 'mamba' is not supported") != std::string::npos);
+        const std::string e = error_of(w);
+        CHECK(e.find("architecture 'mamba' is not supported") != std::string::npos);
+        for (const char* arch : {"llama (", "gemma3 (", "qwen2 (", "qwen3 (", "phi3 ("})  // the list of what runs
+            CHECK_MESSAGE(e.find(arch) != std::string::npos, e);
     }
     {
         gguf::Writer w;
@@ -130,5 +133,113 @@ TEST_CASE("hparams: refusals name the file, the key and the problem") {
         auto w = tiny_llama();
         w.set("llama.embedding_length", gguf::Value(uint32_t{0}));
         CHECK(error_of(w).find("tiny.gguf") != std::string::npos);
+    }
+}
+
+namespace {
+
+gguf::Writer tiny(const std::string& arch, uint32_t n_layer = 6) {
+    gguf::Writer w;
+    const std::string a = arch + ".";
+    w.set("general.architecture", gguf::Value(arch));
+    w.set(a + "block_count", gguf::Value(n_layer));
+    w.set(a + "embedding_length", gguf::Value(uint32_t{64}));
+    w.set(a + "feed_forward_length", gguf::Value(uint32_t{128}));
+    w.set(a + "attention.head_count", gguf::Value(uint32_t{4}));
+    w.set("tokenizer.ggml.tokens", gguf::Value::array(std::vector<std::string>{"a", "b", "c"}));
+    return w;
+}
+
+std::string pattern(const Hparams& hp) {
+    std::string s;
+    for (size_t i = 0; i < hp.n_layer; ++i) s += hp.is_swa(i) ? 'L' : 'G';
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("hparams: what each architecture's row sets") {
+    {
+        const Hparams hp = load(tiny("llama"));
+        CHECK(hp.rope_style == RopeStyle::Normal);
+        CHECK(hp.ffn_act == FfnActivation::Silu);
+        CHECK(!hp.qk_norm);
+        CHECK(!hp.post_norms);
+        CHECK(!hp.attn_bias);
+        CHECK(!hp.fused_qkv);
+        CHECK(hp.embd_scale == 1.0f);
+        CHECK(hp.attn_scale == doctest::Approx(1.0 / 4.0));  // head dim 16
+        CHECK(hp.n_swa == 0);
+        CHECK(pattern(hp) == "GGGGGG");
+    }
+    {
+        auto w = tiny("gemma3");
+        w.set("gemma3.attention.key_length", gguf::Value(uint32_t{32}));  // Q wider than n_embd
+        w.set("gemma3.attention.value_length", gguf::Value(uint32_t{32}));
+        w.set("gemma3.attention.sliding_window", gguf::Value(uint32_t{512}));
+        w.set("gemma3.final_logit_softcapping", gguf::Value(30.0f));
+        w.set("gemma3.rope.freq_base", gguf::Value(1000000.0f));
+        const Hparams hp = load(w);
+        CHECK(hp.rope_style == RopeStyle::Neox);
+        CHECK(hp.ffn_act == FfnActivation::GeluTanh);
+        CHECK(hp.qk_norm);
+        CHECK(hp.post_norms);
+        CHECK(hp.embd_scale == doctest::Approx(8.0));  // sqrt(64)
+        CHECK(hp.attn_scale == doctest::Approx(1.0 / std::sqrt(32.0)));
+        CHECK(hp.n_q() == 128);
+        CHECK(hp.final_softcap == 30.0f);
+        CHECK(hp.n_swa == 512);
+        CHECK(pattern(hp) == "LLLLLG");  // period 6 when the file has no pattern
+        CHECK(hp.rope_freq_base == 1000000.0f);
+        CHECK(hp.rope_freq_base_swa == 10000.0f);  // Gemma-3's local base when absent
+    }
+    {
+        auto w = tiny("gemma3");
+        w.set("gemma3.attention.sliding_window", gguf::Value(uint32_t{8}));
+        w.set("gemma3.attention.sliding_window_pattern", gguf::Value(uint32_t{3}));
+        CHECK(pattern(load(w)) == "LLGLLG");
+        w.set("gemma3.attention.sliding_window_pattern",
+              gguf::Value::array(std::vector<bool>{true, false, false, true, true, false}));
+        CHECK(pattern(load(w)) == "LGGLLG");
+        w.set("gemma3.attention.sliding_window_pattern", gguf::Value::array(std::vector<bool>{true, false}));
+        CHECK(error_of(w).find("sliding_window_pattern' has 2 elements; one per layer (6) is expected") !=
+              std::string::npos);
+        w.set("gemma3.attention.sliding_window_pattern", gguf::Value(uint32_t{0}));
+        CHECK(error_of(w).find("sliding_window_pattern' is 0") != std::string::npos);
+    }
+    {
+        auto w = tiny("gemma3");  // no window in the file: every layer global
+        CHECK(pattern(load(w)) == "GGGGGG");
+    }
+    {
+        const Hparams hp = load(tiny("qwen2"));
+        CHECK(hp.attn_bias);
+        CHECK(hp.rope_style == RopeStyle::Neox);
+        CHECK(!hp.qk_norm);
+    }
+    {
+        auto w = tiny("qwen3");
+        w.set("qwen3.attention.key_length", gguf::Value(uint32_t{32}));
+        w.set("qwen3.attention.value_length", gguf::Value(uint32_t{32}));
+        const Hparams hp = load(w);
+        CHECK(hp.qk_norm);
+        CHECK(!hp.attn_bias);
+        CHECK(hp.n_q() == 128);
+        CHECK(hp.rope_dim == 32);
+    }
+    {
+        auto w = tiny("phi3");
+        w.set("phi3.rope.dimension_count", gguf::Value(uint32_t{12}));  // partial rotary (Phi-4-mini)
+        w.set("phi3.rope.scaling.attn_factor", gguf::Value(1.19f));
+        w.set("phi3.rope.scaling.original_context_length", gguf::Value(uint32_t{4096}));
+        w.set("phi3.attention.sliding_window", gguf::Value(uint32_t{2047}));  // ignored, as llama.cpp does
+        const Hparams hp = load(w);
+        CHECK(hp.fused_qkv);
+        CHECK(hp.fused_gate_up);
+        CHECK(hp.rope_dim == 12);
+        CHECK(hp.rope_attn_factor == doctest::Approx(1.19));
+        CHECK(hp.rope_orig_ctx == 4096);
+        CHECK(hp.n_swa == 0);
+        CHECK(pattern(hp) == "GGGGGG");
     }
 }
