@@ -14,6 +14,7 @@
 #include "ember/chat.hpp"
 #include "ember/error.hpp"
 #include "ember/gguf.hpp"
+#include "ember/model.hpp"
 #include "ember/tokenizer.hpp"
 #include "unit/skip.hpp"
 
@@ -263,4 +264,16 @@ TEST_CASE("chat: the default models' own templates are recognised and render the
         CHECK(apply_chat_template(tmpl, msgs, true, bos, eos, &warning) == c.expect);
         CHECK(warning.empty() == !tmpl.empty());
     }
+}
+
+TEST_CASE("chat template: a Gemma-3 file without a template gets Gemma's turn markers from its architecture") {
+    const std::filesystem::path p = ember_test::models_dir() / "gemma-3-270m-q4_k_m.gguf";
+    EMBER_REQUIRE_RESOURCE(p, ember_test::kFetchModels);
+    const auto model = Model::load(p.string());
+    REQUIRE(model->chat_template().empty());  // the pretrained base model carries none
+    const std::vector<ChatMessage> msgs = {{"system", "Be brief."}, {"user", "Hi"}};
+    std::string warning;
+    const std::string text = model->apply_chat_template(msgs, true, &warning);
+    CHECK(text == "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n");
+    CHECK(warning.find("Gemma's turn markers") != std::string::npos);
 }
