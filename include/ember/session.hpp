@@ -134,6 +134,9 @@ public:
     uint32_t n_ctx() const noexcept;
     uint32_t n_batch() const noexcept;
     int32_t n_threads() const noexcept;                // after resolving 0
+    // Bytes of the KV cache (host and device): full-attention layers hold n_ctx
+    // cells, sliding-window layers a ring of window + n_batch cells.
+    uint64_t kv_cache_bytes() const noexcept;
     const std::shared_ptr<const Model>& model() const noexcept;
     // Warnings from construction (e.g. n_ctx beyond the training context).
     const std::vector<std::string>& warnings() const noexcept;

@@ -416,6 +416,15 @@ size_t Session::n_past() const noexcept { return impl_->tokens.size(); }
 uint32_t Session::n_ctx() const noexcept { return impl_->n_ctx; }
 uint32_t Session::n_batch() const noexcept { return impl_->n_batch; }
 int32_t Session::n_threads() const noexcept { return impl_->backend->n_threads(); }
+uint64_t Session::kv_cache_bytes() const noexcept {
+    const Impl& s = *impl_;
+    uint64_t n = 0;
+    for (const KvCache* c : {&s.cache, &s.gpu_cache}) {
+        const uint64_t row = static_cast<uint64_t>(c->k_width + c->v_width) * (c->type == KvType::F16 ? 2 : 4);
+        for (int64_t l = 0; l < c->n_layer; ++l) n += row * static_cast<uint64_t>(kv_cells(*c, l));
+    }
+    return n;
+}
 const std::shared_ptr<const Model>& Session::model() const noexcept { return impl_->model; }
 const std::vector<std::string>& Session::warnings() const noexcept { return impl_->warnings; }
 

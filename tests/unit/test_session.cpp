@@ -383,3 +383,20 @@ TEST_CASE("session: generation on the default model -- greedy text, stop strings
     CHECK(r.stop_reason == StopReason::Cancelled);
     CHECK(s.n_past() < 128);
 }
+
+TEST_CASE("session: Gemma-3's sliding-window layers keep window + n_batch KV cells, not n_ctx") {
+    const fs::path p = ember_test::models_dir() / "gemma-3-270m-q4_k_m.gguf";
+    EMBER_REQUIRE_RESOURCE(p, ember_test::kFetchModels);
+    auto model = Model::load(p.string());
+    // 18 layers, 1 KV head of 256: a cell is (256 + 256) x 2 bytes = 1 KiB per layer (F16).
+    // 3 global layers x 8192 cells + 15 local layers x (512 + 512) cells = 39 MiB -- what
+    // llama.cpp allocates for this file at -c 8192 with its default n_ubatch of 512
+    Session s(model, {.n_ctx = 8192, .n_batch = 512});
+    CHECK(s.kv_cache_bytes() == (3ull * 8192 + 15ull * 1024) * 1024);
+    // a context no longer than window + batch needs no ring
+    Session small(model, {.n_ctx = 512, .n_batch = 512});
+    CHECK(small.kv_cache_bytes() == 18ull * 512 * 1024);
+    // the F32 cache doubles it; SmolLM2 (no window) has n_ctx cells in all 30 layers
+    Session f32(model, {.n_ctx = 8192, .n_batch = 512, .kv_type = KvCacheType::F32});
+    CHECK(f32.kv_cache_bytes() == 2 * s.kv_cache_bytes());
+}
