@@ -1,11 +1,14 @@
 // The CUDA backend's ops against the scalar CPU backend (the reference), on
 // random inputs: matmul over every weight type on both paths (the quantized
 // matrix-vector kernel and cuBLAS), get_rows, rms_norm, rope, kv_store +
-// attention, swiglu, add, token steps captured as CUDA graphs, and errors.
+// attention (also sliding-window attention over a ring KV cache), swiglu,
+// geglu, add, add_bias, scale, softcap, token steps captured as CUDA graphs,
+// and errors.
 // On a machine without a usable GPU every case skips itself ("no CUDA device
 // (<reason>)"), counted as skipped in the summary (tests/unit/skip.hpp).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <memory>
@@ -216,6 +219,63 @@ TEST_CASE("CUDA backend: rms_norm (also in place), swiglu, add") {
     CHECK(rel_err(g.get(da, x.size()), acc) < 1e-7);
 }
 
+TEST_CASE("CUDA backend: geglu (also in place), add_bias, scale, softcap") {
+    EMBER_REQUIRE_GPU();
+    Gpu g;
+    auto cpu = reference();
+    const int64_t n_tok = 3, n = 4099;
+    const int64_t len = n_tok * n;
+    const std::vector<float> x = randn(static_cast<size_t>(len), 31, 3.0f);
+    const std::vector<float> up = randn(static_cast<size_t>(len), 32);
+    std::vector<float> want(x.size());
+
+    cpu->geglu(x.data(), up.data(), len, want.data());
+    float* dg = g.put(x);
+    float* du = g.put(up);
+    float* dy = g.be->alloc_f32(x.size());
+    g.be->geglu(dg, du, len, dy);
+    CHECK(rel_err(g.get(dy, x.size()), want) < 1e-5);
+    g.be->geglu(dg, du, len, dg);  // out aliasing gate, as the forward pass does
+    CHECK(rel_err(g.get(dg, x.size()), want) < 1e-5);
+    float* du2 = g.put(up);
+    g.be->geglu(g.put(x), du2, len, du2);  // out aliasing up
+    CHECK(rel_err(g.get(du2, x.size()), want) < 1e-5);
+
+    // a bias over the rows of a batch (the bias a weight in device memory), then one over more
+    // rows than a grid has blocks in y (65535), 3 columns each
+    const std::vector<float> b = randn(static_cast<size_t>(n), 33);
+    std::vector<float> biased = x;
+    cpu->add_bias(biased.data(), b.data(), n_tok, n);
+    float* dx = g.put(x);
+    g.be->add_bias(dx, g.weight_f32(b), n_tok, n);
+    CHECK(rel_err(g.get(dx, x.size()), biased) < 1e-7);
+    const int64_t many = 70001, narrow = 3;
+    const std::vector<float> xm = randn(static_cast<size_t>(many * narrow), 34);
+    const std::vector<float> bm = randn(static_cast<size_t>(narrow), 35);
+    std::vector<float> biased_m = xm;
+    cpu->add_bias(biased_m.data(), bm.data(), many, narrow);
+    float* dxm = g.put(xm);
+    g.be->add_bias(dxm, g.put(bm), many, narrow);
+    CHECK(rel_err(g.get(dxm, xm.size()), biased_m) < 1e-7);
+
+    std::vector<float> scaled = x;
+    cpu->scale(scaled.data(), 0.37f, len);
+    float* ds = g.put(x);
+    g.be->scale(ds, 0.37f, len);
+    CHECK(rel_err(g.get(ds, x.size()), scaled) < 1e-7);
+
+    // logits up to ~+-150 against a cap of 30: the tanh both in its linear part and saturated
+    const std::vector<float> logits = randn(static_cast<size_t>(len), 36, 50.0f);
+    std::vector<float> capped = logits;
+    cpu->softcap(capped.data(), 30.0f, len);
+    float* dl = g.put(logits);
+    g.be->softcap(dl, 30.0f, len);
+    const std::vector<float> got = g.get(dl, logits.size());
+    CHECK(rel_err(got, capped) < 1e-5);
+    CHECK(*std::max_element(got.begin(), got.end()) <= 30.0f);
+    CHECK(*std::min_element(got.begin(), got.end()) >= -30.0f);
+}
+
 TEST_CASE("CUDA backend: rope, normal and neox pairs, partial rotation, frequency factors, scaling, YaRN") {
     EMBER_REQUIRE_GPU();
     Gpu g;
@@ -334,6 +394,171 @@ TEST_CASE("CUDA backend: kv_store + causal grouped-query attention, F16 and F32 
             }
         }
     }
+}
+
+TEST_CASE("CUDA backend: sliding-window attention over a ring KV cache, batches that wrap around the ring") {
+    EMBER_REQUIRE_GPU();
+    struct Shape {
+        int32_t n_head, n_head_kv, dk, dv;
+    };
+    const Shape shapes[] = {{8, 2, 64, 64}, {6, 6, 80, 64}};
+    struct Case {
+        int32_t n_swa;
+        int64_t cells;                // rows of the ring layer: at least n_swa + the largest batch - 1
+        int64_t n_ctx;                // the full layer's rows (all the positions the case reaches)
+        std::vector<int64_t> batches;  // token counts, one batch after the other from position 0
+    };
+    const Case cases[] = {
+        // a ring of 9 rows, windows of 5: batches of up to 5 tokens, most of them wrapping
+        {5, 9, 64, {3, 5, 1, 4, 5, 2, 1, 1, 5, 3, 4, 5, 1}},
+        // windows over more than one tile of 32 positions, batches that fill the ring exactly
+        {40, 87, 256, {48, 13, 1, 1, 48, 30, 1, 48}},
+        // windows long enough for the split-KV path (token steps and batches)
+        {300, 363, 512, {64, 64, 64, 64, 64, 64, 1, 1, 1, 37, 64, 1}},
+    };
+    for (const Case& cs : cases) {
+        for (KvType type : {KvType::F16, KvType::F32}) {
+            for (const Shape& s : shapes) {
+                const std::string kv_name = type == KvType::F16 ? "f16" : "f32";
+                CAPTURE(cs.n_swa);
+                CAPTURE(cs.cells);
+                CAPTURE(kv_name);
+                CAPTURE(s.n_head);
+                CAPTURE(s.dk);
+                Gpu g;  // graphs on (unless EMBER_CUDA_GRAPHS=0): the token steps are captured
+                auto cpu = reference();
+                // layer 0: a full cache of n_ctx rows; layer 1: the ring
+                const std::vector<int64_t> cells = {cs.n_ctx, cs.cells};
+                KvCache hc, dc;
+                hc.type = type;
+                hc.n_ctx = cs.n_ctx;
+                hc.n_layer = 2;
+                hc.k_width = int64_t{s.n_head_kv} * s.dk;
+                hc.v_width = int64_t{s.n_head_kv} * s.dv;
+                hc.cells = cells.data();
+                dc = hc;
+                cpu->alloc_kv(&hc);
+                g.be->alloc_kv(&dc);
+                const float scale = 1.0f / std::sqrt(static_cast<float>(s.dk));
+                const AttnParams swa{s.n_head, s.n_head_kv, s.dk, s.dv, scale, cs.n_swa};
+                uint64_t seed = 500;
+                int64_t pos0 = 0;
+                for (int64_t n_tok : cs.batches) {
+                    CAPTURE(pos0);
+                    CAPTURE(n_tok);
+                    REQUIRE(pos0 + n_tok <= cs.n_ctx);
+                    REQUIRE(cs.n_swa + n_tok - 1 <= cs.cells);
+                    const std::vector<float> k = randn(static_cast<size_t>(n_tok * hc.k_width), ++seed, 2.0f);
+                    const std::vector<float> v = randn(static_cast<size_t>(n_tok * hc.v_width), ++seed);
+                    const std::vector<float> q = randn(static_cast<size_t>(n_tok * s.n_head * s.dk), ++seed, 2.0f);
+                    const size_t n_out = static_cast<size_t>(n_tok * s.n_head * s.dv);
+                    std::vector<float> want_ring(n_out), want_full(n_out);
+                    for (int64_t layer : {int64_t{0}, int64_t{1}})
+                        cpu->kv_store(hc, layer, k.data(), v.data(), pos0, n_tok);
+                    cpu->attention(hc, 1, q.data(), n_tok, pos0, swa, want_ring.data());
+                    cpu->attention(hc, 0, q.data(), n_tok, pos0, swa, want_full.data());
+
+                    float* dk = g.put(k);
+                    float* dv = g.put(v);
+                    float* dq = g.put(q);
+                    float* dout_ring = g.be->alloc_f32(n_out);
+                    float* dout_full = g.be->alloc_f32(n_out);
+                    g.be->begin_step(n_tok);
+                    for (int64_t layer : {int64_t{0}, int64_t{1}}) g.be->kv_store(dc, layer, dk, dv, pos0, n_tok);
+                    g.be->attention(dc, 1, dq, n_tok, pos0, swa, dout_ring);
+                    g.be->attention(dc, 0, dq, n_tok, pos0, swa, dout_full);
+                    g.be->end_step();
+                    const std::vector<float> got_ring = g.get(dout_ring, n_out);
+                    const std::vector<float> got_full = g.get(dout_full, n_out);
+                    CHECK(rel_err(got_ring, want_ring) < 1e-4);
+                    CHECK(rel_err(got_full, want_full) < 1e-4);
+                    // the same positions in the same order, only from other rows
+                    CHECK(rel_err(got_ring, got_full) < 1e-6);
+
+                    const int64_t end = pos0 + n_tok;
+                    if (type == KvType::F32) {
+                        // the ring's rows of the positions it still holds, exactly as the reference stored them
+                        const int64_t kw = hc.k_width, vw = hc.v_width;
+                        const std::vector<float> gk = g.get(static_cast<const float*>(dc.k[1]),
+                                                            static_cast<size_t>(cs.cells * kw));
+                        const std::vector<float> gv = g.get(static_cast<const float*>(dc.v[1]),
+                                                            static_cast<size_t>(cs.cells * vw));
+                        const auto* hk = static_cast<const float*>(hc.k[1]);
+                        const auto* hv = static_cast<const float*>(hc.v[1]);
+                        int64_t bad_rows = 0;
+                        for (int64_t p = std::max<int64_t>(0, end - cs.cells); p < end; ++p) {
+                            const int64_t r = p % cs.cells;
+                            if (!std::equal(gk.begin() + r * kw, gk.begin() + (r + 1) * kw, hk + r * kw) ||
+                                !std::equal(gv.begin() + r * vw, gv.begin() + (r + 1) * vw, hv + r * vw))
+                                ++bad_rows;
+                        }
+                        CHECK(bad_rows == 0);
+                    }
+                    pos0 = end;
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("CUDA backend: a ring KV cache rejects batches it cannot hold") {
+    EMBER_REQUIRE_GPU();
+    Gpu g;
+    const int32_t n_head = 4, n_head_kv = 2, hd = 64;
+    const std::vector<int64_t> cells = {32, 9};
+    KvCache c;
+    c.type = KvType::F16;
+    c.n_ctx = 32;
+    c.n_layer = 2;
+    c.k_width = c.v_width = int64_t{n_head_kv} * hd;
+    c.cells = cells.data();
+    g.be->alloc_kv(&c);
+    const AttnParams swa{n_head, n_head_kv, hd, hd, 0.125f, 5};
+    AttnParams full = swa;
+    full.n_swa = 0;
+    const std::vector<float> kv = randn(static_cast<size_t>(12 * c.k_width), 41);
+    const std::vector<float> q = randn(static_cast<size_t>(12 * n_head * hd), 42);
+    float* dkv = g.put(kv);
+    float* dq = g.put(q);
+    float* dout = g.be->alloc_f32(static_cast<size_t>(12 * n_head * hd));
+    auto expect_invalid = [&](const char* what, auto&& op) {
+        CAPTURE(what);
+        try {
+            op();
+            FAIL("accepted: " << what);
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::InvalidArgument);
+        }
+    };
+    // positions 0..19 in batches of 5 (each fits: 5 + 5 - 1 = 9 rows), the last ones wrapping
+    for (int64_t pos0 = 0; pos0 < 20; pos0 += 5) {
+        g.be->kv_store(c, 1, dkv, dkv, pos0, 5);
+        g.be->attention(c, 1, dq, 5, pos0, swa, dout);
+    }
+    expect_invalid("kv_store of 10 tokens into a ring of 9", [&] { g.be->kv_store(c, 1, dkv, dkv, 20, 10); });
+    expect_invalid("a batch of 6 with a window of 5 over a ring of 9",
+                   [&] { g.be->attention(c, 1, dq, 6, 20, swa, dout); });
+    expect_invalid("full attention over a ring that has wrapped", [&] { g.be->attention(c, 1, dq, 1, 20, full, dout); });
+    expect_invalid("full attention past n_ctx", [&] { g.be->attention(c, 0, dq, 1, 32, full, dout); });
+    expect_invalid("a negative window", [&] {
+        AttnParams neg = swa;
+        neg.n_swa = -1;
+        g.be->attention(c, 1, dq, 1, 19, neg, dout);
+    });
+    // a window over a full layer reads the last n_swa positions wherever they are (here 27..31)
+    g.be->kv_store(c, 0, dkv, dkv, 20, 12);
+    g.be->attention(c, 0, dq, 1, 31, swa, dout);
+    // a layer with more cells than n_ctx, or none
+    const std::vector<int64_t> too_many = {32, 33}, none = {32, 0};
+    for (const std::vector<int64_t>* bad : {&too_many, &none}) {
+        KvCache b = c;
+        b.k = b.v = nullptr;
+        b.cells = bad->data();
+        expect_invalid("alloc_kv with a bad cell count", [&] { g.be->alloc_kv(&b); });
+    }
+    // and the backend stays usable
+    g.be->attention(c, 1, dq, 1, 19, swa, dout);
+    CHECK(g.get(dout, 8).size() == 8);
 }
 
 namespace {

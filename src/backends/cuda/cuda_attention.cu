@@ -1,9 +1,13 @@
 // Causal grouped-query attention over an F16 or F32 KV cache, flash style:
 // one pass over the cached keys in tiles, with an online softmax, so no
 // [n_tok, n_kv] score matrix is ever stored and any context length works.
+// A sliding window (n_swa > 0) limits the query at position p to positions
+// p - n_swa < j <= p; position j lives in row j % cells of the layer's K/V
+// buffers (a ring for a sliding-window layer; the identity for a full one).
 //
 // Grid: x = a tile of kRows query rows of one KV head, y = a split of the KV
-// positions, z = the KV head. The query rows of a KV head are (token t, group
+// positions the batch reads (from the first position its first token sees),
+// z = the KV head. The query rows of a KV head are (token t, group
 // head g) in the order t * gqa + g, so the heads that share a KV head (and, in
 // a prompt, consecutive tokens) share every K/V tile the block loads.
 //
@@ -21,7 +25,9 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 
 #include "backends/cuda/cuda_kernels.cuh"
 
@@ -41,6 +47,9 @@ struct KernelArgs {
     const void* k;
     const void* v;
     int64_t k_width, v_width;
+    int64_t cells;    // rows of k and v: position j is row j % cells
+    int64_t window;   // a query at p sees p - window < j <= p (INT64_MAX: all of 0..p)
+    int64_t kv_base;  // the first position split 0 covers (the first one the batch's first token sees)
     const float* q;
     float* out;
     float* partials;  // [n_split, n_tok * n_head, dv + 2]: acc[dv], max, sum
@@ -78,10 +87,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
     const int64_t n_rows = a.n_tok * gqa;  // query rows of this KV head
     const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
     const int n_valid = static_cast<int>(min(static_cast<int64_t>(kRows), n_rows - row0));  // >= 1 by the grid
-    // the positions this block attends to: up to the last token's, within this split
-    const int64_t t_last = (row0 + n_valid - 1) / gqa;
-    const int64_t kv_lo = static_cast<int64_t>(blockIdx.y) * a.chunk;
-    const int64_t kv_hi = min(kv_lo + a.chunk, a.pos0 + t_last + 1);
+    // the positions this block attends to: from the first its first token sees to the
+    // last token's own, within this split
+    const int64_t t_first = row0 / gqa, t_last = (row0 + n_valid - 1) / gqa;
+    const int64_t split_lo = a.kv_base + static_cast<int64_t>(blockIdx.y) * a.chunk;
+    const int64_t first_seen = a.pos0 + t_first - a.window + 1;  // may be negative: then split_lo >= 0 wins
+    const int64_t kv_lo = max(split_lo, first_seen);
+    const int64_t kv_hi = min(split_lo + a.chunk, a.pos0 + t_last + 1);
     const T* kbase = static_cast<const T*>(a.k) + static_cast<int64_t>(kvh) * dk;
     const T* vbase = static_cast<const T*>(a.v) + static_cast<int64_t>(kvh) * dv;
 
@@ -97,7 +109,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
 
     // this warp's rows: block rows warp + kWarps * i for i < nv
     const int nv = n_valid > warp ? min(kRowsPerWarp, (n_valid - warp + kWarps - 1) / kWarps) : 0;
-    int64_t last_pos[kRowsPerWarp];  // causal limit of each row: pos0 + its token
+    int64_t last_pos[kRowsPerWarp];  // causal limit of each row: pos0 + its token (it sees last_pos - window < j)
     float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][kDimsPerLane];
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
@@ -111,15 +123,22 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
     // kv_lo, kv_hi depend on the block only: every thread runs the same iterations
     for (int64_t k0 = kv_lo; k0 < kv_hi; k0 += kTile) {
         const int n_in = static_cast<int>(min(static_cast<int64_t>(kTile), kv_hi - k0));
+        // the tile's rows: from k0 % cells on, wrapping once at most (the block's positions
+        // span at most `cells`, so n_in <= cells)
+        const int64_t r0 = k0 % a.cells;
         __syncthreads();  // the previous tile's readers are done (and, first time, qs is written)
         for (int e = tid; e < kTile * dk; e += blockDim.x) {
             const int j = e / dk, d = e % dk;
+            int64_t r = r0 + j;
+            if (r >= a.cells) r -= a.cells;
             // rows past the range are zeros, never garbage: p = 0 times a NaN would still be NaN
-            ks[j * (dk + 1) + d] = j < n_in ? to_f32(kbase[(k0 + j) * a.k_width + d]) : 0.0f;
+            ks[j * (dk + 1) + d] = j < n_in ? to_f32(kbase[r * a.k_width + d]) : 0.0f;
         }
         for (int e = tid; e < kTile * dv; e += blockDim.x) {
             const int j = e / dv, d = e % dv;
-            vs[e] = j < n_in ? to_f32(vbase[(k0 + j) * a.v_width + d]) : 0.0f;
+            int64_t r = r0 + j;
+            if (r >= a.cells) r -= a.cells;
+            vs[e] = j < n_in ? to_f32(vbase[r * a.v_width + d]) : 0.0f;
         }
         __syncthreads();
 
@@ -138,7 +157,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
 #pragma unroll
         for (int i = 0; i < kRowsPerWarp; ++i) {
             if (i >= nv) continue;  // uniform over the warp
-            const bool visible = lane < n_in && k0 + lane <= last_pos[i];
+            const bool visible = lane < n_in && k0 + lane <= last_pos[i] && last_pos[i] - (k0 + lane) < a.window;
             const float sc = visible ? s[i] : -INFINITY;
             const float m_new = fmaxf(m[i], warp_max(sc));
             if (m_new == -INFINITY) continue;  // nothing visible yet (uniform): keep the state
@@ -178,7 +197,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
                 pp[dv + 1] = l[i];
             }
         } else {
-            const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;  // l > 0: every row sees position 0
+            const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;  // l > 0: every row sees its own position
             float* o = a.out + orow * dv;
 #pragma unroll
             for (int c = 0; c < kDimsPerLane; ++c) {
@@ -236,7 +255,11 @@ cudaError_t launch_attention(const AttnArgs& a, cudaStream_t stream) {
         return cudaErrorInvalidValue;
     const int64_t gqa = a.n_head / a.n_head_kv;
     const int64_t n_row_blocks = (a.n_tok * gqa + kRows - 1) / kRows;
-    const int64_t n_kv = a.pos0 + a.n_tok;  // positions the last token sees
+    if (a.cells <= 0 || a.n_swa < 0) return cudaErrorInvalidValue;
+    // the positions the batch reads: from the first token's first to the last token's own
+    const int64_t kv_base = a.n_swa > 0 && a.pos0 >= a.n_swa ? a.pos0 - a.n_swa + 1 : 0;
+    const int64_t n_kv = a.pos0 + a.n_tok - kv_base;
+    if (n_kv > a.cells) return cudaErrorInvalidValue;  // some of them are no longer in the ring
     const int64_t n_out_rows = a.n_tok * a.n_head;
 
     // enough blocks for two waves over the multiprocessors, each split at least kMinSplitLen long
@@ -255,9 +278,9 @@ cudaError_t launch_attention(const AttnArgs& a, cudaStream_t stream) {
     }
     if (n_row_blocks > 0x7fffffff) return cudaErrorInvalidValue;
 
-    KernelArgs k{a.k,     a.v,       a.k_width,  a.v_width, a.q,   a.out,   a.partials,
-                 a.n_tok, a.pos0,    a.n_head,   static_cast<int>(gqa), a.dk, a.dv, a.scale,
-                 chunk,   use_partials ? 1 : 0};
+    KernelArgs k{a.k,     a.v,       a.k_width,  a.v_width, a.cells, a.n_swa > 0 ? a.n_swa : INT64_MAX,
+                 kv_base, a.q,       a.out,      a.partials, a.n_tok, a.pos0,    a.n_head, static_cast<int>(gqa),
+                 a.dk,    a.dv,      a.scale,    chunk,      use_partials ? 1 : 0};
     const dim3 grid(static_cast<unsigned>(n_row_blocks), static_cast<unsigned>(n_split),
                     static_cast<unsigned>(a.n_head_kv));
     const size_t smem = attention_smem_bytes(a.dk, a.dv);

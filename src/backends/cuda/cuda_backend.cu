@@ -184,12 +184,20 @@ public:
     void alloc_kv(KvCache* c) override {
         no_capture("alloc_kv");
         const size_t elt = c->type == KvType::F16 ? 2 : 4;
+        for (int64_t l = 0; l < c->n_layer; ++l) {
+            const int64_t cells = kv_cells(*c, l);
+            if (cells <= 0 || cells > c->n_ctx)
+                fail(ErrorCode::InvalidArgument, "alloc_kv: layer " + std::to_string(l) + " has " +
+                                                     std::to_string(cells) + " cells, outside 1.." +
+                                                     std::to_string(c->n_ctx) + " (n_ctx)");
+        }
         std::vector<void*> ptrs(static_cast<size_t>(2 * c->n_layer), nullptr);
         for (int64_t l = 0; l < c->n_layer; ++l) {
+            const int64_t cells = kv_cells(*c, l);  // a sliding-window layer's ring, or n_ctx rows
             ptrs[static_cast<size_t>(l)] =
-                device_alloc(static_cast<size_t>(c->n_ctx * c->k_width) * elt, "cudaMalloc (KV cache, keys)");
+                device_alloc(static_cast<size_t>(cells * c->k_width) * elt, "cudaMalloc (KV cache, keys)");
             ptrs[static_cast<size_t>(c->n_layer + l)] =
-                device_alloc(static_cast<size_t>(c->n_ctx * c->v_width) * elt, "cudaMalloc (KV cache, values)");
+                device_alloc(static_cast<size_t>(cells * c->v_width) * elt, "cudaMalloc (KV cache, values)");
         }
         kv_ptrs_.push_back(std::move(ptrs));
         c->k = kv_ptrs_.back().data();
@@ -304,16 +312,24 @@ public:
     void kv_store(const KvCache& c, int64_t layer, const float* k, const float* v, int64_t pos0,
                   int64_t n_tok) override {
         if (n_tok <= 0) return;
-        check_cache(c, layer, pos0, n_tok, "kv_store");
+        // the batch's rows must be distinct rows of the ring
+        check_cache(c, layer, pos0, n_tok, n_tok, "kv_store");
         const bool f16 = c.type == KvType::F16;
-        check(cuda::launch_kv_store(k, c.k[layer], f16, c.k_width, pos0, n_tok, stream_), "kv_store kernel (keys)");
-        check(cuda::launch_kv_store(v, c.v[layer], f16, c.v_width, pos0, n_tok, stream_), "kv_store kernel (values)");
+        const int64_t cells = kv_cells(c, layer);
+        check(cuda::launch_kv_store(k, c.k[layer], f16, c.k_width, cells, pos0, n_tok, stream_),
+              "kv_store kernel (keys)");
+        check(cuda::launch_kv_store(v, c.v[layer], f16, c.v_width, cells, pos0, n_tok, stream_),
+              "kv_store kernel (values)");
     }
 
     void attention(const KvCache& c, int64_t layer, const float* q, int64_t n_tok, int64_t pos0, const AttnParams& p,
                    float* out) override {
         if (n_tok <= 0) return;
-        check_cache(c, layer, pos0, n_tok, "attention");
+        if (p.n_swa < 0)
+            fail(ErrorCode::InvalidArgument, "attention: n_swa = " + std::to_string(p.n_swa) + " is negative");
+        // every position the batch reads, from the first its first token sees to its last token's own,
+        // must still be in the ring after the batch's kv_store
+        check_cache(c, layer, pos0, n_tok, pos0 + n_tok - attn_first_pos(pos0, p.n_swa), "attention");
         if (p.n_head_kv <= 0 || p.n_head % p.n_head_kv != 0 || p.head_dim_k <= 0 || p.head_dim_v <= 0 ||
             c.k_width < int64_t{p.n_head_kv} * p.head_dim_k || c.v_width < int64_t{p.n_head_kv} * p.head_dim_v)
             fail(ErrorCode::InvalidArgument, "attention: bad heads (n_head " + std::to_string(p.n_head) +
@@ -332,6 +348,8 @@ public:
         a.f16 = c.type == KvType::F16;
         a.k_width = c.k_width;
         a.v_width = c.v_width;
+        a.cells = kv_cells(c, layer);
+        a.n_swa = p.n_swa;
         a.q = q;
         a.out = out;
         a.n_tok = n_tok;
@@ -353,8 +371,26 @@ public:
         check(cuda::launch_swiglu(gate, up, n, out, stream_), "swiglu kernel");
     }
 
+    void geglu(const float* gate, const float* up, int64_t n, float* out) override {
+        check(cuda::launch_geglu(gate, up, n, out, stream_), "geglu kernel");
+    }
+
     void add(float* x, const float* y, int64_t n) override {
         check(cuda::launch_add(x, y, n, stream_), "add kernel");
+    }
+
+    void add_bias(float* x, const float* b, int64_t n_tok, int64_t n) override {
+        check(cuda::launch_add_bias(x, b, n_tok, n, stream_), "add_bias kernel");
+    }
+
+    void scale(float* x, float s, int64_t n) override {
+        check(cuda::launch_scale(x, s, n, stream_), "scale kernel");
+    }
+
+    void softcap(float* x, float cap, int64_t n) override {
+        if (!(cap > 0.0f))
+            fail(ErrorCode::InvalidArgument, "softcap: cap = " + std::to_string(cap) + " must be positive");
+        check(cuda::launch_softcap(x, cap, n, stream_), "softcap kernel");
     }
 
 private:
@@ -436,12 +472,18 @@ private:
                                              ", which the CUDA backend does not handle; keep this layer on the CPU");
     }
 
-    void check_cache(const KvCache& c, int64_t layer, int64_t pos0, int64_t n_tok, const char* op) {
-        if (layer < 0 || layer >= c.n_layer || pos0 < 0 || pos0 + n_tok > c.n_ctx)
-            fail(ErrorCode::InvalidArgument, std::string(op) + ": layer " + std::to_string(layer) + ", positions " +
-                                                 std::to_string(pos0) + ".." + std::to_string(pos0 + n_tok - 1) +
-                                                 " are outside the cache (" + std::to_string(c.n_layer) +
-                                                 " layers, n_ctx " + std::to_string(c.n_ctx) + ")");
+    // The op touches positions pos0 .. pos0 + n_tok - 1 of `layer` and needs `span` consecutive
+    // positions (ending with the batch's last) held in the layer's rows at once: at most kv_cells
+    // (a full layer: positions below n_ctx; a ring: no more than it holds).
+    void check_cache(const KvCache& c, int64_t layer, int64_t pos0, int64_t n_tok, int64_t span, const char* op) {
+        const bool layer_ok = layer >= 0 && layer < c.n_layer;
+        const int64_t cells = layer_ok ? kv_cells(c, layer) : 0;
+        if (!layer_ok || pos0 < 0 || cells <= 0 || span > cells)
+            fail(ErrorCode::InvalidArgument,
+                 std::string(op) + ": layer " + std::to_string(layer) + ", positions " + std::to_string(pos0) + ".." +
+                     std::to_string(pos0 + n_tok - 1) + " (" + std::to_string(span) +
+                     " positions held at once) do not fit the cache (" + std::to_string(c.n_layer) + " layers, " +
+                     std::to_string(cells) + " cells in this layer, n_ctx " + std::to_string(c.n_ctx) + ")");
     }
 
     // Zeroed device memory owned by the backend.

@@ -297,8 +297,34 @@ __global__ void swiglu_kernel(const float* gate, const float* up, int64_t n, flo
     }
 }
 
+// gelu with the tanh approximation: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))); aliasing as swiglu
+__global__ void geglu_kernel(const float* gate, const float* up, int64_t n, float* out) {
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    for (int64_t i = global_index(); i < n; i += global_stride()) {
+        const float g = gate[i];
+        const float inner = kSqrt2OverPi * (g + 0.044715f * g * g * g);
+        out[i] = 0.5f * g * (1.0f + tanhf(inner)) * up[i];
+    }
+}
+
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
     for (int64_t i = global_index(); i < n; i += global_stride()) x[i] += y[i];
+}
+
+// x: [n_tok, n]; grid x strides over the columns, grid y over the rows
+__global__ void add_bias_kernel(float* __restrict__ x, const float* __restrict__ b, int64_t n_tok, int64_t n) {
+    for (int64_t t = blockIdx.y; t < n_tok; t += gridDim.y) {
+        float* row = x + t * n;
+        for (int64_t i = global_index(); i < n; i += global_stride()) row[i] += b[i];
+    }
+}
+
+__global__ void scale_kernel(float* x, float s, int64_t n) {
+    for (int64_t i = global_index(); i < n; i += global_stride()) x[i] *= s;
+}
+
+__global__ void softcap_kernel(float* x, float cap, int64_t n) {
+    for (int64_t i = global_index(); i < n; i += global_stride()) x[i] = cap * tanhf(x[i] / cap);
 }
 
 }  // namespace
@@ -413,15 +439,26 @@ cudaError_t launch_rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_di
     return cudaGetLastError();
 }
 
-cudaError_t launch_kv_store(const float* src, void* dst, bool f16, int64_t width, int64_t pos0, int64_t n_tok,
-                            cudaStream_t stream) {
-    const int64_t n = n_tok * width;
-    if (n <= 0) return cudaSuccess;
-    if (f16)
-        kv_store_f16_kernel<<<grid_for(n), kThreads, 0, stream>>>(src, static_cast<__half*>(dst) + pos0 * width, n);
-    else
-        kv_store_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(src, static_cast<float*>(dst) + pos0 * width, n);
-    return cudaGetLastError();
+cudaError_t launch_kv_store(const float* src, void* dst, bool f16, int64_t width, int64_t cells, int64_t pos0,
+                            int64_t n_tok, cudaStream_t stream) {
+    if (n_tok <= 0 || width <= 0) return cudaSuccess;
+    if (cells <= 0 || n_tok > cells || pos0 < 0) return cudaErrorInvalidValue;
+    // the rows from pos0 % cells to the end of the ring, then (when the batch wraps) from row 0
+    const int64_t row0 = pos0 % cells;
+    const int64_t first = std::min(n_tok, cells - row0);
+    const int64_t runs[2][3] = {{0, row0, first}, {first, 0, n_tok - first}};  // src row, dst row, rows
+    for (const auto& r : runs) {
+        const int64_t n = r[2] * width;
+        if (n <= 0) continue;
+        const float* s = src + r[0] * width;
+        if (f16)
+            kv_store_f16_kernel<<<grid_for(n), kThreads, 0, stream>>>(s, static_cast<__half*>(dst) + r[1] * width, n);
+        else
+            kv_store_f32_kernel<<<grid_for(n), kThreads, 0, stream>>>(s, static_cast<float*>(dst) + r[1] * width, n);
+        const cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) return e;
+    }
+    return cudaSuccess;
 }
 
 cudaError_t launch_swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
@@ -433,6 +470,31 @@ cudaError_t launch_swiglu(const float* gate, const float* up, int64_t n, float* 
 cudaError_t launch_add(float* x, const float* y, int64_t n, cudaStream_t stream) {
     if (n <= 0) return cudaSuccess;
     add_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, y, n);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_geglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream) {
+    if (n <= 0) return cudaSuccess;
+    geglu_kernel<<<grid_for(n), kThreads, 0, stream>>>(gate, up, n, out);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_add_bias(float* x, const float* b, int64_t n_tok, int64_t n, cudaStream_t stream) {
+    if (n_tok <= 0 || n <= 0) return cudaSuccess;
+    const dim3 grid(grid_for(n), static_cast<unsigned>(std::min<int64_t>(n_tok, 65535)));
+    add_bias_kernel<<<grid, kThreads, 0, stream>>>(x, b, n_tok, n);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_scale(float* x, float s, int64_t n, cudaStream_t stream) {
+    if (n <= 0) return cudaSuccess;
+    scale_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, s, n);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_softcap(float* x, float cap, int64_t n, cudaStream_t stream) {
+    if (n <= 0) return cudaSuccess;
+    softcap_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, cap, n);
     return cudaGetLastError();
 }
 

@@ -55,20 +55,34 @@ cudaError_t launch_rms_norm(const float* x, const float* weight, int64_t n_tok, 
 cudaError_t launch_rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t pos0,
                         const RopeParams& p, cudaStream_t stream);
 
-// dst rows pos0 .. pos0 + n_tok - 1 = src rows, as fp16 or f32.   src: [n_tok, width], dst: [n_ctx, width]
-cudaError_t launch_kv_store(const float* src, void* dst, bool f16, int64_t width, int64_t pos0, int64_t n_tok,
-                            cudaStream_t stream);
+// dst row (pos0 + t) % cells = src row t for t < n_tok, as fp16 or f32: a ring of
+// `cells` rows (0 < n_tok <= cells), written as at most two contiguous runs.
+// src: [n_tok, width], dst: [cells, width]
+cudaError_t launch_kv_store(const float* src, void* dst, bool f16, int64_t width, int64_t cells, int64_t pos0,
+                            int64_t n_tok, cudaStream_t stream);
 
-// out = silu(gate) * up;  x += y   (n floats; out may alias gate or up)
+// out = silu(gate) * up;  out = gelu_tanh(gate) * up;  x += y   (n floats; out may alias gate or up)
 cudaError_t launch_swiglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
+cudaError_t launch_geglu(const float* gate, const float* up, int64_t n, float* out, cudaStream_t stream);
 cudaError_t launch_add(float* x, const float* y, int64_t n, cudaStream_t stream);
+// x[t, :] += b for t < n_tok.   x: [n_tok, n], b: [n]
+cudaError_t launch_add_bias(float* x, const float* b, int64_t n_tok, int64_t n, cudaStream_t stream);
+// x *= s;  x = cap * tanh(x / cap)   (n floats)
+cudaError_t launch_scale(float* x, float s, int64_t n, cudaStream_t stream);
+cudaError_t launch_softcap(float* x, float cap, int64_t n, cudaStream_t stream);
 
 // ---- attention (cuda_attention.cu) ----
+// The query at position p sees positions attn_first_pos(p, n_swa) .. p, position
+// j read from row j % cells. The caller guarantees that every position the batch
+// reads is still in the ring after its own kv_store:
+//   pos0 + n_tok - 1 - attn_first_pos(pos0, n_swa) < cells.
 struct AttnArgs {
-    const void* k = nullptr;  // [n_ctx, k_width] f16 or f32: the layer's key rows
-    const void* v = nullptr;  // [n_ctx, v_width]
+    const void* k = nullptr;  // [cells, k_width] f16 or f32: the layer's key rows
+    const void* v = nullptr;  // [cells, v_width]
     bool f16 = true;
     int64_t k_width = 0, v_width = 0;
+    int64_t cells = 0;        // rows of k and v (kv_cells)
+    int n_swa = 0;            // sliding window (0: full causal attention)
     const float* q = nullptr;  // [n_tok, n_head * dk]
     float* out = nullptr;      // [n_tok, n_head * dv]
     int64_t n_tok = 0, pos0 = 0;
