@@ -400,3 +400,44 @@ TEST_CASE("session: Gemma-3's sliding-window layers keep window + n_batch KV cel
     Session f32(model, {.n_ctx = 8192, .n_batch = 512, .kv_type = KvCacheType::F32});
     CHECK(f32.kv_cache_bytes() == 2 * s.kv_cache_bytes());
 }
+
+TEST_CASE("session: rewinding a sliding-window model replays what its ring no longer holds") {
+    // tests/data/arch/gemma3.gguf: a tiny random Gemma-3 (6 layers, 5 with a window of 8)
+    // converted by llama.cpp's converter; with n_batch 4 the local layers keep a ring of 12 cells
+    const fs::path p = fs::path(EMBER_SOURCE_DIR) / "tests/data/arch/gemma3.gguf";
+    auto model = Model::load(p.string());
+    const size_t nv = model->info().n_vocab;
+    std::vector<TokenId> ids;
+    for (int i = 0; i < 40; ++i) ids.push_back(static_cast<TokenId>((i * 37 + 11) % 200));
+
+    Session whole(model, {.n_ctx = 64, .n_batch = 64, .n_threads = 1, .kv_type = KvCacheType::F32});
+    whole.eval(ids, true);  // one batch: n_ctx cells everywhere (no ring)
+    const std::vector<float> ref(whole.all_logits().begin(), whole.all_logits().end());
+
+    Session ring(model, {.n_ctx = 64, .n_batch = 4, .n_threads = 2, .kv_type = KvCacheType::F32});
+    CHECK(ring.kv_cache_bytes() < whole.kv_cache_bytes());
+    ring.eval(ids, true);
+    CHECK(max_abs_diff(ring.all_logits(), ref) < 1e-4);
+
+    // back 2 tokens: the window of position 38 (31..37) is still in the ring, nothing is replayed
+    ring.truncate(38);
+    ring.eval(std::span<const TokenId>(ids).subspan(38), true);
+    CHECK(max_abs_diff(ring.all_logits(), std::span<const float>(ref).subspan(38 * nv)) < 1e-4);
+
+    // back to 20: positions 13..19 were overwritten by 25..36, so the session replays 0..19
+    ring.truncate(20);
+    CHECK(ring.n_past() == 20);
+    ring.eval(std::span<const TokenId>(ids).subspan(20), true);
+    REQUIRE(ring.all_logits().size() == 20 * nv);  // the rows of this call's tokens only
+    CHECK(max_abs_diff(ring.all_logits(), std::span<const float>(ref).subspan(20 * nv)) < 1e-4);
+
+    // generate() after a truncate runs the last kept token again: the same rule applies
+    ring.truncate(10);
+    GenerateParams gp;
+    gp.max_tokens = 1;
+    gp.sampling.temperature = 0;
+    const GenerateResult r = ring.generate(std::span<const TokenId>(), gp);
+    REQUIRE(r.tokens.size() == 1);
+    const std::span<const float> row = std::span<const float>(ref).subspan(9 * nv, nv);
+    CHECK(r.tokens[0] == static_cast<TokenId>(std::max_element(row.begin(), row.end()) - row.begin()));
+}
