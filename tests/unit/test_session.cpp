@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "ember/ember.hpp"
 #include "unit/skip.hpp"
 
@@ -440,4 +442,71 @@ TEST_CASE("session: rewinding a sliding-window model replays what its ring no lo
     REQUIRE(r.tokens.size() == 1);
     const std::span<const float> row = std::span<const float>(ref).subspan(9 * nv, nv);
     CHECK(r.tokens[0] == static_cast<TokenId>(std::max_element(row.begin(), row.end()) - row.begin()));
+}
+
+namespace {
+
+// A copy of an architecture fixture with one tensor dropped, reshaped or added.
+std::string rewrite_fixture(const std::string& arch, const std::string& drop, const std::string& reshape,
+                            const std::string& add, const std::string& out_name) {
+    const gguf::File f = gguf::File::open((fs::path(EMBER_SOURCE_DIR) / "tests/data/arch" / (arch + ".gguf")).string());
+    gguf::Writer w;
+    for (const gguf::KeyValue& kv : f.metadata()) w.set(kv.key, kv.value);
+    static std::vector<std::vector<uint8_t>> keep;  // data of the reshaped tensors, alive until written
+    for (const gguf::TensorInfo& t : f.tensors()) {
+        if (t.name == drop) continue;
+        if (t.name == reshape) {  // one more row: the same elements of another count cannot be read
+            std::vector<int64_t> shape = t.shape;
+            shape.back() += 1;
+            const uint64_t row = t.n_bytes / static_cast<uint64_t>(t.shape.back());
+            keep.emplace_back(t.n_bytes + row, uint8_t{0});
+            w.add_tensor(t.name, t.type, shape, keep.back().data(), keep.back().size());
+            continue;
+        }
+        w.add_tensor(t.name, t.type, t.shape, t.data, t.n_bytes);
+    }
+    static const float extra[64] = {};
+    if (!add.empty()) w.add_tensor(add, TensorType::F32, {64}, extra, sizeof(extra));
+    const fs::path p = fs::temp_directory_path() / "ember_test_session" / out_name;
+    fs::create_directories(p.parent_path());
+    w.write(p.string());
+    return p.string();
+}
+
+}  // namespace
+
+TEST_CASE("model: the tensor table refuses each architecture's missing, misshapen and foreign tensors by name") {
+    struct Case {
+        const char* arch;
+        const char* drop;
+        const char* reshape;
+        const char* add;
+        ErrorCode code;
+        std::vector<std::string> says;
+    };
+    const std::vector<Case> cases = {
+        {"gemma3", "blk.2.attn_q_norm.weight", "", "", ErrorCode::NotFound, {"blk.2.attn_q_norm.weight", "gemma3"}},
+        {"gemma3", "blk.5.post_ffw_norm.weight", "", "", ErrorCode::NotFound, {"blk.5.post_ffw_norm.weight"}},
+        {"qwen2", "blk.1.attn_v.bias", "", "", ErrorCode::NotFound, {"blk.1.attn_v.bias", "qwen2"}},
+        {"qwen2", "", "blk.0.attn_k.bias", "", ErrorCode::InvalidFile, {"blk.0.attn_k.bias", "[33]", "[32]"}},
+        {"qwen3", "", "blk.0.attn_q.weight", "", ErrorCode::InvalidFile, {"blk.0.attn_q.weight", "[64, 97]", "[64, 96]"}},
+        {"phi3", "", "blk.1.attn_qkv.weight", "", ErrorCode::InvalidFile, {"blk.1.attn_qkv.weight", "[64, 129]", "[64, 128]"}},
+        {"phi3", "", "blk.0.ffn_up.weight", "", ErrorCode::InvalidFile, {"blk.0.ffn_up.weight", "[64, 193]", "[64, 192]"}},
+        {"phi3", "", "", "blk.0.attn_q_norm.weight", ErrorCode::Unsupported, {"blk.0.attn_q_norm.weight", "phi3"}},
+        {"llama", "", "", "blk.0.attn_q.bias", ErrorCode::Unsupported, {"blk.0.attn_q.bias", "no bias there"}},
+        {"qwen3", "", "", "blk.1.post_attention_norm.weight", ErrorCode::Unsupported, {"post_attention_norm"}},
+    };
+    int i = 0;
+    for (const Case& c : cases) {
+        CAPTURE(c.arch);
+        const std::string path = rewrite_fixture(c.arch, c.drop, c.reshape, c.add, fmt::format("table{}.gguf", i++));
+        const std::string msg = error_of([&] { Model::load(path); }, c.code);
+        CHECK(contains(msg, path));
+        for (const std::string& s : c.says) CHECK_MESSAGE(contains(msg, s), msg);
+    }
+    // and the unaltered fixtures load
+    for (const char* arch : {"llama", "gemma3", "gemma3-linear", "qwen2", "qwen3", "phi3", "phi3-partial"})
+        CHECK(Model::load((fs::path(EMBER_SOURCE_DIR) / "tests/data/arch" / (std::string(arch) + ".gguf")).string())
+                  ->info()
+                  .arch == std::string(arch).substr(0, std::string(arch).find('-')));
 }
