@@ -1,11 +1,15 @@
-// libFuzzer target for the GGUF reader: any input must either parse into a
-// consistent File or throw ember::Error - never crash, hang, leak, read out of
-// bounds or allocate without bound (run with ASan + UBSan).
+// libFuzzer target for the GGUF reader and the model's binding: any input must
+// either parse into a consistent File (and then read into Hparams and bind
+// through the tensor table, or be refused) or throw ember::Error - never
+// crash, hang, leak, read out of bounds or allocate without bound (run with
+// ASan + UBSan).
 #include <cstdint>
 #include <cstdlib>
 #include <vector>
 
 #include "ember/ember.hpp"
+#include "model/hparams.hpp"
+#include "model/tensors.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
@@ -29,6 +33,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             ember::dequantize_row(t.type, t.data, row.data(), static_cast<int64_t>(n));
         }
         if (sink == 0xFFFFFFFFFFFFull) std::abort();  // keep the reads
+        // what Model::load does with the file after the tokenizer: every architecture's
+        // hyperparameters and tensor rows, shapes checked against them
+        const ember::Hparams hp = ember::hparams_from_gguf(f);
+        ember::Weights w;
+        std::vector<std::vector<float>> owned;
+        ember::bind_tensors(f, hp, w, owned);
     } catch (const ember::Error&) {
     }
     return 0;
