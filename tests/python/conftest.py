@@ -1,6 +1,7 @@
-"""Shared fixtures: where the built tools, the default models and the peer
-vocabularies are. Tests that need something absent skip with a message --
-except the default models and ../shared/vocab in requirement mode (CI set
+"""Shared fixtures: where the built tools, the default models, the peer
+vocabularies and llama.cpp's tokenizer vectors are. Tests that need something
+absent skip with a message -- except the default models, ../shared/vocab and
+llama.cpp's vectors (scripts/fetch-llama-cpp-src) in requirement mode (CI set
 non-empty, or EMBER_REQUIRE_MODELS=1), where their absence fails the test."""
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("EMBER_BUILD_DIR", ROOT / "build"))
 MODELS = Path(os.environ.get("EMBER_MODELS_DIR", ROOT / "models"))
 SHARED = Path(os.environ.get("EMBER_SHARED_DIR", ROOT.parent / "shared"))
+# the llama-cpp-python source package unpacked by scripts/fetch-llama-cpp-src (the version it pins)
+LLAMA_CPP_VOCAB = Path(os.environ.get("EMBER_LLAMA_CPP_VOCAB") or
+                       ROOT / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp/models")
 
 DEFAULT_MODELS = ["SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"]
 
@@ -37,6 +41,7 @@ def inspect_tool() -> Path:
 
 FETCH_MODELS = "run scripts/fetch-models (or set EMBER_MODELS_DIR)"
 SHARED_VOCAB = "the peer tokenizer vocabularies come from ../shared/vocab (or set EMBER_SHARED_DIR)"
+FETCH_LLAMA_CPP_SRC = "run scripts/fetch-llama-cpp-src (or set EMBER_LLAMA_CPP_VOCAB)"
 
 
 def resources_required() -> bool:
@@ -45,7 +50,7 @@ def resources_required() -> bool:
 
 
 def missing_resource(path: Path, hint: str):
-    """A default model or the peer vocabularies are absent: skip the test, or
+    """A default model, the peer vocabularies or llama.cpp's vectors are absent: skip the test, or
     fail it in requirement mode. Does not return."""
     if resources_required():
         pytest.fail(f"required in CI (CI or EMBER_REQUIRE_MODELS set): {path} is missing; {hint}", pytrace=False)
@@ -67,6 +72,16 @@ def vocab_path(name: str | None = None) -> Path:
         p = p / name
     if not p.exists():
         missing_resource(p, SHARED_VOCAB)
+    return p
+
+
+def llama_cpp_vocab_path(name: str | None = None) -> Path:
+    """llama.cpp's tokenizer vectors (ggml-vocab-*.gguf with .inp/.out), or one file of them."""
+    p = LLAMA_CPP_VOCAB
+    if name is not None:
+        p = p / name
+    if not p.exists():
+        missing_resource(p, FETCH_LLAMA_CPP_SRC)
     return p
 
 

@@ -2,7 +2,7 @@
 vocab-only files, invalid UTF-8 and bad input."""
 import pytest
 
-from conftest import DEFAULT_MODELS, model_path, run, tool, vocab_path
+from conftest import DEFAULT_MODELS, llama_cpp_vocab_path, model_path, run, tool, vocab_path
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,25 @@ def test_ids_match_the_conformance_vectors(tokenize):
         r = run([tokenize, "-m", p, "--ids", "--no-add-special", "-p", text])
         assert r.returncode == 0, r.stderr
         assert r.stdout.decode().split() == out.split(), repr(text)
+
+
+@pytest.mark.parametrize("name", ["ggml-vocab-qwen2.gguf", "ggml-vocab-phi-3.gguf"])
+def test_llama_cpp_vectors(tokenize, name):
+    """llama.cpp's vectors (read from the fetched source package, never copied here) through the
+    tool: the first 20 strings (one process each; loading Qwen2's 151k-token vocabulary takes a
+    few tenths of a second). tests/unit/test_tokenizer.cpp checks all of them."""
+    p = llama_cpp_vocab_path(name)
+    texts = p.with_name(p.name + ".inp").read_bytes().split(b"\n__ggml_vocab_test__\n")[:-1]
+    outs = p.with_name(p.name + ".out").read_bytes().splitlines()
+    assert len(texts) == len(outs) and len(texts) >= 20
+    texts, outs = texts[:20], outs[:20]
+    wrong = []
+    for text, out in zip(texts, outs):
+        r = run([tokenize, "-m", p, "--ids", "--no-add-special", "-p", text.decode()])
+        assert r.returncode == 0, r.stderr
+        if r.stdout.split() != out.split():
+            wrong.append((text.decode(), out.decode(), r.stdout.decode().strip()))
+    assert not wrong, f"{len(wrong)}/{len(texts)} strings differ (text, want, got): {wrong[:5]}"
 
 
 def test_piece_lines_and_stdin(tokenize):

@@ -1,5 +1,6 @@
 // Run-time skips for the doctest cases (Debian's doctest 2.4.9 has none), and
-// where the tests find the default models and the peer vocabularies.
+// where the tests find the default models, the peer vocabularies and
+// llama.cpp's tokenizer vectors.
 //
 //   EMBER_SKIP("no CUDA device (" << why << ")");
 //       skips the calling test case: prints "SKIPPED: <test case>: <reason>",
@@ -8,8 +9,9 @@
 //       the same for a file or folder the test needs and cannot find -- but in
 //       requirement mode (CI set non-empty, or EMBER_REQUIRE_MODELS=1) the case
 //       FAILS instead: "required in CI (CI or EMBER_REQUIRE_MODELS set): <path>
-//       is missing; <hint>". Only for the default models (models/*.gguf) and
-//       ../shared/vocab, which CI must have.
+//       is missing; <hint>". Only for the default models (models/*.gguf),
+//       ../shared/vocab and llama.cpp's vectors (scripts/fetch-llama-cpp-src),
+//       which CI must have.
 //   EMBER_REQUIRE_RESOURCE(path, hint);
 //       EMBER_SKIP_MISSING_RESOURCE(path, hint) when `path` does not exist.
 //
@@ -71,10 +73,11 @@ inline void skip_missing_resource(const std::filesystem::path& path, const std::
     skip(path.string() + " is missing; " + hint);
 }
 
-// The hints for the two kinds of required resource.
+// The hints for the kinds of required resource.
 inline const std::string kFetchModels = "run scripts/fetch-models (or set EMBER_MODELS_DIR)";
 inline const std::string kSharedVocab =
     "the peer tokenizer vocabularies come from ../shared/vocab (or set EMBER_SHARED_DIR)";
+inline const std::string kLlamaCppVocab = "run scripts/fetch-llama-cpp-src (or set EMBER_LLAMA_CPP_VOCAB)";
 
 // The default models' folder: EMBER_MODELS_DIR, else the source tree's models/.
 inline std::filesystem::path models_dir() {
@@ -100,6 +103,21 @@ inline std::filesystem::path shared_dir() {
 }
 
 inline std::filesystem::path shared_vocab_dir() { return shared_dir() / "vocab"; }
+
+// llama.cpp's tokenizer vectors (ggml-vocab-*.gguf with .inp/.out), read from
+// the llama-cpp-python source package that scripts/fetch-llama-cpp-src unpacks
+// into the git-ignored .cache/: EMBER_LLAMA_CPP_VOCAB, else that folder. (The
+// version in the path is the one the script pins.)
+inline std::filesystem::path llama_cpp_vocab_dir() {
+    const char* e = std::getenv("EMBER_LLAMA_CPP_VOCAB");
+    if (e != nullptr && e[0] != '\0') return e;
+#ifdef EMBER_SOURCE_DIR
+    const std::filesystem::path root = EMBER_SOURCE_DIR;
+#else
+    const std::filesystem::path root = ".";
+#endif
+    return root / ".cache/llama-cpp-python/llama_cpp_python-0.3.36/vendor/llama.cpp/models";
+}
 
 }  // namespace ember_test
 

@@ -87,33 +87,66 @@ void check_streaming(const Tokenizer& tok, const std::vector<TokenId>& ids, cons
 
 }  // namespace
 
+namespace {
+
+// Every string of NAME.gguf.inp must give exactly the ids of NAME.gguf.out
+// (no BOS/EOS added, special-token text not parsed), and detokenizing them
+// (whole and streamed) must give the string back.
+void check_vector_file(const fs::path& gguf_path) {
+    const std::string name = gguf_path.filename().string();
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(gguf_path.string()));
+    const Vectors v = load_vectors(gguf_path);
+    REQUIRE(v.texts.size() == v.ids.size());
+    REQUIRE(!v.texts.empty());
+    int ok = 0;
+    for (size_t i = 0; i < v.texts.size(); ++i) {
+        CAPTURE(name);
+        CAPTURE(i);
+        CAPTURE(v.texts[i]);
+        const auto ids = tok.tokenize(v.texts[i], {.add_special = false, .parse_special = false});
+        CHECK(ids == v.ids[i]);
+        if (ids == v.ids[i]) ++ok;
+        // detokenization inverts tokenization
+        const std::string back = tok.detokenize(ids);
+        CHECK(back == v.texts[i]);
+        check_streaming(tok, ids, back);
+    }
+    MESSAGE(name << ": " << ok << "/" << v.texts.size() << " strings exact");
+}
+
+}  // namespace
+
 TEST_CASE("peer conformance vectors: every string gives exactly the expected ids") {
     const fs::path dir = shared_vocab();
     EMBER_REQUIRE_RESOURCE(dir, ember_test::kSharedVocab);
     int files = 0;
     for (const auto& e : fs::directory_iterator(dir)) {
         if (e.path().extension() != ".gguf") continue;
-        const std::string name = e.path().filename().string();
-        const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(e.path().string()));
-        const Vectors v = load_vectors(e.path());
-        REQUIRE(v.texts.size() == v.ids.size());
-        int ok = 0;
-        for (size_t i = 0; i < v.texts.size(); ++i) {
-            CAPTURE(name);
-            CAPTURE(i);
-            CAPTURE(v.texts[i]);
-            const auto ids = tok.tokenize(v.texts[i], {.add_special = false, .parse_special = false});
-            CHECK(ids == v.ids[i]);
-            if (ids == v.ids[i]) ++ok;
-            // detokenization inverts tokenization
-            const std::string back = tok.detokenize(ids);
-            CHECK(back == v.texts[i]);
-            check_streaming(tok, ids, back);
-        }
-        MESSAGE(name << ": " << ok << "/" << v.texts.size() << " strings exact");
+        check_vector_file(e.path());
         ++files;
     }
     CHECK(files >= 4);
+}
+
+TEST_CASE("llama.cpp's vectors: Qwen2 (BPE, pre-tokenizer qwen2) and Phi-3 (SentencePiece) give the expected ids") {
+    // read from the llama-cpp-python source package (scripts/fetch-llama-cpp-src), never copied here
+    const fs::path dir = ember_test::llama_cpp_vocab_dir();
+    EMBER_REQUIRE_RESOURCE(dir, ember_test::kLlamaCppVocab);
+    struct File {
+        const char* name;
+        VocabKind kind;
+        const char* pre;
+    };
+    for (const File f : {File{"ggml-vocab-qwen2.gguf", VocabKind::Bpe, "qwen2"},
+                         File{"ggml-vocab-phi-3.gguf", VocabKind::Spm, "default"}}) {
+        const fs::path p = dir / f.name;
+        CAPTURE(p.string());
+        REQUIRE(fs::exists(p));
+        const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(p.string()));
+        CHECK(tok.kind() == f.kind);
+        CHECK(tok.pre_tokenizer() == f.pre);  // the name ember picks its rules by
+        check_vector_file(p);
+    }
 }
 
 TEST_CASE("special tokens: parsed only when asked; BOS/EOS as the metadata says") {
