@@ -1,5 +1,7 @@
-// Tokenizers against the peer conformance vectors in ../shared/vocab (every
-// string must give exactly the expected ids), round trips through
+// Tokenizers against the peer conformance vectors in ../shared/vocab,
+// llama.cpp's Qwen2 and Phi-3 vectors (scripts/fetch-llama-cpp-src) and
+// llama.cpp's ids for Gemma 3 (tests/data/tokenizer/gemma-3.*): every string
+// must give exactly the expected ids. Also round trips through
 // detokenization and the streaming detokenizer, special tokens, and
 // vocabularies that must be refused.
 #include <doctest/doctest.h>
@@ -33,15 +35,16 @@ fs::path shared_vocab() { return ember_test::shared_vocab_dir(); }
 
 fs::path models_dir() { return ember_test::models_dir(); }
 
-// The test strings of NAME.gguf.inp and the ids of NAME.gguf.out.
+// Test strings and their expected ids: INP holds the strings, each followed
+// by a line "__ggml_vocab_test__"; OUT one line of space-separated ids per string.
 struct Vectors {
     std::vector<std::string> texts;
     std::vector<std::vector<TokenId>> ids;
 };
 
-Vectors load_vectors(const fs::path& gguf_path) {
+Vectors load_vectors(const fs::path& inp_path, const fs::path& out_path) {
     Vectors v;
-    const std::string inp = read_file(gguf_path.string() + ".inp");
+    const std::string inp = read_file(inp_path);
     const std::string sep = "\n__ggml_vocab_test__\n";
     for (size_t pos = 0;;) {
         const size_t next = inp.find(sep, pos);
@@ -49,7 +52,7 @@ Vectors load_vectors(const fs::path& gguf_path) {
         v.texts.push_back(inp.substr(pos, next - pos));
         pos = next + sep.size();
     }
-    std::istringstream out(read_file(gguf_path.string() + ".out"));
+    std::istringstream out(read_file(out_path));
     std::string line;
     while (std::getline(out, line)) {
         std::istringstream ls(line);
@@ -59,6 +62,11 @@ Vectors load_vectors(const fs::path& gguf_path) {
         v.ids.push_back(std::move(ids));
     }
     return v;
+}
+
+// The strings of NAME.gguf.inp and the ids of NAME.gguf.out.
+Vectors load_vectors(const fs::path& gguf_path) {
+    return load_vectors(gguf_path.string() + ".inp", gguf_path.string() + ".out");
 }
 
 bool valid_utf8(std::string_view s) {
@@ -89,29 +97,35 @@ void check_streaming(const Tokenizer& tok, const std::vector<TokenId>& ids, cons
 
 namespace {
 
-// Every string of NAME.gguf.inp must give exactly the ids of NAME.gguf.out
-// (no BOS/EOS added, special-token text not parsed), and detokenizing them
-// (whole and streamed) must give the string back.
-void check_vector_file(const fs::path& gguf_path) {
-    const std::string name = gguf_path.filename().string();
-    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(gguf_path.string()));
-    const Vectors v = load_vectors(gguf_path);
+// Every string of `v` must give exactly its expected ids. Plain text (no
+// BOS/EOS, special-token text not parsed): detokenizing the ids, whole and
+// streamed, must also give the string back.
+void check_vectors(const Tokenizer& tok, const Vectors& v, const std::string& name, const TokenizeOptions& opt) {
     REQUIRE(v.texts.size() == v.ids.size());
     REQUIRE(!v.texts.empty());
+    const bool plain = !opt.add_special && !opt.parse_special;
     int ok = 0;
     for (size_t i = 0; i < v.texts.size(); ++i) {
         CAPTURE(name);
         CAPTURE(i);
         CAPTURE(v.texts[i]);
-        const auto ids = tok.tokenize(v.texts[i], {.add_special = false, .parse_special = false});
+        const auto ids = tok.tokenize(v.texts[i], opt);
         CHECK(ids == v.ids[i]);
         if (ids == v.ids[i]) ++ok;
+        if (!plain) continue;
         // detokenization inverts tokenization
         const std::string back = tok.detokenize(ids);
         CHECK(back == v.texts[i]);
         check_streaming(tok, ids, back);
     }
     MESSAGE(name << ": " << ok << "/" << v.texts.size() << " strings exact");
+}
+
+// The strings of NAME.gguf.inp against the ids of NAME.gguf.out, as plain text.
+void check_vector_file(const fs::path& gguf_path) {
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(gguf_path.string()));
+    check_vectors(tok, load_vectors(gguf_path), gguf_path.filename().string(),
+                  {.add_special = false, .parse_special = false});
 }
 
 }  // namespace
@@ -147,6 +161,32 @@ TEST_CASE("llama.cpp's vectors: Qwen2 (BPE, pre-tokenizer qwen2) and Phi-3 (Sent
         CHECK(tok.pre_tokenizer() == f.pre);  // the name ember picks its rules by
         check_vector_file(p);
     }
+}
+
+// tests/data/tokenizer/gemma-3*.out: llama.cpp's ids for the real Gemma 3
+// file, made by scripts/make-tokenizer-vectors with llama-cpp-python.
+TEST_CASE("Gemma 3 against llama.cpp: strings written for ember, as plain text and with BOS + special tokens") {
+    const fs::path model = models_dir() / "gemma-3-270m-q4_k_m.gguf";
+    EMBER_REQUIRE_RESOURCE(model, ember_test::kFetchModels);
+    const fs::path data = fs::path(EMBER_SOURCE_DIR) / "tests/data/tokenizer";
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(model.string()));
+    const Vectors plain = load_vectors(data / "gemma-3.inp", data / "gemma-3.out");
+    CHECK(plain.texts.size() >= 50);
+    check_vectors(tok, plain, "gemma-3.out", {.add_special = false, .parse_special = false});
+    const Vectors special = load_vectors(data / "gemma-3.inp", data / "gemma-3.special.out");
+    check_vectors(tok, special, "gemma-3.special.out", {.add_special = true, .parse_special = true});
+}
+
+TEST_CASE("Gemma 3 against llama.cpp: the strings of llama.cpp's vocab tests") {
+    const fs::path model = models_dir() / "gemma-3-270m-q4_k_m.gguf";
+    EMBER_REQUIRE_RESOURCE(model, ember_test::kFetchModels);
+    // the strings are read from the fetched llama-cpp-python source, only the ids are stored here
+    const fs::path inp = ember_test::llama_cpp_vocab_dir() / "ggml-vocab-phi-3.gguf.inp";
+    EMBER_REQUIRE_RESOURCE(inp, ember_test::kLlamaCppVocab);
+    const Tokenizer tok = Tokenizer::from_gguf(gguf::File::open(model.string()));
+    const Vectors v =
+        load_vectors(inp, fs::path(EMBER_SOURCE_DIR) / "tests/data/tokenizer/gemma-3.llama-cpp-strings.out");
+    check_vectors(tok, v, "gemma-3.llama-cpp-strings.out", {.add_special = false, .parse_special = false});
 }
 
 TEST_CASE("special tokens: parsed only when asked; BOS/EOS as the metadata says") {
