@@ -209,7 +209,6 @@ void Session::Impl::replay_if_window_lost() {
 void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
     const size_t n_vocab = m->hp.n_vocab;
     const size_t n_kept = n_evaluated;  // tokens whose K/V the cache holds (unless the window was lost)
-    replay_if_window_lost();
     const size_t n_pending = tokens.size() - n_kept;
     const size_t start = n_kept;
     const size_t n_before = tokens.size();
@@ -224,21 +223,23 @@ void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
                                 n_pending + ids.size(), n_vocab));
     }
     tokens.insert(tokens.end(), ids.begin(), ids.end());
+    replay_if_window_lost();  // after the allocations that may throw: a failed call changes nothing
     try {
         while (n_evaluated < n_kept) {  // a replay after a lost window: the logits are not wanted
             const size_t n = std::min<size_t>(n_batch, n_kept - n_evaluated);
+            // before the call: a batch that throws part-way (cancel) has written rows of some layers
+            max_written = std::max(max_written, static_cast<int64_t>(n_evaluated + n) - 1);
             forward(*m, stages, tokens.data() + n_evaluated, static_cast<int64_t>(n),
                     static_cast<int64_t>(n_evaluated), false, logits.data(), &cancel, staging);
             n_evaluated += n;
-            max_written = static_cast<int64_t>(n_evaluated) - 1;
         }
         while (n_evaluated < tokens.size()) {
             const size_t n = std::min<size_t>(n_batch, tokens.size() - n_evaluated);
             float* out = want_all ? all_logits.data() + (n_evaluated - start) * n_vocab : logits.data();
+            max_written = std::max(max_written, static_cast<int64_t>(n_evaluated + n) - 1);  // see above
             forward(*m, stages, tokens.data() + n_evaluated, static_cast<int64_t>(n),
                     static_cast<int64_t>(n_evaluated), want_all, out, &cancel, staging);
             n_evaluated += n;
-            max_written = std::max(max_written, static_cast<int64_t>(n_evaluated) - 1);
         }
     } catch (...) {
         // this call's tokens that did not get through are dropped (a retry does not

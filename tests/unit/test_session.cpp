@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -509,4 +510,63 @@ TEST_CASE("model: the tensor table refuses each architecture's missing, misshape
         CHECK(Model::load((fs::path(EMBER_SOURCE_DIR) / "tests/data/arch" / (std::string(arch) + ".gguf")).string())
                   ->info()
                   .arch == std::string(arch).substr(0, std::string(arch).find('-')));
+}
+
+TEST_CASE("session: a batch cancelled part-way on a sliding-window model, then a rewind, still matches a fresh run") {
+    // A cancelled batch has already written the K/V rows of its first layers into the ring;
+    // a later truncate must count them as written, or it skips a replay it needs. Window 8,
+    // batches of 4: a ring of 12 rows. After positions 0..19, a batch at 20..23 that is
+    // cancelled after layer 0 has overwritten rows 8..11 (positions 8..11) in some layers;
+    // truncate(16) then needs positions 9..15 -- lost, so the session must replay.
+    const fs::path p = fs::path(EMBER_SOURCE_DIR) / "tests/data/arch/gemma3.gguf";
+    auto model = Model::load(p.string());
+    const size_t nv = model->info().n_vocab;
+    std::vector<TokenId> ids;
+    for (int i = 0; i < 40; ++i) ids.push_back(static_cast<TokenId>((i * 53 + 7) % 200));
+    Session fresh(model, {.n_ctx = 64, .n_batch = 64, .n_threads = 1, .kv_type = KvCacheType::F32});
+    fresh.eval(ids, true);
+    const std::vector<float> ref(fresh.all_logits().begin(), fresh.all_logits().end());
+
+    // how long one batch of 4 takes here, to spread the cancellations over the first batches
+    Session timing(model, {.n_ctx = 64, .n_batch = 4, .n_threads = 1, .kv_type = KvCacheType::F32});
+    const auto t0 = std::chrono::steady_clock::now();
+    timing.eval(std::span<const TokenId>(ids).first(20));
+    const auto per_batch = (std::chrono::steady_clock::now() - t0) / 5;
+
+    // cancel() again and again from a delay on (eval() clears a cancel that came before it),
+    // the delays spread over the first two batches: the cancellations land at different layers
+    int cancelled = 0, attempts = 0;
+    for (; attempts < 40; ++attempts) {
+        const auto delay = per_batch * attempts / 100;
+        Session s(model, {.n_ctx = 64, .n_batch = 4, .n_threads = 1, .kv_type = KvCacheType::F32});
+        s.eval(std::span<const TokenId>(ids).first(20));
+        std::atomic<bool> ready{false}, go{false}, done{false};
+        std::thread canceller([&] {
+            ready.store(true);
+            while (!go.load()) {
+            }
+            const auto until = std::chrono::steady_clock::now() + delay;
+            while (std::chrono::steady_clock::now() < until && !done.load()) {
+            }
+            while (!done.load()) s.cancel();
+        });
+        while (!ready.load()) {
+        }
+        go.store(true);
+        bool was_cancelled = false;
+        try {
+            s.eval(std::span<const TokenId>(ids).subspan(20, 8));  // positions 20..27, two batches
+        } catch (const Error& e) {
+            CHECK(e.code() == ErrorCode::Cancelled);
+            was_cancelled = true;
+        }
+        done.store(true);
+        canceller.join();
+        cancelled += was_cancelled ? 1 : 0;
+        s.truncate(16);
+        s.eval(std::span<const TokenId>(ids).subspan(16), true);
+        REQUIRE(s.all_logits().size() == (ids.size() - 16) * nv);
+        CHECK(max_abs_diff(s.all_logits(), std::span<const float>(ref).subspan(16 * nv)) < 1e-4);
+    }
+    MESSAGE("evaluations cancelled part-way: " << cancelled << " of " << attempts);
 }
