@@ -152,11 +152,16 @@ Hparams hparams_from_gguf(const gguf::File& f) {
     // query_pre_attn_scalar = n_embd / n_head, which GGUF does not carry (llama.cpp
     // makes the same exception by layer count)
     hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim_k));
-    if (hp.arch == "gemma3" && hp.n_layer == 62)
+    if (hp.arch == "gemma3" && hp.n_layer == 62) {
+        if (hp.n_embd < hp.n_head)
+            bad(f, a + "attention.head_count",
+                fmt::format("({}) is more than embedding_length ({}) in a 62-layer Gemma-3", hp.n_head, hp.n_embd));
         hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.n_embd / hp.n_head));
+    }
     hp.final_softcap = f32_or(f, a + "final_logit_softcapping", 0.0f);
-    if (hp.final_softcap < 0)
-        bad(f, a + "final_logit_softcapping", fmt::format("is {}, not >= 0", hp.final_softcap));
+    if (hp.final_softcap != 0 && !(hp.final_softcap >= 1e-3f))
+        bad(f, a + "final_logit_softcapping",
+            fmt::format("is {}; it must be 0 (no soft-capping) or at least 0.001", hp.final_softcap));
     if (info->sliding_window) read_sliding_window(f, a, hp);
     hp.rope_dim = u32_or(f, a + "rope.dimension_count", hp.head_dim_k);
     if (hp.rope_dim == 0 || hp.rope_dim > hp.head_dim_k || hp.rope_dim % 2 != 0)
@@ -170,7 +175,8 @@ Hparams hparams_from_gguf(const gguf::File& f) {
     hp.rope_attn_factor = f32_or(f, a + "rope.scaling.attn_factor", 1.0f);
     if (!(hp.rope_attn_factor > 0))
         bad(f, a + "rope.scaling.attn_factor", fmt::format("is {}, not > 0", hp.rope_attn_factor));
-    hp.rope_orig_ctx = u32_or(f, a + "rope.scaling.original_context_length", 0);
+    // the original context: YaRN's correction range, and where LongRoPE switches to its long factors
+    hp.rope_orig_ctx = u32_or(f, a + "rope.scaling.original_context_length", hp.n_ctx_train);
 
     // RoPE scaling: rope.scaling.type (newer files) or the older rope.scale_linear
     const std::string scaling = f.get_or<std::string>(a + "rope.scaling.type", "none");
@@ -183,7 +189,6 @@ Hparams hparams_from_gguf(const gguf::File& f) {
     } else if (scaling == "linear" || scaling == "yarn") {
         hp.rope_scaling = scaling == "linear" ? RopeScaling::Linear : RopeScaling::Yarn;
         hp.rope_scale_factor = f32_or(f, a + "rope.scaling.factor", 1.0f);
-        if (hp.rope_orig_ctx == 0) hp.rope_orig_ctx = hp.n_ctx_train;
         hp.yarn_beta_fast = f32_or(f, a + "rope.scaling.yarn_beta_fast", hp.yarn_beta_fast);
         hp.yarn_beta_slow = f32_or(f, a + "rope.scaling.yarn_beta_slow", hp.yarn_beta_slow);
     } else {

@@ -478,7 +478,8 @@ private:
     void check_cache(const KvCache& c, int64_t layer, int64_t pos0, int64_t n_tok, int64_t span, const char* op) {
         const bool layer_ok = layer >= 0 && layer < c.n_layer;
         const int64_t cells = layer_ok ? kv_cells(c, layer) : 0;
-        if (!layer_ok || pos0 < 0 || cells <= 0 || span > cells)
+        // every position lives below n_ctx (a full layer's rows are positions, never a ring)
+        if (!layer_ok || pos0 < 0 || cells <= 0 || span > cells || pos0 + n_tok > c.n_ctx)
             fail(ErrorCode::InvalidArgument,
                  std::string(op) + ": layer " + std::to_string(layer) + ", positions " + std::to_string(pos0) + ".." +
                      std::to_string(pos0 + n_tok - 1) + " (" + std::to_string(span) +
