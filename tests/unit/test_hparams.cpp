@@ -241,5 +241,21 @@ TEST_CASE("hparams: what each architecture's row sets") {
         CHECK(hp.rope_orig_ctx == 4096);
         CHECK(hp.n_swa == 0);
         CHECK(pattern(hp) == "GGGGGG");
+        w.remove("phi3.rope.scaling.original_context_length");  // LongRoPE then switches at the training context
+        w.set("phi3.context_length", gguf::Value(uint32_t{131072}));
+        CHECK(load(w).rope_orig_ctx == 131072);
+    }
+    {
+        auto w = tiny("gemma3");
+        w.set("gemma3.final_logit_softcapping", gguf::Value(1e-30f));  // 2 / cap would overflow
+        CHECK(error_of(w).find("final_logit_softcapping' is 1e-30; it must be 0 (no soft-capping) or at least") !=
+              std::string::npos);
+        w.set("gemma3.final_logit_softcapping", gguf::Value(-1.0f));
+        CHECK(error_of(w).find("final_logit_softcapping' is -1") != std::string::npos);
+        auto w62 = tiny("gemma3", 62);  // the 27B rule divides n_embd by n_head
+        w62.set("gemma3.attention.head_count", gguf::Value(uint32_t{128}));
+        w62.set("gemma3.attention.key_length", gguf::Value(uint32_t{16}));
+        w62.set("gemma3.attention.value_length", gguf::Value(uint32_t{16}));
+        CHECK(error_of(w62).find("is more than embedding_length (64) in a 62-layer Gemma-3") != std::string::npos);
     }
 }
