@@ -55,6 +55,7 @@ import pytest
 
 import reference_arch as A
 from conftest import model_path, tool
+from test_forward_reference import PROMPTS as SMOLLM_PROMPTS
 from test_forward_reference import FULL, SAME_REL_L2, TIE_MARGIN, ember_logits, rel_l2, top1_check
 
 GEMMA = "gemma-3-270m-q4_k_m.gguf"
@@ -65,22 +66,9 @@ RING_REL_L2 = 1e-3     # ember's ring (batch 64) vs ember's one batch, F32 cache
 
 # Each prompt tokenizes to >= 64 ids with Gemma 3's tokenizer (checked below).
 PROMPTS = {
-    "prose": (
-        "The old lighthouse keeper climbed the spiral stairs every evening, counting each of the one "
-        "hundred and twelve steps under his breath. From the lantern room he could see the whole bay: "
-        "the fishing boats returning with their nets, the gulls wheeling over the harbour, and far to the "
-        "west the dark line of the storm that the radio had promised would arrive before midnight."
-    ),
-    "code": (
-        "def merge_sorted(a, b):\n"
-        "    out, i, j = [], 0, 0\n"
-        "    while i < len(a) and j < len(b):\n"
-        "        if a[i] <= b[j]:\n"
-        "            out.append(a[i]); i += 1\n"
-        "        else:\n"
-        "            out.append(b[j]); j += 1\n"
-        "    return out + a[i:] + b[j:]\n"
-    ),
+    # the same prose and code as the SmolLM2 test (test_forward_reference.PROMPTS)
+    "prose": SMOLLM_PROMPTS["prose"],
+    "code": SMOLLM_PROMPTS["code"],
     "chat": (
         "<start_of_turn>user\nHi! Can you help me plan a holiday?<end_of_turn>\n"
         "<start_of_turn>model\nOf course. Where would you like to go?<end_of_turn>\n"
