@@ -176,16 +176,7 @@ def read_hparams(reader: gguf.GGUFReader) -> Hparams:
         return _field(reader, f"{arch}.{name}", default, required)
 
     n_layer = int(key("block_count", required=True))
-    n_embd = int(key("embedding_length", required=True))
-    n_head = int(key("attention.head_count", required=True))
-    n_head_kv = int(key("attention.head_count_kv", n_head))
-    if n_head % n_head_kv != 0:
-        raise ValueError(f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")
-    head_dim_k = int(key("attention.key_length", n_embd // n_head))
-    head_dim_v = int(key("attention.value_length", n_embd // n_head))
-    n_rot = int(key("rope.dimension_count", head_dim_k))
-    if n_rot % 2 != 0 or n_rot > head_dim_k:
-        raise ValueError(f"rope.dimension_count {n_rot} must be even and <= head dim {head_dim_k}")
+    n_embd, n_head, n_head_kv, head_dim_k, head_dim_v, n_rot = RL.attention_shape(key)
 
     scaling = key("rope.scaling.type", None)
     rope_scale = 1.0

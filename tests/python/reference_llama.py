@@ -166,16 +166,9 @@ def _field(reader: gguf.GGUFReader, key: str, default=None, required: bool = Fal
     return f.contents()
 
 
-def read_hparams(reader: gguf.GGUFReader) -> Hparams:
-    """Every hyperparameter from the GGUF metadata; refuses what it cannot run."""
-    arch = _field(reader, "general.architecture", required=True)
-    if arch not in SUPPORTED_ARCHS:
-        raise ValueError(f"architecture '{arch}' is not supported by this reference "
-                         f"(supported: {', '.join(SUPPORTED_ARCHS)})")
-
-    def key(name, default=None, required=False):
-        return _field(reader, f"{arch}.{name}", default, required)
-
+def attention_shape(key) -> tuple[int, int, int, int, int, int]:
+    """(n_embd, n_head, n_head_kv, head_dim_k, head_dim_v, n_rot) from the metadata;
+    `key(name, default=None, required=False)` reads "{arch}." + name."""
     n_embd = int(key("embedding_length", required=True))
     n_head = int(key("attention.head_count", required=True))
     n_head_kv = int(key("attention.head_count_kv", n_head))
@@ -186,6 +179,20 @@ def read_hparams(reader: gguf.GGUFReader) -> Hparams:
     n_rot = int(key("rope.dimension_count", head_dim_k))
     if n_rot % 2 != 0 or n_rot > head_dim_k:
         raise ValueError(f"rope.dimension_count {n_rot} must be even and <= head dim {head_dim_k}")
+    return n_embd, n_head, n_head_kv, head_dim_k, head_dim_v, n_rot
+
+
+def read_hparams(reader: gguf.GGUFReader) -> Hparams:
+    """Every hyperparameter from the GGUF metadata; refuses what it cannot run."""
+    arch = _field(reader, "general.architecture", required=True)
+    if arch not in SUPPORTED_ARCHS:
+        raise ValueError(f"architecture '{arch}' is not supported by this reference "
+                         f"(supported: {', '.join(SUPPORTED_ARCHS)})")
+
+    def key(name, default=None, required=False):
+        return _field(reader, f"{arch}.{name}", default, required)
+
+    n_embd, n_head, n_head_kv, head_dim_k, head_dim_v, n_rot = attention_shape(key)
 
     # Rope scaling: none, linear (positions divided by the factor) or YaRN.
     # The older key rope.scale_linear means linear scaling too.
