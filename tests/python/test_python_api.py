@@ -393,3 +393,14 @@ def test_chat_example(path):
                        env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout and "context 512" in r.stderr
+
+
+@pytest.mark.parametrize("name, arch", [("gemma3", "gemma3"), ("qwen2", "qwen2"), ("qwen3", "qwen3"), ("phi3", "phi3")])
+def test_model_info_names_the_architecture(name, arch):
+    info = ember.Model(str(ROOT / "tests" / "data" / "arch" / f"{name}.gguf")).info
+    assert info.arch == arch and f"ModelInfo(arch='{arch}'" in repr(info)
+
+
+def test_gemma3_model_info():
+    info = ember.Model(str(model_path(DEFAULT_MODELS[1]))).info
+    assert (info.arch, info.n_layer, info.n_vocab) == ("gemma3", 18, 262144)
