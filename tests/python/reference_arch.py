@@ -217,16 +217,9 @@ def read_hparams(reader: gguf.GGUFReader) -> Hparams:
 # --------------------------------------------------------------------------
 
 @dataclass
-class Layer:
-    attn_norm: np.ndarray               # (n_embd,)
-    wq: np.ndarray                      # (n_head * hd_k, n_embd)
-    wk: np.ndarray                      # (n_head_kv * hd_k, n_embd)
-    wv: np.ndarray                      # (n_head_kv * hd_v, n_embd)
-    wo: np.ndarray                      # (n_embd, n_head * hd_v)
-    ffn_norm: np.ndarray                # (n_embd,)
-    w_gate: np.ndarray                  # (n_ff, n_embd)
-    w_up: np.ndarray                    # (n_ff, n_embd)
-    w_down: np.ndarray                  # (n_embd, n_ff)
+class Layer(RL.Layer):
+    """reference_llama's layer (norms, wq/wk/wv/wo, gate/up/down) plus what the
+    other architectures add; None where an architecture has no such tensor."""
     bq: np.ndarray | None = None        # (n_head * hd_k,)     qwen2
     bk: np.ndarray | None = None        # (n_head_kv * hd_k,)  qwen2
     bv: np.ndarray | None = None        # (n_head_kv * hd_v,)  qwen2
