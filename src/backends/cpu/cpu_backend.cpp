@@ -23,8 +23,11 @@ inline double yarn_ramp(double low, double high, int64_t pair) {
 
 }  // namespace
 
-CpuBackend::CpuBackend(int n_threads, const KernelSet* kernels)
-    : k_(kernels != nullptr ? *kernels : cpu_kernels()), pool_(n_threads), scratch_(static_cast<size_t>(pool_.size())) {}
+CpuBackend::CpuBackend(int n_threads, const KernelSet* kernels, bool exact)
+    : k_(kernels != nullptr ? *kernels : cpu_kernels()),
+      exact_(exact),
+      pool_(n_threads),
+      scratch_(static_cast<size_t>(pool_.size())) {}
 
 CpuBackend::~CpuBackend() = default;
 
@@ -88,24 +91,32 @@ void CpuBackend::matmul_shared(const WeightView* const* ws, float* const* ys, in
     }
 }
 
-// x [n_tok, K] rounded to 16 bits per group of 32 into xrows_ (K is a multiple of
-// every quantized type's block size)
+// x [n_tok, K] rounded to 16 bits (exact) or 8 bits per group of 32 into xrows_
+// (K is a multiple of every quantized type's block size)
 void CpuBackend::quantize_input(const float* x, int64_t n_tok, int64_t K) {
     const size_t nq = static_cast<size_t>(n_tok * K);
-    if (xq_.size() < nq) {
-        xq_.resize(nq);
-        xd_.resize(nq / 32);
+    if (xd_.size() < nq / 8) {
+        xd_.resize(nq / 8);  // 8-bit: a scale per 8 elements (16-bit: per 32)
         xsum_.resize(nq / 16);
         xsum32_.resize(nq / 32);
     }
+    if (exact_ && xq_.size() < nq) xq_.resize(nq);
+    if (!exact_ && xq8_.size() < nq) xq8_.resize(nq);
     xrows_.resize(static_cast<size_t>(n_tok));
     for (int64_t t = 0; t < n_tok; ++t) {
-        int16_t* q = xq_.data() + t * K;
-        float* d = xd_.data() + t * (K / 32);
+        float* d = xd_.data() + t * (K / 8);
         float* sum = xsum_.data() + t * (K / 16);
         float* sum32 = xsum32_.data() + t * (K / 32);
-        k_.quantize_row(x + t * K, K, q, d, sum, sum32);
-        xrows_[static_cast<size_t>(t)] = QuantizedRow{q, d, sum, sum32};
+        QuantizedRow& row = xrows_[static_cast<size_t>(t)];
+        if (exact_) {
+            int16_t* q = xq_.data() + t * K;
+            k_.quantize_row(x + t * K, K, q, d, sum, sum32);
+            row = QuantizedRow{q, d, sum, sum32, nullptr};
+        } else {
+            int8_t* q = xq8_.data() + t * K;
+            k_.quantize_row8(x + t * K, K, q, d, sum, sum32);
+            row = QuantizedRow{nullptr, d, sum, sum32, q};
+        }
     }
 }
 
@@ -133,8 +144,9 @@ void CpuBackend::matmul_vec(const WeightView* const* ws, float* const* ys, int c
             const bool q = type_info(w.type).quantized;
             for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
                 const int64_t nt = std::min<int64_t>(4, n_tok - t0);
-                k_.matvec(w.type, rows, w.row_bytes, hi - lo, K, x + t0 * K, q ? xrows_.data() + t0 : nullptr, nt,
-                          ys[i] + t0 * w.n_out + lo, w.n_out);
+                (exact_ ? k_.matvec : k_.matvec8)(w.type, rows, w.row_bytes, hi - lo, K, x + t0 * K,
+                                                  q ? xrows_.data() + t0 : nullptr, nt, ys[i] + t0 * w.n_out + lo,
+                                                  w.n_out);
             }
         }
     });

@@ -16,13 +16,16 @@ namespace ember {
 
 class CpuBackend final : public Backend {
 public:
-    // kernels: the set to use (default: cpu_kernels(), the best this CPU runs or EMBER_ISA's)
-    explicit CpuBackend(int n_threads, const KernelSet* kernels = nullptr);
+    // kernels: the set to use (default: cpu_kernels(), the best this CPU runs or EMBER_ISA's).
+    // exact: quantized products of a few tokens round the activations to 16 bits
+    // (the 1e-2 logits path); else to 8 bits (the fast path, kernels.hpp).
+    explicit CpuBackend(int n_threads, const KernelSet* kernels = nullptr, bool exact = false);
     ~CpuBackend() override;
 
     std::string_view name() const noexcept override { return "cpu"; }
     int n_threads() const noexcept { return pool_.size(); }
     const KernelSet& kernels() const noexcept { return k_; }
+    bool exact() const noexcept { return exact_; }
 
     float* alloc_f32(size_t n) override;
     void alloc_kv(KvCache* cache) override;
@@ -66,6 +69,7 @@ private:
     float* scratch(int thread, size_t n);
 
     const KernelSet& k_;
+    bool exact_;  // 16-bit activations in matmul_vec (else 8-bit)
     ThreadPool pool_;
     std::vector<std::unique_ptr<float[]>> buffers_;       // alloc_f32
     std::vector<std::unique_ptr<uint8_t[]>> kv_buffers_;  // alloc_kv
@@ -74,7 +78,8 @@ private:
     RopeTable rope_[2];
     int rope_next_ = 0;                                   // the table to refill on a miss
     // the activation rounded for the integer kernels (matmul_vec), grown, never shrunk
-    std::vector<int16_t> xq_;                             // [n_tok, n_in]
+    std::vector<int16_t> xq_;                             // [n_tok, n_in] (exact)
+    std::vector<int8_t> xq8_;                             // [n_tok, n_in] (fast)
     std::vector<float> xd_;                               // [n_tok, n_in / 32]
     std::vector<float> xsum_;                             // [n_tok, n_in / 16]
     std::vector<float> xsum32_;                           // [n_tok, n_in / 32]

@@ -37,7 +37,10 @@ CpuFeatures detect() {
         f.avx512vl = zmm && (b & (1u << 31));
         f.avx512vnni = zmm && (c & (1u << 11));
     }
-    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = zmm && (a & (1u << 5));
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+        f.avxvnni = ymm && (a & (1u << 4));
+        f.avx512bf16 = zmm && (a & (1u << 5));
+    }
 #elif defined(__aarch64__)
     f.neon = true;  // mandatory in AArch64
 #if defined(__linux__) && defined(HWCAP_ASIMDDP)
@@ -65,6 +68,7 @@ std::string cpu_features_string() {
     add(f.avx2, "avx2");
     add(f.fma, "fma");
     add(f.f16c, "f16c");
+    add(f.avxvnni, "avxvnni");
     add(f.avx512f, "avx512f");
     add(f.avx512bw, "avx512bw");
     add(f.avx512vl, "avx512vl");

@@ -7,7 +7,7 @@
 namespace ember {
 
 struct CpuFeatures {
-    bool avx2 = false, fma = false, f16c = false;
+    bool avx2 = false, fma = false, f16c = false, avxvnni = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false, avx512bf16 = false;
     bool neon = false, dotprod = false;
 };

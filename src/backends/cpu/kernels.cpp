@@ -112,7 +112,7 @@ void attn_values(float* out, int64_t ldo, const float* w, int64_t ldw, int64_t n
 }
 
 const KernelSet kScalar = {
-    "scalar",    nullptr,   nullptr,  nullptr,     dot_f32,   dot_f16,  axpy_f32, axpy_f16,
+    "scalar",    nullptr,   nullptr,  nullptr,  nullptr,  nullptr,     dot_f32,   dot_f16,  axpy_f32, axpy_f16,
     to_f16,      sum_squares, scale_mul, silu_mul, gelu_mul,  add,     scale,    softcap,  exp_sum,
     attn_scores<uint16_t, dot_f16>, attn_scores<float, dot_f32_rev>,
     attn_values<uint16_t, axpy_f16>, attn_values<float, axpy_f32>,
@@ -158,7 +158,7 @@ const KernelSet* cpu_kernel_set(Isa isa) {
         case Isa::Avx2: {
 #if defined(__x86_64__)
             const CpuFeatures& f = cpu_features();
-            if (f.avx2 && f.fma && f.f16c) return &kAvx2Kernels;
+            if (f.avx2 && f.fma && f.f16c) return f.avxvnni ? &kAvx2VnniKernels : &kAvx2Kernels;
 #endif
             return nullptr;
         }
@@ -173,7 +173,7 @@ const KernelSet* cpu_kernel_set(Isa isa) {
         }
         case Isa::Neon:
 #if defined(__aarch64__)
-            return &kNeonKernels;  // NEON is part of AArch64
+            return cpu_features().dotprod ? &kNeonDotprodKernels : &kNeonKernels;  // NEON is part of AArch64
 #else
             return nullptr;
 #endif
@@ -188,6 +188,10 @@ std::vector<const KernelSet*> runnable_kernel_sets() {
 #if defined(__x86_64__)
     // on a VNNI CPU the plain AVX-512 table is runnable too (and what a CPU without VNNI gets)
     if (cpu_kernel_set(Isa::Avx512) == &kAvx512VnniKernels) sets.push_back(&kAvx512Kernels);
+    if (cpu_kernel_set(Isa::Avx2) == &kAvx2VnniKernels) sets.push_back(&kAvx2Kernels);
+#endif
+#if defined(__aarch64__)
+    if (cpu_kernel_set(Isa::Neon) == &kNeonDotprodKernels) sets.push_back(&kNeonKernels);
 #endif
     return sets;
 }

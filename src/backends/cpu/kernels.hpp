@@ -1,7 +1,9 @@
 // The CPU kernel sets: one table of function pointers per instruction set
 // (scalar, AVX2+FMA, AVX-512 -- with VNNI when the CPU has it --, NEON), chosen
 // once at run time from CPUID / HWCAP, or forced with
-// EMBER_ISA=scalar|avx2|avx512|neon (avx512 takes the VNNI table on a VNNI CPU).
+// EMBER_ISA=scalar|avx2|avx512|neon (each takes its table with the 8-bit
+// dot-product instructions when the CPU has them: avx2 on an AVX-VNNI CPU,
+// avx512 on an AVX-512 VNNI CPU, neon with the dot-product extension).
 //
 // The scalar set is the reference: it is the portable code of cpu_backend.cpp
 // (weights dequantized with the scalar quant code, float arithmetic). The SIMD
@@ -9,13 +11,17 @@
 // (tests/unit/test_cpu_kernels.cpp).
 //
 // How the SIMD sets multiply a quantized weight row by an activation:
-//   - one or a few tokens (generation): the activation is rounded to 16-bit
-//     integers with one float scale per 32 elements (QuantizedRow); each
-//     weight block is unpacked to int8 in registers and multiplied with
-//     16-bit integer multiply-adds (pmaddwd / vpdpwssd / smlal), then scaled
-//     in float. 16-bit activations keep the result within ~1e-5 of the float
-//     product, where llama.cpp's 8-bit activations cost ~1e-2 on our models
-//     (docs/ACCURACY.md);
+//   - one or a few tokens (generation), the default ("fast") precision: the
+//     activation is rounded to 8-bit integers with one float scale per 8
+//     elements (QuantizedRow::q8; llama.cpp uses 32: docs/ACCURACY.md has
+//     the perplexity of each); each weight block is unpacked to int8
+//     in registers and multiplied with 8-bit integer multiply-adds (maddubs /
+//     vpdpbusd / sdot), then scaled in float. Half the multiply work and half
+//     the activation bytes of the 16-bit path; the cost is ~3e-2 in logits
+//     (median relative L2) and < 0.2% in perplexity (docs/ACCURACY.md);
+//   - the same with the `exact` precision: activations rounded to 16-bit
+//     integers (QuantizedRow::q), multiplied with 16-bit multiply-adds
+//     (pmaddwd / vpdpwssd / smlal); within ~1e-5 of the float product;
 //   - many tokens (a prompt): a panel of weight rows is dequantized to float
 //     once and multiplied with a register-tiled float kernel (gemm_f32).
 #pragma once
@@ -30,23 +36,34 @@ namespace ember {
 
 // One token's activation row, rounded for the integer kernels.
 // n is a multiple of 32 (every quantized type's block size divides it).
+// Either 16-bit (q set, the exact path) or 8-bit (q8 set, the fast path);
+// d, sum and sum32 describe whichever rounding q or q8 holds.
 struct QuantizedRow {
     const int16_t* q = nullptr;  // [n]: round(x[i] / d[i / 32]), |q| <= 32767
-    const float* d = nullptr;    // [n / 32]: amax of the 32 elements / 32767 (0 for an all-zero group)
+    // 16-bit: [n / 32], amax of the 32 elements / 32767; 8-bit: [n / 8], amax of
+    // the 8 elements / 127 (0 for an all-zero group)
+    const float* d = nullptr;
     const float* sum = nullptr;  // [n / 16]: d * sum of the 16 q values (the group's sum as the kernels see it)
     const float* sum32 = nullptr;  // [n / 32]: the same per group of 32 (sum[2g] + sum[2g + 1])
+    const int8_t* q8 = nullptr;    // [n]: round(x[i] / d[i / 8]), |q8| <= 127 (the 8-bit rounding)
 };
 
 struct KernelSet {
-    const char* name;  // "scalar", "avx2", "avx512", "avx512-vnni" or "neon"
+    const char* name;  // "scalar", "avx2", "avx2-vnni", "avx512", "avx512-vnni", "neon" or "neon-dotprod"
 
     // --- matrix products (all null in the scalar set: the backend's reference path runs) ---
     // Rounds x[0..n) into q/d/sum/sum32 (n % 32 == 0), the layout QuantizedRow describes.
     void (*quantize_row)(const float* x, int64_t n, int16_t* q, float* d, float* sum, float* sum32);
+    // The rounding to 8 bits per group of 8: d[n / 8] = amax / 127, q = round(x / d);
+    // sum[n / 16] and sum32 as above.
+    void (*quantize_row8)(const float* x, int64_t n, int8_t* q, float* d, float* sum, float* sum32);
     // y[t * ldy + r] = dot(weight row r, token t) for r < n_rows, t < n_tok (1..4).
     // Quantized types read xq[t]; F32/F16/BF16 read the float rows x + t * n.
     void (*matvec)(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n,
                    const float* x, const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy);
+    // The same product with 8-bit activations: quantized types read xq[t].q8.
+    void (*matvec8)(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n,
+                    const float* x, const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy);
     // y[t * ldy + r] = dot(w + r * n, x + t * n) for r < n_rows, t < n_tok: the float
     // product of a dequantized panel of weights with many tokens.
     void (*gemm_f32)(const float* w, int64_t n_rows, const float* x, int64_t n_tok, int64_t n, float* y,
@@ -94,18 +111,21 @@ const KernelSet& cpu_kernels();
 // (tests run every non-null set against the scalar one).
 const KernelSet* cpu_kernel_set(Isa isa);
 const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512", "neon"
-// Every SIMD table this CPU runs (also the plain AVX-512 one on a VNNI CPU).
+// Every SIMD table this CPU runs (also the plain AVX2 / AVX-512 / NEON one
+// where the CPU has the dot-product variant).
 std::vector<const KernelSet*> runnable_kernel_sets();
 
 // The tables of the per-ISA translation units, compiled for their ISA: only
 // cpu_kernel_set() hands them out, after checking the CPU.
 #if defined(__x86_64__)
 extern const KernelSet kAvx2Kernels;
+extern const KernelSet kAvx2VnniKernels;
 extern const KernelSet kAvx512Kernels;
 extern const KernelSet kAvx512VnniKernels;
 #endif
 #if defined(__aarch64__)
 extern const KernelSet kNeonKernels;
+extern const KernelSet kNeonDotprodKernels;
 #endif
 
 }  // namespace ember

@@ -1,8 +1,14 @@
 // The AVX2 + FMA + F16C kernel set (compiled with -mavx2 -mfma -mf16c; used
-// only when CPUID reports all three).
+// only when CPUID reports all three). kernels_avx2_vnni.cpp compiles this file
+// again with EMBER_AVX_VNNI=1 and -mavxvnni (Alder Lake, Zen 5 class CPUs): the
+// 8-bit products then use the VEX vpdpbusd instead of vpmaddubsw + vpmaddwd.
 #include <immintrin.h>
 
 #include <cstdint>
+
+#ifndef EMBER_AVX_VNNI
+#define EMBER_AVX_VNNI 0
+#endif
 
 #include "backends/cpu/kernels.hpp"
 
@@ -88,6 +94,45 @@ struct Avx2 {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(s0), acc);
         return _mm256_fmadd_ps(_mm256_cvtepi32_ps(b), _mm256_set1_ps(s1), acc);
     }
+
+    // ---- 8-bit activations ----
+    using F8 = F;
+    static F8 zero8() { return zero(); }
+    static float hsum8(F8 v) { return hsum(v); }
+    struct W8 {
+        __m256i u, s;  // |w| (unsigned operand) and w (whose sign moves onto x)
+    };
+    template <bool kSigned>
+    static W8 prep8(B lo, B hi) {
+        const __m256i w = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+        if constexpr (kSigned) return W8{_mm256_sign_epi8(w, w), w};
+        return W8{w, w};
+    }
+    // 8 int32 lanes: lane k sums elements 4k..4k+3 (lanes 0..3: elements 0..15).
+    // u8 * s8 pairs summed to int16 cannot saturate: |u| <= 128, |x| <= 127.
+    template <bool kSigned>
+    static __m256i dot8(const W8& w, const int8_t* x) {
+        __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+        if constexpr (kSigned) xv = _mm256_sign_epi8(xv, w.s);
+#if EMBER_AVX_VNNI
+        return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w.u, xv);
+#else
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(w.u, xv), _mm256_set1_epi16(1));
+#endif
+    }
+    // The scales of the 8 lanes: lanes 2g, 2g + 1 sum elements 8g..8g+7, of group scale d[g]
+    template <bool kSplit>
+    static __m256 scales8(const float* d, float s_lo, float s_hi) {
+        const __m128 v = _mm_loadu_ps(d);
+        const __m256 dd = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(v, v)), _mm_unpackhi_ps(v, v), 1);
+        if constexpr (kSplit)
+            return _mm256_mul_ps(dd, _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(s_lo)), _mm_set1_ps(s_hi), 1));
+        return _mm256_mul_ps(dd, _mm256_set1_ps(s_lo));
+    }
+    template <bool kSigned, bool kSplit>
+    static F8 fma8(F8 acc, const W8& w, const int8_t* x, const float* d, float s_lo, float s_hi) {
+        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8<kSigned>(w, x)), scales8<kSplit>(d, s_lo, s_hi), acc);
+    }
 };
 
 using V = Avx2;
@@ -96,6 +141,10 @@ using V = Avx2;
 }  // namespace
 
 // Constant-initialized: no code of this file runs unless the set is chosen.
+#if EMBER_AVX_VNNI
+constinit const KernelSet kAvx2VnniKernels = make_kernel_set("avx2-vnni");
+#else
 constinit const KernelSet kAvx2Kernels = make_kernel_set("avx2");
+#endif
 
 }  // namespace ember

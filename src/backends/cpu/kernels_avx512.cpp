@@ -1,7 +1,7 @@
 // The AVX-512 kernel set (F, BW, VL + FMA + F16C; compiled with those flags
 // only). kernels_avx512_vnni.cpp compiles this file again with
 // EMBER_AVX512_VNNI=1 and -mavx512vnni: the integer products then use
-// vpdpwssd. Used only when CPUID reports every extension it was built with.
+// vpdpwssd and the 8-bit ones vpdpbusd. Used only when CPUID reports every extension it was built with.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -103,6 +103,49 @@ struct Avx512 {
     static F fma_w2(F acc, const W& w, const int16_t* x, float s0, float s1) {
         const __m512 sv = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
         return _mm512_fmadd_ps(_mm512_cvtepi32_ps(products(w, x)), sv, acc);
+    }
+
+    // ---- 8-bit activations: one 32-element chunk is 256 bits, so these run on ymm ----
+    using F8 = __m256;
+    static F8 zero8() { return _mm256_setzero_ps(); }
+    static float hsum8(F8 v) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        return _mm_cvtss_f32(s);
+    }
+    struct W8 {
+        __m256i u, s;  // |w| (unsigned operand) and w (whose sign moves onto x)
+    };
+    template <bool kSigned>
+    static W8 prep8(B lo, B hi) {
+        const __m256i w = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+        if constexpr (kSigned) return W8{_mm256_sign_epi8(w, w), w};
+        return W8{w, w};
+    }
+    // 8 int32 lanes: lane k sums elements 4k..4k+3 (lanes 0..3: elements 0..15)
+    template <bool kSigned>
+    static __m256i dot8(const W8& w, const int8_t* x) {
+        __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+        if constexpr (kSigned) xv = _mm256_sign_epi8(xv, w.s);
+#if EMBER_AVX512_VNNI
+        return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w.u, xv);
+#else
+        return _mm256_madd_epi16(_mm256_maddubs_epi16(w.u, xv), _mm256_set1_epi16(1));
+#endif
+    }
+    // The scales of the 8 lanes: lanes 2g, 2g + 1 sum elements 8g..8g+7, of group scale d[g]
+    template <bool kSplit>
+    static __m256 scales8(const float* d, float s_lo, float s_hi) {
+        const __m128 v = _mm_loadu_ps(d);
+        const __m256 dd = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(v, v)), _mm_unpackhi_ps(v, v), 1);
+        if constexpr (kSplit)
+            return _mm256_mul_ps(dd, _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(s_lo)), _mm_set1_ps(s_hi), 1));
+        return _mm256_mul_ps(dd, _mm256_set1_ps(s_lo));
+    }
+    template <bool kSigned, bool kSplit>
+    static F8 fma8(F8 acc, const W8& w, const int8_t* x, const float* d, float s_lo, float s_hi) {
+        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8<kSigned>(w, x)), scales8<kSplit>(d, s_lo, s_hi), acc);
     }
 };
 

@@ -16,6 +16,14 @@
 //   W, widen(lo, hi)    32 int8 values (lo: elements 0..15, hi: 16..31) widened to int16
 //   fma_w(acc, w, x, s)           acc += s * (lane partial sums of w * x[0..32))
 //   fma_w2(acc, w, x, s0, s1)     the same with s0 for elements 0..15 and s1 for 16..31
+//   8-bit activations (the fast path):
+//   F8, zero8, hsum8    the float accumulator of the 8-bit products (may be narrower than F)
+//   W8, prep8<S>(lo, hi)          32 int8 weights made ready for 8-bit products; S: they may
+//                                 be negative (else all in 0..127, no sign fix-up needed)
+//   fma8<S, P>(acc, w, x, d, s_lo, s_hi)   acc += the lane partial sums of w * x[0..32)
+//                                 (x int8), each element scaled by d[e / 8] (the activation's
+//                                 four group scales) times s_lo for elements 0..15 and s_hi for
+//                                 16..31 (P false: s_lo for all)
 //   h2f(uint16_t)       one IEEE half to float
 //   kGemmR, kGemmT      the register tile of gemm_f32 (rows x tokens)
 //
@@ -342,6 +350,37 @@ void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum,
     }
 }
 
+// The rounding to 8 bits, per group of 8: d[e] = amax / 127 over elements
+// 8e..8e+7, q = round(x * (127 / amax)) to nearest even (finer groups than the
+// 16-bit path's 32: 8 bits need them to keep perplexity near the float64
+// reference's, docs/ACCURACY.md). Plain scalar code: identical in every set, and
+// a small cost next to the products it feeds.
+void k_quantize_row8(const float* x, int64_t n, int8_t* q, float* d, float* sum, float* sum32) {
+    for (int64_t e = 0; e < n / 8; ++e) {
+        const float* xe = x + 8 * e;
+        float amax = 0.0f;
+        for (int j = 0; j < 8; ++j) {
+            const float a = __builtin_fabsf(xe[j]);
+            amax = a > amax ? a : amax;
+        }
+        const bool tiny = !(amax > 1e-30f);  // its reciprocal scale would overflow
+        const float de = tiny ? 0.0f : amax / 127.0f;
+        const float id = tiny ? 0.0f : 127.0f / amax;
+        int32_t s = 0;
+        for (int j = 0; j < 8; ++j) {
+            const int8_t v = static_cast<int8_t>(__builtin_rintf(xe[j] * id));  // |v| <= 127
+            q[8 * e + j] = v;
+            s += v;
+        }
+        d[e] = de;
+        if (e % 2 == 0)
+            sum[e / 2] = de * static_cast<float>(s);
+        else
+            sum[e / 2] += de * static_cast<float>(s);
+    }
+    for (int64_t g = 0; g < n / 32; ++g) sum32[g] = sum[2 * g] + sum[2 * g + 1];
+}
+
 // ---- weight block decoders ----------------------------------------------------------
 // Each turns chunk j (32 elements) of a block into 32 int8 values and the
 // float factors that give the weights back: w[i] = s * v[i] + m, where s and m
@@ -590,15 +629,39 @@ constexpr bool block_min() {
         return false;
 }
 
-template <class D, int NR, int NT>
+// The weights of a decoder whose values are all >= 0 (those with a min) need
+// no sign fix-up in the 8-bit products.
+template <class D>
+constexpr bool signed_values() {
+    return !D::kMin && !block_min<D>();
+}
+
+// The accumulator type of each path (std::conditional would drop the vector
+// types' attributes).
+template <bool K8>
+struct AccOf {
+    using T = V::F;
+};
+template <>
+struct AccOf<true> {
+    using T = V::F8;
+};
+
+// K8: 8-bit activations (xq[t].q8), else 16-bit (xq[t].q).
+template <class D, int NR, int NT, bool K8>
 inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const QuantizedRow* xq, float* y,
                         int64_t ldy) {
+    using Acc = typename AccOf<K8>::T;
+    constexpr bool kSigned = signed_values<D>();
     const int64_t nb = n / (32 * D::kChunks);
-    V::F acc[NR][NT];
+    Acc acc[NR][NT];
     float macc[NR][NT];
     for (int i = 0; i < NR; ++i)
         for (int t = 0; t < NT; ++t) {
-            acc[i][t] = V::zero();
+            if constexpr (K8)
+                acc[i][t] = V::zero8();
+            else
+                acc[i][t] = V::zero();
             macc[i][t] = 0.0f;
         }
     for (int64_t b = 0; b < nb; ++b) {
@@ -618,15 +681,25 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
                 Chunk ch;
                 ch.m_lo = ch.m_hi = 0.0f;
                 D::decode(blk[i], st[i], j, ch);
-                const V::W w = V::widen(ch.lo, ch.hi);
-                for (int t = 0; t < NT; ++t) {
-                    const float dx = xq[t].d[c];
-                    const int16_t* xt = xq[t].q + 32 * c;
-                    if (D::kSplit)
-                        acc[i][t] = V::fma_w2(acc[i][t], w, xt, ch.s_lo * dx, ch.s_hi * dx);
-                    else
-                        acc[i][t] = V::fma_w(acc[i][t], w, xt, ch.s_lo * dx);
-                    if (D::kMin) macc[i][t] += ch.m_lo * xq[t].sum[2 * c] + ch.m_hi * xq[t].sum[2 * c + 1];
+                if constexpr (K8) {
+                    const typename V::W8 w = V::template prep8<kSigned>(ch.lo, ch.hi);
+                    for (int t = 0; t < NT; ++t) {
+                        const int8_t* xt = xq[t].q8 + 32 * c;
+                        acc[i][t] = V::template fma8<kSigned, D::kSplit>(acc[i][t], w, xt, xq[t].d + 4 * c,
+                                                                           ch.s_lo, ch.s_hi);
+                        if (D::kMin) macc[i][t] += ch.m_lo * xq[t].sum[2 * c] + ch.m_hi * xq[t].sum[2 * c + 1];
+                    }
+                } else {
+                    const V::W w = V::widen(ch.lo, ch.hi);
+                    for (int t = 0; t < NT; ++t) {
+                        const float dx = xq[t].d[c];
+                        const int16_t* xt = xq[t].q + 32 * c;
+                        if (D::kSplit)
+                            acc[i][t] = V::fma_w2(acc[i][t], w, xt, ch.s_lo * dx, ch.s_hi * dx);
+                        else
+                            acc[i][t] = V::fma_w(acc[i][t], w, xt, ch.s_lo * dx);
+                        if (D::kMin) macc[i][t] += ch.m_lo * xq[t].sum[2 * c] + ch.m_hi * xq[t].sum[2 * c + 1];
+                    }
                 }
             }
         }
@@ -641,10 +714,15 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
         }
     }
     for (int i = 0; i < NR; ++i)
-        for (int t = 0; t < NT; ++t) y[t * ldy + i] = V::hsum(acc[i][t]) + macc[i][t];
+        for (int t = 0; t < NT; ++t) {
+            if constexpr (K8)
+                y[t * ldy + i] = V::hsum8(acc[i][t]) + macc[i][t];
+            else
+                y[t * ldy + i] = V::hsum(acc[i][t]) + macc[i][t];
+        }
 }
 
-template <class D, int NT>
+template <class D, int NT, bool K8>
 void matvec_q(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t n, const QuantizedRow* xq, float* y,
               int64_t ldy) {
     // rows per tile for one token (measured on Zen 3): four for the K-quants and
@@ -652,35 +730,36 @@ void matvec_q(const uint8_t* rows, size_t row_bytes, int64_t n_rows, int64_t n, 
     constexpr int NR = NT > 1 ? 1 : D::kChunks == 8 ? 4 : 2;
     int64_t r = 0;
     for (; r + NR <= n_rows; r += NR)
-        matvec_tile<D, NR, NT>(rows + static_cast<size_t>(r) * row_bytes, row_bytes, n, xq, y + r, ldy);
-    for (; r < n_rows; ++r) matvec_tile<D, 1, NT>(rows + static_cast<size_t>(r) * row_bytes, row_bytes, n, xq, y + r, ldy);
+        matvec_tile<D, NR, NT, K8>(rows + static_cast<size_t>(r) * row_bytes, row_bytes, n, xq, y + r, ldy);
+    for (; r < n_rows; ++r) matvec_tile<D, 1, NT, K8>(rows + static_cast<size_t>(r) * row_bytes, row_bytes, n, xq, y + r, ldy);
 }
 
-template <class D>
+template <class D, bool K8>
 void matvec_q_any(const void* rows, size_t row_bytes, int64_t n_rows, int64_t n, const QuantizedRow* xq,
                   int64_t n_tok, float* y, int64_t ldy) {
     const uint8_t* w = static_cast<const uint8_t*>(rows);
     switch (n_tok) {
-        case 1: matvec_q<D, 1>(w, row_bytes, n_rows, n, xq, y, ldy); return;
-        case 2: matvec_q<D, 2>(w, row_bytes, n_rows, n, xq, y, ldy); return;
-        case 3: matvec_q<D, 3>(w, row_bytes, n_rows, n, xq, y, ldy); return;
-        default: matvec_q<D, 4>(w, row_bytes, n_rows, n, xq, y, ldy); return;
+        case 1: matvec_q<D, 1, K8>(w, row_bytes, n_rows, n, xq, y, ldy); return;
+        case 2: matvec_q<D, 2, K8>(w, row_bytes, n_rows, n, xq, y, ldy); return;
+        case 3: matvec_q<D, 3, K8>(w, row_bytes, n_rows, n, xq, y, ldy); return;
+        default: matvec_q<D, 4, K8>(w, row_bytes, n_rows, n, xq, y, ldy); return;
     }
 }
 
-void k_matvec(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n, const float* x,
-              const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy) {
+template <bool K8>
+void matvec_any(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n, const float* x,
+                const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy) {
     switch (type) {
-        case TensorType::Q4_0: return matvec_q_any<DecQ4_0>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q4_1: return matvec_q_any<DecQ4_1>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q5_0: return matvec_q_any<DecQ5_0>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q5_1: return matvec_q_any<DecQ5_1>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q8_0: return matvec_q_any<DecQ8_0>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q2_K: return matvec_q_any<DecQ2_K>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q3_K: return matvec_q_any<DecQ3_K>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q4_K: return matvec_q_any<DecQ45_K<false>>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q5_K: return matvec_q_any<DecQ45_K<true>>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
-        case TensorType::Q6_K: return matvec_q_any<DecQ6_K>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q4_0: return matvec_q_any<DecQ4_0, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q4_1: return matvec_q_any<DecQ4_1, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q5_0: return matvec_q_any<DecQ5_0, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q5_1: return matvec_q_any<DecQ5_1, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q8_0: return matvec_q_any<DecQ8_0, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q2_K: return matvec_q_any<DecQ2_K, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q3_K: return matvec_q_any<DecQ3_K, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q4_K: return matvec_q_any<DecQ45_K<false>, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q5_K: return matvec_q_any<DecQ45_K<true>, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
+        case TensorType::Q6_K: return matvec_q_any<DecQ6_K, K8>(rows, row_bytes, n_rows, n, xq, n_tok, y, ldy);
         default: break;
     }
     // float weights: no activation rounding
@@ -698,6 +777,16 @@ void k_matvec(TensorType type, const void* rows, size_t row_bytes, int64_t n_row
             y[t * ldy + r] = v;
         }
     }
+}
+
+void k_matvec(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n, const float* x,
+              const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy) {
+    matvec_any<false>(type, rows, row_bytes, n_rows, n, x, xq, n_tok, y, ldy);
+}
+
+void k_matvec8(TensorType type, const void* rows, size_t row_bytes, int64_t n_rows, int64_t n, const float* x,
+               const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy) {
+    matvec_any<true>(type, rows, row_bytes, n_rows, n, x, xq, n_tok, y, ldy);
 }
 
 // ---- float matrix product (prompts) --------------------------------------------------
@@ -748,7 +837,7 @@ void k_gemm_f32(const float* w, int64_t n_rows, const float* x, int64_t n_tok, i
 }
 
 constexpr KernelSet make_kernel_set(const char* name) {
-    return KernelSet{name,        k_quantize_row, k_matvec,      k_gemm_f32,  k_dot_f32,  k_dot_f16,
+    return KernelSet{name,        k_quantize_row, k_quantize_row8, k_matvec,  k_matvec8,     k_gemm_f32,  k_dot_f32,  k_dot_f16,
                      k_axpy_f32,  k_axpy_f16,     k_to_f16,      k_sum_squares, k_scale_mul, k_silu_mul,
                      k_gelu_mul,  k_add,          k_scale,       k_softcap,     k_exp_sum,      k_attn_scores<uint16_t>, k_attn_scores<float>,
                      k_attn_values<uint16_t>, k_attn_values<float>};

@@ -1,11 +1,16 @@
 // The NEON kernel set (AArch64 Advanced SIMD, 128-bit; part of every AArch64
-// CPU, so it needs no extra compiler flag and no CPU check). The integer
-// products widen the int8 weights to int16 and multiply them with the 16-bit
-// activations (smull / smlal into int32): the int8 dot-product extension
-// (sdot) would need 8-bit activations, which cost accuracy (kernels.hpp).
+// CPU, so it needs no extra compiler flag and no CPU check). The exact path's
+// integer products widen the int8 weights to int16 and multiply them with the
+// 16-bit activations (smull / smlal into int32); the fast path multiplies int8
+// by int8 (smull + sadalp here; kernels_neon_dotprod.cpp compiles this file
+// again with EMBER_NEON_DOTPROD=1 and +dotprod, for sdot, used when HWCAP has it).
 #include <arm_neon.h>
 
 #include <cstdint>
+
+#ifndef EMBER_NEON_DOTPROD
+#define EMBER_NEON_DOTPROD 0
+#endif
 
 #include "backends/cpu/kernels.hpp"
 
@@ -90,6 +95,38 @@ struct Neon {
         acc = vfmaq_n_f32(acc, vcvtq_f32_s32(products(w.a0, w.a1, x)), s0);
         return vfmaq_n_f32(acc, vcvtq_f32_s32(products(w.b0, w.b1, x + 16)), s1);
     }
+
+    // ---- 8-bit activations ----
+    using F8 = F;
+    static F8 zero8() { return zero(); }
+    static float hsum8(F8 v) { return hsum(v); }
+    struct W8 {
+        int8x16_t lo, hi;  // elements 0..15, 16..31 (signed x signed: no sign fix-up)
+    };
+    template <bool>
+    static W8 prep8(B lo, B hi) {
+        return W8{vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi)};
+    }
+    // 4 int32 lanes of partial sums of w[0..16) * x[0..16)
+    static int32x4_t dot16(int8x16_t w, const int8_t* x) {
+        const int8x16_t xv = vld1q_s8(x);
+#if EMBER_NEON_DOTPROD
+        return vdotq_s32(vdupq_n_s32(0), w, xv);
+#else
+        const int16x8_t p0 = vmull_s8(vget_low_s8(w), vget_low_s8(xv));
+        const int16x8_t p1 = vmull_high_s8(w, xv);  // |w x| <= 128 * 127: fits int16
+        // lanes 0, 1 from elements 0..7, lanes 2, 3 from 8..15 (sdot's layout)
+        return vpaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1));
+#endif
+    }
+    // dot16(w.lo) lanes 0, 1 sum elements 0..7 (scale d[0]), lanes 2, 3 elements 8..15 (d[1]);
+    // dot16(w.hi) the same for 16..31 (d[2], d[3])
+    template <bool, bool>
+    static F8 fma8(F8 acc, const W8& w, const int8_t* x, const float* d, float s_lo, float s_hi) {
+        const float32x4_t v = vld1q_f32(d);
+        acc = vfmaq_f32(acc, vcvtq_f32_s32(dot16(w.lo, x)), vmulq_n_f32(vzip1q_f32(v, v), s_lo));
+        return vfmaq_f32(acc, vcvtq_f32_s32(dot16(w.hi, x + 16)), vmulq_n_f32(vzip2q_f32(v, v), s_hi));
+    }
 };
 
 using V = Neon;
@@ -98,6 +135,10 @@ using V = Neon;
 }  // namespace
 
 // Constant-initialized: no code of this file runs unless the set is chosen.
+#if EMBER_NEON_DOTPROD
+constinit const KernelSet kNeonDotprodKernels = make_kernel_set("neon-dotprod");
+#else
 constinit const KernelSet kNeonKernels = make_kernel_set("neon");
+#endif
 
 }  // namespace ember
