@@ -56,6 +56,7 @@ ember_session_params session_params_defaults() {
     p.n_batch = d.n_batch;
     p.n_threads = d.n_threads;
     p.kv_type = d.kv_type == KvCacheType::F32 ? EMBER_KV_F32 : EMBER_KV_F16;
+    p.precision = EMBER_PRECISION_DEFAULT;
     return p;
 }
 
@@ -378,6 +379,15 @@ ember_status ember_session_new(const ember_model* model, const ember_session_par
             default:
                 return invalid(fn, "params->kv_type = " + std::to_string(p.kv_type) +
                                        " is not an ember_kv_type (EMBER_KV_F16 = 0, EMBER_KV_F32 = 1)");
+        }
+        switch (p.precision) {
+            case EMBER_PRECISION_DEFAULT: sp.precision = ember::Precision::Default; break;
+            case EMBER_PRECISION_FAST: sp.precision = ember::Precision::Fast; break;
+            case EMBER_PRECISION_EXACT: sp.precision = ember::Precision::Exact; break;
+            default:
+                return invalid(fn, "params->precision = " + std::to_string(p.precision) +
+                                       " is not an ember_precision (EMBER_PRECISION_DEFAULT = 0, "
+                                       "EMBER_PRECISION_FAST = 1, EMBER_PRECISION_EXACT = 2)");
         }
         *out = new ember_session(ember::Session(model->model, sp));
         return EMBER_OK;

@@ -71,6 +71,12 @@ uint64_t parse_seed(std::string_view flag, std::string_view text, bool& random) 
 
 }  // namespace
 
+ember::Precision parse_precision(std::string_view flag, std::string_view v) {
+    if (v == "fast") return ember::Precision::Fast;
+    if (v == "exact") return ember::Precision::Exact;
+    throw UsageError(fmt::format("{} must be fast or exact, got '{}'", flag, v));
+}
+
 bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt, bool with_run_flags) {
     auto& sp = opt.generate.sampling;
     auto int_value = [&](int64_t lo, int64_t hi) { return parse_int(f, args.value(f), lo, hi); };
@@ -87,7 +93,7 @@ bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt
         if (v == "f16") opt.session.kv_type = ember::KvCacheType::F16;
         else if (v == "f32") opt.session.kv_type = ember::KvCacheType::F32;
         else throw UsageError(fmt::format("--kv-type must be f16 or f32, got '{}'", v));
-    } else if (f == "-n" || f == "--n-predict") opt.generate.max_tokens = static_cast<int32_t>(int_value(-1, kI32Max));
+    } else if (f == "--precision") opt.session.precision = parse_precision(f, args.value(f)); else if (f == "-n" || f == "--n-predict") opt.generate.max_tokens = static_cast<int32_t>(int_value(-1, kI32Max));
     else if (f == "--temp") sp.temperature = float_value();
     else if (f == "--top-k") sp.top_k = i32_value();
     else if (f == "--top-p") sp.top_p = float_value();
@@ -125,6 +131,8 @@ std::string common_help(const CommonOptions& d, bool with_run_flags) {
         "  -b, --batch-size N        prompt tokens evaluated per forward pass (default {})\n"
         "  -t, --threads N           threads; 0 = one per core (default {})\n"
         "  --kv-type f16|f32         KV cache precision (default f16)\n"
+        "  --precision fast|exact    generation's quantized products: fast = 8-bit activations\n"
+        "                            (llama.cpp's), exact = 16-bit (default: EMBER_PRECISION, else exact)\n"
         "  -ngl, --n-gpu-layers N    layers to run on the GPU (default {}; the library says when\n"
         "                            it cannot)\n"
         "generation:\n"

@@ -31,7 +31,7 @@ struct UsageError : std::runtime_error {
 struct CommonOptions {
     std::string model_path;          // -m
     ember::ModelParams model;        // -ngl
-    ember::SessionParams session;    // -c, -b, -t, --kv-type
+    ember::SessionParams session;    // -c, -b, -t, --kv-type, --precision
     ember::GenerateParams generate;  // -n, sampling flags, --seed, --stop, --ignore-eos
     bool random_seed = false;        // --seed -1: a fresh seed, chosen by validate()
 };
@@ -62,6 +62,9 @@ float parse_float(std::string_view flag, std::string_view text);
 // Handles `flag` (taking its value from `args`) when it is one of the shared
 // flags; returns false for any other flag. `with_run_flags` adds the flags
 // that only make sense for one-shot generation (--ignore-eos).
+// --precision's value: "fast" or "exact" (UsageError otherwise).
+ember::Precision parse_precision(std::string_view flag, std::string_view value);
+
 bool parse_common_flag(const std::string& flag, ArgReader& args, CommonOptions& opt, bool with_run_flags);
 
 // Checks what can be checked before loading the model: -m given, the sampling

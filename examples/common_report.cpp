@@ -8,10 +8,11 @@ namespace ember_tools {
 std::string describe(const ember::Model& model, const ember::Session& session) {
     const auto& i = model.info();
     return fmt::format(
-        "{} ({}, {} layers, {:.1f}M params, {:.0f} MiB) | n_ctx {}, n_batch {}, KV cache {:.1f} MiB, {} thread{}",
+        "{} ({}, {} layers, {:.1f}M params, {:.0f} MiB) | n_ctx {}, n_batch {}, KV cache {:.1f} MiB, {} thread{}, "
+        "precision {}",
         i.name.empty() ? model.path() : i.name, i.arch, i.n_layer, i.n_params / 1e6, i.weight_bytes / 1048576.0,
         session.n_ctx(), session.n_batch(), session.kv_cache_bytes() / 1048576.0, session.n_threads(),
-        session.n_threads() == 1 ? "" : "s");
+        session.n_threads() == 1 ? "" : "s", ember::precision_name(session.precision()));
 }
 
 namespace {

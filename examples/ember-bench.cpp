@@ -48,6 +48,7 @@ struct BenchOptions {
     int32_t n_gpu_layers = 0;  // -ngl: layers offloaded to the GPU
     bool json = false;       // --json: a JSON array on stdout instead of the table
     bool bandwidth = false;  // --bandwidth: measure memory read bandwidth too
+    ember::Precision precision = ember::Precision::Default;  // --precision
 };
 
 constexpr int64_t kMaxTokens = 1 << 17;  // -p / -n upper bound: beyond it the KV cache alone is absurd
@@ -55,7 +56,7 @@ constexpr int64_t kMaxReps = 1000;
 constexpr int64_t kMaxThreads = 1024;
 
 std::string help() {
-    return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [-ngl N] [--json]\n"
+    return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [-ngl N] [--precision fast|exact] [--json]\n"
            "       ember-bench --bandwidth [-t N] [--json]\n"
            "Measures prompt processing (ppN: N tokens in one batch from an empty cache) and\n"
            "generation (tgN: N single-token evaluations from an empty cache) in tokens/s,\n"
@@ -66,6 +67,8 @@ std::string help() {
            "  -r, --repetitions N   timed repetitions of each test (default 3)\n"
            "  -t, --threads N       threads (default 0 = one per core)\n"
            "  -ngl, --n-gpu-layers N  layers to run on the GPU, counted from the last (default 0)\n"
+           "  --precision fast|exact  generation's quantized products: 8-bit (llama.cpp's) or\n"
+           "                        16-bit activations (default: EMBER_PRECISION, else exact)\n"
            "  --json                print a JSON array of results on stdout instead of the table\n"
            "  --bandwidth           measure memory read bandwidth (sums a 1 GiB float buffer,\n"
            "                        best of 5 passes); -m is then optional\n"
@@ -89,6 +92,7 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
         else if (f == "--json") opt.json = true;
         else if (f == "--bandwidth") opt.bandwidth = true;
+        else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -241,6 +245,7 @@ int run(const BenchOptions& opt) {
         sp.n_ctx = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt + opt.n_gen, 1));
         sp.n_batch = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt, 1));
         sp.n_threads = opt.n_threads;
+        sp.precision = opt.precision;
         ember::Session session(model, sp);
         for (const auto& w : session.warnings()) fmt::print(stderr, "ember-bench: warning: {}\n", w);
 
@@ -268,6 +273,7 @@ int run(const BenchOptions& opt) {
                 if (c != std::string::npos) head += " | " + devices.substr(c, devices.find('\n', c) - c);
                 head += fmt::format(" | n_gpu_layers {}", opt.n_gpu_layers);
             }
+            head += fmt::format(" | precision {}", ember::precision_name(session.precision()));
             ember_tools::print_out("{}\n\n", head);
             ember_tools::write_out(table_row("model", "size", "params", "threads", "test", "t/s"));
             ember_tools::print_out("| {:-<32} | {:->9}: | {:->9}: | {:->6}: | {:->9}: | {:->19}: |\n", "", "", "",
@@ -293,6 +299,7 @@ int run(const BenchOptions& opt) {
                 out.push_back({{"test", r.test}, {"tokens_per_second", r.mean()}, {"stddev", r.stddev()},
                                {"n_tokens", n}, {"repetitions", opt.reps}, {"threads", threads},
                                {"n_gpu_layers", opt.n_gpu_layers}, {"model", name},
+                               {"precision", ember::precision_name(session.precision())},
                                {"model_bytes", model_bytes}, {"params", model->info().n_params},
                                {"samples", r.samples}});
             } else {

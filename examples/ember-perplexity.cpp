@@ -40,10 +40,12 @@ struct Options {
     int32_t n_threads = 0;   // -t
     int64_t n_chunks = -1;   // --chunks: -1 = all
     int32_t n_gpu_layers = 0;
+    ember::Precision precision = ember::Precision::Default;  // --precision
 };
 
 std::string help() {
     return "usage: ember-perplexity -m FILE -f TEXT [-c 512] [-b N] [-t N] [--chunks N] [-ngl N]\n"
+           "                        [--precision fast|exact]\n"
            "Perplexity of the model on TEXT, by llama.cpp's method: chunks of c tokens, each from\n"
            "an empty cache starting with BOS, the second half of each chunk scored.\n"
            "  -m, --model FILE        the GGUF model\n"
@@ -53,6 +55,8 @@ std::string help() {
            "  -t, --threads N         threads (default 0 = one per core)\n"
            "  --chunks N              evaluate only the first N chunks (default: all)\n"
            "  -ngl, --n-gpu-layers N  layers to run on the GPU (default 0)\n"
+           "  --precision fast|exact  quantized products of batches under 16 tokens (see -b): 8-bit\n"
+           "                          or 16-bit activations (default: EMBER_PRECISION, else exact)\n"
            "  -h, --help              print this help\n"
            "stdout: the running estimate per chunk, then 'Final estimate: PPL = X +/- Y'.\n"
            "stderr: progress. Exit status 0 on success (also when the reader of stdout goes away:\n"
@@ -72,6 +76,7 @@ bool parse(int argc, char** argv, Options& opt) {
         else if (f == "--chunks") opt.n_chunks = int_value(1, std::numeric_limits<int32_t>::max());
         else if (f == "-ngl" || f == "--n-gpu-layers")
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
+        else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -124,6 +129,7 @@ int run(const Options& opt) {
     sp.n_ctx = static_cast<uint32_t>(n_ctx);
     sp.n_batch = static_cast<uint32_t>(opt.n_batch > 0 ? std::min(opt.n_batch, opt.n_ctx) : opt.n_ctx);
     sp.n_threads = opt.n_threads;
+    sp.precision = opt.precision;
     ember::Session session(model, sp);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-perplexity: warning: {}\n", w);
     fmt::print(stderr,

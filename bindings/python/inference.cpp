@@ -51,8 +51,8 @@ void close_active(SessionBox& box) {
 }
 
 SessionPtr make_session(const ModelPtr& model, int64_t n_ctx, int64_t n_batch, int64_t n_threads,
-                        const std::string& kv_type) {
-    const ember::SessionParams p = session_params(n_ctx, n_batch, n_threads, kv_type);
+                        const std::string& kv_type, const std::string& precision) {
+    const ember::SessionParams p = session_params(n_ctx, n_batch, n_threads, kv_type, precision);
     SessionPtr box;
     {
         py::gil_scoped_release release;  // allocates the KV cache, starts the threads
@@ -392,13 +392,13 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
             "add_special=False, parse_special=True. InvalidArgumentError for a conversation the template "
             "refuses (e.g. no messages).")
         .def("session", &make_session, py::kw_only(), py::arg("n_ctx") = 0, py::arg("n_batch") = 512,
-             py::arg("n_threads") = 0, py::arg("kv_type") = "f16",
+             py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("precision") = "default",
              "A new Session over this model; the same as ember.Session(model, ...).")
         .def(
             "chat",
             [](const ModelPtr& model, py::handle messages, bool stream, int64_t n_ctx, int64_t n_batch,
                int64_t n_threads, const py::kwargs& kwargs) {
-                return chat(make_session(model, n_ctx, n_batch, n_threads, "f16"), messages, stream, kwargs,
+                return chat(make_session(model, n_ctx, n_batch, n_threads, "f16", "default"), messages, stream, kwargs,
                             "Model.chat");
             },
             py::arg("messages"), py::kw_only(), py::arg("stream") = false, py::arg("n_ctx") = 0,
@@ -413,10 +413,12 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
 
     py::class_<SessionBox, SessionPtr>(m, "Session", kSessionDoc)
         .def(py::init(&make_session), py::arg("model"), py::kw_only(), py::arg("n_ctx") = 0, py::arg("n_batch") = 512,
-             py::arg("n_threads") = 0, py::arg("kv_type") = "f16",
+             py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("precision") = "default",
              "Allocates the KV cache and starts the threads. n_ctx: tokens the cache holds (0 = the model's "
              "training context, capped at 4096). n_batch: prompt tokens per forward pass. n_threads: 0 = one "
-             "per core. kv_type: 'f16' or 'f32'. InvalidArgumentError for out-of-range values, "
+             "per core. kv_type: 'f16' or 'f32'. precision: how generation multiplies quantized weights, "
+             "'fast' (8-bit activations, llama.cpp's) or 'exact' (16-bit); 'default' = EMBER_PRECISION, "
+             "else 'exact'. InvalidArgumentError for out-of-range values, "
              "OutOfMemoryError when the cache does not fit.")
         .def(
             "eval",
@@ -539,6 +541,8 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
                                "Prompt tokens per forward pass.")
         .def_property_readonly("n_threads", [](const SessionBox& b) { return b.session.n_threads(); },
                                "Threads computing (0 resolved to the core count).")
+        .def_property_readonly("precision", [](const SessionBox& b) { return ember::precision_name(b.session.precision()); },
+                               "'fast' or 'exact': how generation multiplies quantized weights ('default' resolved).")
         .def_property_readonly("model", [](const SessionBox& b) { return b.model; }, "The Model.")
         .def_property_readonly("warnings", [](const SessionBox& b) { return b.session.warnings(); },
                                "Warnings from construction (also issued as RuntimeWarning then).")

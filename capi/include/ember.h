@@ -248,6 +248,14 @@ typedef enum ember_kv_type {
     EMBER_KV_F32 = 1
 } ember_kv_type;
 
+/* Values of ember_session_params.precision: how the CPU multiplies quantized
+   weights by the activations of generation steps (see ember::Precision). */
+typedef enum ember_precision {
+    EMBER_PRECISION_DEFAULT = 0, /* EMBER_PRECISION when set ("fast"/"exact"), else exact */
+    EMBER_PRECISION_FAST = 1,    /* 8-bit activations (as llama.cpp): faster, perplexity +0.1..0.4% */
+    EMBER_PRECISION_EXACT = 2    /* 16-bit activations: logits within 1e-2 of a float64 reference */
+} ember_precision;
+
 typedef struct ember_session_params {
     size_t struct_size; /* sizeof(ember_session_params); set by ember_session_params_init */
     uint32_t n_ctx;     /* tokens the KV cache holds; 0 (default) = the model's training
@@ -255,6 +263,8 @@ typedef struct ember_session_params {
     uint32_t n_batch;   /* prompt tokens per forward pass, >= 1; default 512 */
     int32_t n_threads;  /* 0 (default) = one per core; negative: EMBER_ERR_INVALID_ARGUMENT */
     int32_t kv_type;    /* an ember_kv_type; default EMBER_KV_F16 */
+    int32_t precision;  /* an ember_precision; default EMBER_PRECISION_DEFAULT (added in 0.x:
+                           a caller built with an older header gets the default) */
 } ember_session_params;
 
 /* Fills *params with the defaults; as ember_model_params_init. */

@@ -39,6 +39,19 @@ enum class KvCacheType {
     F32,
 };
 
+// How the CPU multiplies quantized weights by the activations of generation
+// steps (batches of fewer than 16 tokens; prompts are unaffected).
+enum class Precision {
+    Default,  // EMBER_PRECISION when it is set ("fast" or "exact"), else Exact
+    Fast,     // activations rounded to 8-bit integers per 8 values (llama.cpp rounds per 32):
+              // logits move by ~2e-2 (median relative L2), perplexity by +0.14% on SmolLM2's
+              // full test text (+0.35% on its first 2-4 chunks; llama.cpp +0.44%). Not the
+              // default until it holds the 0.2% perplexity gate (docs/ACCURACY.md)
+    Exact,    // 16-bit activations: logits within 1e-2 of a float64 reference, perplexity
+              // within 0.01% of it
+};
+EMBER_API const char* precision_name(Precision p) noexcept;  // "default", "fast", "exact"
+
 struct SessionParams {
     uint32_t n_ctx = 0;      // tokens the KV cache holds; 0 = the model's training context,
                              // capped at 4096. Larger than the training context: allowed,
@@ -46,6 +59,7 @@ struct SessionParams {
     uint32_t n_batch = 512;  // prompt tokens evaluated per forward pass (>= 1)
     int32_t n_threads = 0;   // 0 = one per core; negative: InvalidArgument
     KvCacheType kv_type = KvCacheType::F16;
+    Precision precision = Precision::Default;
 };
 
 enum class StopReason {
@@ -134,6 +148,7 @@ public:
     uint32_t n_ctx() const noexcept;
     uint32_t n_batch() const noexcept;
     int32_t n_threads() const noexcept;                // after resolving 0
+    Precision precision() const noexcept;              // after resolving Default: Fast or Exact
     // Bytes of the KV cache (host and device): full-attention layers hold n_ctx
     // cells, sliding-window layers a ring of window + n_batch cells.
     uint64_t kv_cache_bytes() const noexcept;

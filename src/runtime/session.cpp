@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <new>
 
 #include "backends/cpu/cpu_backend.hpp"
@@ -59,12 +60,39 @@ const char* stop_reason_name(StopReason r) noexcept {
     return "unknown";
 }
 
+const char* precision_name(Precision p) noexcept {
+    switch (p) {
+        case Precision::Default: return "default";
+        case Precision::Fast: return "fast";
+        case Precision::Exact: return "exact";
+    }
+    return "unknown";
+}
+
+namespace {
+
+// Precision::Default resolved: EMBER_PRECISION ("fast" or "exact") when set, else
+// Exact (Fast misses the 0.2% perplexity gate on short texts: docs/ACCURACY.md).
+Precision resolve_precision(Precision p) {
+    if (p == Precision::Fast || p == Precision::Exact) return p;
+    if (p != Precision::Default) invalid("Session: precision is not one of Precision::Default, Fast, Exact");
+    const char* env = std::getenv("EMBER_PRECISION");
+    if (env == nullptr || *env == '\0') return Precision::Exact;
+    const std::string v = env;
+    if (v == "fast") return Precision::Fast;
+    if (v == "exact") return Precision::Exact;
+    invalid(fmt::format("EMBER_PRECISION={} is not a precision; use fast or exact (or unset it)", v));
+}
+
+}  // namespace
+
 struct Session::Impl {
     std::shared_ptr<const Model> model;
     const Model::Impl* m = nullptr;
     uint32_t n_ctx = 0;
     uint32_t n_batch = 0;
     std::vector<std::string> warnings;
+    Precision precision = Precision::Exact;  // resolved
     std::unique_ptr<CpuBackend> backend;  // the token embedding, the CPU's layers, the head unless offloaded
     KvCache cache;                        // the CPU's layers
     ForwardBuffers buf;
@@ -115,6 +143,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     if (params.kv_type != KvCacheType::F16 && params.kv_type != KvCacheType::F32)
         invalid("Session: kv_type is not one of KvCacheType::F16, KvCacheType::F32");
 
+    s.precision = resolve_precision(params.precision);
     s.n_ctx = params.n_ctx;
     if (s.n_ctx == 0) s.n_ctx = hp.n_ctx_train ? std::min(hp.n_ctx_train, kDefaultCtxCap) : kDefaultCtxCap;
     if (hp.n_ctx_train && s.n_ctx > hp.n_ctx_train)
@@ -146,7 +175,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     describe(s.cache, s.cpu_cells, 0, n_cpu_layers);
     describe(s.gpu_cache, s.gpu_cells, n_cpu_layers, plan.n_gpu_layers);
     try {
-        s.backend = std::make_unique<CpuBackend>(n_threads);
+        s.backend = std::make_unique<CpuBackend>(n_threads, nullptr, s.precision == Precision::Exact);
         s.backend->alloc_kv(&s.cache);
         // with every layer and the head offloaded the CPU only looks up the token embedding
         s.buf = alloc_forward_buffers(*s.backend, hp, s.n_batch, n_cpu_layers == 0 && plan.head_on_gpu);
@@ -417,6 +446,8 @@ size_t Session::n_past() const noexcept { return impl_->tokens.size(); }
 uint32_t Session::n_ctx() const noexcept { return impl_->n_ctx; }
 uint32_t Session::n_batch() const noexcept { return impl_->n_batch; }
 int32_t Session::n_threads() const noexcept { return impl_->backend->n_threads(); }
+
+Precision Session::precision() const noexcept { return impl_->precision; }
 uint64_t Session::kv_cache_bytes() const noexcept {
     const Impl& s = *impl_;
     uint64_t n = 0;

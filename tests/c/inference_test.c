@@ -173,7 +173,7 @@ static void test_without_model(void) {
     CHECK_INVALID(ember_session_params_init(&sp, sizeof(size_t)), "ember_session_params_init: struct_size");
     CHECK_OK(ember_session_params_init(&sp, sizeof sp));
     CHECK(sp.struct_size == sizeof sp && sp.n_ctx == 0 && sp.n_batch == 512 && sp.n_threads == 0 &&
-          sp.kv_type == EMBER_KV_F16);
+          sp.kv_type == EMBER_KV_F16 && sp.precision == EMBER_PRECISION_DEFAULT);
     CHECK_INVALID(ember_generate_params_init(NULL, sizeof gp), "ember_generate_params_init: params is NULL");
     CHECK_INVALID(ember_generate_params_init(&gp, 0), "ember_generate_params_init: struct_size");
     CHECK_INVALID(ember_generate_params_init(&gp, sizeof gp / 2), "ember_generate_params_init: struct_size");
@@ -694,6 +694,9 @@ static void test_session_params(const ember_model* model) {
     ember_session_params_init(&sp, sizeof sp);
     sp.kv_type = 7;
     CHECK_INVALID(ember_session_new(model, &sp, &session), "ember_session_new: params->kv_type = 7");
+    ember_session_params_init(&sp, sizeof sp);
+    sp.precision = 3;
+    CHECK_INVALID(ember_session_new(model, &sp, &session), "ember_session_new: params->precision = 3");
     ember_session_params_init(&sp, sizeof sp);
     sp.struct_size = 4;
     CHECK_INVALID(ember_session_new(model, &sp, &session), "ember_session_new: params->struct_size is 4");

@@ -23,6 +23,13 @@ package.  Errors are relative L2 per position, ||ember - ref|| / ||ref||.
   cache within 5e-3 (measured <= 1.1e-3).  Negative controls show that a
   wrong rope style, a missing YaRN or rope_freqs moves the logits by 10-80%.
 
+Every test above runs with EMBER_PRECISION=exact (16-bit activations in the
+integer kernels, the default): those are the 1e-2 bounds. The fast precision
+(8-bit activations, as llama.cpp) is held to the fidelity that users see:
+test_smollm_every_kernel_set and test_synthetic_token_by_token run it too,
+with the bounds FAST_REL_L2 / FAST_TOKEN_BY_TOKEN and the top-1 criterion of
+the perplexity gate (tests/python/test_quality_tools.py).
+
 Run with -s to see the figures; EMBER_FORWARD_FULL=1 runs more session
 variants on every prompt (slower).
 """
@@ -74,6 +81,14 @@ PROMPTS = {
 SMOLLM_REL_L2 = 1e-2   # per position, F16 KV cache
 TIE_MARGIN = 0.05      # top-1 must agree where the reference's best two differ by more
 SAME_REL_L2 = 1e-5     # batch size / split evaluation vs one batch
+# The fast precision (8-bit activations below 16 tokens per batch), measured on
+# SmolLM2 'chat' token by token: median 2.0e-2, max 2.3e-1 (one position; Gemma-3:
+# 1.2e-2 / 3.4e-2). Top-1 must agree at >= 99% of the positions where the
+# reference's best two differ by more than 0.1.
+FAST_REL_L2 = 0.3
+FAST_REL_L2_MEDIAN = 4e-2
+FAST_TIE_MARGIN = 0.1
+FAST_TOP1_SHARE = 0.99
 
 
 _COUNTER = itertools.count()
@@ -86,12 +101,14 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
-def ember_logits(testtool, model, ids, tmp_path, *opts, isa: str | None = None) -> np.ndarray:
+def ember_logits(testtool, model, ids, tmp_path, *opts, isa: str | None = None,
+                 precision: str = "exact") -> np.ndarray:
     """ember's logits of every position: (n_tokens, n_vocab) float32, with the
-    CPU kernel set `isa` (EMBER_ISA) or the default one."""
+    CPU kernel set `isa` (EMBER_ISA) or the default one, and EMBER_PRECISION."""
     out = tmp_path / f"logits-{next(_COUNTER)}.f32"
     env = dict(os.environ)
     env.pop("EMBER_ISA", None)
+    env["EMBER_PRECISION"] = precision
     if isa is not None:
         env["EMBER_ISA"] = isa
     r = subprocess.run([str(a) for a in [testtool, "logits", model, out, *opts, ",".join(str(int(t)) for t in ids)]],
@@ -101,6 +118,13 @@ def ember_logits(testtool, model, ids, tmp_path, *opts, isa: str | None = None) 
     out.unlink()
     assert x.size % len(ids) == 0, f"{x.size} floats for {len(ids)} tokens"
     return x.reshape(len(ids), -1)
+
+
+def fast_top1_ok(ours: np.ndarray, ref: np.ndarray) -> tuple[bool, str]:
+    """The fast precision's top-1 criterion, and a description for the report."""
+    bad, n_clear = top1_check(ours, ref, FAST_TIE_MARGIN)
+    share = (n_clear - len(bad)) / max(n_clear, 1)
+    return share >= FAST_TOP1_SHARE, f"top-1 {n_clear - len(bad)}/{n_clear} where margin > {FAST_TIE_MARGIN}"
 
 
 def top1_check(ours: np.ndarray, ref: np.ndarray, margin: float = TIE_MARGIN):
@@ -207,27 +231,40 @@ def test_smollm_batching_and_cache_continuation(testtool, smollm_path, smollm_id
 
 # Every CPU kernel set this machine runs (EMBER_ISA), through both matrix
 # paths: one batch (the float panel product) and one token at a time (the
-# 16-bit integer kernels generation uses), each against the reference.
+# integer kernels generation uses), each against the reference, in both
+# precisions (exact: 16-bit activations, the 1e-2 bounds; fast: 8-bit, the
+# fast bounds). The scalar set has no integer kernels: its precisions agree.
 ISA_SETS = ["scalar", "avx2", "avx512", "neon"]
 
 
+@pytest.mark.parametrize("precision", ["exact", "fast"])
 @pytest.mark.parametrize("isa", ISA_SETS)
-def test_smollm_every_kernel_set(testtool, smollm_path, smollm_ids, smollm_ref, tmp_path, isa):
+def test_smollm_every_kernel_set(testtool, smollm_path, smollm_ids, smollm_ref, tmp_path, isa, precision):
     probe = subprocess.run([str(testtool), "logits", str(smollm_path), str(tmp_path / "probe.f32"), "1,2"],
                            capture_output=True, check=False, env=dict(os.environ, EMBER_ISA=isa))
     if probe.returncode != 0 and b"cannot run" in probe.stderr:
         pytest.skip(f"EMBER_ISA={isa}: this CPU or build cannot run that kernel set")
     assert probe.returncode == 0, probe.stderr.decode(errors="replace")
+    if isa == "scalar" and precision == "fast":
+        pytest.skip("the scalar set has no integer kernels: its fast and exact precisions are one path")
     name = "chat"
     ids = smollm_ids[name]
     ref = smollm_ref[name]
     for label, opts in [("one batch", []), ("token by token", ["--batch", "1"])]:
-        ours = ember_logits(testtool, smollm_path, ids, tmp_path, *opts, isa=isa)
+        ours = ember_logits(testtool, smollm_path, ids, tmp_path, *opts, isa=isa, precision=precision)
         rel = rel_l2(ours, ref)
-        bad, _ = top1_check(ours, ref)
-        print(f"\nSmolLM2 '{name}' EMBER_ISA={isa} {label}: rel L2 max {rel.max():.2e} median {np.median(rel):.2e}")
-        assert rel.max() < SMOLLM_REL_L2
-        assert len(bad) == 0, f"top-1 differs at clear positions {bad}"
+        if precision == "exact":
+            bad, _ = top1_check(ours, ref)
+            print(f"\nSmolLM2 '{name}' EMBER_ISA={isa} {label}: rel L2 max {rel.max():.2e} median {np.median(rel):.2e}")
+            assert rel.max() < SMOLLM_REL_L2
+            assert len(bad) == 0, f"top-1 differs at clear positions {bad}"
+        else:
+            ok, what = fast_top1_ok(ours, ref)
+            print(f"\nSmolLM2 '{name}' EMBER_ISA={isa} {label}, fast: rel L2 max {rel.max():.2e} "
+                  f"median {np.median(rel):.2e}; {what}")
+            assert rel.max() < FAST_REL_L2
+            assert np.median(rel) < FAST_REL_L2_MEDIAN
+            assert ok, what
 
 
 # ------------------------------------------------------------- synthetic models
@@ -308,10 +345,12 @@ def test_synthetic_matches_reference(testtool, synth_dir, case):
     assert len(bad_top1) == 0
 
 
-# Token by token (the 16-bit integer kernels of the SIMD sets), F32 cache:
-# the activation rounding is the only error beyond float32's, measured
-# ~2e-5 per matrix product on random data; bound 1e-3 over the whole model.
+# Token by token (the integer kernels of the SIMD sets), F32 cache: the
+# activation rounding is the only error beyond float32's. Exact (16-bit):
+# measured ~2e-5 per matrix product on random data; bound 1e-3 over the whole
+# model. Fast (8-bit): measured 1.6e-2 .. 3.3e-2 (Q2_K) over the model; bound 5e-2.
 TOKEN_BY_TOKEN = 1e-3
+FAST_TOKEN_BY_TOKEN = 5e-2
 QUANT_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 
 
@@ -322,11 +361,17 @@ def test_synthetic_token_by_token(testtool, synth_dir, qtype):
     model = R.load_model(str(path))
     ids = np.random.default_rng(3).integers(0, model.hp.n_vocab, 24).tolist()
     ref = R.forward(model, ids)
-    ours = ember_logits(testtool, path, ids, synth_dir, "--kv", "f32", "--batch", "1")
-    rel = rel_l2(ours, ref)
-    print(f"\nsynthetic {qtype} token by token (f32 cache): rel L2 max {rel.max():.2e} median {np.median(rel):.2e}")
-    assert rel.max() < TOKEN_BY_TOKEN
-    assert len(top1_check(ours, ref)[0]) == 0
+    for precision, bound in (("exact", TOKEN_BY_TOKEN), ("fast", FAST_TOKEN_BY_TOKEN)):
+        ours = ember_logits(testtool, path, ids, synth_dir, "--kv", "f32", "--batch", "1", precision=precision)
+        rel = rel_l2(ours, ref)
+        print(f"\nsynthetic {qtype} token by token (f32 cache, {precision}): rel L2 max {rel.max():.2e} "
+              f"median {np.median(rel):.2e}")
+        assert rel.max() < bound
+        if precision == "exact":
+            assert len(top1_check(ours, ref)[0]) == 0
+        else:
+            ok, what = fast_top1_ok(ours, ref)
+            assert ok, what
 
 
 def test_synthetic_negative_controls(testtool, synth_dir):

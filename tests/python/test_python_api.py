@@ -212,6 +212,8 @@ def test_bad_arguments(model, session):
         model.session(n_ctx=-5)
     with pytest.raises(ember.InvalidArgumentError, match="kv_type"):
         model.session(kv_type="q8")
+    with pytest.raises(ember.InvalidArgumentError, match="precision is 'medium'"):
+        model.session(precision="medium")
     with pytest.raises(ember.InvalidArgumentError, match="empty"):
         session.eval([])
     with pytest.raises(ember.InvalidArgumentError, match="outside the vocabulary"):
@@ -404,3 +406,23 @@ def test_model_info_names_the_architecture(name, arch):
 def test_gemma3_model_info():
     info = ember.Model(str(model_path(DEFAULT_MODELS[1]))).info
     assert (info.arch, info.n_layer, info.n_vocab) == ("gemma3", 18, 262144)
+
+
+def test_precision(model, monkeypatch):
+    """precision: 'exact' by default, 'fast' on request or through EMBER_PRECISION;
+    both give the same greedy continuation of a short prompt on SmolLM2."""
+    monkeypatch.delenv("EMBER_PRECISION", raising=False)
+    assert model.session(n_ctx=64, n_threads=1).precision == "exact"
+    fast = model.session(n_ctx=64, n_threads=1, precision="fast")
+    assert fast.precision == "fast"
+    monkeypatch.setenv("EMBER_PRECISION", "fast")
+    assert model.session(n_ctx=64, n_threads=1).precision == "fast"
+    assert model.session(n_ctx=64, n_threads=1, precision="exact").precision == "exact"  # the param wins
+    monkeypatch.setenv("EMBER_PRECISION", "sloppy")
+    with pytest.raises(ember.InvalidArgumentError, match="EMBER_PRECISION=sloppy"):
+        model.session(n_ctx=64, n_threads=1)
+    monkeypatch.delenv("EMBER_PRECISION")
+    exact = model.session(n_ctx=64, n_threads=1)
+    a = "".join(exact.generate("The capital of France is", max_tokens=6, temperature=0))
+    b = "".join(fast.generate("The capital of France is", max_tokens=6, temperature=0))
+    assert a == b and "Paris" in a, (a, b)

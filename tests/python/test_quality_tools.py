@@ -83,6 +83,86 @@ def test_perplexity_matches_the_float64_reference(model, corpus):
     assert abs(err - want_err) / want_err < 2e-2, (err, want_err)
 
 
+# ---- the perplexity fidelity gate (issue 17) ----------------------------------------
+
+GATE_CTX = 512
+GATE_CHUNKS = 2            # the full text is a recorded benchmark (docs/ACCURACY.md)
+GATE_PPL = 2e-3            # the default path: within 0.2% of the float64 reference's perplexity
+# The fast precision's generation path does not hold the gate yet: +0.35% on these
+# two chunks (+0.14% on the full text; llama.cpp +0.44%), so it is not the default.
+# Its bound here records where it stands, so that a change that worsens it fails.
+FAST_GEN_PPL = 5e-3
+GATE_MARGIN = 0.1          # top-1 compared where the reference's best two differ by more
+GATE_TOP1 = 0.99           # ... and equal at >= 99% of those positions
+
+
+@pytest.fixture(scope="module")
+def gate_reference(model, corpus):
+    """The float64 reference on the gate's chunks, by ember-perplexity's method:
+    (token ids, PPL, per chunk the reference's top-1 and top-two margin at every position)."""
+    ids = run([tool("ember-tokenize"), "-m", model, "-f", corpus, "--ids"])
+    assert ids.returncode == 0
+    toks = [int(t) for t in ids.stdout.split()]
+    ref = load_reference()
+    rm = ref.load_model(str(model))
+    nll, cnt, top1, margin = 0.0, 0, [], []
+    for c in range(GATE_CHUNKS):
+        chunk = toks[c * GATE_CTX:(c + 1) * GATE_CTX]
+        logits = ref.forward(rm, chunk)
+        for j in range(GATE_CTX // 2, GATE_CTX - 1):
+            row = logits[j]
+            nll += math.log(np.exp(row - row.max()).sum()) + row.max() - row[toks[c * GATE_CTX + j + 1]]
+            cnt += 1
+        srt = np.sort(logits, axis=1)
+        top1.append(logits.argmax(1))
+        margin.append(srt[:, -1] - srt[:, -2])
+        del logits, srt
+    return toks, math.exp(nll / cnt), top1, margin
+
+
+def ember_ppl(model, corpus, precision, batch):
+    r = run([tool("ember-perplexity"), "-m", model, "-f", corpus, "-c", str(GATE_CTX), "-b", str(batch),
+             "--chunks", str(GATE_CHUNKS), "-t", "2", *(["--precision", precision] if precision else [])])
+    assert r.returncode == 0, r.stderr.decode()
+    m = FINAL.search(r.stdout.decode())
+    assert m, r.stdout.decode()
+    return float(m.group(1))
+
+
+# (label, --precision, -b): the default (a prompt batch: the float panel product),
+# the default precision of the integer kernels that generation uses (batches under
+# 16), and the fast one
+GATE_RUNS = [("default", None, GATE_CTX), ("default, batches of 8", None, 8), ("fast, batches of 8", "fast", 8)]
+
+
+@pytest.mark.parametrize("label,precision,batch", GATE_RUNS, ids=[r[0] for r in GATE_RUNS])
+def test_perplexity_fidelity_gate(model, corpus, gate_reference, testtool, tmp_path, label, precision, batch):
+    """ember-perplexity -c 512 within 0.2% of the float64 reference, and ember's
+    top-1 equal to the reference's at >= 99% of the positions with a clear top-1."""
+    toks, want, ref_top1, ref_margin = gate_reference
+    ppl = ember_ppl(model, corpus, precision, batch)
+    agree = clear = 0
+    for c in range(GATE_CHUNKS):
+        out = tmp_path / f"gate-{c}.f32"
+        env = dict(os.environ)
+        env.pop("EMBER_PRECISION", None)
+        if precision:
+            env["EMBER_PRECISION"] = precision
+        chunk = toks[c * GATE_CTX:(c + 1) * GATE_CTX]
+        r = subprocess.run([str(testtool), "logits", str(model), str(out), "--ctx", str(GATE_CTX), "--batch",
+                            str(batch), "--threads", "2", ",".join(map(str, chunk))], capture_output=True, env=env)
+        assert r.returncode == 0, r.stderr.decode()
+        ours = np.fromfile(out, dtype="<f4").reshape(GATE_CTX, -1).argmax(1)
+        out.unlink()
+        sel = ref_margin[c] > GATE_MARGIN
+        clear += int(sel.sum())
+        agree += int((ours[sel] == ref_top1[c][sel]).sum())
+    print(f"\nperplexity gate, {label}: ember {ppl:.4f}, float64 reference {want:.4f} "
+          f"({(ppl - want) / want * 100:+.3f}%); top-1 {agree}/{clear} where the margin > {GATE_MARGIN}")
+    assert abs(ppl - want) / want < (FAST_GEN_PPL if precision == "fast" else GATE_PPL), (ppl, want)
+    assert agree >= GATE_TOP1 * clear, (agree, clear)
+
+
 def test_perplexity_bad_input(model, corpus, tmp_path):
     ppl = tool("ember-perplexity")
     short = tmp_path / "short.txt"

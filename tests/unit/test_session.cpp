@@ -230,6 +230,8 @@ TEST_CASE("session: absurd parameters and inputs are InvalidArgument naming what
     CHECK(contains(error_of([&] { Session(model, {.n_threads = -1}); }, ErrorCode::InvalidArgument), "n_threads"));
     CHECK(contains(error_of([&] { Session(model, {.n_batch = 0}); }, ErrorCode::InvalidArgument), "n_batch"));
     CHECK(contains(error_of([&] { Session(model, {.n_ctx = 1u << 30}); }, ErrorCode::InvalidArgument), "n_ctx"));
+    CHECK(contains(error_of([&] { Session(model, {.precision = static_cast<Precision>(7)}); }, ErrorCode::InvalidArgument),
+                   "precision"));
 
     Session big(model, {.n_ctx = 256});  // trained with 128
     REQUIRE(big.warnings().size() == 1);
@@ -569,4 +571,35 @@ TEST_CASE("session: a batch cancelled part-way on a sliding-window model, then a
         CHECK(max_abs_diff(s.all_logits(), std::span<const float>(ref).subspan(16 * nv)) < 1e-4);
     }
     MESSAGE("evaluations cancelled part-way: " << cancelled << " of " << attempts);
+}
+
+TEST_CASE("session: precision is exact by default, fast on request; the fast path's logits stay near the exact ones") {
+    auto model = Model::load(write_tiny("tiny-precision.gguf"));
+    const char* saved = std::getenv("EMBER_PRECISION");
+    const std::string keep = saved ? saved : "";
+    unsetenv("EMBER_PRECISION");
+    Session exact(model, {.n_ctx = 64, .n_threads = 1, .kv_type = KvCacheType::F32});
+    Session fast(model, {.n_ctx = 64, .n_threads = 1, .kv_type = KvCacheType::F32, .precision = Precision::Fast});
+    CHECK(exact.precision() == Precision::Exact);
+    CHECK(fast.precision() == Precision::Fast);
+    CHECK(std::string(precision_name(Precision::Fast)) == "fast");
+    setenv("EMBER_PRECISION", "fast", 1);
+    CHECK(Session(model, {.n_ctx = 16}).precision() == Precision::Fast);
+    setenv("EMBER_PRECISION", "bogus", 1);
+    CHECK(contains(error_of([&] { Session(model, {.n_ctx = 16}); }, ErrorCode::InvalidArgument), "EMBER_PRECISION=bogus"));
+    if (saved) setenv("EMBER_PRECISION", keep.c_str(), 1); else unsetenv("EMBER_PRECISION");
+    // one token at a time: the integer kernels (with a SIMD set); 8-bit activations move the
+    // logits a little, not the argmax of this tiny model's clear positions
+    const std::vector<TokenId> ids = {1, 70, 80, 90, 100, 3, 259, 260};
+    for (TokenId id : ids) {
+        exact.eval(std::span<const TokenId>(&id, 1));
+        fast.eval(std::span<const TokenId>(&id, 1));
+        double num = 0, den = 0;
+        for (size_t v = 0; v < exact.logits().size(); ++v) {
+            const double d = double(fast.logits()[v]) - exact.logits()[v];
+            num += d * d;
+            den += double(exact.logits()[v]) * exact.logits()[v];
+        }
+        CHECK(std::sqrt(num / den) < 5e-2);
+    }
 }

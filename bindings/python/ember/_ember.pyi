@@ -193,7 +193,13 @@ class Model:
     def apply_chat_template(self, messages: _Messages, add_generation_prompt: bool = True) -> str:
         """Renders a conversation with the model's chat template."""
     def session(
-        self, *, n_ctx: int = 0, n_batch: int = 512, n_threads: int = 0, kv_type: Literal["f16", "f32"] = "f16"
+        self,
+        *,
+        n_ctx: int = 0,
+        n_batch: int = 512,
+        n_threads: int = 0,
+        kv_type: Literal["f16", "f32"] = "f16",
+        precision: Literal["default", "fast", "exact"] = "default",
     ) -> Session:
         """A new Session over this model."""
     @overload
@@ -255,6 +261,7 @@ class Session:
         n_batch: int = 512,
         n_threads: int = 0,
         kv_type: Literal["f16", "f32"] = "f16",
+        precision: Literal["default", "fast", "exact"] = "default",
     ) -> None: ...
     def eval(self, tokens: _Ids, all_logits: bool = False) -> npt.NDArray[np.float32] | None:
         """Runs the forward pass over `tokens` (GIL released)."""
@@ -341,6 +348,9 @@ class Session:
     def n_batch(self) -> int: ...
     @property
     def n_threads(self) -> int: ...
+    @property
+    def precision(self) -> Literal["fast", "exact"]:
+        """The precision in use (after resolving 'default')."""
     @property
     def model(self) -> Model: ...
     @property

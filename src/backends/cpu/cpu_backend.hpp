@@ -18,8 +18,8 @@ class CpuBackend final : public Backend {
 public:
     // kernels: the set to use (default: cpu_kernels(), the best this CPU runs or EMBER_ISA's).
     // exact: quantized products of a few tokens round the activations to 16 bits
-    // (the 1e-2 logits path); else to 8 bits (the fast path, kernels.hpp).
-    explicit CpuBackend(int n_threads, const KernelSet* kernels = nullptr, bool exact = false);
+    // (the 1e-2 logits path, the default); else to 8 bits (the fast path, kernels.hpp).
+    explicit CpuBackend(int n_threads, const KernelSet* kernels = nullptr, bool exact = true);
     ~CpuBackend() override;
 
     std::string_view name() const noexcept override { return "cpu"; }

@@ -11,7 +11,7 @@
 // (tests/unit/test_cpu_kernels.cpp).
 //
 // How the SIMD sets multiply a quantized weight row by an activation:
-//   - one or a few tokens (generation), the default ("fast") precision: the
+//   - one or a few tokens (generation), the "fast" precision: the
 //     activation is rounded to 8-bit integers with one float scale per 8
 //     elements (QuantizedRow::q8; llama.cpp uses 32: docs/ACCURACY.md has
 //     the perplexity of each); each weight block is unpacked to int8
@@ -19,7 +19,7 @@
 //     vpdpbusd / sdot), then scaled in float. Half the multiply work and half
 //     the activation bytes of the 16-bit path; the cost is ~3e-2 in logits
 //     (median relative L2) and < 0.2% in perplexity (docs/ACCURACY.md);
-//   - the same with the `exact` precision: activations rounded to 16-bit
+//   - the same with the `exact` precision (the default): activations rounded to 16-bit
 //     integers (QuantizedRow::q), multiplied with 16-bit multiply-adds
 //     (pmaddwd / vpdpwssd / smlal); within ~1e-5 of the float product;
 //   - many tokens (a prompt): a panel of weight rows is dequantized to float

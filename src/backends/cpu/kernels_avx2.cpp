@@ -121,17 +121,19 @@ struct Avx2 {
 #endif
     }
     // The scales of the 8 lanes: lanes 2g, 2g + 1 sum elements 8g..8g+7, of group scale d[g]
-    template <bool kSplit>
-    static __m256 scales8(const float* d, float s_lo, float s_hi) {
+    using S8 = __m256;
+    static S8 xscales8(const float* d) {
         const __m128 v = _mm_loadu_ps(d);
-        const __m256 dd = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(v, v)), _mm_unpackhi_ps(v, v), 1);
-        if constexpr (kSplit)
-            return _mm256_mul_ps(dd, _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(s_lo)), _mm_set1_ps(s_hi), 1));
-        return _mm256_mul_ps(dd, _mm256_set1_ps(s_lo));
+        return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(v, v)), _mm_unpackhi_ps(v, v), 1);
     }
     template <bool kSigned, bool kSplit>
-    static F8 fma8(F8 acc, const W8& w, const int8_t* x, const float* d, float s_lo, float s_hi) {
-        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8<kSigned>(w, x)), scales8<kSplit>(d, s_lo, s_hi), acc);
+    static F8 fma8(F8 acc, const W8& w, const int8_t* x, const S8& xs, float s_lo, float s_hi) {
+        __m256 sv;
+        if constexpr (kSplit)
+            sv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(s_lo)), _mm_set1_ps(s_hi), 1);
+        else
+            sv = _mm256_set1_ps(s_lo);
+        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8<kSigned>(w, x)), _mm256_mul_ps(xs, sv), acc);
     }
 };
 

@@ -20,10 +20,12 @@
 //   F8, zero8, hsum8    the float accumulator of the 8-bit products (may be narrower than F)
 //   W8, prep8<S>(lo, hi)          32 int8 weights made ready for 8-bit products; S: they may
 //                                 be negative (else all in 0..127, no sign fix-up needed)
-//   fma8<S, P>(acc, w, x, d, s_lo, s_hi)   acc += the lane partial sums of w * x[0..32)
-//                                 (x int8), each element scaled by d[e / 8] (the activation's
-//                                 four group scales) times s_lo for elements 0..15 and s_hi for
-//                                 16..31 (P false: s_lo for all)
+//   S8, xscales8(d)     the activation's four group scales d[0..4) of a chunk, laid out
+//                       for fma8 (computed once per chunk, used for every row)
+//   fma8<S, P>(acc, w, x, xs, s_lo, s_hi)   acc += the lane partial sums of w * x[0..32)
+//                                 (x int8), each element scaled by its group's scale in xs
+//                                 times s_lo for elements 0..15 and s_hi for 16..31 (P false:
+//                                 s_lo for all)
 //   h2f(uint16_t)       one IEEE half to float
 //   kGemmR, kGemmT      the register tile of gemm_f32 (rows x tokens)
 //
@@ -414,15 +416,24 @@ struct Chunk {
     float s_lo, s_hi, m_lo, m_hi;
 };
 
+// kOffset8: the value subtracted from the stored (unsigned) quant. decode<true>
+// leaves it in: the 8-bit products multiply the unsigned values and subtract
+// kOffset8 x the activation's sum once (cheaper than the sign fix-up).
 struct DecQ4_0 {
     static constexpr int kBytes = 18, kChunks = 1;
     static constexpr bool kSplit = false, kMin = false;
+    static constexpr int kOffset8 = 8;
     struct State {};
     static void prepare(const uint8_t*, State&) {}
+    template <bool kRaw = false>
     static void decode(const uint8_t* b, const State&, int, Chunk& c) {
         const V::B q = V::load16(b + 2);
-        c.lo = V::sub8(V::and8(q, V::set8(0x0F)), V::set8(8));
-        c.hi = V::sub8(V::and8(V::shr_var(q, 4), V::set8(0x0F)), V::set8(8));
+        c.lo = V::and8(q, V::set8(0x0F));
+        c.hi = V::and8(V::shr_var(q, 4), V::set8(0x0F));
+        if (!kRaw) {
+            c.lo = V::sub8(c.lo, V::set8(8));
+            c.hi = V::sub8(c.hi, V::set8(8));
+        }
         c.s_lo = c.s_hi = V::h2f(rd16(b));
     }
 };
@@ -457,10 +468,12 @@ inline void decode_q5(const uint8_t* b, Chunk& c) {
 struct DecQ5_0 {
     static constexpr int kBytes = 22, kChunks = 1;
     static constexpr bool kSplit = false, kMin = false;
+    static constexpr int kOffset8 = 16;
     struct State {};
     static void prepare(const uint8_t*, State&) {}
+    template <bool kRaw = false>
     static void decode(const uint8_t* b, const State&, int, Chunk& c) {
-        decode_q5<2, true>(b, c);
+        decode_q5<2, !kRaw>(b, c);
         c.s_lo = c.s_hi = V::h2f(rd16(b));
     }
 };
@@ -517,6 +530,7 @@ struct DecQ2_K {
 struct DecQ3_K {
     static constexpr int kBytes = 110, kChunks = 8;
     static constexpr bool kSplit = true, kMin = false;
+    static constexpr int kOffset8 = 4;
     struct State {
         float dl[16];
     };
@@ -529,6 +543,7 @@ struct DecQ3_K {
             st.dl[s] = d * static_cast<float>((lo | (hi << 4)) - 32);
         }
     }
+    template <bool kRaw = false>
     static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
         const uint8_t* qs = b + 32 + 32 * (j / 4);
         const int shift = 2 * (j % 4);
@@ -536,8 +551,12 @@ struct DecQ3_K {
         const V::B hi = V::and8(V::shr_var(V::load16(qs + 16), shift), V::set8(3));
         const V::B hb_lo = V::and8(V::shr_var(V::load16(b), j), V::set8(1));
         const V::B hb_hi = V::and8(V::shr_var(V::load16(b + 16), j), V::set8(1));
-        c.lo = V::sub8(V::or8(lo, V::template shl<2>(hb_lo)), V::set8(4));
-        c.hi = V::sub8(V::or8(hi, V::template shl<2>(hb_hi)), V::set8(4));
+        c.lo = V::or8(lo, V::template shl<2>(hb_lo));
+        c.hi = V::or8(hi, V::template shl<2>(hb_hi));
+        if (!kRaw) {
+            c.lo = V::sub8(c.lo, V::set8(4));
+            c.hi = V::sub8(c.hi, V::set8(4));
+        }
         c.s_lo = st.dl[2 * j];
         c.s_hi = st.dl[2 * j + 1];
     }
@@ -591,10 +610,12 @@ struct DecQ45_K {
 struct DecQ6_K {
     static constexpr int kBytes = 210, kChunks = 8;
     static constexpr bool kSplit = true, kMin = false;
+    static constexpr int kOffset8 = 32;
     struct State {
         float d;
     };
     static void prepare(const uint8_t* b, State& st) { st.d = V::h2f(rd16(b + 208)); }
+    template <bool kRaw = false>
     static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
         const int h = j / 4, jj = j % 4;
         const uint8_t* ql = b + 64 * h + 32 * (jj % 2);
@@ -604,8 +625,12 @@ struct DecQ6_K {
         const V::B l1 = V::and8(V::shr_var(V::load16(ql + 16), lshift), V::set8(0x0F));
         const V::B h0 = V::and8(V::shr_var(V::load16(qh), hshift), V::set8(3));
         const V::B h1 = V::and8(V::shr_var(V::load16(qh + 16), hshift), V::set8(3));
-        c.lo = V::sub8(V::or8(l0, V::template shl<4>(h0)), V::set8(32));
-        c.hi = V::sub8(V::or8(l1, V::template shl<4>(h1)), V::set8(32));
+        c.lo = V::or8(l0, V::template shl<4>(h0));
+        c.hi = V::or8(l1, V::template shl<4>(h1));
+        if (!kRaw) {
+            c.lo = V::sub8(c.lo, V::set8(32));
+            c.hi = V::sub8(c.hi, V::set8(32));
+        }
         const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
         c.s_lo = st.d * static_cast<float>(sc[2 * j]);
         c.s_hi = st.d * static_cast<float>(sc[2 * j + 1]);
@@ -629,11 +654,20 @@ constexpr bool block_min() {
         return false;
 }
 
-// The weights of a decoder whose values are all >= 0 (those with a min) need
-// no sign fix-up in the 8-bit products.
+// The stored offset of a decoder's quants (kOffset8), 0 for none.
+template <class D>
+constexpr int offset8() {
+    if constexpr (requires { D::kOffset8; })
+        return D::kOffset8;
+    else
+        return 0;
+}
+
+// The weights of a decoder whose values are all >= 0 (those with a min, and
+// those decoded raw with an offset) need no sign fix-up in the 8-bit products.
 template <class D>
 constexpr bool signed_values() {
-    return !D::kMin && !block_min<D>();
+    return !D::kMin && !block_min<D>() && offset8<D>() == 0;
 }
 
 // The accumulator type of each path (std::conditional would drop the vector
@@ -677,17 +711,31 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
 #pragma GCC unroll 8
         for (int j = 0; j < D::kChunks; ++j) {
             const int64_t c = b * D::kChunks + j;  // the chunk's index in the row
+            // the activation's group scales for this chunk, once for all rows
+            typename V::S8 xs[K8 ? NT : 1];
+            if constexpr (K8)
+                for (int t = 0; t < NT; ++t) xs[t] = V::xscales8(xq[t].d + 4 * c);
             for (int i = 0; i < NR; ++i) {
                 Chunk ch;
                 ch.m_lo = ch.m_hi = 0.0f;
-                D::decode(blk[i], st[i], j, ch);
+                if constexpr (K8 && offset8<D>() != 0)
+                    D::template decode<true>(blk[i], st[i], j, ch);
+                else
+                    D::decode(blk[i], st[i], j, ch);
                 if constexpr (K8) {
                     const typename V::W8 w = V::template prep8<kSigned>(ch.lo, ch.hi);
                     for (int t = 0; t < NT; ++t) {
                         const int8_t* xt = xq[t].q8 + 32 * c;
-                        acc[i][t] = V::template fma8<kSigned, D::kSplit>(acc[i][t], w, xt, xq[t].d + 4 * c,
-                                                                           ch.s_lo, ch.s_hi);
-                        if (D::kMin) macc[i][t] += ch.m_lo * xq[t].sum[2 * c] + ch.m_hi * xq[t].sum[2 * c + 1];
+                        acc[i][t] = V::template fma8<kSigned, D::kSplit>(acc[i][t], w, xt, xs[t], ch.s_lo, ch.s_hi);
+                        if constexpr (D::kMin)
+                            macc[i][t] += ch.m_lo * xq[t].sum[2 * c] + ch.m_hi * xq[t].sum[2 * c + 1];
+                        if constexpr (offset8<D>() != 0) {
+                            constexpr float off = -static_cast<float>(offset8<D>());
+                            if constexpr (D::kSplit)
+                                macc[i][t] += off * (ch.s_lo * xq[t].sum[2 * c] + ch.s_hi * xq[t].sum[2 * c + 1]);
+                            else
+                                macc[i][t] += off * ch.s_lo * xq[t].sum32[c];
+                        }
                     }
                 } else {
                     const V::W w = V::widen(ch.lo, ch.hi);

@@ -121,11 +121,17 @@ struct Neon {
     }
     // dot16(w.lo) lanes 0, 1 sum elements 0..7 (scale d[0]), lanes 2, 3 elements 8..15 (d[1]);
     // dot16(w.hi) the same for 16..31 (d[2], d[3])
-    template <bool, bool>
-    static F8 fma8(F8 acc, const W8& w, const int8_t* x, const float* d, float s_lo, float s_hi) {
+    struct S8 {
+        float32x4_t lo, hi;
+    };
+    static S8 xscales8(const float* d) {
         const float32x4_t v = vld1q_f32(d);
-        acc = vfmaq_f32(acc, vcvtq_f32_s32(dot16(w.lo, x)), vmulq_n_f32(vzip1q_f32(v, v), s_lo));
-        return vfmaq_f32(acc, vcvtq_f32_s32(dot16(w.hi, x + 16)), vmulq_n_f32(vzip2q_f32(v, v), s_hi));
+        return S8{vzip1q_f32(v, v), vzip2q_f32(v, v)};
+    }
+    template <bool, bool>
+    static F8 fma8(F8 acc, const W8& w, const int8_t* x, const S8& xs, float s_lo, float s_hi) {
+        acc = vfmaq_f32(acc, vcvtq_f32_s32(dot16(w.lo, x)), vmulq_n_f32(xs.lo, s_lo));
+        return vfmaq_f32(acc, vcvtq_f32_s32(dot16(w.hi, x + 16)), vmulq_n_f32(xs.hi, s_hi));
     }
 };
 
