@@ -22,6 +22,7 @@ public:
 
     std::string_view name() const noexcept override { return "cpu"; }
     int n_threads() const noexcept { return pool_.size(); }
+    ThreadPool& pool() noexcept { return pool_; }  // for the profiler (backends/profiling_backend.hpp)
     const KernelSet& kernels() const noexcept { return k_; }
 
     float* alloc_f32(size_t n) override;
