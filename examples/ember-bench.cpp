@@ -4,6 +4,7 @@
 //   ember-bench -m model.gguf                       pp512 and tg128, 3 repetitions, all cores
 //   ember-bench -m model.gguf -p 64 -n 16 -t 2 --json
 //   ember-bench --bandwidth -t 2                    memory read bandwidth (GB/s)
+//   ember-bench -m model.gguf --profile             and where the time goes, per op class (stderr)
 //
 // pp<P>: from an empty cache, P tokens in one eval() call (n_batch = P).
 // tg<N>: from an empty cache, N eval() calls of one token each (as generation runs).
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -48,6 +50,7 @@ struct BenchOptions {
     int32_t n_gpu_layers = 0;  // -ngl: layers offloaded to the GPU
     bool json = false;       // --json: a JSON array on stdout instead of the table
     bool bandwidth = false;  // --bandwidth: measure memory read bandwidth too
+    bool profile = false;    // --profile: EMBER_PROFILE=1 for the session (its report goes to stderr)
 };
 
 constexpr int64_t kMaxTokens = 1 << 17;  // -p / -n upper bound: beyond it the KV cache alone is absurd
@@ -55,7 +58,7 @@ constexpr int64_t kMaxReps = 1000;
 constexpr int64_t kMaxThreads = 1024;
 
 std::string help() {
-    return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [-ngl N] [--json]\n"
+    return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [-ngl N] [--json] [--profile]\n"
            "       ember-bench --bandwidth [-t N] [--json]\n"
            "Measures prompt processing (ppN: N tokens in one batch from an empty cache) and\n"
            "generation (tgN: N single-token evaluations from an empty cache) in tokens/s,\n"
@@ -69,6 +72,12 @@ std::string help() {
            "  --json                print a JSON array of results on stdout instead of the table\n"
            "  --bandwidth           measure memory read bandwidth (sums a 1 GiB float buffer,\n"
            "                        best of 5 passes); -m is then optional\n"
+           "  --profile             time every op (as EMBER_PROFILE=1 does) and print on stderr, at\n"
+           "                        the end, the share of the wall time of prompt processing (forward\n"
+           "                        passes of more than one token) and of generation (one token) spent\n"
+           "                        in each op class: matmul, attention, norms, rope, elementwise,\n"
+           "                        get_rows, sampling (none here: ember-bench does not sample), thread\n"
+           "                        sync, other; warm-up runs included. The CPU backend's ops only.\n"
            "  -h, --help            print this help\n"
            "Exit status: 0 on success, also when the reader of stdout goes away (the benchmark\n"
            "then stops); 1 on any error (one 'ember-bench: error: ...' line on stderr).\n";
@@ -89,6 +98,7 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
         else if (f == "--json") opt.json = true;
         else if (f == "--bandwidth") opt.bandwidth = true;
+        else if (f == "--profile") opt.profile = true;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -241,6 +251,9 @@ int run(const BenchOptions& opt) {
         sp.n_ctx = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt + opt.n_gen, 1));
         sp.n_batch = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt, 1));
         sp.n_threads = opt.n_threads;
+        // the session reads EMBER_PROFILE when it is made, and prints its report when it ends
+        if (opt.profile && setenv("EMBER_PROFILE", "1", 1) != 0)
+            throw std::runtime_error("--profile: cannot set EMBER_PROFILE in the environment");
         ember::Session session(model, sp);
         for (const auto& w : session.warnings()) fmt::print(stderr, "ember-bench: warning: {}\n", w);
 
