@@ -192,7 +192,10 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
 }
 
 Session::~Session() = default;
+Session::Session(Session&&) noexcept = default;
+Session& Session::operator=(Session&&) noexcept = default;
 
+// The end of a session (also when a moved-in one replaces it): EMBER_PROFILE's report.
 Session::Impl::~Impl() {
     if (!profile) return;
     try {
@@ -200,8 +203,6 @@ Session::Impl::~Impl() {
     } catch (...) {  // out of memory formatting a report: nothing to print
     }
 }
-Session::Session(Session&&) noexcept = default;
-Session& Session::operator=(Session&&) noexcept = default;
 
 void Session::Impl::check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const {
     const uint32_t n_vocab = m->hp.n_vocab;
@@ -289,8 +290,13 @@ void Session::Impl::run_forward(size_t n, bool want_all, float* out) {
     }
     profile->set_phase(ProfilingBackend::phase_of(n_tok));
     const auto t0 = Clock::now();
-    forward(*m, stages, tokens.data() + n_evaluated, n_tok, static_cast<int64_t>(n_evaluated), want_all, out, &cancel,
-            staging);
+    try {
+        forward(*m, stages, tokens.data() + n_evaluated, n_tok, static_cast<int64_t>(n_evaluated), want_all, out,
+                &cancel, staging);
+    } catch (...) {  // cancelled or failed part-way: the ops it ran were counted, so is its time
+        profile->add_step(n_tok, ns_since(t0));
+        throw;
+    }
     profile->add_step(n_tok, ns_since(t0));
 }
 
