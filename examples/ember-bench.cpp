@@ -4,6 +4,7 @@
 //   ember-bench -m model.gguf                       pp512 and tg128, 3 repetitions, all cores
 //   ember-bench -m model.gguf -p 64 -n 16 -t 2 --json
 //   ember-bench --bandwidth -t 2                    memory read bandwidth (GB/s)
+//   ember-bench -m model.gguf --profile             and where the time goes, per op class (stderr)
 //
 // pp<P>: from an empty cache, P tokens in one eval() call (n_batch = P).
 // tg<N>: from an empty cache, N eval() calls of one token each (as generation runs).
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -49,6 +51,7 @@ struct BenchOptions {
     bool json = false;       // --json: a JSON array on stdout instead of the table
     bool bandwidth = false;  // --bandwidth: measure memory read bandwidth too
     ember::Precision precision = ember::Precision::Default;  // --precision
+    bool profile = false;    // --profile: EMBER_PROFILE=1 for the session (its report goes to stderr)
 };
 
 constexpr int64_t kMaxTokens = 1 << 17;  // -p / -n upper bound: beyond it the KV cache alone is absurd
@@ -57,6 +60,7 @@ constexpr int64_t kMaxThreads = 1024;
 
 std::string help() {
     return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [-ngl N] [--precision fast|exact] [--json]\n"
+           "                   [--profile]\n"
            "       ember-bench --bandwidth [-t N] [--json]\n"
            "Measures prompt processing (ppN: N tokens in one batch from an empty cache) and\n"
            "generation (tgN: N single-token evaluations from an empty cache) in tokens/s,\n"
@@ -72,6 +76,13 @@ std::string help() {
            "  --json                print a JSON array of results on stdout instead of the table\n"
            "  --bandwidth           measure memory read bandwidth (sums a 1 GiB float buffer,\n"
            "                        best of 5 passes); -m is then optional\n"
+           "  --profile             time every op (as EMBER_PROFILE=1 does); at the end print on\n"
+           "                        stderr, for prompt processing (passes of more than one token)\n"
+           "                        and generation (one token), the time and share of the steps'\n"
+           "                        wall time in each op class: matmul, attention, norms, rope,\n"
+           "                        elementwise, get_rows, sampling (none: ember-bench does not\n"
+           "                        sample), thread sync, other. Warm-up runs are included; only\n"
+           "                        the CPU backend's ops are timed (see README, 'Speed')\n"
            "  -h, --help            print this help\n"
            "Exit status: 0 on success, also when the reader of stdout goes away (the benchmark\n"
            "then stops); 1 on any error (one 'ember-bench: error: ...' line on stderr).\n";
@@ -93,6 +104,7 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
         else if (f == "--json") opt.json = true;
         else if (f == "--bandwidth") opt.bandwidth = true;
         else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
+        else if (f == "--profile") opt.profile = true;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -246,6 +258,9 @@ int run(const BenchOptions& opt) {
         sp.n_batch = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt, 1));
         sp.n_threads = opt.n_threads;
         sp.precision = opt.precision;
+        // the session reads EMBER_PROFILE when it is made, and prints its report when it ends
+        if (opt.profile && setenv("EMBER_PROFILE", "1", 1) != 0)
+            throw std::runtime_error("--profile: cannot set EMBER_PROFILE in the environment");
         ember::Session session(model, sp);
         for (const auto& w : session.warnings()) fmt::print(stderr, "ember-bench: warning: {}\n", w);
 

@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <chrono>
 #include <string>
 
 #include "ember/error.hpp"
@@ -21,6 +22,14 @@ namespace {
 // long enough to span the gap between two ops of one forward pass, short
 // enough that an idle session stops burning a core within about a millisecond.
 constexpr int kSpinBeforeSleep = 1 << 15;
+
+// first_out_'s low half while no thread of the job has run out of chunks
+constexpr uint64_t kNotYet = 0xffffffffu;
+
+int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
 }  // namespace
 
 int ThreadPool::hardware_threads() noexcept {
@@ -65,7 +74,10 @@ void ThreadPool::work(uint32_t job, int thread) noexcept {
         const int64_t begin = static_cast<int64_t>(c & 0xffffffffu);
         const int64_t n = n_.load();
         const int64_t grain = grain_.load();
-        if (begin >= n) return;
+        if (begin >= n) {
+            if (profiling_.load(std::memory_order_relaxed)) note_out_of_work(job);
+            return;
+        }
         const int64_t end = begin + grain < n ? begin + grain : n;
         // n and grain may already belong to the next job; run() closes claim_
         // before it writes them, so then the exchange fails
@@ -81,6 +93,17 @@ void ThreadPool::work(uint32_t job, int thread) noexcept {
         }
         done_.fetch_add(end - begin, std::memory_order_acq_rel);
     }
+}
+
+// Records when the first thread of `job` found no chunk left. The time is
+// stored with the job's number, so a thread still finishing an older job
+// (descheduled between its check and this call) cannot stamp a newer one.
+void ThreadPool::note_out_of_work(uint32_t job) noexcept {
+    const int64_t rel = now_ns() - job_start_ns_.load(std::memory_order_relaxed);
+    const uint64_t tag = static_cast<uint64_t>(job) << 32;
+    const uint64_t low = rel < 0 ? 0 : rel >= static_cast<int64_t>(kNotYet) ? kNotYet - 1 : static_cast<uint64_t>(rel);
+    uint64_t expect = tag | kNotYet;
+    first_out_.compare_exchange_strong(expect, tag | low);
 }
 
 void ThreadPool::worker_main(int thread) noexcept {
@@ -107,6 +130,13 @@ void ThreadPool::worker_main(int thread) noexcept {
 void ThreadPool::run(int64_t n, int64_t grain, Fn fn, void* ctx) {
     // no worker is inside a chunk of the previous job (run waited for all of them)
     const uint32_t job = job_.load(std::memory_order_relaxed) + 1;
+    const bool profiling = profiling_.load(std::memory_order_relaxed);
+    int64_t start = 0;
+    if (profiling) {  // before anything of the job is visible: a worker reads these after it sees the job
+        start = now_ns();
+        job_start_ns_.store(start, std::memory_order_relaxed);
+        first_out_.store((static_cast<uint64_t>(job) << 32) | kNotYet);
+    }
     // close the claims first (no index is below "all taken"): a worker that
     // read the previous job's claim and then sees a field of this one fails its exchange
     const uint64_t closed = (static_cast<uint64_t>(job) << 32) | 0xffffffffu;
@@ -129,6 +159,14 @@ void ThreadPool::run(int64_t n, int64_t grain, Fn fn, void* ctx) {
     while (done_.load(std::memory_order_acquire) != n) {
         if (++spins < 256) EMBER_CPU_RELAX();
         else std::this_thread::yield();
+    }
+    if (profiling) {
+        const uint64_t fo = first_out_.load();
+        // the caller itself ran out of chunks before it got here, so the job's stamp is set
+        if ((fo >> 32) == job && (fo & kNotYet) != kNotYet) {
+            const int64_t tail = now_ns() - (start + static_cast<int64_t>(fo & kNotYet));
+            if (tail > 0) sync_ns_ += tail;
+        }
     }
     if (failed_.load(std::memory_order_relaxed)) {
         std::exception_ptr e;

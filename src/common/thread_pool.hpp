@@ -12,6 +12,14 @@
 //
 // One caller at a time: a pool belongs to one session. An exception thrown by
 // the body on any thread is rethrown in the caller after the job ends.
+//
+// Thread sync (profiling, off by default; set_profiling): the wall time of a
+// job's tail, from the moment the first thread (caller or worker) finds no
+// chunk left to take until the caller sees the last chunk done -- the time the
+// job ran with at least one thread idle, waiting for the slowest. With two
+// threads it is exactly the time one waited for the other. A worker that wakes
+// late is not counted (the others were working meanwhile), and a job run
+// inline (one thread, or n <= grain) has none. sync_ns() sums it over jobs.
 #pragma once
 
 #include <atomic>
@@ -36,6 +44,12 @@ public:
 
     int size() const noexcept { return n_threads_; }
 
+    // Measures thread sync (above) from the next job on; off costs one
+    // relaxed load per job and thread. Call between jobs, from the caller.
+    void set_profiling(bool on) noexcept { profiling_.store(on, std::memory_order_relaxed); }
+    // Thread sync of every job run while profiling was on, in nanoseconds.
+    int64_t sync_ns() const noexcept { return sync_ns_; }
+
     template <class F> void parallel_for(int64_t n, int64_t grain, F&& body) {
         if (n <= 0) return;
         if (grain < 1) grain = 1;
@@ -56,6 +70,7 @@ private:
     void run(int64_t n, int64_t grain, Fn fn, void* ctx);
     void work(uint32_t job, int thread) noexcept;  // takes chunks of job `job` until none is left
     void worker_main(int thread) noexcept;
+    void note_out_of_work(uint32_t job) noexcept;  // profiling: the first thread to find no chunk left
 
     int n_threads_;
     std::vector<std::thread> workers_;
@@ -74,6 +89,13 @@ private:
     std::atomic<uint32_t> job_{0};         // number of the current job; workers wait for a change
     std::atomic<bool> failed_{false};      // an item threw: the rest are skipped
     std::atomic<bool> stop_{false};
+
+    // profiling (thread sync): off unless set_profiling(true)
+    std::atomic<bool> profiling_{false};
+    std::atomic<int64_t> job_start_ns_{0};  // steady_clock ns when the current job opened
+    std::atomic<uint64_t> first_out_{0};    // (job << 32) | ns after job_start_ns_ when the first
+                                            // thread found no chunk left (kNotYet: none yet)
+    int64_t sync_ns_ = 0;                   // written by the caller only
 
     std::mutex mutex_;                  // guards sleeping and error_
     std::condition_variable wake_;

@@ -8,11 +8,13 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/gpu.hpp"
+#include "backends/profiling_backend.hpp"
 #include "ember/error.hpp"
 #include "ember/utf8.hpp"
 #include "model/forward.hpp"
@@ -29,6 +31,16 @@ constexpr int32_t kMaxThreads = 1024;
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+int64_t ns_since(Clock::time_point t0) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
+}
+
+// EMBER_PROFILE set and not "0": the session times its ops (backends/profiling_backend.hpp)
+// and prints where the time went on stderr when it ends.
+bool profiling_requested() {
+    const char* env = std::getenv("EMBER_PROFILE");
+    return env != nullptr && *env != '\0' && std::string_view(env) != "0";
 }
 
 // Bytes at the end of `text` that begin some stop string without completing
@@ -94,6 +106,7 @@ struct Session::Impl {
     std::vector<std::string> warnings;
     Precision precision = Precision::Exact;  // resolved
     std::unique_ptr<CpuBackend> backend;  // the token embedding, the CPU's layers, the head unless offloaded
+    std::unique_ptr<ProfilingBackend> profile;  // EMBER_PROFILE: wraps backend in the CPU stages; else null
     KvCache cache;                        // the CPU's layers
     ForwardBuffers buf;
     std::unique_ptr<Backend> gpu;         // the offloaded layers (Model::Impl::offload), or null
@@ -120,8 +133,10 @@ struct Session::Impl {
     std::vector<float> all_logits;  // [n, n_vocab] rows of the last eval(..., true)
     std::atomic<bool> cancel{false};
 
+    ~Impl();
     void check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const;
     void eval(std::span<const TokenId> ids, bool want_all);
+    void run_forward(size_t n, bool want_all, float* out);  // tokens[n_evaluated, +n) through the model
     bool has_logits() const { return logits_valid && n_evaluated == tokens.size() && !tokens.empty(); }
 };
 
@@ -176,6 +191,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     describe(s.gpu_cache, s.gpu_cells, n_cpu_layers, plan.n_gpu_layers);
     try {
         s.backend = std::make_unique<CpuBackend>(n_threads, nullptr, s.precision == Precision::Exact);
+        if (profiling_requested()) s.profile = std::make_unique<ProfilingBackend>(*s.backend, &s.backend->pool());
         s.backend->alloc_kv(&s.cache);
         // with every layer and the head offloaded the CPU only looks up the token embedding
         s.buf = alloc_forward_buffers(*s.backend, hp, s.n_batch, n_cpu_layers == 0 && plan.head_on_gpu);
@@ -191,20 +207,30 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
                                 "buffers for n_batch {}; lower n_ctx or n_batch",
                                 kv_mib, s.n_ctx, s.n_batch));
     }
-    s.stages.push_back({s.backend.get(), &s.m->w, &s.cache, &s.buf, 0, n_cpu_layers});
+    Backend* cpu = s.profile ? static_cast<Backend*>(s.profile.get()) : s.backend.get();
+    s.stages.push_back({cpu, &s.m->w, &s.cache, &s.buf, 0, n_cpu_layers});
     if (plan.any()) {
         // device memory errors come back as Error(Backend) with the CUDA message
         s.gpu = make_gpu_backend();
         s.gpu->alloc_kv(&s.gpu_cache);
         s.gpu_buf = alloc_forward_buffers(*s.gpu, hp, s.n_batch);
         s.stages.push_back({s.gpu.get(), &s.m->w_gpu, &s.gpu_cache, &s.gpu_buf, n_cpu_layers, plan.n_layer});
-        if (!plan.head_on_gpu) s.stages.push_back({s.backend.get(), &s.m->w, &s.cache, &s.buf, plan.n_layer, plan.n_layer});
+        if (!plan.head_on_gpu) s.stages.push_back({cpu, &s.m->w, &s.cache, &s.buf, plan.n_layer, plan.n_layer});
     }
 }
 
 Session::~Session() = default;
 Session::Session(Session&&) noexcept = default;
 Session& Session::operator=(Session&&) noexcept = default;
+
+// The end of a session (also when a moved-in one replaces it): EMBER_PROFILE's report.
+Session::Impl::~Impl() {
+    if (!profile) return;
+    try {
+        std::fputs(profile->report().c_str(), stderr);
+    } catch (...) {  // out of memory formatting a report: nothing to print
+    }
+}
 
 void Session::Impl::check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const {
     const uint32_t n_vocab = m->hp.n_vocab;
@@ -258,16 +284,14 @@ void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
             const size_t n = std::min<size_t>(n_batch, n_kept - n_evaluated);
             // before the call: a batch that throws part-way (cancel) has written rows of some layers
             max_written = std::max(max_written, static_cast<int64_t>(n_evaluated + n) - 1);
-            forward(*m, stages, tokens.data() + n_evaluated, static_cast<int64_t>(n),
-                    static_cast<int64_t>(n_evaluated), false, logits.data(), &cancel, staging);
+            run_forward(n, false, logits.data());
             n_evaluated += n;
         }
         while (n_evaluated < tokens.size()) {
             const size_t n = std::min<size_t>(n_batch, tokens.size() - n_evaluated);
             float* out = want_all ? all_logits.data() + (n_evaluated - start) * n_vocab : logits.data();
             max_written = std::max(max_written, static_cast<int64_t>(n_evaluated + n) - 1);  // see above
-            forward(*m, stages, tokens.data() + n_evaluated, static_cast<int64_t>(n),
-                    static_cast<int64_t>(n_evaluated), want_all, out, &cancel, staging);
+            run_forward(n, want_all, out);
             n_evaluated += n;
         }
     } catch (...) {
@@ -283,6 +307,25 @@ void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
         std::copy(all_logits.end() - static_cast<std::ptrdiff_t>(n_vocab), all_logits.end(), logits.begin());
     }
     logits_valid = true;
+}
+
+void Session::Impl::run_forward(size_t n, bool want_all, float* out) {
+    const auto n_tok = static_cast<int64_t>(n);
+    if (!profile) {
+        forward(*m, stages, tokens.data() + n_evaluated, n_tok, static_cast<int64_t>(n_evaluated), want_all, out,
+                &cancel, staging);
+        return;
+    }
+    profile->set_phase(ProfilingBackend::phase_of(n_tok));
+    const auto t0 = Clock::now();
+    try {
+        forward(*m, stages, tokens.data() + n_evaluated, n_tok, static_cast<int64_t>(n_evaluated), want_all, out,
+                &cancel, staging);
+    } catch (...) {  // cancelled or failed part-way: the ops it ran were counted, so is its time
+        profile->add_step(n_tok, ns_since(t0));
+        throw;
+    }
+    profile->add_step(n_tok, ns_since(t0));
 }
 
 void Session::eval(std::span<const TokenId> tokens, bool all_logits) {
@@ -383,7 +426,9 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
             r.stop_reason = StopReason::ContextFull;
             break;
         }
+        const auto t_sample = s.profile ? Clock::now() : Clock::time_point{};
         const TokenId next = sampler.sample(s.logits);
+        if (s.profile) s.profile->add_sampling(ns_since(t_sample));
         if (n == 0) r.time_to_first_token_ms = ms_since(t0);
         // the token joins the session's history now and goes through the model when
         // generation (or the next call) continues: a session that stops here can

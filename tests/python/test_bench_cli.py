@@ -1,7 +1,10 @@
 """ember-bench from the command line (JSON and table output, -p 0, the
-bandwidth mode, bad input failing with one message and exit status 1) and
-scripts/make-synthetic-model, on a tiny random model written for the test."""
+bandwidth mode, --profile and EMBER_PROFILE, bad input failing with one message
+and exit status 1) and scripts/make-synthetic-model, on a tiny random model
+written for the test."""
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -62,6 +65,60 @@ def test_table(bench, tiny):
     rows = [line for line in out.splitlines() if line.startswith("| tiny.gguf")]
     assert len(rows) == 2 and "pp8" in rows[0] and "tg2" in rows[1], out
     assert all("±" in row and "GiB" in row for row in rows)
+
+
+PROFILE_CLASSES = ["matmul", "attention", "norms", "rope", "elementwise", "get_rows", "sampling", "thread sync",
+                   "other"]
+
+
+def profile_tables(err: str) -> dict:
+    """{"prompt processing": {class: (ms total, ms/token, %)}, "generation": ...} from an EMBER_PROFILE report."""
+    assert "ember profile (EMBER_PROFILE=1)" in err, err
+    tables, current = {}, None
+    for line in err.splitlines():
+        if line.startswith(("prompt processing: ", "generation: ")):
+            current = tables.setdefault(line.split(":")[0], {})
+        elif line.startswith("| ") and current is not None and not line.startswith(("| op class", "| -")):
+            name, total, per_token, pct = [c.strip() for c in line.strip("|").split("|")]
+            current[name] = (float(total), float(per_token), float(pct))
+    return tables
+
+
+def check_profile_table(rows: dict):
+    assert list(rows) == PROFILE_CLASSES + ["total"], rows
+    assert rows["total"][2] == 100.0
+    assert abs(sum(rows[c][2] for c in PROFILE_CLASSES) - 100.0) <= 1.0, rows
+    assert abs(sum(rows[c][0] for c in PROFILE_CLASSES) - rows["total"][0]) <= 0.1, rows
+    assert rows["matmul"][0] > 0 and rows["matmul"][2] > 0
+    assert all(rows[c][0] >= 0 for c in PROFILE_CLASSES if c != "other")
+
+
+def test_profile(bench, tiny):
+    r = run([bench, "-m", tiny, "-p", "16", "-n", "4", "-r", "1", "--json", "--profile", *FAST])
+    assert r.returncode == 0, r.stderr.decode()
+    assert [e["test"] for e in json.loads(r.stdout)] == ["pp16", "tg4"]  # the report stays off stdout
+    tables = profile_tables(r.stderr.decode())
+    assert list(tables) == ["prompt processing", "generation"]
+    for rows in tables.values():
+        check_profile_table(rows)
+    # ember-bench evaluates tokens, it does not sample
+    assert tables["prompt processing"]["sampling"][0] == 0 and tables["generation"]["sampling"][0] == 0
+    assert "generation: 8 forward passes, 8 tokens" in r.stderr.decode()  # warm-up (4) + 1 repetition (4)
+    # off unless asked for
+    r = run([bench, "-m", tiny, "-p", "4", "-n", "2", "-r", "1", *FAST])
+    assert r.returncode == 0 and "ember profile" not in r.stderr.decode()
+
+
+def test_ember_profile_env_in_ember_run(tiny):
+    """EMBER_PROFILE=1 profiles any program's sessions; generate() times its sampler too."""
+    run_tool = need("ember-run")
+    env = dict(os.environ, EMBER_PROFILE="1")
+    r = subprocess.run([str(run_tool), "-m", str(tiny), "-p", "hello world", "-n", "6", "--ignore-eos",
+                        "--temp", "0", *FAST], capture_output=True, env=env, check=False)
+    assert r.returncode == 0, r.stderr.decode()
+    tables = profile_tables(r.stderr.decode())
+    check_profile_table(tables["generation"])
+    assert "generation: 5 forward passes, 5 tokens" in r.stderr.decode()  # the 6th token is sampled, not evaluated
 
 
 def test_bandwidth(bench):

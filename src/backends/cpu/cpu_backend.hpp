@@ -24,6 +24,7 @@ public:
 
     std::string_view name() const noexcept override { return "cpu"; }
     int n_threads() const noexcept { return pool_.size(); }
+    ThreadPool& pool() noexcept { return pool_; }  // for the profiler (backends/profiling_backend.hpp)
     const KernelSet& kernels() const noexcept { return k_; }
     bool exact() const noexcept { return exact_; }
 
