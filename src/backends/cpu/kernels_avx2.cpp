@@ -67,6 +67,13 @@ struct Avx2 {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
     }
     static float h2f(uint16_t h) { return _cvtsh_ss(h); }
+    static void u8x8_to_f32(const uint8_t* p, float s, float* out) {
+        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+        _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(s)));
+    }
+    static __m256 mla8(__m256 acc, const float* a, const float* b) {
+        return _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b), acc);
+    }
 
     static B load16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
     static B set8(int v) { return _mm_set1_epi8(static_cast<char>(v)); }

@@ -26,6 +26,8 @@
 //                                 (x int8), each element scaled by its group's scale in xs
 //                                 times s_lo for elements 0..15 and s_hi for 16..31 (P false:
 //                                 s_lo for all)
+//   u8x8_to_f32(p, s, out)  out[0..8) = s * p[0..8) (bytes as unsigned)
+//   mla8(acc, a, b)     acc (an F8) + the products a[0..8) * b[0..8), folded into its lanes
 //   h2f(uint16_t)       one IEEE half to float
 //   kGemmR, kGemmT      the register tile of gemm_f32 (rows x tokens)
 //
@@ -587,10 +589,8 @@ struct DecQ45_K {
         };
         uint8_t v[16];
         __builtin_memcpy(v, packed, 16);
-        for (int j = 0; j < 8; ++j) {
-            st.sc[j] = d * static_cast<float>(v[j]);
-            st.m[j] = -(dmin * static_cast<float>(v[8 + j]));
-        }
+        V::u8x8_to_f32(v, d, st.sc);
+        V::u8x8_to_f32(v + 8, -dmin, st.m);
     }
     static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
         const uint8_t* qs = b + (kFive ? 48 : 16) + 32 * (j / 2);
@@ -690,6 +690,11 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
     const int64_t nb = n / (32 * D::kChunks);
     Acc acc[NR][NT];
     float macc[NR][NT];
+    // the K-quants' block mins: 8 products per block, summed in a vector
+    typename V::F8 mvec[block_min<D>() ? NR : 1][block_min<D>() ? NT : 1];
+    if constexpr (block_min<D>())
+        for (int i = 0; i < NR; ++i)
+            for (int t = 0; t < NT; ++t) mvec[i][t] = V::zero8();
     for (int i = 0; i < NR; ++i)
         for (int t = 0; t < NT; ++t) {
             if constexpr (K8)
@@ -752,15 +757,14 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
             }
         }
         if constexpr (block_min<D>()) {
+            static_assert(D::kChunks == 8, "mla8 takes 8 chunk mins");
             for (int i = 0; i < NR; ++i)
-                for (int t = 0; t < NT; ++t) {
-                    const float* xs = xq[t].sum32 + b * D::kChunks;
-                    float m = 0.0f;
-                    for (int j = 0; j < D::kChunks; ++j) m += st[i].m[j] * xs[j];
-                    macc[i][t] += m;
-                }
+                for (int t = 0; t < NT; ++t) mvec[i][t] = V::mla8(mvec[i][t], st[i].m, xq[t].sum32 + b * D::kChunks);
         }
     }
+    if constexpr (block_min<D>())
+        for (int i = 0; i < NR; ++i)
+            for (int t = 0; t < NT; ++t) macc[i][t] += V::hsum8(mvec[i][t]);
     for (int i = 0; i < NR; ++i)
         for (int t = 0; t < NT; ++t) {
             if constexpr (K8)

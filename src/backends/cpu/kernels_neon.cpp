@@ -53,6 +53,15 @@ struct Neon {
     static void store_i16(int16_t* p, F v) {
         vst1_s16(p, vqmovn_s32(vcvtnq_s32_f32(v)));  // round to nearest even, narrow with saturation
     }
+    static void u8x8_to_f32(const uint8_t* p, float s, float* out) {
+        const uint16x8_t v = vmovl_u8(vld1_u8(p));
+        vst1q_f32(out, vmulq_n_f32(vcvtq_f32_u32(vmovl_u16(vget_low_u16(v))), s));
+        vst1q_f32(out + 4, vmulq_n_f32(vcvtq_f32_u32(vmovl_high_u16(v)), s));
+    }
+    static float32x4_t mla8(float32x4_t acc, const float* a, const float* b) {
+        acc = vfmaq_f32(acc, vld1q_f32(a), vld1q_f32(b));
+        return vfmaq_f32(acc, vld1q_f32(a + 4), vld1q_f32(b + 4));
+    }
     static float h2f(uint16_t h) {
         __fp16 f;
         __builtin_memcpy(&f, &h, 2);
