@@ -27,6 +27,7 @@
 //                                 times s_lo for elements 0..15 and s_hi for 16..31 (P false:
 //                                 s_lo for all)
 //   u8x8_to_f32(p, s, out)  out[0..8) = s * p[0..8) (bytes as unsigned)
+//   s8x8_to_f32(p, s, out)  the same with the bytes as signed
 //   mla8(acc, a, b)     acc (an F8) + the products a[0..8) * b[0..8), folded into its lanes
 //   h2f(uint16_t)       one IEEE half to float
 //   kGemmR, kGemmT      the register tile of gemm_f32 (rows x tokens)
@@ -612,9 +613,13 @@ struct DecQ6_K {
     static constexpr bool kSplit = true, kMin = false;
     static constexpr int kOffset8 = 32;
     struct State {
-        float d;
+        float sc[16];  // d x the 16 int8 scales
     };
-    static void prepare(const uint8_t* b, State& st) { st.d = V::h2f(rd16(b + 208)); }
+    static void prepare(const uint8_t* b, State& st) {
+        const float d = V::h2f(rd16(b + 208));
+        V::s8x8_to_f32(b + 192, d, st.sc);
+        V::s8x8_to_f32(b + 200, d, st.sc + 8);
+    }
     template <bool kRaw = false>
     static void decode(const uint8_t* b, const State& st, int j, Chunk& c) {
         const int h = j / 4, jj = j % 4;
@@ -631,9 +636,8 @@ struct DecQ6_K {
             c.lo = V::sub8(c.lo, V::set8(32));
             c.hi = V::sub8(c.hi, V::set8(32));
         }
-        const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
-        c.s_lo = st.d * static_cast<float>(sc[2 * j]);
-        c.s_hi = st.d * static_cast<float>(sc[2 * j + 1]);
+        c.s_lo = st.sc[2 * j];
+        c.s_hi = st.sc[2 * j + 1];
     }
 };
 
@@ -708,7 +712,9 @@ inline void matvec_tile(const uint8_t* rows, size_t row_bytes, int64_t n, const 
         typename D::State st[NR];
         for (int i = 0; i < NR; ++i) {
             blk[i] = rows + static_cast<size_t>(i) * row_bytes + b * D::kBytes;
-            for (int off = 0; off < D::kBytes; off += 64) __builtin_prefetch(blk[i] + kPrefetchBytes + off);
+            // one prefetch per cache line of the stream, not per block (Q4_0's blocks are 18 bytes)
+            if (D::kBytes >= 64 || b % (64 / D::kBytes) == 0)
+                for (int off = 0; off < D::kBytes; off += 64) __builtin_prefetch(blk[i] + kPrefetchBytes + off);
             D::prepare(blk[i], st[i]);
         }
         // unrolled: shifts and offsets that depend on j become constants, and

@@ -58,6 +58,11 @@ struct Neon {
         vst1q_f32(out, vmulq_n_f32(vcvtq_f32_u32(vmovl_u16(vget_low_u16(v))), s));
         vst1q_f32(out + 4, vmulq_n_f32(vcvtq_f32_u32(vmovl_high_u16(v)), s));
     }
+    static void s8x8_to_f32(const uint8_t* p, float s, float* out) {
+        const int16x8_t v = vmovl_s8(vld1_s8(reinterpret_cast<const int8_t*>(p)));
+        vst1q_f32(out, vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(v))), s));
+        vst1q_f32(out + 4, vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(v)), s));
+    }
     static float32x4_t mla8(float32x4_t acc, const float* a, const float* b) {
         acc = vfmaq_f32(acc, vld1q_f32(a), vld1q_f32(b));
         return vfmaq_f32(acc, vld1q_f32(a + 4), vld1q_f32(b + 4));
