@@ -380,16 +380,19 @@ ember_status ember_session_new(const ember_model* model, const ember_session_par
                 return invalid(fn, "params->kv_type = " + std::to_string(p.kv_type) +
                                        " is not an ember_kv_type (EMBER_KV_F16 = 0, EMBER_KV_F32 = 1)");
         }
+        ember::Precision precision = ember::Precision::Default;
         switch (p.precision) {
-            case EMBER_PRECISION_DEFAULT: sp.precision = ember::Precision::Default; break;
-            case EMBER_PRECISION_FAST: sp.precision = ember::Precision::Fast; break;
-            case EMBER_PRECISION_EXACT: sp.precision = ember::Precision::Exact; break;
+            case EMBER_PRECISION_DEFAULT: break;
+            case EMBER_PRECISION_FAST: precision = ember::Precision::Fast; break;
+            case EMBER_PRECISION_EXACT: precision = ember::Precision::Exact; break;
             default:
                 return invalid(fn, "params->precision = " + std::to_string(p.precision) +
                                        " is not an ember_precision (EMBER_PRECISION_DEFAULT = 0, "
                                        "EMBER_PRECISION_FAST = 1, EMBER_PRECISION_EXACT = 2)");
         }
-        *out = new ember_session(ember::Session(model->model, sp));
+        auto session = std::make_unique<ember_session>(ember::Session(model->model, sp));
+        if (precision != ember::Precision::Default) session->session.set_precision(precision);
+        *out = session.release();
         return EMBER_OK;
     });
 }

@@ -93,7 +93,8 @@ bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt
         if (v == "f16") opt.session.kv_type = ember::KvCacheType::F16;
         else if (v == "f32") opt.session.kv_type = ember::KvCacheType::F32;
         else throw UsageError(fmt::format("--kv-type must be f16 or f32, got '{}'", v));
-    } else if (f == "--precision") opt.session.precision = parse_precision(f, args.value(f)); else if (f == "-n" || f == "--n-predict") opt.generate.max_tokens = static_cast<int32_t>(int_value(-1, kI32Max));
+    } else if (f == "--precision") opt.precision = parse_precision(f, args.value(f));
+    else if (f == "-n" || f == "--n-predict") opt.generate.max_tokens = static_cast<int32_t>(int_value(-1, kI32Max));
     else if (f == "--temp") sp.temperature = float_value();
     else if (f == "--top-k") sp.top_k = i32_value();
     else if (f == "--top-p") sp.top_p = float_value();

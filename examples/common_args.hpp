@@ -31,7 +31,8 @@ struct UsageError : std::runtime_error {
 struct CommonOptions {
     std::string model_path;          // -m
     ember::ModelParams model;        // -ngl
-    ember::SessionParams session;    // -c, -b, -t, --kv-type, --precision
+    ember::SessionParams session;    // -c, -b, -t, --kv-type
+    ember::Precision precision = ember::Precision::Default;  // --precision (Session::set_precision)
     ember::GenerateParams generate;  // -n, sampling flags, --seed, --stop, --ignore-eos
     bool random_seed = false;        // --seed -1: a fresh seed, chosen by validate()
 };

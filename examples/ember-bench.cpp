@@ -257,11 +257,11 @@ int run(const BenchOptions& opt) {
         sp.n_ctx = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt + opt.n_gen, 1));
         sp.n_batch = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt, 1));
         sp.n_threads = opt.n_threads;
-        sp.precision = opt.precision;
         // the session reads EMBER_PROFILE when it is made, and prints its report when it ends
         if (opt.profile && setenv("EMBER_PROFILE", "1", 1) != 0)
             throw std::runtime_error("--profile: cannot set EMBER_PROFILE in the environment");
         ember::Session session(model, sp);
+        session.set_precision(opt.precision);
         for (const auto& w : session.warnings()) fmt::print(stderr, "ember-bench: warning: {}\n", w);
 
         uint64_t model_bytes = 0;  // bytes of all tensor data: what one generated token reads

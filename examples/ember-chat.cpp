@@ -201,6 +201,7 @@ int chat(const ChatOptions& opt) {
     ember_tools::Interrupts interrupts;  // Ctrl-C outside a reply exits
     const auto model = ember::Model::load(opt.common.model_path, opt.common.model);
     ember::Session session(model, opt.common.session);
+    session.set_precision(opt.common.precision);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-chat: warning: {}\n", w);
     fmt::print(stderr, "ember-chat: {}\n", ember_tools::describe(*model, session));
     if (opt.common.random_seed) fmt::print(stderr, "ember-chat: seed {}\n", opt.common.generate.sampling.seed);

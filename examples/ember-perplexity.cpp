@@ -129,8 +129,8 @@ int run(const Options& opt) {
     sp.n_ctx = static_cast<uint32_t>(n_ctx);
     sp.n_batch = static_cast<uint32_t>(opt.n_batch > 0 ? std::min(opt.n_batch, opt.n_ctx) : opt.n_ctx);
     sp.n_threads = opt.n_threads;
-    sp.precision = opt.precision;
     ember::Session session(model, sp);
+    session.set_precision(opt.precision);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-perplexity: warning: {}\n", w);
     fmt::print(stderr,
                "ember-perplexity: {} tokens in {:.2f} s; {} chunks of {} tokens, batch {}, {} threads{}\n",

@@ -111,6 +111,7 @@ int run(const RunOptions& opt) {
     ember_tools::Interrupts interrupts;  // before loading: Ctrl-C during the load just exits
     const auto model = ember::Model::load(common.model_path, common.model);
     ember::Session session(model, common.session);
+    session.set_precision(common.precision);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-run: warning: {}\n", w);
     fmt::print(stderr, "ember-run: {}\n", ember_tools::describe(*model, session));
 

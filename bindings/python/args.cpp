@@ -168,8 +168,7 @@ ember::GenerateParams generate_params(const py::kwargs& kwargs, const char* fn) 
     return gp;
 }
 
-ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_threads, const std::string& kv_type,
-                                    const std::string& precision) {
+ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_threads, const std::string& kv_type) {
     ember::SessionParams p;
     if (n_ctx < 0 || n_ctx > std::numeric_limits<uint32_t>::max())
         invalid("Session: n_ctx is " + std::to_string(n_ctx) + "; use 0 for the model's training context (capped at "
@@ -184,11 +183,14 @@ ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_th
     if (kv_type == "f16") p.kv_type = ember::KvCacheType::F16;
     else if (kv_type == "f32") p.kv_type = ember::KvCacheType::F32;
     else invalid("Session: kv_type is '" + kv_type + "'; use 'f16' (the default) or 'f32'");
-    if (precision == "default") p.precision = ember::Precision::Default;
-    else if (precision == "fast") p.precision = ember::Precision::Fast;
-    else if (precision == "exact") p.precision = ember::Precision::Exact;
-    else invalid("Session: precision is '" + precision + "'; use 'default' (EMBER_PRECISION, else exact), 'fast' or 'exact'");
     return p;
+}
+
+ember::Precision precision_of(const std::string& precision) {
+    if (precision == "default") return ember::Precision::Default;
+    if (precision == "fast") return ember::Precision::Fast;
+    if (precision == "exact") return ember::Precision::Exact;
+    invalid("Session: precision is '" + precision + "'; use 'default' (EMBER_PRECISION, else exact), 'fast' or 'exact'");
 }
 
 }  // namespace ember_py

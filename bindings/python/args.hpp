@@ -40,8 +40,8 @@ std::vector<ember::ChatMessage> chat_messages(py::handle obj, const char* fn);
 ember::GenerateParams generate_params(const py::kwargs& kwargs, const char* fn);
 
 // Session construction arguments, range-checked. kv_type is "f16" or "f32".
-// precision is "default", "fast" or "exact".
-ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_threads, const std::string& kv_type,
-                                    const std::string& precision = "default");
+ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_threads, const std::string& kv_type);
+// "default", "fast" or "exact" (InvalidArgumentError otherwise).
+ember::Precision precision_of(const std::string& precision);
 
 }  // namespace ember_py

@@ -52,12 +52,14 @@ void close_active(SessionBox& box) {
 
 SessionPtr make_session(const ModelPtr& model, int64_t n_ctx, int64_t n_batch, int64_t n_threads,
                         const std::string& kv_type, const std::string& precision) {
-    const ember::SessionParams p = session_params(n_ctx, n_batch, n_threads, kv_type, precision);
+    const ember::SessionParams p = session_params(n_ctx, n_batch, n_threads, kv_type);
+    const ember::Precision prec = precision_of(precision);
     SessionPtr box;
     {
         py::gil_scoped_release release;  // allocates the KV cache, starts the threads
         box = std::make_shared<SessionBox>(model, p);
     }
+    box->session.set_precision(prec);
     for (const std::string& w : box->session.warnings()) warn(w);
     return box;
 }

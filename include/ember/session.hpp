@@ -59,7 +59,8 @@ struct SessionParams {
     uint32_t n_batch = 512;  // prompt tokens evaluated per forward pass (>= 1)
     int32_t n_threads = 0;   // 0 = one per core; negative: InvalidArgument
     KvCacheType kv_type = KvCacheType::F16;
-    Precision precision = Precision::Default;
+    // (no precision here: a member added to this struct would change its size for
+    // callers built against the older header; see Session::set_precision)
 };
 
 enum class StopReason {
@@ -148,7 +149,12 @@ public:
     uint32_t n_ctx() const noexcept;
     uint32_t n_batch() const noexcept;
     int32_t n_threads() const noexcept;                // after resolving 0
-    Precision precision() const noexcept;              // after resolving Default: Fast or Exact
+    // The precision of the generation kernels: Default at creation (EMBER_PRECISION, else
+    // Exact); set_precision changes it between calls (Default resolves again). Nothing
+    // else changes: the KV cache and the history stay. InvalidArgument for a value that
+    // is not a Precision, or a bad EMBER_PRECISION.
+    void set_precision(Precision p);
+    Precision precision() const noexcept;              // the resolved one: Fast or Exact
     // Bytes of the KV cache (host and device): full-attention layers hold n_ctx
     // cells, sliding-window layers a ring of window + n_batch cells.
     uint64_t kv_cache_bytes() const noexcept;

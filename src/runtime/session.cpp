@@ -158,7 +158,7 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     if (params.kv_type != KvCacheType::F16 && params.kv_type != KvCacheType::F32)
         invalid("Session: kv_type is not one of KvCacheType::F16, KvCacheType::F32");
 
-    s.precision = resolve_precision(params.precision);
+    s.precision = resolve_precision(Precision::Default);
     s.n_ctx = params.n_ctx;
     if (s.n_ctx == 0) s.n_ctx = hp.n_ctx_train ? std::min(hp.n_ctx_train, kDefaultCtxCap) : kDefaultCtxCap;
     if (hp.n_ctx_train && s.n_ctx > hp.n_ctx_train)
@@ -493,6 +493,12 @@ uint32_t Session::n_batch() const noexcept { return impl_->n_batch; }
 int32_t Session::n_threads() const noexcept { return impl_->backend->n_threads(); }
 
 Precision Session::precision() const noexcept { return impl_->precision; }
+
+void Session::set_precision(Precision p) {
+    Impl& s = *impl_;
+    s.precision = resolve_precision(p);
+    s.backend->set_exact(s.precision == Precision::Exact);
+}
 uint64_t Session::kv_cache_bytes() const noexcept {
     const Impl& s = *impl_;
     uint64_t n = 0;

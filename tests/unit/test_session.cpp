@@ -230,8 +230,11 @@ TEST_CASE("session: absurd parameters and inputs are InvalidArgument naming what
     CHECK(contains(error_of([&] { Session(model, {.n_threads = -1}); }, ErrorCode::InvalidArgument), "n_threads"));
     CHECK(contains(error_of([&] { Session(model, {.n_batch = 0}); }, ErrorCode::InvalidArgument), "n_batch"));
     CHECK(contains(error_of([&] { Session(model, {.n_ctx = 1u << 30}); }, ErrorCode::InvalidArgument), "n_ctx"));
-    CHECK(contains(error_of([&] { Session(model, {.precision = static_cast<Precision>(7)}); }, ErrorCode::InvalidArgument),
-                   "precision"));
+    {
+        Session p(model, {.n_ctx = 16});
+        CHECK(contains(error_of([&] { p.set_precision(static_cast<Precision>(7)); }, ErrorCode::InvalidArgument),
+                       "precision"));
+    }
 
     Session big(model, {.n_ctx = 256});  // trained with 128
     REQUIRE(big.warnings().size() == 1);
@@ -579,12 +582,21 @@ TEST_CASE("session: precision is exact by default, fast on request; the fast pat
     const std::string keep = saved ? saved : "";
     unsetenv("EMBER_PRECISION");
     Session exact(model, {.n_ctx = 64, .n_threads = 1, .kv_type = KvCacheType::F32});
-    Session fast(model, {.n_ctx = 64, .n_threads = 1, .kv_type = KvCacheType::F32, .precision = Precision::Fast});
+    Session fast(model, {.n_ctx = 64, .n_threads = 1, .kv_type = KvCacheType::F32});
+    CHECK(fast.precision() == Precision::Exact);
+    fast.set_precision(Precision::Fast);
     CHECK(exact.precision() == Precision::Exact);
     CHECK(fast.precision() == Precision::Fast);
     CHECK(std::string(precision_name(Precision::Fast)) == "fast");
     setenv("EMBER_PRECISION", "fast", 1);
     CHECK(Session(model, {.n_ctx = 16}).precision() == Precision::Fast);
+    {
+        Session back(model, {.n_ctx = 16});
+        back.set_precision(Precision::Exact);  // the call wins over the environment
+        CHECK(back.precision() == Precision::Exact);
+        back.set_precision(Precision::Default);  // resolves again
+        CHECK(back.precision() == Precision::Fast);
+    }
     setenv("EMBER_PRECISION", "bogus", 1);
     CHECK(contains(error_of([&] { Session(model, {.n_ctx = 16}); }, ErrorCode::InvalidArgument), "EMBER_PRECISION=bogus"));
     if (saved) setenv("EMBER_PRECISION", keep.c_str(), 1); else unsetenv("EMBER_PRECISION");

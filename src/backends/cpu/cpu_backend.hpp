@@ -27,6 +27,7 @@ public:
     ThreadPool& pool() noexcept { return pool_; }  // for the profiler (backends/profiling_backend.hpp)
     const KernelSet& kernels() const noexcept { return k_; }
     bool exact() const noexcept { return exact_; }
+    void set_exact(bool exact) noexcept { exact_ = exact; }  // between ops
 
     float* alloc_f32(size_t n) override;
     void alloc_kv(KvCache* cache) override;
