@@ -54,27 +54,36 @@ std::vector<const KernelSet*> simd_sets() {
         if (simd_sets().empty()) EMBER_SKIP("no SIMD kernel set (AVX2, AVX-512, NEON) runs here"); \
     } while (false)
 
-struct Acts {
-    std::vector<int16_t> q;
+// One token's rounded activation: 16-bit (Q = int16_t, a scale per 32) or
+// 8-bit (Q = int8_t, a scale per 8), as the backend lays it out.
+template <class Q>
+struct ActsOf {
+    static constexpr int64_t kGroup = sizeof(Q) == 2 ? 32 : 8;
+    std::vector<Q> q;
     std::vector<float> d, sum, sum32;
-    QuantizedRow row() const { return {q.data(), d.data(), sum.data(), sum32.data()}; }
+    QuantizedRow row() const {
+        if constexpr (sizeof(Q) == 2)
+            return {q.data(), d.data(), sum.data(), sum32.data()};
+        else
+            return {nullptr, d.data(), sum.data(), sum32.data(), q.data()};
+    }
 };
+using Acts = ActsOf<int16_t>;
+using Acts8 = ActsOf<int8_t>;
 
-struct Acts8 {
-    std::vector<int8_t> q;
-    std::vector<float> d, sum, sum32;
-    QuantizedRow row() const { return {nullptr, d.data(), sum.data(), sum32.data(), q.data()}; }
-};
-
-Acts8 quantize_acts8(const KernelSet& k, const float* x, int64_t n) {
-    Acts8 a;
+template <class Q>
+ActsOf<Q> quantize_with(void (*fn)(const float*, int64_t, Q*, float*, float*, float*), const float* x, int64_t n) {
+    ActsOf<Q> a;
     a.q.resize(static_cast<size_t>(n));
-    a.d.resize(static_cast<size_t>(n / 8));
+    a.d.resize(static_cast<size_t>(n / ActsOf<Q>::kGroup));
     a.sum.resize(static_cast<size_t>(n / 16));
     a.sum32.resize(static_cast<size_t>(n / 32));
-    k.quantize_row8(x, n, a.q.data(), a.d.data(), a.sum.data(), a.sum32.data());
+    fn(x, n, a.q.data(), a.d.data(), a.sum.data(), a.sum32.data());
     return a;
 }
+
+Acts quantize_acts(const KernelSet& k, const float* x, int64_t n) { return quantize_with(k.quantize_row, x, n); }
+Acts8 quantize_acts8(const KernelSet& k, const float* x, int64_t n) { return quantize_with(k.quantize_row8, x, n); }
 
 // The oracle of the 8-bit rounding, written here from its definition: per group
 // of 8, d = amax / 127 and q = x * (127 / amax) rounded to nearest even.
@@ -93,15 +102,6 @@ std::vector<int8_t> oracle_q8(const float* x, int64_t n, std::vector<float>& d) 
     return q;
 }
 
-Acts quantize_acts(const KernelSet& k, const float* x, int64_t n) {
-    Acts a;
-    a.q.resize(static_cast<size_t>(n));
-    a.d.resize(static_cast<size_t>(n / 32));
-    a.sum.resize(static_cast<size_t>(n / 16));
-    a.sum32.resize(static_cast<size_t>(n / 32));
-    k.quantize_row(x, n, a.q.data(), a.d.data(), a.sum.data(), a.sum32.data());
-    return a;
-}
 
 }  // namespace
 

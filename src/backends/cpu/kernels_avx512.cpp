@@ -70,17 +70,6 @@ struct Avx512 {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(v)));
     }
     static float h2f(uint16_t h) { return _cvtsh_ss(h); }
-    static void u8x8_to_f32(const uint8_t* p, float s, float* out) {
-        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-        _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(s)));
-    }
-    static void s8x8_to_f32(const uint8_t* p, float s, float* out) {
-        const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-        _mm256_storeu_ps(out, _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(s)));
-    }
-    static __m256 mla8(__m256 acc, const float* a, const float* b) {
-        return _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b), acc);
-    }
 
     static B load16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
     static B set8(int v) { return _mm_set1_epi8(static_cast<char>(v)); }
@@ -116,50 +105,12 @@ struct Avx512 {
         return _mm512_fmadd_ps(_mm512_cvtepi32_ps(products(w, x)), sv, acc);
     }
 
-    // ---- 8-bit activations: one 32-element chunk is 256 bits, so these run on ymm ----
-    using F8 = __m256;
-    static F8 zero8() { return _mm256_setzero_ps(); }
-    static float hsum8(F8 v) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        return _mm_cvtss_f32(s);
-    }
-    struct W8 {
-        __m256i u, s;  // |w| (unsigned operand) and w (whose sign moves onto x)
-    };
-    template <bool kSigned>
-    static W8 prep8(B lo, B hi) {
-        const __m256i w = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-        if constexpr (kSigned) return W8{_mm256_sign_epi8(w, w), w};
-        return W8{w, w};
-    }
-    // 8 int32 lanes: lane k sums elements 4k..4k+3 (lanes 0..3: elements 0..15)
-    template <bool kSigned>
-    static __m256i dot8(const W8& w, const int8_t* x) {
-        __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-        if constexpr (kSigned) xv = _mm256_sign_epi8(xv, w.s);
+    // ---- 8-bit activations ----
 #if EMBER_AVX512_VNNI
-        return _mm256_dpbusd_epi32(_mm256_setzero_si256(), w.u, xv);
-#else
-        return _mm256_madd_epi16(_mm256_maddubs_epi16(w.u, xv), _mm256_set1_epi16(1));
+#define EMBER_DPBUSD(u, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
 #endif
-    }
-    // The scales of the 8 lanes: lanes 2g, 2g + 1 sum elements 8g..8g+7, of group scale d[g]
-    using S8 = __m256;
-    static S8 xscales8(const float* d) {
-        const __m128 v = _mm_loadu_ps(d);
-        return _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(v, v)), _mm_unpackhi_ps(v, v), 1);
-    }
-    template <bool kSigned, bool kSplit>
-    static F8 fma8(F8 acc, const W8& w, const int8_t* x, const S8& xs, float s_lo, float s_hi) {
-        __m256 sv;
-        if constexpr (kSplit)
-            sv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(s_lo)), _mm_set1_ps(s_hi), 1);
-        else
-            sv = _mm256_set1_ps(s_lo);
-        return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot8<kSigned>(w, x)), _mm256_mul_ps(xs, sv), acc);
-    }
+#include "backends/cpu/kernels_x86_8bit.hpp"
+#undef EMBER_DPBUSD
 };
 
 using V = Avx512;
