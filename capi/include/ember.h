@@ -263,8 +263,9 @@ typedef struct ember_session_params {
     uint32_t n_batch;   /* prompt tokens per forward pass, >= 1; default 512 */
     int32_t n_threads;  /* 0 (default) = one per core; negative: EMBER_ERR_INVALID_ARGUMENT */
     int32_t kv_type;    /* an ember_kv_type; default EMBER_KV_F16 */
-    int32_t precision;  /* an ember_precision; default EMBER_PRECISION_DEFAULT (added in 0.x:
-                           a caller built with an older header gets the default) */
+    int32_t precision;  /* an ember_precision; default EMBER_PRECISION_DEFAULT (appended after
+                           kv_type: a caller built with an older header, whose struct_size
+                           ends before it, gets the default) */
 } ember_session_params;
 
 /* Fills *params with the defaults; as ember_model_params_init. */
