@@ -53,36 +53,6 @@ def load_reference():
 
 # ---- ember-perplexity ---------------------------------------------------------
 
-def test_perplexity_matches_the_float64_reference(model, corpus):
-    """Two chunks of 128 tokens: ember's PPL equals the float64 reference's, computed
-    here by the same method (no BOS for SmolLM2, second half of each chunk scored)."""
-    r = run([tool("ember-perplexity"), "-m", model, "-f", corpus, "-c", "128", "--chunks", "2", "-t", "2"])
-    assert r.returncode == 0, r.stderr.decode()
-    out = r.stdout.decode()
-    m = FINAL.search(out)
-    assert m, out
-    assert re.match(r"^\[1\]\d+\.\d{4},\[2\]\d+\.\d{4},", out), out
-    ppl, err = float(m.group(1)), float(m.group(2))
-
-    ids = run([tool("ember-tokenize"), "-m", model, "-f", corpus, "--ids"])
-    assert ids.returncode == 0
-    toks = [int(t) for t in ids.stdout.split()]
-    ref = load_reference()
-    rm = ref.load_model(str(model))
-    n_ctx, nll, nll2, cnt = 128, 0.0, 0.0, 0
-    for c in range(2):
-        chunk = toks[c * n_ctx:(c + 1) * n_ctx]
-        logits = ref.forward(rm, chunk)
-        for j in range(n_ctx // 2, n_ctx - 1):
-            row = logits[j]
-            v = math.log(np.exp(row - row.max()).sum()) + row.max() - row[toks[c * n_ctx + j + 1]]
-            nll, nll2, cnt = nll + v, nll2 + v * v, cnt + 1
-    want = math.exp(nll / cnt)
-    want_err = math.sqrt((nll2 / cnt - (nll / cnt) ** 2) / (cnt - 1)) * want
-    assert abs(ppl - want) / want < 2e-3, (ppl, want)
-    assert abs(err - want_err) / want_err < 2e-2, (err, want_err)
-
-
 # ---- the perplexity fidelity gate (issue 17) ----------------------------------------
 
 GATE_CTX = 512
@@ -98,35 +68,39 @@ GATE_TOP1 = 0.99           # ... and equal at >= 99% of those positions
 
 @pytest.fixture(scope="module")
 def gate_reference(model, corpus):
-    """The float64 reference on the gate's chunks, by ember-perplexity's method:
-    (token ids, PPL, per chunk the reference's top-1 and top-two margin at every position)."""
+    """The float64 reference on the gate's chunks, by ember-perplexity's method (no
+    BOS for SmolLM2, the second half of each chunk scored): (token ids, PPL, its
+    error estimate, per chunk the reference's top-1 and top-two margin at every position)."""
     ids = run([tool("ember-tokenize"), "-m", model, "-f", corpus, "--ids"])
     assert ids.returncode == 0
     toks = [int(t) for t in ids.stdout.split()]
     ref = load_reference()
     rm = ref.load_model(str(model))
-    nll, cnt, top1, margin = 0.0, 0, [], []
+    nll, nll2, cnt, top1, margin = 0.0, 0.0, 0, [], []
     for c in range(GATE_CHUNKS):
         chunk = toks[c * GATE_CTX:(c + 1) * GATE_CTX]
         logits = ref.forward(rm, chunk)
         for j in range(GATE_CTX // 2, GATE_CTX - 1):
             row = logits[j]
-            nll += math.log(np.exp(row - row.max()).sum()) + row.max() - row[toks[c * GATE_CTX + j + 1]]
-            cnt += 1
+            v = math.log(np.exp(row - row.max()).sum()) + row.max() - row[toks[c * GATE_CTX + j + 1]]
+            nll, nll2, cnt = nll + v, nll2 + v * v, cnt + 1
         srt = np.sort(logits, axis=1)
         top1.append(logits.argmax(1))
         margin.append(srt[:, -1] - srt[:, -2])
         del logits, srt
-    return toks, math.exp(nll / cnt), top1, margin
+    ppl = math.exp(nll / cnt)
+    return toks, ppl, math.sqrt((nll2 / cnt - (nll / cnt) ** 2) / (cnt - 1)) * ppl, top1, margin
 
 
 def ember_ppl(model, corpus, precision, batch):
     r = run([tool("ember-perplexity"), "-m", model, "-f", corpus, "-c", str(GATE_CTX), "-b", str(batch),
              "--chunks", str(GATE_CHUNKS), "-t", "2", *(["--precision", precision] if precision else [])])
     assert r.returncode == 0, r.stderr.decode()
-    m = FINAL.search(r.stdout.decode())
-    assert m, r.stdout.decode()
-    return float(m.group(1))
+    out = r.stdout.decode()
+    m = FINAL.search(out)
+    assert m, out
+    assert re.match(r"^\[1\]\d+\.\d{4},\[2\]\d+\.\d{4},", out), out  # the running estimate per chunk
+    return float(m.group(1)), float(m.group(2))
 
 
 # (label, --precision, -b): the default (a prompt batch: the float panel product),
@@ -139,8 +113,9 @@ GATE_RUNS = [("default", None, GATE_CTX), ("default, batches of 8", None, 8), ("
 def test_perplexity_fidelity_gate(model, corpus, gate_reference, testtool, tmp_path, label, precision, batch):
     """ember-perplexity -c 512 within 0.2% of the float64 reference, and ember's
     top-1 equal to the reference's at >= 99% of the positions with a clear top-1."""
-    toks, want, ref_top1, ref_margin = gate_reference
-    ppl = ember_ppl(model, corpus, precision, batch)
+    toks, want, want_err, ref_top1, ref_margin = gate_reference
+    ppl, err = ember_ppl(model, corpus, precision, batch)
+    assert abs(err - want_err) / want_err < 2e-2, (err, want_err)  # the error estimate, by the same method
     agree = clear = 0
     for c in range(GATE_CHUNKS):
         out = tmp_path / f"gate-{c}.f32"
