@@ -13,6 +13,7 @@
 #include "backends/cpu/kernels.hpp"
 #include "ember/quant.hpp"
 #include "ember/types.hpp"
+#include "quant/unpack.hpp"
 #include "skip.hpp"  // (not unit/skip.hpp: scripts/test-neon compiles this file without -Itests)
 
 using namespace ember;
@@ -267,6 +268,157 @@ TEST_CASE("kernels: matvec8 of every weight type, 1 to 4 tokens, equals the prod
                         CAPTURE(r);
                         // only float rounding remains: the integer products are exact
                         CHECK(std::fabs(got - want) <= 2e-6 * mag + 1e-6);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// The oracle of gemm_u8's rounding: per group of 16, d = amax / 127 and q = x * (127 / amax)
+// rounded to nearest even; s = d * sum(q).
+std::vector<int8_t> oracle_q8_16(const float* x, int64_t n, std::vector<float>& d, std::vector<float>& s) {
+    std::vector<int8_t> q(static_cast<size_t>(n));
+    d.assign(static_cast<size_t>(n / 16), 0.0f);
+    s.assign(static_cast<size_t>(n / 16), 0.0f);
+    for (int64_t g = 0; g < n / 16; ++g) {
+        float amax = 0;
+        for (int i = 0; i < 16; ++i) amax = std::max(amax, std::fabs(x[16 * g + i]));
+        if (!(amax > 1e-30f)) continue;
+        d[static_cast<size_t>(g)] = amax / 127.0f;
+        const float id = 127.0f / amax;
+        int sum = 0;
+        for (int i = 0; i < 16; ++i) {
+            q[static_cast<size_t>(16 * g + i)] = static_cast<int8_t>(std::nearbyint(x[16 * g + i] * id));
+            sum += q[static_cast<size_t>(16 * g + i)];
+        }
+        s[static_cast<size_t>(g)] = d[static_cast<size_t>(g)] * static_cast<float>(sum);
+    }
+    return q;
+}
+
+TEST_CASE("kernels: activation rounding to 8 bits per group of 16 (gemm_u8) equals the oracle's") {
+    EMBER_REQUIRE_SIMD();
+    std::vector<float> x = randn(256, 9, 2.0f);
+    for (int i = 64; i < 80; ++i) x[static_cast<size_t>(i)] = 0.0f;  // an all-zero group
+    x[5] = 1000.0f;                                                  // an outlier
+    for (int i = 192; i < 208; ++i) x[static_cast<size_t>(i)] = i == 200 ? -3.0e-31f : 0.0f;  // tiny
+    std::vector<float> wd, ws;
+    const std::vector<int8_t> want = oracle_q8_16(x.data(), 256, wd, ws);
+    for (const KernelSet* k : simd_sets()) {
+        const std::string set = k->name;
+        CAPTURE(set);
+        REQUIRE(bool(k->quantize_row8_16));
+        std::vector<int8_t> q(256);
+        std::vector<float> d(16), s(16);
+        k->quantize_row8_16(x.data(), 256, q.data(), d.data(), s.data());
+        for (size_t i = 0; i < 256; ++i) REQUIRE(int(q[i]) == int(want[i]));
+        for (size_t g = 0; g < 16; ++g) {
+            CHECK(d[g] == wd[g]);
+            CHECK(s[g] == ws[g]);
+        }
+    }
+}
+
+TEST_CASE("unpack_row_u8: d * u + c gives back dequantize_row's weights, for every type it takes") {
+    const int64_t n = 512;
+    for (TensorType type : kWeightTypes) {
+        CAPTURE(type_info(type).name);
+        const int max_u = unpack_max_u8(type);
+        std::vector<uint8_t> u(static_cast<size_t>(n), 0xEE);
+        std::vector<float> d(static_cast<size_t>(n / 16)), c(static_cast<size_t>(n / 16));
+        const bool takes = type == TensorType::Q4_0 || type == TensorType::Q4_1 || type == TensorType::Q5_0 ||
+                           type == TensorType::Q5_1 || type == TensorType::Q2_K || type == TensorType::Q3_K ||
+                           type == TensorType::Q4_K || type == TensorType::Q5_K || type == TensorType::Q6_K;
+        const std::vector<float> wf = randn(static_cast<size_t>(n), 21);
+        const size_t rb = static_cast<size_t>(*row_bytes(type, n));
+        std::vector<uint8_t> wq(rb + 1);
+        quantize_row(type, wf.data(), wq.data() + 1, n);  // at an odd address, as in a file aligned to 1
+        const int got = unpack_row_u8(type, wq.data() + 1, n, u.data(), d.data(), c.data());
+        CHECK(got == max_u);
+        if (!takes) {
+            CHECK(max_u == 0);
+            CHECK(u[0] == 0xEE);  // nothing written
+            continue;
+        }
+        REQUIRE(max_u > 0);
+        REQUIRE(max_u <= 63);
+        std::vector<uint8_t> aligned(wq.begin() + 1, wq.end());
+        std::vector<float> wd(static_cast<size_t>(n));
+        dequantize_row(type, aligned.data(), wd.data(), n);
+        int top = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            const size_t g = static_cast<size_t>(i / 16);
+            REQUIRE(int(u[static_cast<size_t>(i)]) <= max_u);
+            top = std::max(top, int(u[static_cast<size_t>(i)]));
+            const double back = double(d[g]) * u[static_cast<size_t>(i)] + c[g];
+            CAPTURE(i);
+            REQUIRE(std::fabs(back - wd[static_cast<size_t>(i)]) <= 1e-6 * (std::fabs(d[g]) * max_u + std::fabs(c[g])) + 1e-12);
+        }
+        CHECK(top > max_u / 2);  // the values span their range: the unpacking reads every bit
+    }
+}
+
+TEST_CASE("kernels: gemm_u8 of every unpackable type, tiles and token counts of every shape, equals the product with the rounded activations") {
+    EMBER_REQUIRE_SIMD();
+    const int64_t n = 512;
+    for (const KernelSet* k : simd_sets()) {
+        REQUIRE(bool(k->gemm_u8));
+        for (TensorType type : kWeightTypes) {
+            if (unpack_max_u8(type) == 0) continue;
+            const std::string set = k->name;
+            CAPTURE(set);
+            CAPTURE(type_info(type).name);
+            for (int64_t n_rows : {1, 8, 13}) {
+                const std::vector<float> wf = randn(static_cast<size_t>(n * n_rows), 31 + n_rows);
+                const size_t rb = static_cast<size_t>(*row_bytes(type, n));
+                std::vector<uint8_t> wq(rb * static_cast<size_t>(n_rows));
+                std::vector<float> wd(static_cast<size_t>(n * n_rows));
+                const int64_t tiles = (n_rows + 7) / 8;
+                std::vector<uint8_t> panel(static_cast<size_t>(tiles * panel_tile_bytes(n)), 0xAB);
+                std::vector<uint8_t> u(static_cast<size_t>(n));
+                std::vector<float> d(static_cast<size_t>(n / 16)), c(static_cast<size_t>(n / 16));
+                for (int64_t r = 0; r < tiles * 8; ++r) {
+                    uint8_t* tile = panel.data() + (r / 8) * panel_tile_bytes(n);
+                    if (r >= n_rows) {
+                        panel_zero_row(tile, n, static_cast<int>(r % 8));
+                        continue;
+                    }
+                    quantize_row(type, wf.data() + r * n, wq.data() + r * rb, n);
+                    dequantize_row(type, wq.data() + r * rb, wd.data() + r * n, n);
+                    unpack_row_u8(type, wq.data() + r * rb, n, u.data(), d.data(), c.data());
+                    panel_put_row(tile, n, static_cast<int>(r % 8), u.data(), d.data(), c.data());
+                }
+                for (int64_t n_tok : {1, 3, 4, 9}) {
+                    CAPTURE(n_rows);
+                    CAPTURE(n_tok);
+                    std::vector<float> x = randn(static_cast<size_t>(n * n_tok), 41 + n_tok);
+                    x[7] = 30.0f;  // an outlier: its group rounds coarsely, the oracle the same way
+                    std::vector<int8_t> xq(static_cast<size_t>(n * n_tok));
+                    std::vector<float> xd(static_cast<size_t>(n / 16 * n_tok)), xs(xd.size());
+                    for (int64_t t = 0; t < n_tok; ++t)
+                        k->quantize_row8_16(x.data() + t * n, n, xq.data() + t * n, xd.data() + t * (n / 16),
+                                            xs.data() + t * (n / 16));
+                    const int64_t ldy = n_rows + 2;
+                    std::vector<float> y(static_cast<size_t>(ldy * n_tok), -7.0f);
+                    k->gemm_u8(panel.data(), n_rows, n, xq.data(), xd.data(), xs.data(), n_tok, y.data(), ldy,
+                               unpack_max_u8(type));
+                    for (int64_t t = 0; t < n_tok; ++t) {
+                        std::vector<float> od, os;
+                        const std::vector<int8_t> q = oracle_q8_16(x.data() + t * n, n, od, os);
+                        for (int64_t r = 0; r < n_rows; ++r) {
+                            double want = 0, mag = 0;
+                            for (int64_t i = 0; i < n; ++i) {
+                                const double xi = double(q[static_cast<size_t>(i)]) * od[static_cast<size_t>(i / 16)];
+                                want += double(wd[r * n + i]) * xi;
+                                mag += std::fabs(double(wd[r * n + i]) * xi);
+                            }
+                            CAPTURE(t);
+                            CAPTURE(r);
+                            // the integer products are exact; the offsets' float terms cancel partly
+                            CHECK(std::fabs(y[static_cast<size_t>(t * ldy + r)] - want) <= 1e-5 * mag + 1e-6);
+                        }
+                        for (int64_t r = n_rows; r < ldy; ++r) CHECK(y[static_cast<size_t>(t * ldy + r)] == -7.0f);
                     }
                 }
             }

@@ -6,6 +6,7 @@
 
 #include "ember/error.hpp"
 #include "ember/quant.hpp"
+#include "quant/unpack.hpp"
 
 namespace ember {
 namespace {
@@ -27,7 +28,8 @@ CpuBackend::CpuBackend(int n_threads, const KernelSet* kernels, bool exact)
     : k_(kernels != nullptr ? *kernels : cpu_kernels()),
       exact_(exact),
       pool_(n_threads),
-      scratch_(static_cast<size_t>(pool_.size())) {}
+      scratch_(static_cast<size_t>(pool_.size())),
+      scratch8_(static_cast<size_t>(pool_.size())) {}
 
 CpuBackend::~CpuBackend() = default;
 
@@ -83,11 +85,17 @@ void CpuBackend::matmul(const WeightView& w, const float* x, int64_t n_tok, floa
 void CpuBackend::matmul_shared(const WeightView* const* ws, float* const* ys, int count, const float* x,
                                int64_t n_tok) {
     if (k_.matvec != nullptr && n_tok < kGemmMinTokens) return matmul_vec(ws, ys, count, x, n_tok);
+    bool rounded = false;  // x rounded for gemm_u8 (once for all the products that share it)
     for (int i = 0; i < count; ++i) {
-        if (k_.matvec == nullptr)
+        if (k_.matvec == nullptr) {
             matmul_reference(*ws[i], x, n_tok, ys[i]);
-        else
+        } else if (!exact_ && k_.gemm_u8 != nullptr && unpack_max_u8(ws[i]->type) > 0) {
+            if (!rounded) quantize_input16(x, n_tok, ws[i]->n_in);
+            rounded = true;
+            matmul_gemm_u8(*ws[i], n_tok, ys[i]);
+        } else {
             matmul_gemm(*ws[i], x, n_tok, ys[i]);
+        }
     }
 }
 
@@ -177,6 +185,56 @@ void CpuBackend::matmul_gemm(const WeightView& w, const float* x, int64_t n_tok,
                 rows = tile;
             }
             k_.gemm_f32(rows, nr, x, n_tok, K, y + r0, N);
+        }
+    });
+}
+
+void CpuBackend::quantize_input16(const float* x, int64_t n_tok, int64_t K) {
+    const size_t nq = static_cast<size_t>(n_tok * K);
+    if (xq8_.size() < nq) xq8_.resize(nq);
+    if (xd16_.size() < nq / 16) {
+        xd16_.resize(nq / 16);
+        xs16_.resize(nq / 16);
+    }
+    pool_.parallel_for(n_tok, 4, [&](int64_t begin, int64_t end, int) {
+        for (int64_t t = begin; t < end; ++t)
+            k_.quantize_row8_16(x + t * K, K, xq8_.data() + t * K, xd16_.data() + t * (K / 16), xs16_.data() + t * (K / 16));
+    });
+}
+
+void CpuBackend::matmul_gemm_u8(const WeightView& w, int64_t n_tok, float* y) {
+    const int64_t K = w.n_in;
+    const int64_t N = w.n_out;
+    const int64_t tile = panel_tile_bytes(K);  // 8 rows
+    // a panel of whole tiles that stays in L2 (~128 KiB) while every token passes over it,
+    // then as many panels as a multiple of the thread count, of near-equal size (as matmul_gemm)
+    int64_t panel = std::clamp<int64_t>((131072 / std::max<int64_t>(tile, 1)) * 8, 8, 64);
+    const int64_t threads = pool_.size();
+    const int64_t per_round = threads * panel;
+    const int64_t n_panels = (N + per_round - 1) / per_round * threads;
+    panel = std::max<int64_t>(8, ((N + n_panels - 1) / n_panels + 7) / 8 * 8);
+    const int max_u = unpack_max_u8(w.type);
+    pool_.parallel_for(N, panel, [&](int64_t begin, int64_t end, int thread) {
+        auto& buf = scratch8_[static_cast<size_t>(thread)];
+        const size_t need = static_cast<size_t>(panel / 8 * tile + K + K / 16 * 8);
+        if (buf.size() < need) buf.resize(need);
+        uint8_t* tiles = buf.data();
+        uint8_t* u = tiles + panel / 8 * tile;
+        float* d = reinterpret_cast<float*>(u + K);  // K is a multiple of 16: 4-byte aligned
+        float* c = d + K / 16;
+        for (int64_t r0 = begin; r0 < end; r0 += panel) {
+            const int64_t nr = std::min(panel, end - r0);
+            for (int64_t i = 0; i < (nr + 7) / 8 * 8; ++i) {
+                uint8_t* t = tiles + (i / 8) * tile;
+                if (i >= nr) {
+                    panel_zero_row(t, K, static_cast<int>(i % 8));
+                    continue;
+                }
+                const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0 + i) * w.row_bytes;
+                unpack_row_u8(w.type, src, K, u, d, c);
+                panel_put_row(t, K, static_cast<int>(i % 8), u, d, c);
+            }
+            k_.gemm_u8(tiles, nr, K, xq8_.data(), xd16_.data(), xs16_.data(), n_tok, y + r0, N, max_u);
         }
     });
 }

@@ -18,7 +18,8 @@ class CpuBackend final : public Backend {
 public:
     // kernels: the set to use (default: cpu_kernels(), the best this CPU runs or EMBER_ISA's).
     // exact: quantized products of a few tokens round the activations to 16 bits
-    // (the 1e-2 logits path, the default); else to 8 bits (the fast path, kernels.hpp).
+    // (the 1e-2 logits path, the default); else to 8 bits (the fast path, kernels.hpp),
+    // and prompts multiply 8-bit integers too (gemm_u8) where the weight type allows.
     explicit CpuBackend(int n_threads, const KernelSet* kernels = nullptr, bool exact = true);
     ~CpuBackend() override;
 
@@ -57,6 +58,9 @@ private:
     void matmul_vec(const WeightView* const* ws, float* const* ys, int count, const float* x, int64_t n_tok);
     void quantize_input(const float* x, int64_t n_tok, int64_t K);
     void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y);
+    // the fast precision's prompt product: x rounded by quantize_input16 (xq8_, xd16_, xs16_)
+    void quantize_input16(const float* x, int64_t n_tok, int64_t K);
+    void matmul_gemm_u8(const WeightView& w, int64_t n_tok, float* y);
     struct RopeTable {
         std::vector<float> cs;        // [n_tok, n_rot/2, 2]: cos, sin
         std::vector<int32_t> pos;     // the positions and parameters cs is for (empty: none)
@@ -77,6 +81,7 @@ private:
     std::vector<std::unique_ptr<uint8_t[]>> kv_buffers_;  // alloc_kv
     std::vector<void*> kv_ptrs_;                          // [2 * n_layer]: K pointers, then V
     std::vector<std::vector<float>> scratch_;             // [n_threads]
+    std::vector<std::vector<uint8_t>> scratch8_;          // [n_threads]: a u8 panel and one unpacked row
     RopeTable rope_[2];
     int rope_next_ = 0;                                   // the table to refill on a miss
     // the activation rounded for the integer kernels (matmul_vec), grown, never shrunk
@@ -86,6 +91,7 @@ private:
     std::vector<float> xsum_;                             // [n_tok, n_in / 16]
     std::vector<float> xsum32_;                           // [n_tok, n_in / 32]
     std::vector<QuantizedRow> xrows_;                     // [n_tok]
+    std::vector<float> xd16_, xs16_;                      // [n_tok, n_in / 16]: gemm_u8's scales and sums
 };
 
 }  // namespace ember

@@ -116,6 +116,7 @@ const KernelSet kScalar = {
     to_f16,      sum_squares, scale_mul, silu_mul, gelu_mul,  add,     scale,    softcap,  exp_sum,
     attn_scores<uint16_t, dot_f16>, attn_scores<float, dot_f32_rev>,
     attn_values<uint16_t, axpy_f16>, attn_values<float, axpy_f32>,
+    nullptr,     nullptr,
 };
 
 const KernelSet* best() {
@@ -194,6 +195,24 @@ std::vector<const KernelSet*> runnable_kernel_sets() {
     if (cpu_kernel_set(Isa::Neon) == &kNeonDotprodKernels) sets.push_back(&kNeonKernels);
 #endif
     return sets;
+}
+
+void panel_put_row(uint8_t* tile, int64_t n, int r, const uint8_t* u, const float* d, const float* c) {
+    for (int64_t g = 0; g < n / 16; ++g) {
+        uint8_t* blk = tile + g * kPanelGroupBytes;
+        for (int j = 0; j < 4; ++j) std::memcpy(blk + 32 * j + 4 * r, u + 16 * g + 4 * j, 4);
+        std::memcpy(blk + 128 + 4 * r, d + g, 4);
+        std::memcpy(blk + 160 + 4 * r, c + g, 4);
+    }
+}
+
+void panel_zero_row(uint8_t* tile, int64_t n, int r) {
+    for (int64_t g = 0; g < n / 16; ++g) {
+        uint8_t* blk = tile + g * kPanelGroupBytes;
+        for (int j = 0; j < 4; ++j) std::memset(blk + 32 * j + 4 * r, 0, 4);
+        std::memset(blk + 128 + 4 * r, 0, 4);
+        std::memset(blk + 160 + 4 * r, 0, 4);
+    }
 }
 
 const KernelSet& cpu_kernels() {

@@ -23,7 +23,12 @@
 //     integers (QuantizedRow::q), multiplied with 16-bit multiply-adds
 //     (pmaddwd / vpdpwssd / smlal); within ~1e-5 of the float product;
 //   - many tokens (a prompt): a panel of weight rows is dequantized to float
-//     once and multiplied with a register-tiled float kernel (gemm_f32).
+//     once and multiplied with a register-tiled float kernel (gemm_f32); at
+//     the `fast` precision, for the types unpack_row_u8 takes, the panel is
+//     unpacked to unsigned 8-bit integers instead, interleaved 8 rows at a time
+//     (the u8 panel below), and multiplied with 8-bit products by activations
+//     rounded to int8 with a scale per 16 elements (gemm_u8): 2-3x the
+//     multiply-adds per instruction of the float kernel.
 #pragma once
 
 #include <cstddef>
@@ -97,7 +102,31 @@ struct KernelSet {
                             size_t stride, int64_t n, int64_t dim);
     void (*attn_values_f32)(float* out, int64_t ldo, const float* w, int64_t ldw, int64_t nq, const float* rows,
                             size_t stride, int64_t n, int64_t dim);
+
+    // --- the fast precision's prompt product (null in the scalar set) ---
+    // The rounding for gemm_u8, per group of 16 (n % 16 == 0): d[n / 16] = amax / 127
+    // (0 for an all-zero group), q = round(x / d) (|q| <= 127), s[n / 16] = d * sum of the group's q.
+    void (*quantize_row8_16)(const float* x, int64_t n, int8_t* q, float* d, float* s);
+    // y[t * ldy + r] = sum_g d_w[r][g] * (xd[t][g] * dot(u_r,g, xq_t,g)) + c_w[r][g] * xs[t][g]
+    // for r < n_rows, t < n_tok: the u8 panel (ceil(n_rows / 8) tiles) times tokens
+    // rounded by quantize_row8_16 (xq + t * n, xd / xs + t * n / 16). max_u: the
+    // largest unpacked value (63 at most).
+    void (*gemm_u8)(const uint8_t* panel, int64_t n_rows, int64_t n, const int8_t* xq, const float* xd,
+                    const float* xs, int64_t n_tok, float* y, int64_t ldy, int max_u);
 };
+
+// The u8 panel: weight rows unpacked by unpack_row_u8 (quant/unpack.hpp), in
+// tiles of 8 rows; a tile holds, for each group g of 16 elements (n / 16 of
+// them), kPanelGroupBytes bytes: the 128 values as 4 quads x 8 rows x 4 bytes
+// (byte 32 j + 4 r + b is element 16 g + 4 j + b of row r), then the 8 rows'
+// scales d[g] and the 8 rows' offsets c[g] as floats. Rows past the end of the
+// last tile are zeros.
+constexpr int64_t kPanelGroupBytes = 128 + 2 * 8 * 4;
+inline int64_t panel_tile_bytes(int64_t n) { return n / 16 * kPanelGroupBytes; }
+// Puts row r (0..7) of a tile: u[n], d[n / 16], c[n / 16].
+void panel_put_row(uint8_t* tile, int64_t n, int r, const uint8_t* u, const float* d, const float* c);
+// Zeros row r of a tile.
+void panel_zero_row(uint8_t* tile, int64_t n, int r);
 
 enum class Isa { Scalar, Avx2, Avx512, Neon };
 

@@ -108,9 +108,11 @@ struct Avx512 {
     // ---- 8-bit activations ----
 #if EMBER_AVX512_VNNI
 #define EMBER_DPBUSD(u, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
+#define EMBER_DPBUSD_ACC(acc, u, x) _mm256_dpbusd_epi32(acc, u, x)
 #endif
 #include "backends/cpu/kernels_x86_8bit.hpp"
 #undef EMBER_DPBUSD
+#undef EMBER_DPBUSD_ACC
 };
 
 using V = Avx512;

@@ -31,6 +31,11 @@
 //   mla8(acc, a, b)     acc (an F8) + the products a[0..8) * b[0..8), folded into its lanes
 //   h2f(uint16_t)       one IEEE half to float
 //   kGemmR, kGemmT      the register tile of gemm_f32 (rows x tokens)
+//   R8, r8_zero, r8_load, r8_store, r8_set1, r8_scale(a, s), r8_fma(a, b, c)
+//                       8 floats (one per row of a u8 panel tile) and their arithmetic
+//   r8_dots<T, kWide>(blk, x, out)  out[t] = the 8 rows' integer dot products of one
+//                       panel group (128 bytes at blk) with x[t][0..16), as floats;
+//                       kWide: values up to 63 (else 31)
 //
 // This file has no include guard on purpose: each ISA file includes it once.
 
@@ -894,9 +899,95 @@ void k_gemm_f32(const float* w, int64_t n_rows, const float* x, int64_t n_tok, i
     }
 }
 
+// ---- 8-bit matrix product (prompts at the fast precision) ----------------------------
+
+void k_quantize_row8_16(const float* x, int64_t n, int8_t* q, float* d, float* s) {
+    for (int64_t g = 0; g < n / 16; ++g) {
+        const float* xg = x + 16 * g;
+        float amax = 0.0f;
+        for (int j = 0; j < 16; ++j) {
+            const float a = __builtin_fabsf(xg[j]);
+            amax = a > amax ? a : amax;
+        }
+        const bool tiny = !(amax > 1e-30f);  // its reciprocal scale would overflow
+        const float dg = tiny ? 0.0f : amax / 127.0f;
+        const float id = tiny ? 0.0f : 127.0f / amax;
+        int32_t sum = 0;
+        for (int j = 0; j < 16; ++j) {
+            const int8_t v = static_cast<int8_t>(__builtin_rintf(xg[j] * id));  // |v| <= 127
+            q[16 * g + j] = v;
+            sum += v;
+        }
+        d[g] = dg;
+        s[g] = dg * static_cast<float>(sum);
+    }
+}
+
+// One tile of 8 panel rows times T tokens; nr of the 8 rows are stored.
+template <int T, bool kWide>
+void gemm_u8_tile(const uint8_t* tile, int64_t n, const int8_t* xq, const float* xd, const float* xs, float* y,
+                  int64_t ldy, int nr) {
+    const int64_t ng = n / 16;
+    typename V::R8 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = V::r8_zero();
+    for (int64_t g = 0; g < ng; ++g) {
+        const uint8_t* blk = tile + g * kPanelGroupBytes;
+        const int8_t* xp[T];
+        for (int t = 0; t < T; ++t) xp[t] = xq + t * n + 16 * g;
+        typename V::R8 v[T];
+        V::template r8_dots<T, kWide>(blk, xp, v);
+        const typename V::R8 dw = V::r8_load(reinterpret_cast<const float*>(blk + 128));
+        const typename V::R8 cw = V::r8_load(reinterpret_cast<const float*>(blk + 160));
+        for (int t = 0; t < T; ++t) {
+            acc[t] = V::r8_fma(v[t], V::r8_scale(dw, xd[t * ng + g]), acc[t]);
+            acc[t] = V::r8_fma(cw, V::r8_set1(xs[t * ng + g]), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; ++t) {
+        float out[8];
+        V::r8_store(out, acc[t]);
+        for (int r = 0; r < nr; ++r) y[t * ldy + r] = out[r];
+    }
+}
+
+template <int T, bool kWide>
+void gemm_u8_upto(int tt, const uint8_t* tile, int64_t n, const int8_t* xq, const float* xd, const float* xs, float* y,
+                  int64_t ldy, int nr) {
+    if constexpr (T == 1) {
+        gemm_u8_tile<1, kWide>(tile, n, xq, xd, xs, y, ldy, nr);
+    } else {
+        if (tt == T) return gemm_u8_tile<T, kWide>(tile, n, xq, xd, xs, y, ldy, nr);
+        gemm_u8_upto<T - 1, kWide>(tt, tile, n, xq, xd, xs, y, ldy, nr);
+    }
+}
+
+template <bool kWide>
+void gemm_u8_any(const uint8_t* panel, int64_t n_rows, int64_t n, const int8_t* xq, const float* xd, const float* xs,
+                 int64_t n_tok, float* y, int64_t ldy) {
+    constexpr int T = 4;
+    const int64_t ng = n / 16;
+    // tokens outside, tiles inside: T tokens stay in L1 while the panel streams from L2
+    for (int64_t t0 = 0; t0 < n_tok; t0 += T) {
+        const int tt = static_cast<int>(n_tok - t0 < T ? n_tok - t0 : T);
+        for (int64_t r0 = 0; r0 < n_rows; r0 += 8) {
+            const int nr = static_cast<int>(n_rows - r0 < 8 ? n_rows - r0 : 8);
+            gemm_u8_upto<T, kWide>(tt, panel + (r0 / 8) * panel_tile_bytes(n), n, xq + t0 * n, xd + t0 * ng,
+                                   xs + t0 * ng, y + t0 * ldy + r0, ldy, nr);
+        }
+    }
+}
+
+void k_gemm_u8(const uint8_t* panel, int64_t n_rows, int64_t n, const int8_t* xq, const float* xd, const float* xs,
+               int64_t n_tok, float* y, int64_t ldy, int max_u) {
+    if (max_u > 31)
+        gemm_u8_any<true>(panel, n_rows, n, xq, xd, xs, n_tok, y, ldy);
+    else
+        gemm_u8_any<false>(panel, n_rows, n, xq, xd, xs, n_tok, y, ldy);
+}
+
 constexpr KernelSet make_kernel_set(const char* name) {
     return KernelSet{name,        k_quantize_row, k_quantize_row8, k_matvec,  k_matvec8,     k_gemm_f32,  k_dot_f32,  k_dot_f16,
                      k_axpy_f32,  k_axpy_f16,     k_to_f16,      k_sum_squares, k_scale_mul, k_silu_mul,
                      k_gelu_mul,  k_add,          k_scale,       k_softcap,     k_exp_sum,      k_attn_scores<uint16_t>, k_attn_scores<float>,
-                     k_attn_values<uint16_t>, k_attn_values<float>};
+                     k_attn_values<uint16_t>, k_attn_values<float>, k_quantize_row8_16, k_gemm_u8};
 }

@@ -147,6 +147,61 @@ struct Neon {
         acc = vfmaq_f32(acc, vcvtq_f32_s32(dot16(w.lo, x)), vmulq_n_f32(xs.lo, s_lo));
         return vfmaq_f32(acc, vcvtq_f32_s32(dot16(w.hi, x + 16)), vmulq_n_f32(xs.hi, s_hi));
     }
+
+    // ---- the u8 panel product (gemm_u8) ----
+    struct R8 {
+        float32x4_t lo, hi;  // rows 0..3, 4..7
+    };
+    static R8 r8_zero() { return R8{vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)}; }
+    static R8 r8_load(const float* p) { return R8{vld1q_f32(p), vld1q_f32(p + 4)}; }
+    static void r8_store(float* p, R8 v) {
+        vst1q_f32(p, v.lo);
+        vst1q_f32(p + 4, v.hi);
+    }
+    static R8 r8_set1(float v) { return R8{vdupq_n_f32(v), vdupq_n_f32(v)}; }
+    static R8 r8_scale(R8 a, float s) { return R8{vmulq_n_f32(a.lo, s), vmulq_n_f32(a.hi, s)}; }
+    static R8 r8_fma(R8 a, R8 b, R8 c) { return R8{vfmaq_f32(c.lo, a.lo, b.lo), vfmaq_f32(c.hi, a.hi, b.hi)}; }
+#if !EMBER_NEON_DOTPROD
+    // rows (2i, 2i + 1) of one quad times the token's 4 bytes (broadcast in xq):
+    // int16 products (|u x| <= 63 * 127), pairs summed into acc's lanes
+    // (row 2i: lanes 0, 1; row 2i + 1: lanes 2, 3)
+    static int32x4_t quad_pairs(int32x4_t acc, int8x8_t w, int8x8_t xq) { return vpadalq_s16(acc, vmull_s8(w, xq)); }
+#endif
+    // Quad j of the group is 32 bytes: rows 0..3 x 4 bytes, then rows 4..7;
+    // the values (<= 63) are valid int8, so signed products serve.
+    template <int T, bool>
+    static void r8_dots(const uint8_t* blk, const int8_t* const* x, R8* out) {
+        int8x16_t w[8];
+        for (int j = 0; j < 8; ++j) w[j] = vreinterpretq_s8_u8(vld1q_u8(blk + 16 * j));
+        for (int t = 0; t < T; ++t) {
+            const int8x16_t xv = vld1q_s8(x[t]);
+#if EMBER_NEON_DOTPROD
+            int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+            lo = vdotq_laneq_s32(lo, w[0], xv, 0);
+            hi = vdotq_laneq_s32(hi, w[1], xv, 0);
+            lo = vdotq_laneq_s32(lo, w[2], xv, 1);
+            hi = vdotq_laneq_s32(hi, w[3], xv, 1);
+            lo = vdotq_laneq_s32(lo, w[4], xv, 2);
+            hi = vdotq_laneq_s32(hi, w[5], xv, 2);
+            lo = vdotq_laneq_s32(lo, w[6], xv, 3);
+            hi = vdotq_laneq_s32(hi, w[7], xv, 3);
+#else
+            const int32x4_t xs = vreinterpretq_s32_s8(xv);
+            const int8x8_t xq[4] = {
+                vreinterpret_s8_s32(vdup_laneq_s32(xs, 0)), vreinterpret_s8_s32(vdup_laneq_s32(xs, 1)),
+                vreinterpret_s8_s32(vdup_laneq_s32(xs, 2)), vreinterpret_s8_s32(vdup_laneq_s32(xs, 3))};
+            int32x4_t r01 = vdupq_n_s32(0), r23 = r01, r45 = r01, r67 = r01;
+            for (int j = 0; j < 4; ++j) {
+                r01 = quad_pairs(r01, vget_low_s8(w[2 * j]), xq[j]);
+                r23 = quad_pairs(r23, vget_high_s8(w[2 * j]), xq[j]);
+                r45 = quad_pairs(r45, vget_low_s8(w[2 * j + 1]), xq[j]);
+                r67 = quad_pairs(r67, vget_high_s8(w[2 * j + 1]), xq[j]);
+            }
+            const int32x4_t lo = vpaddq_s32(r01, r23), hi = vpaddq_s32(r45, r67);
+#endif
+            out[t] = R8{vcvtq_f32_s32(lo), vcvtq_f32_s32(hi)};
+        }
+    }
 };
 
 using V = Neon;

@@ -61,3 +61,46 @@
     static __m256 mla8(__m256 acc, const float* a, const float* b) {
         return _mm256_fmadd_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b), acc);
     }
+
+    // ---- the u8 panel product (gemm_u8) ----
+    using R8 = __m256;
+    static R8 r8_zero() { return _mm256_setzero_ps(); }
+    static R8 r8_load(const float* p) { return _mm256_loadu_ps(p); }
+    static void r8_store(float* p, R8 v) { _mm256_storeu_ps(p, v); }
+    static R8 r8_set1(float v) { return _mm256_set1_ps(v); }
+    static R8 r8_scale(R8 a, float s) { return _mm256_mul_ps(a, _mm256_set1_ps(s)); }
+    static R8 r8_fma(R8 a, R8 b, R8 c) { return _mm256_fmadd_ps(a, b, c); }
+    // Quad j of the group is one ymm (8 rows x 4 bytes); each token's 4 bytes
+    // of quad j are broadcast to every row. Without VNNI the u8 * s8 pairs are
+    // summed in int16 before widening: |pair| <= 2 * 31 * 127 = 7874, four of
+    // them <= 31496; with values up to 63 (kWide) two at a time (<= 32004).
+    template <int T, bool kWide>
+    static void r8_dots(const uint8_t* blk, const int8_t* const* x, R8* out) {
+        __m256i wv[4];
+        for (int j = 0; j < 4; ++j) wv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 * j));
+        for (int t = 0; t < T; ++t) {
+            __m256i xb[4];
+            for (int j = 0; j < 4; ++j) {
+                int32_t v;
+                __builtin_memcpy(&v, x[t] + 4 * j, 4);
+                xb[j] = _mm256_set1_epi32(v);
+            }
+#ifdef EMBER_DPBUSD_ACC
+            __m256i a = EMBER_DPBUSD(wv[0], xb[0]);
+            for (int j = 1; j < 4; ++j) a = EMBER_DPBUSD_ACC(a, wv[j], xb[j]);
+#else
+            const __m256i ones = _mm256_set1_epi16(1);
+            __m256i a;
+            if constexpr (kWide) {
+                const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(wv[0], xb[0]), _mm256_maddubs_epi16(wv[1], xb[1]));
+                const __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(wv[2], xb[2]), _mm256_maddubs_epi16(wv[3], xb[3]));
+                a = _mm256_add_epi32(_mm256_madd_epi16(p01, ones), _mm256_madd_epi16(p23, ones));
+            } else {
+                __m256i p = _mm256_maddubs_epi16(wv[0], xb[0]);
+                for (int j = 1; j < 4; ++j) p = _mm256_add_epi16(p, _mm256_maddubs_epi16(wv[j], xb[j]));
+                a = _mm256_madd_epi16(p, ones);
+            }
+#endif
+            out[t] = _mm256_cvtepi32_ps(a);
+        }
+    }
