@@ -418,8 +418,8 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
              py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("precision") = "default",
              "Allocates the KV cache and starts the threads. n_ctx: tokens the cache holds (0 = the model's "
              "training context, capped at 4096). n_batch: prompt tokens per forward pass. n_threads: 0 = one "
-             "per core. kv_type: 'f16' or 'f32'. precision: how generation multiplies quantized weights, "
-             "'fast' (8-bit activations, llama.cpp's) or 'exact' (16-bit); 'default' = EMBER_PRECISION, "
+             "per core. kv_type: 'f16' or 'f32'. precision: how quantized weights are multiplied, "
+             "'fast' (8-bit activations, llama.cpp's; ~2x prompt speed) or 'exact' (16-bit); 'default' = EMBER_PRECISION, "
              "else 'exact'. InvalidArgumentError for out-of-range values, "
              "OutOfMemoryError when the cache does not fit.")
         .def(

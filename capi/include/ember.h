@@ -249,10 +249,10 @@ typedef enum ember_kv_type {
 } ember_kv_type;
 
 /* Values of ember_session_params.precision: how the CPU multiplies quantized
-   weights by the activations of generation steps (see ember::Precision). */
+   weights by activations, in generation steps and prompts (see ember::Precision). */
 typedef enum ember_precision {
     EMBER_PRECISION_DEFAULT = 0, /* EMBER_PRECISION when set ("fast"/"exact"), else exact */
-    EMBER_PRECISION_FAST = 1,    /* 8-bit activations (as llama.cpp): faster, perplexity +0.1..0.4% */
+    EMBER_PRECISION_FAST = 1,    /* 8-bit activations (as llama.cpp): faster (prompts ~2x), perplexity +0.1..0.4% */
     EMBER_PRECISION_EXACT = 2    /* 16-bit activations: logits within 1e-2 of a float64 reference */
 } ember_precision;
 

@@ -39,15 +39,19 @@ enum class KvCacheType {
     F32,
 };
 
-// How the CPU multiplies quantized weights by the activations of generation
-// steps (batches of fewer than 16 tokens; prompts are unaffected).
+// How the CPU multiplies quantized weights by activations.
 enum class Precision {
     Default,  // EMBER_PRECISION when it is set ("fast" or "exact"), else Exact
-    Fast,     // activations rounded to 8-bit integers per 8 values (llama.cpp rounds per 32):
-              // logits move by ~2e-2 (median relative L2), perplexity by +0.14% on SmolLM2's
-              // full test text (+0.35% on its first 2-4 chunks; llama.cpp +0.44%). Not the
-              // default until it holds the 0.2% perplexity gate (docs/ACCURACY.md)
-    Exact,    // 16-bit activations: logits within 1e-2 of a float64 reference, perplexity
+    Fast,     // activations rounded to 8-bit integers, per 8 values in generation steps
+              // (batches of fewer than 16 tokens) and per 16 in prompts, whose weights are
+              // unpacked to 8-bit panels (4- to 6-bit types; llama.cpp rounds per 32):
+              // about twice the prompt speed on 1B-class models; logits move by ~2e-2
+              // (median relative L2), perplexity by +0.14% (generation) / +0.27% (prompts)
+              // on SmolLM2's full test text (+0.35% / +0.39% on its first chunks; llama.cpp
+              // +0.44%). Not the default until it holds the 0.2% perplexity gate
+              // (docs/ACCURACY.md)
+    Exact,    // 16-bit activations in generation steps, float products of dequantized
+              // weights in prompts: logits within 1e-2 of a float64 reference, perplexity
               // within 0.01% of it
 };
 EMBER_API const char* precision_name(Precision p) noexcept;  // "default", "fast", "exact"
