@@ -3,6 +3,7 @@
 // random inputs. Matmul runs over every weight type.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <numbers>
@@ -13,6 +14,7 @@
 #include "backends/cpu/cpu_backend.hpp"
 #include "ember/ember.hpp"
 #include "common/thread_pool.hpp"
+#include "quant/unpack.hpp"
 
 using namespace ember;
 
@@ -130,6 +132,92 @@ TEST_CASE("cpu backend: matmul and get_rows for every weight type match dequanti
             be.get_rows(w, ids, 3, rows.data());
             for (int i = 0; i < 3; ++i)
                 for (int64_t j = 0; j < n_in; ++j) REQUIRE(rows[i * n_in + j] == wd[ids[i] * n_in + j]);
+        }
+    }
+}
+
+// gemm_u8's activation rounding, from its definition (kernels.hpp): per 16 values,
+// d = amax / 127 and q = round-to-even(x * 127 / amax); the rounded value q * d.
+std::vector<double> rounded16(const float* x, int64_t n) {
+    std::vector<double> r(static_cast<size_t>(n), 0.0);
+    for (int64_t g = 0; g < n / 16; ++g) {
+        float amax = 0;
+        for (int i = 0; i < 16; ++i) amax = std::max(amax, std::fabs(x[16 * g + i]));
+        if (!(amax > 1e-30f)) continue;
+        for (int i = 0; i < 16; ++i)
+            r[static_cast<size_t>(16 * g + i)] = std::nearbyint(x[16 * g + i] * (127.0f / amax)) * double(amax / 127.0f);
+    }
+    return r;
+}
+
+TEST_CASE("cpu backend: fast precision prompt batches (gemm_u8) equal the product with the rounded activations, every type, ragged rows and threads") {
+    for (const KernelSet* k : kernel_sets()) {
+        if (k->gemm_u8 == nullptr) continue;  // the scalar set: the float product in both precisions
+        for (int threads : {1, 2, 3}) {
+            CpuBackend be(threads, k, /*exact=*/false);
+            const std::string set = k->name;
+            CAPTURE(set);
+            CAPTURE(threads);
+            for (TensorType type : kWeightTypes) {
+                // ragged row counts over threads, panels and 8-row tiles; K from one super-block to many
+                for (auto [n_in, n_out] : {std::pair<int64_t, int64_t>{256, 7}, {512, 37}, {2048, 203}}) {
+                    const std::string type_name = type_info(type).name;
+                    CAPTURE(type_name);
+                    CAPTURE(n_in);
+                    CAPTURE(n_out);
+                    const std::vector<float> wf = randn(static_cast<size_t>(n_in * n_out), 3);
+                    const size_t rb = static_cast<size_t>(*row_bytes(type, n_in));
+                    std::vector<uint8_t> wq(rb * n_out + 1);
+                    uint8_t* base = wq.data() + 1;  // rows at odd addresses, as in a file aligned to 1
+                    for (int64_t r = 0; r < n_out; ++r) quantize_row(type, wf.data() + r * n_in, base + r * rb, n_in);
+                    std::vector<float> wd(static_cast<size_t>(n_in * n_out));
+                    std::vector<uint8_t> row(rb);
+                    for (int64_t r = 0; r < n_out; ++r) {
+                        std::copy(base + r * rb, base + (r + 1) * rb, row.begin());
+                        dequantize_row(type, row.data(), wd.data() + r * n_in, n_in);
+                    }
+                    const WeightView w{type, n_in, n_out, rb, base, "w"};
+                    const bool u8 = unpack_max_u8(type) > 0;  // else the float panel product
+                    for (int64_t n_tok : {16, 19}) {
+                        CAPTURE(n_tok);
+                        std::vector<float> x = randn(static_cast<size_t>(n_tok * n_in), 8);
+                        x[5] = 25.0f;  // an outlier: its group rounds coarsely, the oracle the same way
+                        std::vector<float> y(static_cast<size_t>(n_tok * n_out), -3.0f);
+                        be.matmul(w, x.data(), n_tok, y.data());
+                        double worst = 0;
+                        for (int64_t t = 0; t < n_tok; ++t) {
+                            const std::vector<double> xr = rounded16(x.data() + t * n_in, n_in);
+                            for (int64_t r = 0; r < n_out; ++r) {
+                                double want = 0, mag = 0;
+                                for (int64_t i = 0; i < n_in; ++i) {
+                                    const double xi = u8 ? xr[static_cast<size_t>(i)] : double(x[t * n_in + i]);
+                                    want += double(wd[r * n_in + i]) * xi;
+                                    mag += std::fabs(double(wd[r * n_in + i]) * xi);
+                                }
+                                worst = std::max(worst, std::fabs(y[static_cast<size_t>(t * n_out + r)] - want) / (mag + 1e-9));
+                            }
+                        }
+                        CHECK(worst < 1e-5);  // only float rounding: the integer products are exact
+                    }
+                }
+            }
+            // a NaN in one token's activations reaches that token's outputs only, as in the float product
+            const int64_t n_in = 256, n_out = 9, n_tok = 16;
+            const std::vector<float> wf = randn(static_cast<size_t>(n_in * n_out), 4);
+            const size_t rb = static_cast<size_t>(*row_bytes(TensorType::Q4_0, n_in));
+            std::vector<uint8_t> wq(rb * n_out);
+            for (int64_t r = 0; r < n_out; ++r) quantize_row(TensorType::Q4_0, wf.data() + r * n_in, wq.data() + r * rb, n_in);
+            const WeightView w{TensorType::Q4_0, n_in, n_out, rb, wq.data(), "w"};
+            std::vector<float> x = randn(static_cast<size_t>(n_tok * n_in), 5);
+            x[3 * n_in + 100] = std::nanf("");
+            x[7 * n_in + 7] = INFINITY;
+            std::vector<float> y(static_cast<size_t>(n_tok * n_out));
+            be.matmul(w, x.data(), n_tok, y.data());
+            for (int64_t t = 0; t < n_tok; ++t)
+                for (int64_t r = 0; r < n_out; ++r) {
+                    CAPTURE(t);
+                    CHECK(std::isfinite(y[static_cast<size_t>(t * n_out + r)]) == (t != 3 && t != 7));
+                }
         }
     }
 }
@@ -387,12 +475,14 @@ TEST_CASE("cpu backend: matmul_shared equals one matmul per weight (mixed types 
     }
     for (const KernelSet* k : kernel_sets())
         for (int threads : {1, 3})
-            for (int64_t n_tok : {1, 3, 40}) {
+            for (int64_t n_tok : {1, 3, 40})
+            for (bool exact : {true, false}) {  // fast: 8-bit products, gemm_u8 for Q4_K and Q6_K at 40 tokens
                 const std::string set = k->name;
                 CAPTURE(set);
                 CAPTURE(threads);
                 CAPTURE(n_tok);
-                CpuBackend be(threads, k);
+                CAPTURE(exact);
+                CpuBackend be(threads, k, exact);
                 const std::vector<float> x = randn(static_cast<size_t>(n_tok * n_in), 9);
                 std::vector<float> shared[3], single[3];
                 float* ys[3];

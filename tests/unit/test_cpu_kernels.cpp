@@ -320,6 +320,57 @@ TEST_CASE("kernels: activation rounding to 8 bits per group of 16 (gemm_u8) equa
     }
 }
 
+TEST_CASE("kernels: gemm_u8 at the extremes: every value at its type's maximum, activations of +-127, no saturation") {
+    EMBER_REQUIRE_SIMD();
+    const int64_t n = 512, n_rows = 8, n_tok = 5;
+    for (const KernelSet* k : simd_sets()) {
+        for (int max_u : {3, 7, 15, 31, 63}) {
+            const std::string set = k->name;
+            CAPTURE(set);
+            CAPTURE(max_u);
+            std::vector<uint8_t> panel(static_cast<size_t>(panel_tile_bytes(n)));
+            const std::vector<uint8_t> u(static_cast<size_t>(n), static_cast<uint8_t>(max_u));
+            const std::vector<float> d(static_cast<size_t>(n / 16), 1.0f), c(static_cast<size_t>(n / 16), 0.0f);
+            for (int r = 0; r < n_rows; ++r) panel_put_row(panel.data(), n, r, u.data(), d.data(), c.data());
+            std::vector<int8_t> xq(static_cast<size_t>(n * n_tok));
+            for (int64_t t = 0; t < n_tok; ++t)
+                for (int64_t i = 0; i < n; ++i) xq[static_cast<size_t>(t * n + i)] = static_cast<int8_t>(t % 2 ? -127 : 127);
+            const std::vector<float> xd(static_cast<size_t>(n / 16 * n_tok), 1.0f), xs(xd.size(), 0.0f);
+            std::vector<float> y(static_cast<size_t>(n_rows * n_tok));
+            k->gemm_u8(panel.data(), n_rows, n, xq.data(), xd.data(), xs.data(), n_tok, y.data(), n_rows, max_u);
+            for (int64_t t = 0; t < n_tok; ++t)
+                for (int r = 0; r < n_rows; ++r)
+                    CHECK(y[static_cast<size_t>(t * n_rows + r)] == float((t % 2 ? -127 : 127) * max_u * n));
+        }
+    }
+}
+
+TEST_CASE("kernels: the 8-bit roundings turn a group with a NaN or inf into NaN, and leave the other groups alone") {
+    EMBER_REQUIRE_SIMD();
+    std::vector<float> x = randn(64, 12);
+    x[3] = std::nanf("");
+    x[40] = -INFINITY;
+    for (const KernelSet* k : simd_sets()) {
+        const std::string set = k->name;
+        CAPTURE(set);
+        std::vector<int8_t> q(64, 9);
+        std::vector<float> d(8), s(8), s32(2);
+        k->quantize_row8_16(x.data(), 64, q.data(), d.data(), s.data());
+        CHECK(std::isnan(d[0]));
+        CHECK(std::isnan(s[0]));
+        CHECK(std::isnan(d[2]));
+        CHECK((std::isfinite(d[1]) && std::isfinite(d[3])));
+        for (int i = 0; i < 16; ++i) CHECK(int(q[static_cast<size_t>(i)]) == 0);
+        k->quantize_row8(x.data(), 64, q.data(), d.data(), s.data(), s32.data());
+        CHECK(std::isnan(d[0]));  // elements 0..7
+        CHECK(std::isnan(d[5]));  // elements 40..47
+        CHECK(std::isfinite(d[1]));
+        CHECK(std::isnan(s[0]));
+        CHECK(std::isnan(s32[0]));
+        CHECK(std::isfinite(s[1]));
+    }
+}
+
 TEST_CASE("unpack_row_u8: d * u + c gives back dequantize_row's weights, for every type it takes") {
     const int64_t n = 512;
     for (TensorType type : kWeightTypes) {

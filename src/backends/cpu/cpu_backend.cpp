@@ -208,19 +208,20 @@ void CpuBackend::matmul_gemm_u8(const WeightView& w, int64_t n_tok, float* y) {
     const int64_t tile = panel_tile_bytes(K);  // 8 rows
     // a panel of whole tiles that stays in L2 (~128 KiB) while every token passes over it,
     // then as many panels as a multiple of the thread count, of near-equal size (as matmul_gemm)
-    int64_t panel = std::clamp<int64_t>((131072 / std::max<int64_t>(tile, 1)) * 8, 8, 64);
+    // (panels of 16 rows at least: threads never share a cache line of y)
+    int64_t panel = std::clamp<int64_t>((131072 / std::max<int64_t>(tile, 1)) / 2 * 16, 16, 64);
     const int64_t threads = pool_.size();
     const int64_t per_round = threads * panel;
     const int64_t n_panels = (N + per_round - 1) / per_round * threads;
-    panel = std::max<int64_t>(8, ((N + n_panels - 1) / n_panels + 7) / 8 * 8);
+    panel = std::max<int64_t>(16, ((N + n_panels - 1) / n_panels + 15) / 16 * 16);
     const int max_u = unpack_max_u8(w.type);
     pool_.parallel_for(N, panel, [&](int64_t begin, int64_t end, int thread) {
         auto& buf = scratch8_[static_cast<size_t>(thread)];
-        const size_t need = static_cast<size_t>(panel / 8 * tile + K + K / 16 * 8);
+        const size_t need = static_cast<size_t>(panel / 8 * tile + K);
         if (buf.size() < need) buf.resize(need);
         uint8_t* tiles = buf.data();
         uint8_t* u = tiles + panel / 8 * tile;
-        float* d = reinterpret_cast<float*>(u + K);  // K is a multiple of 16: 4-byte aligned
+        float* d = scratch(thread, static_cast<size_t>(K / 16 * 2));  // an unpacked row's scales and offsets
         float* c = d + K / 16;
         for (int64_t r0 = begin; r0 < end; r0 += panel) {
             const int64_t nr = std::min(panel, end - r0);

@@ -81,7 +81,7 @@ private:
     std::vector<std::unique_ptr<uint8_t[]>> kv_buffers_;  // alloc_kv
     std::vector<void*> kv_ptrs_;                          // [2 * n_layer]: K pointers, then V
     std::vector<std::vector<float>> scratch_;             // [n_threads]
-    std::vector<std::vector<uint8_t>> scratch8_;          // [n_threads]: a u8 panel and one unpacked row
+    std::vector<std::vector<uint8_t>> scratch8_;          // [n_threads]: a u8 panel and one unpacked row's values
     RopeTable rope_[2];
     int rope_next_ = 0;                                   // the table to refill on a miss
     // the activation rounded for the integer kernels (matmul_vec), grown, never shrunk

@@ -59,7 +59,8 @@ struct KernelSet {
     // --- matrix products (all null in the scalar set: the backend's reference path runs) ---
     // Rounds x[0..n) into q/d/sum/sum32 (n % 32 == 0), the layout QuantizedRow describes.
     void (*quantize_row)(const float* x, int64_t n, int16_t* q, float* d, float* sum, float* sum32);
-    // The rounding to 8 bits per group of 8: d[n / 8] = amax / 127, q = round(x / d);
+    // The rounding to 8 bits per group of 8: d[n / 8] = amax / 127, q = round(x / d)
+    // (d 0 and q 0 when amax <= 1e-30; d NaN and q 0 for a group with a NaN or inf);
     // sum[n / 16] and sum32 as above.
     void (*quantize_row8)(const float* x, int64_t n, int8_t* q, float* d, float* sum, float* sum32);
     // y[t * ldy + r] = dot(weight row r, token t) for r < n_rows, t < n_tok (1..4).
@@ -105,7 +106,8 @@ struct KernelSet {
 
     // --- the fast precision's prompt product (null in the scalar set) ---
     // The rounding for gemm_u8, per group of 16 (n % 16 == 0): d[n / 16] = amax / 127
-    // (0 for an all-zero group), q = round(x / d) (|q| <= 127), s[n / 16] = d * sum of the group's q.
+    // (0 when amax <= 1e-30, NaN when the group holds a NaN or inf), q = round(x / d)
+    // (|q| <= 127; 0 in those two cases), s[n / 16] = d * sum of the group's q.
     void (*quantize_row8_16)(const float* x, int64_t n, int8_t* q, float* d, float* s);
     // y[t * ldy + r] = sum_g d_w[r][g] * (xd[t][g] * dot(u_r,g, xq_t,g)) + c_w[r][g] * xs[t][g]
     // for r < n_rows, t < n_tok: the u8 panel (ceil(n_rows / 8) tiles) times tokens

@@ -32,7 +32,8 @@
 //   h2f(uint16_t)       one IEEE half to float
 //   kGemmR, kGemmT      the register tile of gemm_f32 (rows x tokens)
 //   R8, r8_zero, r8_load, r8_store, r8_set1, r8_scale(a, s), r8_fma(a, b, c)
-//                       8 floats (one per row of a u8 panel tile) and their arithmetic
+//                       8 floats (one per row of a u8 panel tile) and their arithmetic;
+//                       r8_load reads them from bytes of the panel
 //   r8_dots<T, kWide>(blk, x, out)  out[t] = the 8 rows' integer dot products of one
 //                       panel group (128 bytes at blk) with x[t][0..16), as floats;
 //                       kWide: values up to 63 (else 31)
@@ -369,16 +370,19 @@ void k_quantize_row8(const float* x, int64_t n, int8_t* q, float* d, float* sum,
     for (int64_t e = 0; e < n / 8; ++e) {
         const float* xe = x + 8 * e;
         float amax = 0.0f;
+        bool finite = true;
         for (int j = 0; j < 8; ++j) {
             const float a = __builtin_fabsf(xe[j]);
             amax = a > amax ? a : amax;
+            finite = finite && a <= 3.4028235e38f;  // false for NaN and inf
         }
         const bool tiny = !(amax > 1e-30f);  // its reciprocal scale would overflow
-        const float de = tiny ? 0.0f : amax / 127.0f;
-        const float id = tiny ? 0.0f : 127.0f / amax;
+        // a NaN or inf makes the group's scale NaN (its q 0): the products turn NaN, as in float
+        const float de = !finite ? __builtin_nanf("") : tiny ? 0.0f : amax / 127.0f;
+        const float id = !finite || tiny ? 0.0f : 127.0f / amax;
         int32_t s = 0;
         for (int j = 0; j < 8; ++j) {
-            const int8_t v = static_cast<int8_t>(__builtin_rintf(xe[j] * id));  // |v| <= 127
+            const int8_t v = finite ? static_cast<int8_t>(__builtin_rintf(xe[j] * id)) : int8_t{0};  // |v| <= 127
             q[8 * e + j] = v;
             s += v;
         }
@@ -905,16 +909,19 @@ void k_quantize_row8_16(const float* x, int64_t n, int8_t* q, float* d, float* s
     for (int64_t g = 0; g < n / 16; ++g) {
         const float* xg = x + 16 * g;
         float amax = 0.0f;
+        bool finite = true;
         for (int j = 0; j < 16; ++j) {
             const float a = __builtin_fabsf(xg[j]);
             amax = a > amax ? a : amax;
+            finite = finite && a <= 3.4028235e38f;  // false for NaN and inf
         }
         const bool tiny = !(amax > 1e-30f);  // its reciprocal scale would overflow
-        const float dg = tiny ? 0.0f : amax / 127.0f;
-        const float id = tiny ? 0.0f : 127.0f / amax;
+        // a NaN or inf makes the group's scale NaN (its q 0): the products turn NaN, as in float
+        const float dg = !finite ? __builtin_nanf("") : tiny ? 0.0f : amax / 127.0f;
+        const float id = !finite || tiny ? 0.0f : 127.0f / amax;
         int32_t sum = 0;
         for (int j = 0; j < 16; ++j) {
-            const int8_t v = static_cast<int8_t>(__builtin_rintf(xg[j] * id));  // |v| <= 127
+            const int8_t v = finite ? static_cast<int8_t>(__builtin_rintf(xg[j] * id)) : int8_t{0};  // |v| <= 127
             q[16 * g + j] = v;
             sum += v;
         }
@@ -936,8 +943,8 @@ void gemm_u8_tile(const uint8_t* tile, int64_t n, const int8_t* xq, const float*
         for (int t = 0; t < T; ++t) xp[t] = xq + t * n + 16 * g;
         typename V::R8 v[T];
         V::template r8_dots<T, kWide>(blk, xp, v);
-        const typename V::R8 dw = V::r8_load(reinterpret_cast<const float*>(blk + 128));
-        const typename V::R8 cw = V::r8_load(reinterpret_cast<const float*>(blk + 160));
+        const typename V::R8 dw = V::r8_load(blk + 128);
+        const typename V::R8 cw = V::r8_load(blk + 160);
         for (int t = 0; t < T; ++t) {
             acc[t] = V::r8_fma(v[t], V::r8_scale(dw, xd[t * ng + g]), acc[t]);
             acc[t] = V::r8_fma(cw, V::r8_set1(xs[t * ng + g]), acc[t]);

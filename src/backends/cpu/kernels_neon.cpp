@@ -153,7 +153,9 @@ struct Neon {
         float32x4_t lo, hi;  // rows 0..3, 4..7
     };
     static R8 r8_zero() { return R8{vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)}; }
-    static R8 r8_load(const float* p) { return R8{vld1q_f32(p), vld1q_f32(p + 4)}; }
+    static R8 r8_load(const uint8_t* p) {  // floats stored in the panel's bytes, read as bytes
+        return R8{vreinterpretq_f32_u8(vld1q_u8(p)), vreinterpretq_f32_u8(vld1q_u8(p + 16))};
+    }
     static void r8_store(float* p, R8 v) {
         vst1q_f32(p, v.lo);
         vst1q_f32(p + 4, v.hi);

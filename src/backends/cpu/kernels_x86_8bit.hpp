@@ -65,7 +65,7 @@
     // ---- the u8 panel product (gemm_u8) ----
     using R8 = __m256;
     static R8 r8_zero() { return _mm256_setzero_ps(); }
-    static R8 r8_load(const float* p) { return _mm256_loadu_ps(p); }
+    static R8 r8_load(const uint8_t* p) { return _mm256_loadu_ps(reinterpret_cast<const float*>(p)); }  // loadu may alias
     static void r8_store(float* p, R8 v) { _mm256_storeu_ps(p, v); }
     static R8 r8_set1(float v) { return _mm256_set1_ps(v); }
     static R8 r8_scale(R8 a, float s) { return _mm256_mul_ps(a, _mm256_set1_ps(s)); }
