@@ -285,15 +285,26 @@ TEST_CASE("cpu backend: rms_norm, swiglu, add") {
 
 TEST_CASE("cpu backend: sliding-window attention over a ring KV cache matches windowed attention in double") {
     // one full layer (n_ctx rows) and one sliding-window layer (a ring of `cells` rows);
-    // 37 positions written in batches of up to 4 so the ring wraps several times, each
-    // batch attending right after its store, as the forward pass does
-    const int64_t n_ctx = 64, n_head = 4, n_head_kv = 2, hd = 16, n_swa = 5, batch = 4, cells = n_swa + batch;
-    const int64_t n_total = 37;
+    // n_total positions written in batches so the ring wraps several times, each
+    // batch attending right after its store, as the forward pass does. Batches of 4
+    // take the per-token path; of 20 and 40, the tiled one (blocks of 64 keys: with
+    // a window of 70 and 150 positions, several blocks, some split by the ring)
+    struct Config {
+        int64_t n_ctx, n_swa, batch, n_total;
+    };
+    for (const Config cfg : {Config{64, 5, 4, 37}, Config{64, 5, 20, 37}, Config{160, 70, 40, 150}})
+    for (bool tiled : {true, false}) {
+    const int64_t n_ctx = cfg.n_ctx, n_head = 4, n_head_kv = 2, hd = 16, n_swa = cfg.n_swa, batch = cfg.batch;
+    const int64_t cells = n_swa + batch, n_total = cfg.n_total;
     const int64_t layer_cells[2] = {n_ctx, cells};
+    CAPTURE(n_swa);
+    CAPTURE(batch);
+    CAPTURE(tiled);
     for (KvType type : {KvType::F32, KvType::F16}) {
         CAPTURE(type == KvType::F32 ? "f32" : "f16");
         for (const KernelSet* ks : kernel_sets()) {
             CpuBackend be(2, ks);
+            be.set_tiled_attention(tiled);
             const std::string set = ks->name;
             CAPTURE(set);
             KvCache c;
@@ -342,6 +353,7 @@ TEST_CASE("cpu backend: sliding-window attention over a ring KV cache matches wi
                 CHECK(rel_err(out, want) < (type == KvType::F32 ? 1e-6 : 2e-3));
             }
         }
+    }
     }
 }
 
@@ -405,7 +417,7 @@ TEST_CASE("cpu backend: rope, normal and neox pairs, partial rotation, scaling, 
 }
 
 TEST_CASE("cpu backend: causal grouped-query attention over an F32 and an F16 cache") {
-    const int64_t n_layer = 2, n_ctx = 40, n_head = 6, n_head_kv = 2, hdk = 16, hdv = 8;
+    const int64_t n_layer = 2, n_ctx = 150, n_head = 6, n_head_kv = 2, hdk = 16, hdv = 8;
     for (KvType type : {KvType::F32, KvType::F16}) {
         CAPTURE(type == KvType::F32 ? "f32" : "f16");
         for (const KernelSet* ks : kernel_sets()) {
@@ -419,11 +431,12 @@ TEST_CASE("cpu backend: causal grouped-query attention over an F32 and an F16 ca
         c.k_width = n_head_kv * hdk;
         c.v_width = n_head_kv * hdv;
         be.alloc_kv(&c);
-        // fill positions 0..29 of layer 1 in two batches, then attend for the last 7 tokens
-        // (query heads grouped per KV head) or the last one (a head per work item)
-        const int64_t n_total = 30;
-        for (int64_t n_new : {int64_t{7}, int64_t{1}}) {
+        // fill positions 0..n_total-1 of layer 1 in two batches, then attend for the last 7
+        // tokens (query heads grouped per KV head), the last one (a head per work item), or
+        // the last 17 or 40 (the tiled path: several key blocks, the diagonal inside one)
+        for (auto [n_total, n_new] : {std::pair<int64_t, int64_t>{30, 7}, {30, 1}, {30, 17}, {150, 40}}) {
         CAPTURE(n_new);
+        CAPTURE(n_total);
         const std::vector<float> k = randn(static_cast<size_t>(n_total * c.k_width), 21);
         const std::vector<float> v = randn(static_cast<size_t>(n_total * c.v_width), 22);
         be.kv_store(c, 1, k.data(), v.data(), 0, n_total - n_new);

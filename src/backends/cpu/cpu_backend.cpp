@@ -15,6 +15,8 @@ namespace {
 // (weights unpacked in registers for each token group); from it on, a panel of
 // weight rows is dequantized once and multiplied by every token as floats.
 constexpr int64_t kGemmMinTokens = 16;
+// From this many tokens on, attention runs in tiles (attention_tiled).
+constexpr int64_t kFlashMinTokens = 16;
 
 // YaRN's ramp between the correction dims: 1 below `low`, 0 above `high`.
 inline double yarn_ramp(double low, double high, int64_t pair) {
@@ -366,6 +368,7 @@ void CpuBackend::kv_store(const KvCache& c, int64_t layer, const float* k, const
 
 void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
                            const AttnParams& p, float* out) {
+    if (n_tok >= kFlashMinTokens && tiled_attention_) return attention_tiled(c, layer, q, n_tok, pos0, p, out);
     const int64_t gqa = p.n_head / p.n_head_kv;
     // The query heads that share a KV head read its cached rows once, as a group,
     // when that still leaves the threads several items each; else one head per item.
@@ -431,6 +434,113 @@ void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int6
             }
             for (int64_t i = 0; i < group; ++i)
                 for (int64_t d = 0; d < p.head_dim_v; ++d) oh[i * p.head_dim_v + d] *= inv[i];
+        }
+    });
+}
+
+// Prompt attention in tiles (flash-style): a work item is a block of tokens and
+// one KV head, i.e. every query head of that KV head for those tokens (about 32
+// queries); it walks the keys its tokens see in blocks of kKeyBlock, converting
+// each block once (K transposed, so the scores are a register-tiled product
+// with keys in the lanes), and keeps a running softmax per query: max m, sum l,
+// output o rescaled by exp(m_old - m_new) when the max grows. Each key block is
+// read once per item instead of once per token, and no score row of the whole
+// context is kept.
+void CpuBackend::attention_tiled(const KvCache& c, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
+                                 const AttnParams& p, float* out) {
+    constexpr int64_t kKeyBlock = 64;
+    const int64_t gqa = p.n_head / p.n_head_kv;
+    const int64_t dk = p.head_dim_k, dv = p.head_dim_v;
+    const int64_t tb = std::clamp<int64_t>(32 / gqa, 1, n_tok);  // tokens per item
+    const int64_t n_tb = (n_tok + tb - 1) / tb;
+    const int64_t mq_max = tb * gqa;
+    const bool f16 = c.type == KvType::F16;
+    const size_t elt = f16 ? 2 : 4;
+    const uint8_t* kbase = static_cast<const uint8_t*>(c.k[layer]);
+    const uint8_t* vbase = static_cast<const uint8_t*>(c.v[layer]);
+    const int64_t cells = kv_cells(c, layer);
+    // per thread: Q block, K^T block, a converted key row, scores, output, the block's values, max, sum
+    const size_t need = static_cast<size_t>(mq_max * dk + dk * kKeyBlock + dk + mq_max * kKeyBlock + 2 * mq_max * dv +
+                                            2 * mq_max);
+    pool_.parallel_for(n_tb * p.n_head_kv, 1, [&](int64_t begin, int64_t end, int thread) {
+        float* qb = scratch(thread, need);
+        float* kt = qb + mq_max * dk;
+        float* krow = kt + dk * kKeyBlock;
+        float* sc = krow + dk;
+        float* o = sc + mq_max * kKeyBlock;
+        float* pv = o + mq_max * dv;
+        float* mx = pv + mq_max * dv;
+        float* l = mx + mq_max;
+        for (int64_t item = begin; item < end; ++item) {
+            // items of the same KV head are neighbours: consecutive items share its cached rows
+            const int64_t kvh = item / n_tb;
+            const int64_t t0 = (item % n_tb) * tb, t1 = std::min(n_tok, t0 + tb);
+            const int64_t mq = (t1 - t0) * gqa;
+            for (int64_t t = t0; t < t1; ++t)  // query i = (t - t0) * gqa + g is head kvh * gqa + g of token t
+                std::memcpy(qb + (t - t0) * gqa * dk, q + (t * p.n_head + kvh * gqa) * dk,
+                            static_cast<size_t>(gqa * dk) * sizeof(float));
+            std::fill(o, o + mq * dv, 0.0f);
+            std::fill(mx, mx + mq, -INFINITY);
+            std::fill(l, l + mq, 0.0f);
+            const int64_t klo = attn_first_pos(pos0 + t0, p.n_swa), khi = pos0 + t1 - 1;  // keys any query sees
+            for (int64_t kb = klo; kb <= khi; kb += kKeyBlock) {
+                const int64_t nk = std::min(kKeyBlock, khi - kb + 1);
+                const int64_t nk8 = (nk + 7) / 8 * 8;
+                for (int64_t j = 0; j < nk8; ++j) {  // K^T, zero columns past the block's keys
+                    if (j >= nk) {
+                        for (int64_t d = 0; d < dk; ++d) kt[d * kKeyBlock + j] = 0.0f;
+                        continue;
+                    }
+                    const uint8_t* row = kbase + (static_cast<size_t>(((kb + j) % cells) * c.k_width + kvh * dk)) * elt;
+                    const float* kr = reinterpret_cast<const float*>(row);
+                    if (f16) {
+                        std::fill(krow, krow + dk, 0.0f);
+                        k_.axpy_f16(krow, 1.0f, reinterpret_cast<const uint16_t*>(row), dk);
+                        kr = krow;
+                    }
+                    for (int64_t d = 0; d < dk; ++d) kt[d * kKeyBlock + j] = kr[d];
+                }
+                k_.attn_scores_t(sc, kKeyBlock, qb, dk, mq, kt, kKeyBlock, nk8, dk, p.scale);
+                for (int64_t i = 0; i < mq; ++i) {
+                    const int64_t pos = pos0 + t0 + i / gqa;
+                    // the keys of this block the query sees: positions lo..pos
+                    const int64_t ja = std::max<int64_t>(0, attn_first_pos(pos, p.n_swa) - kb);
+                    const int64_t jb = std::min<int64_t>(nk, pos - kb + 1);
+                    float* si = sc + i * kKeyBlock;
+                    if (ja >= jb) {  // none: this block adds nothing to the query
+                        std::fill(si, si + nk, 0.0f);
+                        continue;
+                    }
+                    float m = mx[i];
+                    for (int64_t j = ja; j < jb; ++j) m = std::max(m, si[j]);
+                    const float alpha = std::exp(mx[i] - m);  // 0 on the first block the query sees
+                    mx[i] = m;
+                    std::fill(si, si + ja, 0.0f);
+                    l[i] = l[i] * alpha + k_.exp_sum(si + ja, jb - ja, m);
+                    std::fill(si + jb, si + nk, 0.0f);
+                    if (alpha != 1.0f) k_.scale(o + i * dv, alpha, dv);
+                }
+                // o += p . V over the block's rows: one run, or two where the ring wraps
+                const int64_t row0 = kb % cells, run0 = std::min(nk, cells - row0);
+                const int64_t runs[2][3] = {{0, row0, run0}, {run0, 0, nk - run0}};  // {key index, row, length}
+                for (const auto& r : runs) {
+                    if (r[2] == 0) continue;
+                    const uint8_t* v0 = vbase + (static_cast<size_t>(r[1] * c.v_width + kvh * dv)) * elt;
+                    if (f16)
+                        k_.attn_values_f16(pv, dv, sc + r[0], kKeyBlock, mq, reinterpret_cast<const uint16_t*>(v0),
+                                           c.v_width, r[2], dv);
+                    else
+                        k_.attn_values_f32(pv, dv, sc + r[0], kKeyBlock, mq, reinterpret_cast<const float*>(v0),
+                                           c.v_width, r[2], dv);
+                    k_.add(o, pv, mq * dv);
+                }
+            }
+            for (int64_t i = 0; i < mq; ++i) {
+                const int64_t t = t0 + i / gqa, h = kvh * gqa + i % gqa;
+                float* dst = out + (t * p.n_head + h) * dv;
+                const float inv = 1.0f / l[i];
+                for (int64_t d = 0; d < dv; ++d) dst[d] = o[i * dv + d] * inv;
+            }
         }
     });
 }

@@ -29,6 +29,9 @@ public:
     const KernelSet& kernels() const noexcept { return k_; }
     bool exact() const noexcept { return exact_; }
     void set_exact(bool exact) noexcept { exact_ = exact; }  // between ops
+    // Prompt batches (16 tokens or more) attend in tiles (on by default); off, they take
+    // the per-token path generation uses (tests compare the two)
+    void set_tiled_attention(bool on) noexcept { tiled_attention_ = on; }
 
     float* alloc_f32(size_t n) override;
     void alloc_kv(KvCache* cache) override;
@@ -61,6 +64,8 @@ private:
     // the fast precision's prompt product: x rounded by quantize_input16 (xq8_, xd16_, xs16_)
     void quantize_input16(const float* x, int64_t n_tok, int64_t K);
     void matmul_gemm_u8(const WeightView& w, int64_t n_tok, float* y);
+    void attention_tiled(const KvCache& cache, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
+                         const AttnParams& p, float* out);
     struct RopeTable {
         std::vector<float> cs;        // [n_tok, n_rot/2, 2]: cos, sin
         std::vector<int32_t> pos;     // the positions and parameters cs is for (empty: none)
@@ -76,6 +81,7 @@ private:
 
     const KernelSet& k_;
     bool exact_;  // 16-bit activations in matmul_vec (else 8-bit)
+    bool tiled_attention_ = true;
     ThreadPool pool_;
     std::vector<std::unique_ptr<float[]>> buffers_;       // alloc_f32
     std::vector<std::unique_ptr<uint8_t[]>> kv_buffers_;  // alloc_kv

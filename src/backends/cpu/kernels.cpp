@@ -111,12 +111,22 @@ void attn_values(float* out, int64_t ldo, const float* w, int64_t ldw, int64_t n
     }
 }
 
+void attn_scores_t(float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const float* kt, int64_t ldk,
+                   int64_t nk, int64_t dim, float scale) {
+    for (int64_t i = 0; i < nq; ++i)
+        for (int64_t j = 0; j < nk; ++j) {
+            float a = 0.0f;
+            for (int64_t d = 0; d < dim; ++d) a += q[i * ldq + d] * kt[d * ldk + j];
+            s[i * lds + j] = a * scale;
+        }
+}
+
 const KernelSet kScalar = {
     "scalar",    nullptr,   nullptr,  nullptr,  nullptr,  nullptr,     dot_f32,   dot_f16,  axpy_f32, axpy_f16,
     to_f16,      sum_squares, scale_mul, silu_mul, gelu_mul,  add,     scale,    softcap,  exp_sum,
     attn_scores<uint16_t, dot_f16>, attn_scores<float, dot_f32_rev>,
     attn_values<uint16_t, axpy_f16>, attn_values<float, axpy_f32>,
-    nullptr,     nullptr,
+    nullptr,     nullptr,   attn_scores_t,
 };
 
 const KernelSet* best() {

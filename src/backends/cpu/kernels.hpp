@@ -115,6 +115,13 @@ struct KernelSet {
     // largest unpacked value (63 at most).
     void (*gemm_u8)(const uint8_t* panel, int64_t n_rows, int64_t n, const int8_t* xq, const float* xd,
                     const float* xs, int64_t n_tok, float* y, int64_t ldy, int max_u);
+
+    // --- prompt attention in tiles (flash-style; every set) ---
+    // Scores of nq queries against a block of keys held transposed:
+    //   s[i * lds + j] = scale * sum_d q[i * ldq + d] * kt[d * ldk + j]   (i < nq, j < nk)
+    // nk a multiple of 8 (kt padded with zeros as needed).
+    void (*attn_scores_t)(float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const float* kt,
+                          int64_t ldk, int64_t nk, int64_t dim, float scale);
 };
 
 // The u8 panel: weight rows unpacked by unpack_row_u8 (quant/unpack.hpp), in

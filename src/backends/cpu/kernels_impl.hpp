@@ -332,6 +332,49 @@ void k_attn_values(float* out, int64_t ldo, const float* w, int64_t ldw, int64_t
     }
 }
 
+// Scores against a transposed key block: keys in the lanes, NQ queries x S vectors
+// of keys in registers, one broadcast query element per row of kt.
+template <int NQ, int S>
+void scores_t_tile(float* s, int64_t lds, const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t dim,
+                   float scale) {
+    V::F acc[NQ][S];
+    for (int i = 0; i < NQ; ++i)
+        for (int k = 0; k < S; ++k) acc[i][k] = V::zero();
+    for (int64_t d = 0; d < dim; ++d) {
+        V::F kv[S];
+        for (int k = 0; k < S; ++k) kv[k] = V::load(kt + d * ldk + k * V::kLanes);
+        for (int i = 0; i < NQ; ++i) {
+            const V::F qv = V::set1(q[i * ldq + d]);
+            for (int k = 0; k < S; ++k) acc[i][k] = V::fma(qv, kv[k], acc[i][k]);
+        }
+    }
+    const V::F sv = V::set1(scale);
+    for (int i = 0; i < NQ; ++i)
+        for (int k = 0; k < S; ++k) V::store(s + i * lds + k * V::kLanes, V::mul(acc[i][k], sv));
+}
+
+template <int NQ>
+void scores_t_rows(float* s, int64_t lds, const float* q, int64_t ldq, const float* kt, int64_t ldk, int64_t nk,
+                   int64_t dim, float scale) {
+    constexpr int S = 2;
+    int64_t j = 0;
+    for (; j + S * V::kLanes <= nk; j += S * V::kLanes) scores_t_tile<NQ, S>(s + j, lds, q, ldq, kt + j, ldk, dim, scale);
+    for (; j + V::kLanes <= nk; j += V::kLanes) scores_t_tile<NQ, 1>(s + j, lds, q, ldq, kt + j, ldk, dim, scale);
+    for (; j < nk; ++j)  // 8 keys left on a 16-lane set
+        for (int i = 0; i < NQ; ++i) {
+            float a = 0.0f;
+            for (int64_t d = 0; d < dim; ++d) a += q[i * ldq + d] * kt[d * ldk + j];
+            s[i * lds + j] = a * scale;
+        }
+}
+
+void k_attn_scores_t(float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const float* kt, int64_t ldk,
+                     int64_t nk, int64_t dim, float scale) {
+    int64_t i = 0;
+    for (; i + 4 <= nq; i += 4) scores_t_rows<4>(s + i * lds, lds, q + i * ldq, ldq, kt, ldk, nk, dim, scale);
+    for (; i < nq; ++i) scores_t_rows<1>(s + i * lds, lds, q + i * ldq, ldq, kt, ldk, nk, dim, scale);
+}
+
 // ---- activation rounding -------------------------------------------------------
 
 void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum, float* sum32) {
@@ -996,5 +1039,6 @@ constexpr KernelSet make_kernel_set(const char* name) {
     return KernelSet{name,        k_quantize_row, k_quantize_row8, k_matvec,  k_matvec8,     k_gemm_f32,  k_dot_f32,  k_dot_f16,
                      k_axpy_f32,  k_axpy_f16,     k_to_f16,      k_sum_squares, k_scale_mul, k_silu_mul,
                      k_gelu_mul,  k_add,          k_scale,       k_softcap,     k_exp_sum,      k_attn_scores<uint16_t>, k_attn_scores<float>,
-                     k_attn_values<uint16_t>, k_attn_values<float>, k_quantize_row8_16, k_gemm_u8};
+                     k_attn_values<uint16_t>, k_attn_values<float>, k_quantize_row8_16, k_gemm_u8,
+                     k_attn_scores_t};
 }
