@@ -46,9 +46,9 @@ enum class Precision {
               // (batches of fewer than 16 tokens) and per 16 in prompts, whose weights are
               // unpacked to 8-bit panels (4- to 6-bit types; llama.cpp rounds per 32):
               // about twice the prompt speed on 1B-class models; logits move by ~2e-2
-              // (median relative L2), perplexity by +0.14% (generation) / +0.27% (prompts)
-              // on SmolLM2's full test text (+0.35% / +0.39% on its first chunks; llama.cpp
-              // +0.44%). Not the default until it holds the 0.2% perplexity gate
+              // (median relative L2), perplexity by +0.14% (generation) / +0.3% (prompts)
+              // on SmolLM2's full test text (+0.35% / +0.4-0.8% on its first chunks;
+              // llama.cpp +0.44%). Not the default until it holds the 0.2% perplexity gate
               // (docs/ACCURACY.md)
     Exact,    // 16-bit activations in generation steps, float products of dequantized
               // weights in prompts: logits within 1e-2 of a float64 reference, perplexity

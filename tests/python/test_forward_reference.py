@@ -215,12 +215,16 @@ def test_smollm_batching_and_cache_continuation(testtool, smollm_path, smollm_id
                                                 tmp_path, name):
     ids = smollm_ids[name]
     ref = smollm_ref[name]
-    # With the scalar kernels the arithmetic does not depend on how the tokens
-    # are batched: every variant must give the one-batch logits.  The SIMD
-    # sets round activations to 16 bits below 16 tokens per batch (a batch of
-    # 7, the single-token call of a split), so there each variant is held to
-    # the reference's bounds instead.
-    scalar_base = ember_logits(testtool, smollm_path, ids, tmp_path, isa="scalar")
+    # With the scalar kernels the arithmetic depends on how the tokens are
+    # batched only through float rounding (prompt batches of 16 tokens or more
+    # attend in tiles, in another order of summation): every variant must give
+    # the one-batch logits to SAME_REL_L2. Compared with an F32 cache: with F16,
+    # a rounding-level difference upstream can move a cached value across an
+    # F16 rounding boundary (one F16 step is ~1e-3 of the value), measured up to
+    # 8e-4 in the logits. The SIMD sets round activations to 16 bits below 16
+    # tokens per batch (a batch of 7, the single-token call of a split), so there
+    # each variant is held to the reference's bounds instead.
+    scalar_base = ember_logits(testtool, smollm_path, ids, tmp_path, "--kv", "f32", isa="scalar")
     for label, opts in VARIANTS:
         ours = ember_logits(testtool, smollm_path, ids, tmp_path, *opts)
         rel = rel_l2(ours, ref)
@@ -230,7 +234,8 @@ def test_smollm_batching_and_cache_continuation(testtool, smollm_path, smollm_id
         assert len(bad) == 0, f"top-1 differs at clear positions {bad}"
         if label == "kv-f32":
             continue
-        same = rel_l2(ember_logits(testtool, smollm_path, ids, tmp_path, *opts, isa="scalar"), scalar_base)
+        same = rel_l2(ember_logits(testtool, smollm_path, ids, tmp_path, *opts, "--kv", "f32", isa="scalar"),
+                      scalar_base)
         print(f"SmolLM2 '{name}' {label} vs one batch, scalar kernels: rel L2 max {same.max():.2e}")
         assert same.max() < SAME_REL_L2, f"{label}: positions {np.nonzero(same >= SAME_REL_L2)[0]}"
 

@@ -188,7 +188,7 @@ def test_gemma_f32_cache_matches_reference(testtool, gemma_path, gemma_ids, gemm
 
 # Session variants, as for SmolLM2: a batch of 7 and several eval() calls must
 # stay within the reference's bounds, and with the scalar kernels give the
-# one-batch logits up to float rounding.  (The prompts are shorter than the
+# one-batch logits up to float rounding (F32 cache).  (The prompts are shorter than the
 # window, so n_ctx = the prompt's length and no layer has a ring here.)
 VARIANTS = [("batch-7", ["--batch", "7"]), ("split", ["--split", "1,20,41"])]
 if FULL:
@@ -201,13 +201,17 @@ VARIANT_PROMPTS = list(PROMPTS) if FULL else ["chat"]
 def test_gemma_batching_and_cache_continuation(testtool, gemma_path, gemma_ids, gemma_ref, tmp_path, name):
     ids = gemma_ids[name]
     ref = gemma_ref[name]
-    scalar_base = ember_logits(testtool, gemma_path, ids, tmp_path, isa="scalar")
+    # the one-batch comparison with an F32 cache: prompt batches attend in tiles (another
+    # order of summation), and with F16 a rounding-level difference can cross an F16
+    # rounding boundary (test_forward_reference.py says more)
+    scalar_base = ember_logits(testtool, gemma_path, ids, tmp_path, "--kv", "f32", isa="scalar")
     for label, opts in VARIANTS:
         ours = ember_logits(testtool, gemma_path, ids, tmp_path, *opts)
         rel, bad = report(f"'{name}' {label} vs reference", ours, ref)
         assert rel.max() < GEMMA_REL_L2
         assert len(bad) == 0, f"top-1 differs at clear positions {bad}"
-        same = rel_l2(ember_logits(testtool, gemma_path, ids, tmp_path, *opts, isa="scalar"), scalar_base)
+        same = rel_l2(ember_logits(testtool, gemma_path, ids, tmp_path, *opts, "--kv", "f32", isa="scalar"),
+                      scalar_base)
         print(f"Gemma-3 '{name}' {label} vs one batch, scalar kernels: rel L2 max {same.max():.2e}")
         assert same.max() < SAME_REL_L2, f"{label}: positions {np.nonzero(same >= SAME_REL_L2)[0]}"
 
