@@ -404,36 +404,42 @@ void k_quantize_row(const float* x, int64_t n, int16_t* q, float* d, float* sum,
     }
 }
 
-// The rounding to 8 bits, per group of 8: d[e] = amax / 127 over elements
-// 8e..8e+7, q = round(x * (127 / amax)) to nearest even (finer groups than the
-// 16-bit path's 32: 8 bits need them to keep perplexity near the float64
-// reference's, docs/ACCURACY.md). Plain scalar code: identical in every set, and
-// a small cost next to the products it feeds.
+// The roundings to 8 bits (per group of 8 for generation, of 16 for gemm_u8;
+// finer groups than the 16-bit path's 32: 8 bits need them to keep perplexity
+// near the float64 reference's, docs/ACCURACY.md). Plain scalar code: identical
+// in every set, and a small cost next to the products it feeds.
+//
+// One group of G values rounded to 8 bits: d = amax / 127, q = round(x * (127 /
+// amax)) to nearest even (|q| <= 127); d 0 and q 0 for a group at or below 1e-30
+// (its reciprocal scale would overflow), d NaN and q 0 for a group with a NaN or
+// inf (the products then turn NaN, as in float). Returns the sum of the q.
+template <int G>
+inline int32_t round_group8(const float* x, int8_t* q, float& d) {
+    float amax = 0.0f;
+    bool finite = true;
+    for (int j = 0; j < G; ++j) {
+        const float a = __builtin_fabsf(x[j]);
+        amax = a > amax ? a : amax;
+        finite = finite && a <= 3.4028235e38f;  // false for NaN and inf
+    }
+    const bool tiny = !(amax > 1e-30f);
+    d = !finite ? __builtin_nanf("") : tiny ? 0.0f : amax / 127.0f;
+    const float id = !finite || tiny ? 0.0f : 127.0f / amax;
+    int32_t s = 0;
+    for (int j = 0; j < G; ++j) {
+        q[j] = finite ? static_cast<int8_t>(__builtin_rintf(x[j] * id)) : int8_t{0};
+        s += q[j];
+    }
+    return s;
+}
+
 void k_quantize_row8(const float* x, int64_t n, int8_t* q, float* d, float* sum, float* sum32) {
     for (int64_t e = 0; e < n / 8; ++e) {
-        const float* xe = x + 8 * e;
-        float amax = 0.0f;
-        bool finite = true;
-        for (int j = 0; j < 8; ++j) {
-            const float a = __builtin_fabsf(xe[j]);
-            amax = a > amax ? a : amax;
-            finite = finite && a <= 3.4028235e38f;  // false for NaN and inf
-        }
-        const bool tiny = !(amax > 1e-30f);  // its reciprocal scale would overflow
-        // a NaN or inf makes the group's scale NaN (its q 0): the products turn NaN, as in float
-        const float de = !finite ? __builtin_nanf("") : tiny ? 0.0f : amax / 127.0f;
-        const float id = !finite || tiny ? 0.0f : 127.0f / amax;
-        int32_t s = 0;
-        for (int j = 0; j < 8; ++j) {
-            const int8_t v = finite ? static_cast<int8_t>(__builtin_rintf(xe[j] * id)) : int8_t{0};  // |v| <= 127
-            q[8 * e + j] = v;
-            s += v;
-        }
-        d[e] = de;
+        const int32_t s = round_group8<8>(x + 8 * e, q + 8 * e, d[e]);
         if (e % 2 == 0)
-            sum[e / 2] = de * static_cast<float>(s);
+            sum[e / 2] = d[e] * static_cast<float>(s);
         else
-            sum[e / 2] += de * static_cast<float>(s);
+            sum[e / 2] += d[e] * static_cast<float>(s);
     }
     for (int64_t g = 0; g < n / 32; ++g) sum32[g] = sum[2 * g] + sum[2 * g + 1];
 }
@@ -950,26 +956,8 @@ void k_gemm_f32(const float* w, int64_t n_rows, const float* x, int64_t n_tok, i
 
 void k_quantize_row8_16(const float* x, int64_t n, int8_t* q, float* d, float* s) {
     for (int64_t g = 0; g < n / 16; ++g) {
-        const float* xg = x + 16 * g;
-        float amax = 0.0f;
-        bool finite = true;
-        for (int j = 0; j < 16; ++j) {
-            const float a = __builtin_fabsf(xg[j]);
-            amax = a > amax ? a : amax;
-            finite = finite && a <= 3.4028235e38f;  // false for NaN and inf
-        }
-        const bool tiny = !(amax > 1e-30f);  // its reciprocal scale would overflow
-        // a NaN or inf makes the group's scale NaN (its q 0): the products turn NaN, as in float
-        const float dg = !finite ? __builtin_nanf("") : tiny ? 0.0f : amax / 127.0f;
-        const float id = !finite || tiny ? 0.0f : 127.0f / amax;
-        int32_t sum = 0;
-        for (int j = 0; j < 16; ++j) {
-            const int8_t v = finite ? static_cast<int8_t>(__builtin_rintf(xg[j] * id)) : int8_t{0};  // |v| <= 127
-            q[16 * g + j] = v;
-            sum += v;
-        }
-        d[g] = dg;
-        s[g] = dg * static_cast<float>(sum);
+        const int32_t sum = round_group8<16>(x + 16 * g, q + 16 * g, d[g]);
+        s[g] = d[g] * static_cast<float>(sum);
     }
 }
 
