@@ -24,7 +24,15 @@ struct WeightView {
     const void* data = nullptr;  // the backend's memory: the mmapped file on the CPU, device
                                  // memory from DeviceWeights::upload on a GPU (backends/gpu.hpp)
     std::string_view name;       // for error messages
+    // The same rows packed 8 to a tile for the CPU kernels (quant/repack.hpp), when
+    // Model::load built them (EMBER_REPACK); null otherwise. A CPU backend whose
+    // kernels take packed rows reads these instead of data.
+    const uint8_t* packed = nullptr;
 };
+
+// Whether the CPU kernels this process runs (cpu_kernels()) multiply packed rows
+// of this type: Model::load repacks only then. Defined by the CPU backend.
+bool cpu_runs_packed(TensorType type);
 
 // How RoPE rotates a head: angle of pair i at position p is
 //   theta = p * freq_base^(-2i/n_rot) / freq_factors[i]   (freq_factors optional)

@@ -70,7 +70,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
     gguf::File file = gguf::File::open(path);
     Hparams hp0 = hparams_from_gguf(file);
     Tokenizer tok = Tokenizer::from_gguf(file);
-    auto impl = std::unique_ptr<Impl>(new Impl{path, std::move(file), std::move(hp0), std::move(tok), {}, {}, {}, {}, {}, {}, {}});
+    auto impl = std::unique_ptr<Impl>(new Impl{path, std::move(file), std::move(hp0), std::move(tok), {}, {}, {}, {}, {}, {}, {}, {}, 0, 0.0});
     if (impl->tokenizer.size() > impl->hp.n_vocab)
         throw Error(ErrorCode::InvalidFile,
                     fmt::format("GGUF file '{}': the tokenizer has {} tokens but the model only {} embedding rows",
@@ -78,6 +78,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
     impl->chat_template = impl->file.get_or<std::string>("tokenizer.chat_template", "");
     bind_weights(*impl);
     offload_weights(*impl, params.n_gpu_layers, gpu);
+    repack_weights(*impl);
 
     ModelInfo& info = impl->info;
     const Hparams& hp = impl->hp;

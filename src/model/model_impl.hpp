@@ -3,6 +3,7 @@
 // shape. Shared read-only by the forward pass of every session.
 #pragma once
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,18 @@ struct Model::Impl {
     OffloadPlan offload;
     std::unique_ptr<DeviceWeights> device;
     Weights w_gpu;
+    // The packed copies of the CPU-run matrices (WeightView::packed), built by
+    // repack_weights at load: one 64-byte-aligned block, its size, and the time it took.
+    struct FreeAligned {
+        void operator()(uint8_t* p) const noexcept { std::free(p); }
+    };
+    std::unique_ptr<uint8_t, FreeAligned> packed;
+    size_t packed_bytes = 0;
+    double pack_seconds = 0.0;
 };
+
+// Repacks the CPU-run matrices whose type the CPU kernels multiply packed
+// (model/repack_weights.cpp); EMBER_REPACK=0 turns it off.
+void repack_weights(Model::Impl& m);
 
 }  // namespace ember

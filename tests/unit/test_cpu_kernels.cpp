@@ -4,6 +4,7 @@
 // code, so the NEON build compiles it alone for qemu (scripts/test-neon).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -13,6 +14,7 @@
 #include "backends/cpu/kernels.hpp"
 #include "ember/quant.hpp"
 #include "ember/types.hpp"
+#include "quant/repack.hpp"
 #include "quant/unpack.hpp"
 #include "skip.hpp"  // (not unit/skip.hpp: scripts/test-neon compiles this file without -Itests)
 
@@ -273,6 +275,126 @@ TEST_CASE("kernels: matvec8 of every weight type, 1 to 4 tokens, equals the prod
             }
         }
     }
+}
+
+TEST_CASE("repack: packed tiles give back the file's blocks byte for byte, and pad the last tile with zeros") {
+    const int64_t n = 512;
+    for (TensorType type : {TensorType::Q4_0, TensorType::Q4_K}) {
+        CAPTURE(type_info(type).name);
+        REQUIRE(repack_supported(type));
+        const size_t rb = static_cast<size_t>(*row_bytes(type, n));
+        for (int64_t n_rows : {1, 7, 8, 13, 24}) {
+            CAPTURE(n_rows);
+            // random bytes: every bit of the blocks (scales included) must travel
+            std::mt19937_64 rng(static_cast<uint64_t>(n_rows));
+            std::vector<uint8_t> rows(rb * static_cast<size_t>(n_rows));
+            for (uint8_t& b : rows) b = static_cast<uint8_t>(rng());
+            std::vector<uint8_t> packed(packed_bytes(type, n_rows, n), 0xAB);
+            const int64_t tiles = (n_rows + 7) / 8;
+            repack_tiles(type, rows.data(), rb, n_rows, n, 0, tiles, packed.data());
+            for (int64_t r0 = 0; r0 < n_rows; r0 += 3) {
+                const int64_t count = std::min<int64_t>(5, n_rows - r0);
+                std::vector<uint8_t> back(rb * static_cast<size_t>(count));
+                unpack_packed_rows(type, packed.data(), n, r0, count, back.data());
+                CAPTURE(r0);
+                CHECK(std::equal(back.begin(), back.end(), rows.begin() + static_cast<std::ptrdiff_t>(r0 * rb)));
+            }
+            if (n_rows % 8 != 0) {  // the padding rows unpack to all-zero blocks
+                std::vector<uint8_t> pad(rb, 0xCD);
+                unpack_packed_rows(type, packed.data(), n, n_rows, 1, pad.data());
+                CHECK(std::all_of(pad.begin(), pad.end(), [](uint8_t b) { return b == 0; }));
+            }
+        }
+    }
+}
+
+TEST_CASE("kernels: matvec_packed of Q4_0 and Q4_K rows, both precisions, 1 to 4 tokens, any row range, equals the product with the rounded activations") {
+    EMBER_REQUIRE_SIMD();
+    const int64_t n = 512, n_rows = 21;
+    bool any = false;
+    for (const KernelSet* k : simd_sets()) {
+        if (k->matvec_packed == nullptr) continue;
+        any = true;
+        for (TensorType type : {TensorType::Q4_0, TensorType::Q4_K}) {
+            const std::string set = k->name;
+            CAPTURE(set);
+            CAPTURE(type_info(type).name);
+            std::vector<float> wf = randn(static_cast<size_t>(n * n_rows), 23);
+            const size_t rb = static_cast<size_t>(*row_bytes(type, n));
+            std::vector<uint8_t> wq(rb * n_rows);
+            for (int64_t r = 0; r < n_rows; ++r) quantize_row(type, wf.data() + r * n, wq.data() + r * rb, n);
+            if (type == TensorType::Q4_0)  // every nibble at its extremes in one row: 0 and 15
+                for (size_t b = 0; b < rb / 18; ++b) wq[2 * rb + 18 * b + 2 + b % 16] = 0xF0;
+            std::vector<float> wd(static_cast<size_t>(n * n_rows));
+            for (int64_t r = 0; r < n_rows; ++r) dequantize_row(type, wq.data() + r * rb, wd.data() + r * n, n);
+            // one byte off alignment: the kernels may not assume an aligned tile
+            std::vector<uint8_t> store(packed_bytes(type, n_rows, n) + 1);
+            uint8_t* packed = store.data() + 1;
+            repack_tiles(type, wq.data(), rb, n_rows, n, 0, (n_rows + 7) / 8, packed);
+            for (bool exact : {true, false}) {
+                CAPTURE(exact);
+                for (int64_t n_tok = 1; n_tok <= 4; ++n_tok) {
+                    CAPTURE(n_tok);
+                    std::vector<float> x = randn(static_cast<size_t>(n * n_tok), 31 + n_tok);
+                    x[5] = -35.0f;  // an outlier
+                    std::vector<Acts> a16;
+                    std::vector<Acts8> a8;
+                    std::vector<std::vector<int16_t>> pairs;
+                    std::vector<QuantizedRow> xq;
+                    std::vector<std::vector<double>> xr;  // the rounded activations, as the oracle sees them
+                    for (int64_t t = 0; t < n_tok; ++t) {
+                        const float* xt = x.data() + t * n;
+                        std::vector<double> v(static_cast<size_t>(n));
+                        if (exact) {
+                            a16.push_back(quantize_acts(*k, xt, n));
+                            std::vector<int16_t> p(a16.back().q);
+                            for (int64_t i = 0; i < n; i += 4) std::swap(p[static_cast<size_t>(i + 1)], p[static_cast<size_t>(i + 2)]);
+                            pairs.push_back(std::move(p));
+                            for (int64_t i = 0; i < n; ++i)
+                                v[static_cast<size_t>(i)] = double(a16.back().q[static_cast<size_t>(i)]) * a16.back().d[static_cast<size_t>(i / 32)];
+                        } else {
+                            a8.push_back(quantize_acts8(*k, xt, n));
+                            std::vector<float> d;
+                            const std::vector<int8_t> q = oracle_q8(xt, n, d);
+                            for (int64_t i = 0; i < n; ++i)
+                                v[static_cast<size_t>(i)] = double(q[static_cast<size_t>(i)]) * d[static_cast<size_t>(i / 8)];
+                        }
+                        xr.push_back(std::move(v));
+                    }
+                    for (int64_t t = 0; t < n_tok; ++t) {
+                        QuantizedRow row = exact ? a16[static_cast<size_t>(t)].row() : a8[static_cast<size_t>(t)].row();
+                        if (exact) row.qp = pairs[static_cast<size_t>(t)].data();
+                        xq.push_back(row);
+                    }
+                    for (auto [lo, hi] : {std::pair<int64_t, int64_t>{0, 21}, {3, 11}, {8, 16}, {13, 14}, {17, 21}}) {
+                        CAPTURE(lo);
+                        CAPTURE(hi);
+                        const int64_t ldy = n_rows + 2;
+                        std::vector<float> y(static_cast<size_t>(ldy * n_tok), -7.0f);
+                        k->matvec_packed(type, packed, lo, hi, n, xq.data(), n_tok, y.data(), ldy, exact);
+                        for (int64_t t = 0; t < n_tok; ++t)
+                            for (int64_t r = 0; r < ldy; ++r) {
+                                const double got = y[static_cast<size_t>(t * ldy + r)];
+                                if (r < lo || r >= hi) {  // rows outside the range are not written
+                                    CHECK(got == -7.0);
+                                    continue;
+                                }
+                                double want = 0, mag = 0;
+                                for (int64_t i = 0; i < n; ++i) {
+                                    const double p = double(wd[static_cast<size_t>(r * n + i)]) * xr[static_cast<size_t>(t)][static_cast<size_t>(i)];
+                                    want += p;
+                                    mag += std::fabs(p);
+                                }
+                                CAPTURE(t);
+                                CAPTURE(r);
+                                CHECK(std::fabs(got - want) <= 2e-6 * mag + 1e-6);
+                            }
+                    }
+                }
+            }
+        }
+    }
+    if (!any) EMBER_SKIP("no kernel set this CPU runs multiplies packed rows (the x86 sets do)");
 }
 
 // The oracle of gemm_u8's rounding: per group of 16, d = amax / 127 and q = x * (127 / amax)

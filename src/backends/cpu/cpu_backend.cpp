@@ -6,6 +6,7 @@
 
 #include "ember/error.hpp"
 #include "ember/quant.hpp"
+#include "quant/repack.hpp"
 #include "quant/unpack.hpp"
 
 namespace ember {
@@ -31,9 +32,21 @@ CpuBackend::CpuBackend(int n_threads, const KernelSet* kernels, bool exact)
       exact_(exact),
       pool_(n_threads),
       scratch_(static_cast<size_t>(pool_.size())),
-      scratch8_(static_cast<size_t>(pool_.size())) {}
+      scratch8_(static_cast<size_t>(pool_.size())),
+      scratch_rows_(static_cast<size_t>(pool_.size())) {}
 
 CpuBackend::~CpuBackend() = default;
+
+bool cpu_runs_packed(TensorType type) { return repack_supported(type) && cpu_kernels().matvec_packed != nullptr; }
+
+const uint8_t* CpuBackend::rows_of(const WeightView& w, int64_t r0, int64_t nr, int thread) {
+    if (w.packed == nullptr) return static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_bytes;
+    auto& buf = scratch_rows_[static_cast<size_t>(thread)];
+    const size_t need = static_cast<size_t>(nr) * w.row_bytes;
+    if (buf.size() < need) buf.resize(need);
+    unpack_packed_rows(w.type, w.packed, w.n_in, r0, nr, buf.data());
+    return buf.data();
+}
 
 float* CpuBackend::scratch(int thread, size_t n) {
     auto& s = scratch_[static_cast<size_t>(thread)];
@@ -103,7 +116,7 @@ void CpuBackend::matmul_shared(const WeightView* const* ws, float* const* ys, in
 
 // x [n_tok, K] rounded to 16 bits (exact) or 8 bits per group of 32 into xrows_
 // (K is a multiple of every quantized type's block size)
-void CpuBackend::quantize_input(const float* x, int64_t n_tok, int64_t K) {
+void CpuBackend::quantize_input(const float* x, int64_t n_tok, int64_t K, bool pairs) {
     const size_t nq = static_cast<size_t>(n_tok * K);
     if (xd_.size() < nq / 8) {
         xd_.resize(nq / 8);  // 8-bit: a scale per 8 elements (16-bit: per 32)
@@ -122,6 +135,17 @@ void CpuBackend::quantize_input(const float* x, int64_t n_tok, int64_t K) {
             int16_t* q = xq_.data() + t * K;
             k_.quantize_row(x + t * K, K, q, d, sum, sum32);
             row = QuantizedRow{q, d, sum, sum32, nullptr};
+            if (pairs) {  // (q0, q2, q1, q3) per 4, for the packed rows' 16-bit products
+                if (xqp_.size() < nq) xqp_.resize(nq);
+                int16_t* qp = xqp_.data() + t * K;
+                for (int64_t i = 0; i < K; i += 4) {
+                    qp[i] = q[i];
+                    qp[i + 1] = q[i + 2];
+                    qp[i + 2] = q[i + 1];
+                    qp[i + 3] = q[i + 3];
+                }
+                row.qp = qp;
+            }
         } else {
             int8_t* q = xq8_.data() + t * K;
             k_.quantize_row8(x + t * K, K, q, d, sum, sum32);
@@ -133,32 +157,45 @@ void CpuBackend::quantize_input(const float* x, int64_t n_tok, int64_t K) {
 void CpuBackend::matmul_vec(const WeightView* const* ws, float* const* ys, int count, const float* x,
                             int64_t n_tok) {
     const int64_t K = ws[0]->n_in;
-    bool any_quantized = false;
+    bool any_quantized = false, any_packed = false;
     int64_t total = 0;  // rows of all the products, one after the other
     for (int i = 0; i < count; ++i) {
         any_quantized = any_quantized || type_info(ws[i]->type).quantized;
+        any_packed = any_packed || (ws[i]->packed != nullptr && k_.matvec_packed != nullptr);
         total += ws[i]->n_out;
     }
-    if (any_quantized) quantize_input(x, n_tok, K);
+    if (any_quantized) quantize_input(x, n_tok, K, any_packed);
     // ranges of rows taken dynamically, about 8 per thread: a thread that starts
     // late or shares its core does not hold the step up (one range per thread
     // left 11-19% of a generation step waiting, ember-bench --profile), and each
-    // range is still a long run for the prefetchers (a multiple of 4 rows: whole tiles)
+    // range is still a long run for the prefetchers (a multiple of 8 rows: whole
+    // tiles, packed or not, when the products' sizes are multiples of 8)
     const int64_t threads = pool_.size();
-    const int64_t grain = std::max<int64_t>(16, ((total + threads * 8 - 1) / (threads * 8) + 3) / 4 * 4);
-    pool_.parallel_for(total, grain, [&](int64_t begin, int64_t end, int) {
+    const int64_t grain = std::max<int64_t>(16, ((total + threads * 8 - 1) / (threads * 8) + 7) / 8 * 8);
+    pool_.parallel_for(total, grain, [&](int64_t begin, int64_t end, int thread) {
         int64_t first = 0;  // index of product i's first row in the combined range
         for (int i = 0; i < count && first < end; first += ws[i]->n_out, ++i) {
             const WeightView& w = *ws[i];
             const int64_t lo = std::max(begin, first) - first, hi = std::min(end, first + w.n_out) - first;
             if (lo >= hi) continue;
-            const uint8_t* rows = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(lo) * w.row_bytes;
+            if (w.packed != nullptr && k_.matvec_packed != nullptr) {
+                for (int64_t t0 = 0; t0 < n_tok; t0 += 4)
+                    k_.matvec_packed(w.type, w.packed, lo, hi, K, xrows_.data() + t0, std::min<int64_t>(4, n_tok - t0),
+                                     ys[i] + t0 * w.n_out, w.n_out, exact_);
+                continue;
+            }
             const bool q = type_info(w.type).quantized;
-            for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
-                const int64_t nt = std::min<int64_t>(4, n_tok - t0);
-                (exact_ ? k_.matvec : k_.matvec8)(w.type, rows, w.row_bytes, hi - lo, K, x + t0 * K,
-                                                  q ? xrows_.data() + t0 : nullptr, nt, ys[i] + t0 * w.n_out + lo,
-                                                  w.n_out);
+            // packed rows with a set that cannot read them: put back in pieces
+            const int64_t piece = w.packed != nullptr ? 64 : hi - lo;
+            for (int64_t r0 = lo; r0 < hi; r0 += piece) {
+                const int64_t nr = std::min(piece, hi - r0);
+                const uint8_t* rows = rows_of(w, r0, nr, thread);
+                for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+                    const int64_t nt = std::min<int64_t>(4, n_tok - t0);
+                    (exact_ ? k_.matvec : k_.matvec8)(w.type, rows, w.row_bytes, nr, K, x + t0 * K,
+                                                      q ? xrows_.data() + t0 : nullptr, nt,
+                                                      ys[i] + t0 * w.n_out + r0, w.n_out);
+                }
             }
         }
     });
@@ -180,7 +217,7 @@ void CpuBackend::matmul_gemm(const WeightView& w, const float* x, int64_t n_tok,
         float* tile = f32 ? nullptr : scratch(thread, static_cast<size_t>(panel * K));
         for (int64_t r0 = begin; r0 < end; r0 += panel) {
             const int64_t nr = std::min(panel, end - r0);
-            const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0) * w.row_bytes;
+            const uint8_t* src = rows_of(w, r0, nr, thread);
             const float* rows = reinterpret_cast<const float*>(src);
             if (!f32) {
                 for (int64_t i = 0; i < nr; ++i) dequantize_row(w.type, src + i * w.row_bytes, tile + i * K, K);
@@ -227,14 +264,14 @@ void CpuBackend::matmul_gemm_u8(const WeightView& w, int64_t n_tok, float* y) {
         float* c = d + K / 16;
         for (int64_t r0 = begin; r0 < end; r0 += panel) {
             const int64_t nr = std::min(panel, end - r0);
+            const uint8_t* rows = rows_of(w, r0, nr, thread);
             for (int64_t i = 0; i < (nr + 7) / 8 * 8; ++i) {
                 uint8_t* t = tiles + (i / 8) * tile;
                 if (i >= nr) {
                     panel_zero_row(t, K, static_cast<int>(i % 8));
                     continue;
                 }
-                const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0 + i) * w.row_bytes;
-                unpack_row_u8(w.type, src, K, u, d, c);
+                unpack_row_u8(w.type, rows + static_cast<size_t>(i) * w.row_bytes, K, u, d, c);
                 panel_put_row(t, K, static_cast<int>(i % 8), u, d, c);
             }
             k_.gemm_u8(tiles, nr, K, xq8_.data(), xd16_.data(), xs16_.data(), n_tok, y + r0, N, max_u);
@@ -253,8 +290,9 @@ void CpuBackend::matmul_reference(const WeightView& w, const float* x, int64_t n
         const float* rows[kTile];
         for (int64_t r0 = begin; r0 < end; r0 += kTile) {
             const int64_t nr = std::min(kTile, end - r0);
+            const uint8_t* panel = rows_of(w, r0, nr, thread);
             for (int64_t i = 0; i < nr; ++i) {
-                const uint8_t* src = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(r0 + i) * w.row_bytes;
+                const uint8_t* src = panel + static_cast<size_t>(i) * w.row_bytes;
                 if (tile == nullptr) {
                     rows[i] = reinterpret_cast<const float*>(src);
                 } else {

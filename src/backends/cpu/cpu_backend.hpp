@@ -59,7 +59,7 @@ public:
 private:
     void matmul_reference(const WeightView& w, const float* x, int64_t n_tok, float* y);
     void matmul_vec(const WeightView* const* ws, float* const* ys, int count, const float* x, int64_t n_tok);
-    void quantize_input(const float* x, int64_t n_tok, int64_t K);
+    void quantize_input(const float* x, int64_t n_tok, int64_t K, bool pairs);
     void matmul_gemm(const WeightView& w, const float* x, int64_t n_tok, float* y);
     // the fast precision's prompt product: x rounded by quantize_input16 (xq8_, xd16_, xs16_)
     void quantize_input16(const float* x, int64_t n_tok, int64_t K);
@@ -78,6 +78,9 @@ private:
 
     // Per-thread scratch of at least n floats (grown on first use, then reused).
     float* scratch(int thread, size_t n);
+    // Rows [r0, r0 + nr) of w in the file's block layout: in place, or, for packed
+    // rows, unpacked into the thread's scratch_rows_.
+    const uint8_t* rows_of(const WeightView& w, int64_t r0, int64_t nr, int thread);
 
     const KernelSet& k_;
     bool exact_;  // 16-bit activations in matmul_vec (else 8-bit)
@@ -88,10 +91,12 @@ private:
     std::vector<void*> kv_ptrs_;                          // [2 * n_layer]: K pointers, then V
     std::vector<std::vector<float>> scratch_;             // [n_threads]
     std::vector<std::vector<uint8_t>> scratch8_;          // [n_threads]: a u8 panel and one unpacked row's values
+    std::vector<std::vector<uint8_t>> scratch_rows_;      // [n_threads]: packed rows put back in block layout
     RopeTable rope_[2];
     int rope_next_ = 0;                                   // the table to refill on a miss
     // the activation rounded for the integer kernels (matmul_vec), grown, never shrunk
     std::vector<int16_t> xq_;                             // [n_tok, n_in] (exact)
+    std::vector<int16_t> xqp_;                            // [n_tok, n_in]: xq_ in pair order (packed rows)
     std::vector<int8_t> xq8_;                             // [n_tok, n_in] (fast)
     std::vector<float> xd_;                               // [n_tok, n_in / 32]
     std::vector<float> xsum_;                             // [n_tok, n_in / 16]

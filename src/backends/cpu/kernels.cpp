@@ -126,7 +126,7 @@ const KernelSet kScalar = {
     to_f16,      sum_squares, scale_mul, silu_mul, gelu_mul,  add,     scale,    softcap,  exp_sum,
     attn_scores<uint16_t, dot_f16>, attn_scores<float, dot_f32_rev>,
     attn_values<uint16_t, axpy_f16>, attn_values<float, axpy_f32>,
-    nullptr,     nullptr,   attn_scores_t,
+    nullptr,     nullptr,   attn_scores_t, nullptr,
 };
 
 const KernelSet* best() {

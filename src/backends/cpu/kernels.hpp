@@ -51,6 +51,9 @@ struct QuantizedRow {
     const float* sum = nullptr;  // [n / 16]: d * sum of the 16 q values (the group's sum as the kernels see it)
     const float* sum32 = nullptr;  // [n / 32]: the same per group of 32 (sum[2g] + sum[2g + 1])
     const int8_t* q8 = nullptr;    // [n]: round(x[i] / d[i / 8]), |q8| <= 127 (the 8-bit rounding)
+    // [n]: q with the middle two of every 4 swapped (q0, q2, q1, q3), for the
+    // 16-bit products of packed rows (matvec_packed); set with q when rows are packed
+    const int16_t* qp = nullptr;
 };
 
 struct KernelSet {
@@ -122,6 +125,13 @@ struct KernelSet {
     // nk a multiple of 8 (kt padded with zeros as needed).
     void (*attn_scores_t)(float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const float* kt,
                           int64_t ldk, int64_t nk, int64_t dim, float scale);
+
+    // --- rows packed by quant/repack.hpp (null where the set has no such kernel) ---
+    // y[t * ldy + r] = dot(row r, token t) for lo <= r < hi, t < n_tok (1..4), of a
+    // matrix of Q4_0 or Q4_K rows packed 8 to a tile (packed: tile 0). exact: the
+    // 16-bit activations (xq[t].qp, d, sum32), else the 8-bit ones (xq[t].q8, d, sum32).
+    void (*matvec_packed)(TensorType type, const uint8_t* packed, int64_t lo, int64_t hi, int64_t n,
+                          const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy, bool exact);
 };
 
 // The u8 panel: weight rows unpacked by unpack_row_u8 (quant/unpack.hpp), in

@@ -11,6 +11,7 @@
 #endif
 
 #include "backends/cpu/kernels.hpp"
+#include "quant/repack.hpp"
 
 namespace ember {
 namespace {
@@ -101,6 +102,7 @@ struct Avx2 {
 #define EMBER_DPBUSD_ACC(acc, u, x) _mm256_dpbusd_avx_epi32(acc, u, x)
 #endif
 #include "backends/cpu/kernels_x86_8bit.hpp"
+#include "backends/cpu/kernels_x86_packed.hpp"
 #undef EMBER_DPBUSD
 #undef EMBER_DPBUSD_ACC
 };

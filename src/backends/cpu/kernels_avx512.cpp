@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "backends/cpu/kernels.hpp"
+#include "quant/repack.hpp"
 
 #ifndef EMBER_AVX512_VNNI
 #define EMBER_AVX512_VNNI 0
@@ -111,6 +112,7 @@ struct Avx512 {
 #define EMBER_DPBUSD_ACC(acc, u, x) _mm256_dpbusd_epi32(acc, u, x)
 #endif
 #include "backends/cpu/kernels_x86_8bit.hpp"
+#include "backends/cpu/kernels_x86_packed.hpp"
 #undef EMBER_DPBUSD
 #undef EMBER_DPBUSD_ACC
 };

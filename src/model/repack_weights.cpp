@@ -1,0 +1,82 @@
+// Repacking at load: the CPU-run matrices of a type the CPU kernels multiply
+// packed (quant/repack.hpp) get a packed copy, built here once and shared by
+// every session; the file's pages of those matrices are then given back
+// (madvise), so the packed copy replaces them in resident memory instead of
+// adding to it. EMBER_REPACK=0 turns it off (loading stays O(metadata)).
+#include <fmt/format.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "common/thread_pool.hpp"
+#include "ember/error.hpp"
+#include "model/model_impl.hpp"
+#include "quant/repack.hpp"
+
+namespace ember {
+namespace {
+
+// EMBER_REPACK: unset or 1 repacks, 0 does not.
+bool repack_wanted() {
+    const char* env = std::getenv("EMBER_REPACK");
+    if (env == nullptr || *env == '\0' || std::strcmp(env, "1") == 0) return true;
+    if (std::strcmp(env, "0") == 0) return false;
+    throw Error(ErrorCode::InvalidArgument,
+                fmt::format("EMBER_REPACK={} is not a switch; use 1 (repack weights at load, the default) or 0", env));
+}
+
+// Gives back the whole pages of [p, p + n) of the mapped file: they are read
+// again from the file (page cache) only if something reads them.
+void release_pages(const void* p, size_t n) {
+    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+    const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
+}  // namespace
+
+void repack_weights(Model::Impl& m) {
+    std::vector<WeightView*> views;
+    const int32_t cpu_layers = m.offload.any() ? m.offload.first_gpu_layer : m.hp.n_layer;
+    for (int32_t il = 0; il < cpu_layers; ++il) {
+        LayerWeights& L = m.w.layers[static_cast<size_t>(il)];
+        for (WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) views.push_back(v);
+    }
+    if (!m.offload.head_on_gpu) views.push_back(&m.w.output);
+    std::erase_if(views, [](const WeightView* v) {
+        return v->data == nullptr || v->n_out <= 0 || !cpu_runs_packed(v->type);
+    });
+    if (views.empty() || !repack_wanted()) return;
+
+    const auto t0 = std::chrono::steady_clock::now();
+    size_t total = 0;
+    for (const WeightView* v : views) total += (packed_bytes(v->type, v->n_out, v->n_in) + 63) / 64 * 64;
+    m.packed.reset(static_cast<uint8_t*>(std::aligned_alloc(64, std::max<size_t>(total, 64))));
+    if (!m.packed)
+        throw Error(ErrorCode::OutOfMemory,
+                    fmt::format("Model::load('{}'): cannot allocate {} MiB for the repacked weights; load with "
+                                "EMBER_REPACK=0 to multiply the file's blocks as they are",
+                                m.path, total >> 20));
+    ThreadPool pool(static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u)));
+    uint8_t* out = m.packed.get();
+    for (WeightView* v : views) {
+        const int64_t tiles = (v->n_out + kPackRows - 1) / kPackRows;
+        pool.parallel_for(tiles, 16, [&](int64_t begin, int64_t end, int) {
+            repack_tiles(v->type, v->data, v->row_bytes, v->n_out, v->n_in, begin, end, out);
+        });
+        v->packed = out;
+        out += (packed_bytes(v->type, v->n_out, v->n_in) + 63) / 64 * 64;
+    }
+    // the file's copies are not read any more (prompts unpack the packed rows too)
+    for (const WeightView* v : views) release_pages(v->data, v->row_bytes * static_cast<size_t>(v->n_out));
+    m.packed_bytes = total;
+    m.pack_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace ember
