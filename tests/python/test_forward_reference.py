@@ -103,15 +103,19 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def ember_logits(testtool, model, ids, tmp_path, *opts, isa: str | None = None,
-                 precision: str = "exact") -> np.ndarray:
+                 precision: str = "exact", repack: str | None = None) -> np.ndarray:
     """ember's logits of every position: (n_tokens, n_vocab) float32, with the
-    CPU kernel set `isa` (EMBER_ISA) or the default one, and EMBER_PRECISION."""
+    CPU kernel set `isa` (EMBER_ISA) or the default one, EMBER_PRECISION, and
+    EMBER_REPACK when `repack` is given."""
     out = tmp_path / f"logits-{next(_COUNTER)}.f32"
     env = dict(os.environ)
     env.pop("EMBER_ISA", None)
+    env.pop("EMBER_REPACK", None)
     env["EMBER_PRECISION"] = precision
     if isa is not None:
         env["EMBER_ISA"] = isa
+    if repack is not None:
+        env["EMBER_REPACK"] = repack
     r = subprocess.run([str(a) for a in [testtool, "logits", model, out, *opts, ",".join(str(int(t)) for t in ids)]],
                        capture_output=True, check=False, env=env)
     assert r.returncode == 0, f"ember-testtool logits failed: {r.stderr.decode(errors='replace')}"
@@ -378,6 +382,41 @@ def test_synthetic_token_by_token_and_fast_batch(testtool, synth_dir, qtype):
         assert rel.max() < bound
         bad, n_clear = top1_check(ours, ref, TIE_MARGIN if precision == "exact" else FAST_TIE_MARGIN)
         assert len(bad) <= (0 if precision == "exact" else (1 - FAST_TOP1_SHARE) * n_clear), bad
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K"])
+def test_repacked_weights_give_the_file_layouts_logits(testtool, synth_dir, qtype):
+    """Weights repacked at load (EMBER_REPACK=1, the default for Q4_0 and Q4_K on
+    x86) against the file's blocks (EMBER_REPACK=0): prompts put the packed rows
+    back, so they agree bit for bit; generation runs other kernels that sum in
+    another order (exact: float rounding only; fast: that, then an 8-bit rounding
+    that may land on the other side)."""
+    path = synth_dir / f"repack-{qtype}.gguf"
+    write_synthetic(testtool, path, qtype, KQUANT if qtype.endswith("_K") else SMALL)
+    model = R.load_model(str(path))
+    ids = np.random.default_rng(5).integers(0, model.hp.n_vocab, 24).tolist()
+    ref = R.forward(model, ids)
+    for precision in ("exact", "fast"):
+        for batch in (1, 3, 24):
+            a = ember_logits(testtool, path, ids, synth_dir, "--kv", "f32", "--batch", str(batch),
+                             precision=precision, repack="0")
+            b = ember_logits(testtool, path, ids, synth_dir, "--kv", "f32", "--batch", str(batch),
+                             precision=precision, repack="1")
+            rel = rel_l2(b, a)
+            ea, eb = np.median(rel_l2(a, ref)), np.median(rel_l2(b, ref))
+            print(f"\n{qtype} {precision} batches of {batch}: packed vs file rows, rel L2 max {rel.max():.2e}; "
+                  f"median rel L2 to float64: file rows {ea:.2e}, packed {eb:.2e}")
+            if batch == 24:
+                assert np.array_equal(a, b)
+                continue
+            # a few activations round to the neighbouring 16- or 8-bit value; packing
+            # must not move ember away from the float64 reference
+            assert rel.max() < (5e-4 if precision == "exact" else 5e-2)
+            assert eb < 1.5 * ea
+    r = subprocess.run([str(testtool), "logits", str(path), str(synth_dir / "x.f32"), "1,2"], capture_output=True,
+                       env={**os.environ, "EMBER_REPACK": "yes"}, check=False)
+    assert r.returncode != 0
+    assert b"EMBER_REPACK=yes is not a switch" in r.stderr, r.stderr
 
 
 def test_synthetic_negative_controls(testtool, synth_dir):

@@ -14,6 +14,7 @@
 #include "backends/cpu/cpu_backend.hpp"
 #include "ember/ember.hpp"
 #include "common/thread_pool.hpp"
+#include "quant/repack.hpp"
 #include "quant/unpack.hpp"
 
 using namespace ember;
@@ -509,4 +510,62 @@ TEST_CASE("cpu backend: matmul_shared equals one matmul per weight (mixed types 
                 be.matmul_shared(wp, ys, 3, x.data(), n_tok);
                 for (int i = 0; i < 3; ++i) CHECK(shared[i] == single[i]);
             }
+}
+
+TEST_CASE("cpu backend: packed rows (quant/repack) give the file's rows' products, every set, both precisions, shared and single") {
+    // sizes that are not multiples of 8: ranges and tiles end inside a tile
+    const int64_t n_in = 512;
+    const TensorType types[3] = {TensorType::Q4_0, TensorType::F16, TensorType::Q4_K};
+    const int64_t n_out[3] = {37, 11, 21};
+    std::vector<std::vector<uint8_t>> data(3), packed(3);
+    WeightView plain[3], pk[3];
+    for (int i = 0; i < 3; ++i) {
+        const std::vector<float> wf = randn(static_cast<size_t>(n_in * n_out[i]), 60 + i);
+        const size_t rb = static_cast<size_t>(*row_bytes(types[i], n_in));
+        data[i].resize(rb * n_out[i]);
+        for (int64_t r = 0; r < n_out[i]; ++r) quantize_row(types[i], wf.data() + r * n_in, data[i].data() + r * rb, n_in);
+        plain[i] = pk[i] = WeightView{types[i], n_in, n_out[i], rb, data[i].data(), "w"};
+        if (!repack_supported(types[i])) continue;
+        packed[i].resize(packed_bytes(types[i], n_out[i], n_in));
+        repack_tiles(types[i], data[i].data(), rb, n_out[i], n_in, 0, (n_out[i] + 7) / 8, packed[i].data());
+        pk[i].packed = packed[i].data();
+    }
+    for (const KernelSet* k : kernel_sets())
+        for (int threads : {1, 3})
+            for (int64_t n_tok : {1, 3, 6, 40})
+                for (bool exact : {true, false}) {
+                    const std::string set = k->name;
+                    CAPTURE(set);
+                    CAPTURE(threads);
+                    CAPTURE(n_tok);
+                    CAPTURE(exact);
+                    CpuBackend be(threads, k, exact);
+                    const std::vector<float> x = randn(static_cast<size_t>(n_tok * n_in), 19);
+                    std::vector<float> want[3], single[3], shared[3];
+                    float* ys[3];
+                    const WeightView* wp[3] = {&pk[0], &pk[1], &pk[2]};
+                    for (int i = 0; i < 3; ++i) {
+                        want[i].assign(static_cast<size_t>(n_tok * n_out[i]), -1.0f);
+                        single[i].assign(want[i].size(), -2.0f);
+                        shared[i].assign(want[i].size(), -3.0f);
+                        ys[i] = shared[i].data();
+                        be.matmul(plain[i], x.data(), n_tok, want[i].data());
+                        be.matmul(pk[i], x.data(), n_tok, single[i].data());
+                    }
+                    be.matmul_shared(wp, ys, 3, x.data(), n_tok);
+                    for (int i = 0; i < 3; ++i) {
+                        CAPTURE(i);
+                        // the products of one row do not depend on how rows are split into ranges
+                        CHECK(shared[i] == single[i]);
+                        // prompts and sets without packed kernels put the rows back: the same
+                        // arithmetic; the packed kernels sum in another order
+                        const bool reordered = k->matvec_packed != nullptr && n_tok < 16 && pk[i].packed != nullptr;
+                        if (!reordered) {
+                            CHECK(single[i] == want[i]);
+                            continue;
+                        }
+                        std::vector<double> w(want[i].begin(), want[i].end());
+                        CHECK(rel_err(single[i], w) < 1e-5);
+                    }
+                }
 }
