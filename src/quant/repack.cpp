@@ -11,6 +11,25 @@ namespace {
 
 constexpr size_t kQ40Tile = 16 + 128;              // per block of 32, 8 rows
 constexpr size_t kQ4KTile = 16 + 16 + 64 + 64 + 1024;  // per super-block of 256, 8 rows
+constexpr size_t kQ41Tile = 16 + 16 + 128;
+constexpr size_t kQ80Tile = 16 + 256;
+constexpr size_t kQ6KTile = 16 + 128 + 1024 + 512;
+
+// Bytes per block in the file and in a packed tile, elements per block.
+struct Geometry {
+    size_t src, dst;
+    int64_t block;
+};
+Geometry geometry(TensorType type) {
+    switch (type) {
+        case TensorType::Q4_0: return {sizeof(BlockQ4_0), kQ40Tile, 32};
+        case TensorType::Q4_1: return {sizeof(BlockQ4_1), kQ41Tile, 32};
+        case TensorType::Q8_0: return {sizeof(BlockQ8_0), kQ80Tile, 32};
+        case TensorType::Q4_K: return {sizeof(BlockQ4_K), kQ4KTile, QK_K};
+        case TensorType::Q6_K: return {sizeof(BlockQ6_K), kQ6KTile, QK_K};
+        default: return {0, 0, 1};
+    }
+}
 
 // The 6-bit scale and min of sub-block j from the 12 packed bytes (and back).
 void k_scales_get(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
@@ -102,31 +121,124 @@ void q4_k_block(uint8_t* p, uint8_t* const* blk) {
     }
 }
 
+// Copies n bytes one way or the other (kPack: packed <- block).
+template <bool kPack>
+inline void move(uint8_t* packed, uint8_t* block, size_t n) {
+    if (kPack)
+        std::memcpy(packed, block, n);
+    else
+        std::memcpy(block, packed, n);
+}
+
+template <bool kPack>
+void q4_1_block(uint8_t* p, uint8_t* const* blk) {
+    for (int r = 0; r < kPackRows; ++r) {
+        uint8_t* b = blk[r];
+        if (b == nullptr) {
+            if (kPack) {
+                std::memset(p + 2 * r, 0, 2);
+                std::memset(p + 16 + 2 * r, 0, 2);
+                for (int k = 0; k < 4; ++k) std::memset(p + 32 + 32 * k + 4 * r, 0, 4);
+            }
+            continue;
+        }
+        // BlockQ4_1: d, m, qs as Q4_0's
+        move<kPack>(p + 2 * r, b, 2);
+        move<kPack>(p + 16 + 2 * r, b + 2, 2);
+        for (int k = 0; k < 4; ++k) move<kPack>(p + 32 + 32 * k + 4 * r, b + 4 + 4 * k, 4);
+    }
+}
+
+template <bool kPack>
+void q8_0_block(uint8_t* p, uint8_t* const* blk) {
+    for (int r = 0; r < kPackRows; ++r) {
+        uint8_t* b = blk[r];
+        if (b == nullptr) {
+            if (kPack) {
+                std::memset(p + 2 * r, 0, 2);
+                for (int k = 0; k < 8; ++k) std::memset(p + 16 + 32 * k + 4 * r, 0, 4);
+            }
+            continue;
+        }
+        // BlockQ8_0: d, qs[32]: chunk k byte 4 r + b is qs[4 k + b]
+        move<kPack>(p + 2 * r, b, 2);
+        for (int k = 0; k < 8; ++k) move<kPack>(p + 16 + 32 * k + 4 * r, b + 2 + 4 * k, 4);
+    }
+}
+
+// Q6_K element e of a file block: its 6-bit value (0..63), and back (the block
+// zeroed first: every bit of ql and qh belongs to exactly one element).
+inline int q6_get(const uint8_t* b, int e) {
+    const int h = e / 128, r = e % 128;
+    const int lo = (b[64 * h + r % 64] >> (4 * (r / 64))) & 0x0F;
+    const int hi = (b[128 + 32 * h + r % 32] >> (2 * (r / 32))) & 0x03;
+    return lo | (hi << 4);
+}
+inline void q6_put(uint8_t* b, int e, int v) {
+    const int h = e / 128, r = e % 128;
+    b[64 * h + r % 64] = static_cast<uint8_t>(b[64 * h + r % 64] | ((v & 0x0F) << (4 * (r / 64))));
+    b[128 + 32 * h + r % 32] = static_cast<uint8_t>(b[128 + 32 * h + r % 32] | ((v >> 4) << (2 * (r / 32))));
+}
+// The same for a packed tile, row r: low nibbles in the ql chunks, top two bits
+// in the qh chunks (repack.hpp). The tile is zeroed first when packing.
+inline void q6p_locate(int r, int e, int& ql, int& ql_shift, int& qh, int& qh_shift) {
+    const int p = e / 64, w = e % 64, half = w / 32, k = (w % 32) / 4, b = w % 4;
+    ql = 144 + 256 * p + 32 * k + 4 * r + b;
+    ql_shift = 4 * half;
+    qh = 1168 + 128 * p + 32 * (k / 2) + 4 * r + b;
+    qh_shift = 4 * (k % 2) + 2 * half;
+}
+
+template <bool kPack>
+void q6_k_block(uint8_t* p, uint8_t* const* blk) {
+    constexpr size_t kQl = 0, kScales = 192, kD = 208;  // BlockQ6_K: ql at 0, qh at 128, scales, d
+    if (kPack) std::memset(p, 0, kQ6KTile);
+    for (int r = 0; r < kPackRows; ++r) {
+        uint8_t* b = blk[r];
+        if (b == nullptr) continue;  // a padding row stays zero
+        move<kPack>(p + 2 * r, b + kD, 2);
+        for (int j = 0; j < 16; ++j) move<kPack>(p + 16 + 8 * j + r, b + kScales + j, 1);
+        if (!kPack) std::memset(b + kQl, 0, kScales);  // ql and qh, rebuilt element by element
+        for (int e = 0; e < QK_K; ++e) {
+            int ql, qls, qh, qhs;
+            q6p_locate(r, e, ql, qls, qh, qhs);
+            if (kPack) {
+                const int v = q6_get(b, e);
+                p[ql] = static_cast<uint8_t>(p[ql] | ((v & 0x0F) << qls));
+                p[qh] = static_cast<uint8_t>(p[qh] | ((v >> 4) << qhs));
+            } else {
+                q6_put(b, e, ((p[ql] >> qls) & 0x0F) | (((p[qh] >> qhs) & 0x03) << 4));
+            }
+        }
+    }
+}
+
 // Walks the blocks of one tile: rows[r] the row's first block (null: padding).
 template <bool kPack>
 void tile_blocks(TensorType type, uint8_t* tile, uint8_t* const* rows, int64_t n) {
-    const bool q40 = type == TensorType::Q4_0;
-    const int64_t nb = q40 ? n / 32 : n / QK_K;
-    const size_t src = q40 ? sizeof(BlockQ4_0) : sizeof(BlockQ4_K);
-    const size_t dst = q40 ? kQ40Tile : kQ4KTile;
-    for (int64_t i = 0; i < nb; ++i) {
+    const Geometry g = geometry(type);
+    for (int64_t i = 0; i < n / g.block; ++i) {
         uint8_t* blk[kPackRows];
-        for (int r = 0; r < kPackRows; ++r) blk[r] = rows[r] ? rows[r] + i * src : nullptr;
-        if (q40)
-            q4_0_block<kPack>(tile + i * dst, blk);
-        else
-            q4_k_block<kPack>(tile + i * dst, blk);
+        for (int r = 0; r < kPackRows; ++r) blk[r] = rows[r] ? rows[r] + i * g.src : nullptr;
+        uint8_t* p = tile + i * g.dst;
+        switch (type) {
+            case TensorType::Q4_0: q4_0_block<kPack>(p, blk); break;
+            case TensorType::Q4_1: q4_1_block<kPack>(p, blk); break;
+            case TensorType::Q8_0: q8_0_block<kPack>(p, blk); break;
+            case TensorType::Q4_K: q4_k_block<kPack>(p, blk); break;
+            case TensorType::Q6_K: q6_k_block<kPack>(p, blk); break;
+            default: break;
+        }
     }
 }
 
 }  // namespace
 
-bool repack_supported(TensorType type) noexcept { return type == TensorType::Q4_0 || type == TensorType::Q4_K; }
+bool repack_supported(TensorType type) noexcept { return geometry(type).dst != 0; }
 
 size_t packed_tile_bytes(TensorType type, int64_t n) noexcept {
-    if (type == TensorType::Q4_0) return static_cast<size_t>(n / 32) * kQ40Tile;
-    if (type == TensorType::Q4_K) return static_cast<size_t>(n / QK_K) * kQ4KTile;
-    return 0;
+    const Geometry g = geometry(type);
+    return static_cast<size_t>(n / g.block) * g.dst;
 }
 
 size_t packed_bytes(TensorType type, int64_t n_rows, int64_t n) noexcept {

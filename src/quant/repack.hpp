@@ -10,6 +10,10 @@
 //     [0, 16)    the 8 rows' d (IEEE half), row r at 2 r
 //     [16, 144)  4 chunks of 32 bytes; byte 4 r + b of chunk k holds element
 //                4 k + b of row r (low nibble) and element 16 + 4 k + b (high)
+//   Q4_1 (32 elements, 160 bytes): the 8 rows' d, then their m, then the chunks
+//     of Q4_0 at [32, 160)
+//   Q8_0 (32 elements, 272 bytes): the 8 rows' d, then 8 chunks of 32 bytes;
+//     byte 4 r + b of chunk k is element 4 k + b of row r
 //   Q4_K (256 elements, 1184 bytes):
 //     [0, 16)    the 8 rows' d; [16, 32) the 8 rows' dmin
 //     [32, 96)   the 6-bit sub-block scales, byte 8 j + r: sub-block j, row r
@@ -17,6 +21,15 @@
 //     [160, 1184) for each pair p of sub-blocks (4), 8 chunks of 32 bytes: byte
 //                4 r + b of chunk k holds element 64 p + 4 k + b of row r (low
 //                nibble) and element 64 p + 32 + 4 k + b (high)
+//   Q6_K (256 elements, 1680 bytes):
+//     [0, 16)    the 8 rows' d
+//     [16, 144)  the 16 scales (int8), byte 8 j + r: elements 16 j.., row r
+//     [144, 1168) the low 4 bits, laid out as Q4_K's quants
+//     [1168, 1680) the top 2 bits: for each pair p, 4 chunks of 32 bytes; byte
+//                4 r + b of chunk h holds, from bit 0, those of elements
+//                64 p + 8 h + b, 64 p + 32 + 8 h + b, 64 p + 8 h + 4 + b and
+//                64 p + 32 + 8 h + 4 + b (the two nibbles of low-bit chunks
+//                2 h and 2 h + 1)
 // Rows past the last one of the last tile are zeros (scales 0).
 #pragma once
 
@@ -29,7 +42,7 @@ namespace ember {
 
 constexpr int kPackRows = 8;
 
-// Whether rows of this type can be repacked (Q4_0, Q4_K).
+// Whether rows of this type can be repacked (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K).
 bool repack_supported(TensorType type) noexcept;
 // Bytes of one packed tile of 8 rows of n elements (n a multiple of the block size).
 size_t packed_tile_bytes(TensorType type, int64_t n) noexcept;

@@ -384,9 +384,9 @@ def test_synthetic_token_by_token_and_fast_batch(testtool, synth_dir, qtype):
         assert len(bad) <= (0 if precision == "exact" else (1 - FAST_TOP1_SHARE) * n_clear), bad
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_K"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q6_K"])
 def test_repacked_weights_give_the_file_layouts_logits(testtool, synth_dir, qtype):
-    """Weights repacked at load (EMBER_REPACK=1, the default for Q4_0 and Q4_K on
+    """Weights repacked at load (EMBER_REPACK=1, the default for these types on
     x86) against the file's blocks (EMBER_REPACK=0): prompts put the packed rows
     back, so they agree bit for bit; generation runs other kernels that sum in
     another order (exact: float rounding only; fast: that, then an 8-bit rounding

@@ -515,11 +515,13 @@ TEST_CASE("cpu backend: matmul_shared equals one matmul per weight (mixed types 
 TEST_CASE("cpu backend: packed rows (quant/repack) give the file's rows' products, every set, both precisions, shared and single") {
     // sizes that are not multiples of 8: ranges and tiles end inside a tile
     const int64_t n_in = 512;
-    const TensorType types[3] = {TensorType::Q4_0, TensorType::F16, TensorType::Q4_K};
-    const int64_t n_out[3] = {37, 11, 21};
-    std::vector<std::vector<uint8_t>> data(3), packed(3);
-    WeightView plain[3], pk[3];
-    for (int i = 0; i < 3; ++i) {
+    constexpr int kN = 6;
+    const TensorType types[kN] = {TensorType::Q4_0, TensorType::F16,  TensorType::Q4_K,
+                                  TensorType::Q4_1, TensorType::Q8_0, TensorType::Q6_K};
+    const int64_t n_out[kN] = {37, 11, 21, 8, 13, 19};
+    std::vector<std::vector<uint8_t>> data(kN), packed(kN);
+    WeightView plain[kN], pk[kN];
+    for (int i = 0; i < kN; ++i) {
         const std::vector<float> wf = randn(static_cast<size_t>(n_in * n_out[i]), 60 + i);
         const size_t rb = static_cast<size_t>(*row_bytes(types[i], n_in));
         data[i].resize(rb * n_out[i]);
@@ -541,10 +543,11 @@ TEST_CASE("cpu backend: packed rows (quant/repack) give the file's rows' product
                     CAPTURE(exact);
                     CpuBackend be(threads, k, exact);
                     const std::vector<float> x = randn(static_cast<size_t>(n_tok * n_in), 19);
-                    std::vector<float> want[3], single[3], shared[3];
-                    float* ys[3];
-                    const WeightView* wp[3] = {&pk[0], &pk[1], &pk[2]};
-                    for (int i = 0; i < 3; ++i) {
+                    std::vector<float> want[kN], single[kN], shared[kN];
+                    float* ys[kN];
+                    const WeightView* wp[kN];
+                    for (int i = 0; i < kN; ++i) {
+                        wp[i] = &pk[i];
                         want[i].assign(static_cast<size_t>(n_tok * n_out[i]), -1.0f);
                         single[i].assign(want[i].size(), -2.0f);
                         shared[i].assign(want[i].size(), -3.0f);
@@ -552,8 +555,8 @@ TEST_CASE("cpu backend: packed rows (quant/repack) give the file's rows' product
                         be.matmul(plain[i], x.data(), n_tok, want[i].data());
                         be.matmul(pk[i], x.data(), n_tok, single[i].data());
                     }
-                    be.matmul_shared(wp, ys, 3, x.data(), n_tok);
-                    for (int i = 0; i < 3; ++i) {
+                    be.matmul_shared(wp, ys, kN, x.data(), n_tok);
+                    for (int i = 0; i < kN; ++i) {
                         CAPTURE(i);
                         // the products of one row do not depend on how rows are split into ranges
                         CHECK(shared[i] == single[i]);

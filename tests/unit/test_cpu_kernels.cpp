@@ -277,9 +277,32 @@ TEST_CASE("kernels: matvec8 of every weight type, 1 to 4 tokens, equals the prod
     }
 }
 
+constexpr TensorType kPackedTypes[] = {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0, TensorType::Q4_K,
+                                       TensorType::Q6_K};
+
+// A row whose every quant is at its type's extreme (the largest unsigned value;
+// -128 for Q8_0) and whose scales are 1: with activations all at +127 (or
+// +32767) it drives the integer sums to their bounds.
+void extreme_row(TensorType type, uint8_t* row, size_t rb) {
+    const TypeInfo& ti = type_info(type);
+    std::fill(row, row + rb, uint8_t{0xFF});
+    for (size_t b = 0; b < rb / ti.type_size; ++b) {
+        uint8_t* blk = row + b * ti.type_size;
+        auto one = [](uint8_t* h) { h[0] = 0x00; h[1] = 0x3C; };  // IEEE half 1.0
+        switch (type) {
+            case TensorType::Q4_0: one(blk); break;
+            case TensorType::Q4_1: one(blk); one(blk + 2); break;
+            case TensorType::Q8_0: one(blk); std::fill(blk + 2, blk + 34, uint8_t{0x80}); break;
+            case TensorType::Q4_K: one(blk); one(blk + 2); break;
+            case TensorType::Q6_K: one(blk + 208); std::fill(blk + 192, blk + 208, uint8_t{1}); break;
+            default: break;
+        }
+    }
+}
+
 TEST_CASE("repack: packed tiles give back the file's blocks byte for byte, and pad the last tile with zeros") {
     const int64_t n = 512;
-    for (TensorType type : {TensorType::Q4_0, TensorType::Q4_K}) {
+    for (TensorType type : kPackedTypes) {
         CAPTURE(type_info(type).name);
         REQUIRE(repack_supported(type));
         const size_t rb = static_cast<size_t>(*row_bytes(type, n));
@@ -308,23 +331,25 @@ TEST_CASE("repack: packed tiles give back the file's blocks byte for byte, and p
     }
 }
 
-TEST_CASE("kernels: matvec_packed of Q4_0 and Q4_K rows, both precisions, 1 to 4 tokens, any row range, equals the product with the rounded activations") {
+TEST_CASE("kernels: matvec_packed of every packed type, both precisions, 1 to 4 tokens, any row range, random and extreme values, equals the product with the rounded activations") {
     EMBER_REQUIRE_SIMD();
     const int64_t n = 512, n_rows = 21;
     bool any = false;
     for (const KernelSet* k : simd_sets()) {
         if (k->matvec_packed == nullptr) continue;
         any = true;
-        for (TensorType type : {TensorType::Q4_0, TensorType::Q4_K}) {
+        for (TensorType type : kPackedTypes)
+        for (bool extreme : {false, true}) {
             const std::string set = k->name;
             CAPTURE(set);
             CAPTURE(type_info(type).name);
+            CAPTURE(extreme);
             std::vector<float> wf = randn(static_cast<size_t>(n * n_rows), 23);
             const size_t rb = static_cast<size_t>(*row_bytes(type, n));
             std::vector<uint8_t> wq(rb * n_rows);
             for (int64_t r = 0; r < n_rows; ++r) quantize_row(type, wf.data() + r * n, wq.data() + r * rb, n);
-            if (type == TensorType::Q4_0)  // every nibble at its extremes in one row: 0 and 15
-                for (size_t b = 0; b < rb / 18; ++b) wq[2 * rb + 18 * b + 2 + b % 16] = 0xF0;
+            if (extreme)
+                for (int64_t r = 0; r < n_rows; ++r) extreme_row(type, wq.data() + r * rb, rb);
             std::vector<float> wd(static_cast<size_t>(n * n_rows));
             for (int64_t r = 0; r < n_rows; ++r) dequantize_row(type, wq.data() + r * rb, wd.data() + r * n, n);
             // one byte off alignment: the kernels may not assume an aligned tile
@@ -337,6 +362,7 @@ TEST_CASE("kernels: matvec_packed of Q4_0 and Q4_K rows, both precisions, 1 to 4
                     CAPTURE(n_tok);
                     std::vector<float> x = randn(static_cast<size_t>(n * n_tok), 31 + n_tok);
                     x[5] = -35.0f;  // an outlier
+                    if (extreme) std::fill(x.begin(), x.end(), 1.0f);  // every activation at +127 / +32767
                     std::vector<Acts> a16;
                     std::vector<Acts8> a8;
                     std::vector<std::vector<int16_t>> pairs;
