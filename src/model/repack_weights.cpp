@@ -11,7 +11,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
+#include <cstdint>
+#include <cstdio>
 
 #include "common/thread_pool.hpp"
 #include "ember/error.hpp"
@@ -39,6 +40,20 @@ void release_pages(const void* p, size_t n) {
     if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
 }
 
+// MemAvailable of /proc/meminfo (the memory a process can take without
+// swapping, page cache included), or SIZE_MAX when it cannot be read.
+size_t available_memory() {
+    std::FILE* f = std::fopen("/proc/meminfo", "r");
+    if (f == nullptr) return SIZE_MAX;
+    char line[256];
+    size_t kib = 0;
+    bool found = false;
+    while (!found && std::fgets(line, sizeof line, f) != nullptr)
+        found = std::sscanf(line, "MemAvailable: %zu kB", &kib) == 1;
+    std::fclose(f);
+    return found ? kib * 1024 : SIZE_MAX;
+}
+
 }  // namespace
 
 void repack_weights(Model::Impl& m) {
@@ -49,21 +64,30 @@ void repack_weights(Model::Impl& m) {
         for (WeightView* v : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) views.push_back(v);
     }
     if (!m.offload.head_on_gpu) views.push_back(&m.w.output);
-    std::erase_if(views, [](const WeightView* v) {
-        return v->data == nullptr || v->n_out <= 0 || !cpu_runs_packed(v->type);
-    });
-    if (views.empty() || !repack_wanted()) return;
+    if (!repack_wanted()) return;
+    try {
+        std::erase_if(views, [](const WeightView* v) {
+            return v->data == nullptr || v->n_out <= 0 || !cpu_runs_packed(v->type);
+        });
+    } catch (const Error& e) {  // cpu_kernels(): a bad EMBER_ISA
+        throw Error(e.code(), fmt::format("Model::load('{}'): {}", m.path, e.what()));
+    }
+    if (views.empty()) return;
 
     const auto t0 = std::chrono::steady_clock::now();
     size_t total = 0;
     for (const WeightView* v : views) total += (packed_bytes(v->type, v->n_out, v->n_in) + 63) / 64 * 64;
+    // the packed copy is anonymous memory: unlike the file's pages it cannot be
+    // dropped and read again under memory pressure. A model that does not fit in
+    // the memory available runs from the mapping, as without repacking.
+    if (total > available_memory() / 10 * 9) return;
     m.packed.reset(static_cast<uint8_t*>(std::aligned_alloc(64, std::max<size_t>(total, 64))));
     if (!m.packed)
         throw Error(ErrorCode::OutOfMemory,
                     fmt::format("Model::load('{}'): cannot allocate {} MiB for the repacked weights; load with "
                                 "EMBER_REPACK=0 to multiply the file's blocks as they are",
                                 m.path, total >> 20));
-    ThreadPool pool(static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 8u)));
+    ThreadPool pool(std::clamp(ThreadPool::hardware_threads(), 1, 8));
     uint8_t* out = m.packed.get();
     for (WeightView* v : views) {
         const int64_t tiles = (v->n_out + kPackRows - 1) / kPackRows;
@@ -72,9 +96,10 @@ void repack_weights(Model::Impl& m) {
         });
         v->packed = out;
         out += (packed_bytes(v->type, v->n_out, v->n_in) + 63) / 64 * 64;
+        // the file's copy is not read any more (prompts unpack the packed rows too):
+        // given back now, so that loading never holds both copies of more than one matrix
+        release_pages(v->data, v->row_bytes * static_cast<size_t>(v->n_out));
     }
-    // the file's copies are not read any more (prompts unpack the packed rows too)
-    for (const WeightView* v : views) release_pages(v->data, v->row_bytes * static_cast<size_t>(v->n_out));
     m.packed_bytes = total;
     m.pack_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

@@ -178,7 +178,7 @@ void CpuBackend::matmul_vec(const WeightView* const* ws, float* const* ys, int c
             const WeightView& w = *ws[i];
             const int64_t lo = std::max(begin, first) - first, hi = std::min(end, first + w.n_out) - first;
             if (lo >= hi) continue;
-            if (w.packed != nullptr && k_.matvec_packed != nullptr) {
+            if (w.packed != nullptr && k_.matvec_packed != nullptr && repack_supported(w.type)) {
                 for (int64_t t0 = 0; t0 < n_tok; t0 += 4)
                     k_.matvec_packed(w.type, w.packed, lo, hi, K, xrows_.data() + t0, std::min<int64_t>(4, n_tok - t0),
                                      ys[i] + t0 * w.n_out, w.n_out, exact_);

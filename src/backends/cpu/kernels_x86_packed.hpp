@@ -42,14 +42,19 @@
     // activations are at xl, its high nibbles the quad at xh, both quads in the
     // pair order of QuantizedRow::qp (x0, x2, x1, x3). The int16 pairs of a lane
     // are bytes 0 and 2 (then 1 and 3) of the row's 4.
+    // kOff is subtracted from the values as integers (Q4_0's 8): the block's sum
+    // stays exact, where subtracting kOff x the activation's sum in float would
+    // cancel and keep that sum's rounding.
+    template <int kOff = 0>
     static void pk_chunk16(__m256i c, const int16_t* xl, const int16_t* xh, __m256i& al, __m256i& ah) {
         const __m256i m = _mm256_set1_epi32(0x000F000F);
-        al = _mm256_add_epi32(al, _mm256_madd_epi16(_mm256_and_si256(c, m), _mm256_set1_epi32(pk_load32(xl))));
-        al = _mm256_add_epi32(al, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(c, 8), m),
+        const auto off = [](__m256i v) { return kOff ? _mm256_sub_epi16(v, _mm256_set1_epi16(kOff)) : v; };
+        al = _mm256_add_epi32(al, _mm256_madd_epi16(off(_mm256_and_si256(c, m)), _mm256_set1_epi32(pk_load32(xl))));
+        al = _mm256_add_epi32(al, _mm256_madd_epi16(off(_mm256_and_si256(_mm256_srli_epi16(c, 8), m)),
                                                     _mm256_set1_epi32(pk_load32(xl + 2))));
-        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(c, 4), m),
+        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(off(_mm256_and_si256(_mm256_srli_epi16(c, 4), m)),
                                                     _mm256_set1_epi32(pk_load32(xh))));
-        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(_mm256_srli_epi16(c, 12), _mm256_set1_epi32(pk_load32(xh + 2))));
+        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(off(_mm256_srli_epi16(c, 12)), _mm256_set1_epi32(pk_load32(xh + 2))));
     }
     static __m256i pk_chunk(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     static void pk_prefetch(const uint8_t* p, int bytes) {
@@ -75,7 +80,7 @@
                 for (int t = 0; t < NT; ++t) {
                     const int16_t* x = xq[t].qp + 32 * b;
                     __m256i s = _mm256_setzero_si256();
-                    for (int k = 0; k < 4; ++k) pk_chunk16(c[k], x + 4 * k, x + 16 + 4 * k, s, s);
+                    for (int k = 0; k < 4; ++k) pk_chunk16<kMin ? 0 : 8>(c[k], x + 4 * k, x + 16 + 4 * k, s, s);
                     v[t] = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(xq[t].d[b]));
                 }
             } else {
@@ -90,7 +95,9 @@
                 const __m256 xs = _mm256_set1_ps(xq[t].sum32[b]);
                 if constexpr (kMin)
                     acc[t] = _mm256_fmadd_ps(pk_ph8(p + 16), xs, _mm256_fmadd_ps(v[t], d, acc[t]));
-                else
+                else if constexpr (kExact)  // the offset is in the integer sum
+                    acc[t] = _mm256_fmadd_ps(v[t], d, acc[t]);
+                else  // the 8-bit path's offset trick, as the unpacked 8-bit kernels
                     acc[t] = _mm256_fmadd_ps(_mm256_fnmadd_ps(_mm256_set1_ps(8.0f), xs, v[t]), d, acc[t]);
             }
         }
@@ -199,12 +206,16 @@
 
     // The 16-bit products of 4 quads of 8-bit values (v[k]: quad k, 8 rows x 4
     // bytes, 0..255) with activations in pair order at x: int32 per row.
+    // bytes 0..255 with activations in pair order at x, less kOff (as integers): int32 per row.
+    template <int kOff>
     static __m256i pk_quads16(const __m256i* v, const int16_t* x) {
-        const __m256i lo = _mm256_set1_epi32(0x00FF00FF);
+        const __m256i lo = _mm256_set1_epi32(0x00FF00FF), off = _mm256_set1_epi16(kOff);
         __m256i s = _mm256_setzero_si256();
         for (int k = 0; k < 4; ++k) {
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_and_si256(v[k], lo), _mm256_set1_epi32(pk_load32(x + 4 * k))));
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_srli_epi16(v[k], 8), _mm256_set1_epi32(pk_load32(x + 4 * k + 2))));
+            const __m256i even = _mm256_sub_epi16(_mm256_and_si256(v[k], lo), off);
+            const __m256i odd = _mm256_sub_epi16(_mm256_srli_epi16(v[k], 8), off);
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(even, _mm256_set1_epi32(pk_load32(x + 4 * k))));
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(odd, _mm256_set1_epi32(pk_load32(x + 4 * k + 2))));
         }
         return s;
     }
@@ -248,7 +259,7 @@
                     for (int t = 0; t < NT; ++t) {
                         __m256 s16;
                         if constexpr (kExact) {
-                            s16 = _mm256_mul_ps(_mm256_cvtepi32_ps(pk_quads16(v + 4 * g, xq[t].qp + 16 * j)),
+                            s16 = _mm256_mul_ps(_mm256_cvtepi32_ps(pk_quads16<32>(v + 4 * g, xq[t].qp + 16 * j)),
                                                 _mm256_set1_ps(xq[t].d[j / 2]));
                         } else {
                             const int8_t* x = xq[t].q8 + 16 * j;
@@ -259,7 +270,8 @@
                                                                 _mm256_set1_ps(xd[0])));
                         }
                         as[t] = _mm256_fmadd_ps(s16, sc, as[t]);
-                        am[t] = _mm256_fmadd_ps(sc, _mm256_set1_ps(xq[t].sum[j]), am[t]);
+                        if constexpr (!kExact)  // exact: the offset 32 is in the integer sums
+                            am[t] = _mm256_fmadd_ps(sc, _mm256_set1_ps(xq[t].sum[j]), am[t]);
                     }
                 }
             }
@@ -282,7 +294,8 @@
                 case TensorType::Q4_1: pk_q4_legacy<NT, kExact, true>(p, n, xq, out); break;
                 case TensorType::Q8_0: pk_q8_0<NT, kExact>(p, n, xq, out); break;
                 case TensorType::Q4_K: pk_q4_k<NT, kExact>(p, n, xq, out); break;
-                default: pk_q6_k<NT, kExact>(p, n, xq, out); break;
+                case TensorType::Q6_K: pk_q6_k<NT, kExact>(p, n, xq, out); break;
+                default: return;  // not a packed type: the backend never passes one
             }
             const int64_t r0 = tile * 8 < lo ? lo - tile * 8 : 0, r1 = tile * 8 + 8 > hi ? hi - tile * 8 : 8;
             for (int t = 0; t < NT; ++t)
