@@ -277,6 +277,13 @@ TEST_CASE("kernels: matvec8 of every weight type, 1 to 4 tokens, equals the prod
     }
 }
 
+// The integer sums per 16 of a 16-bit activation (QuantizedRow::qsum16).
+std::vector<int32_t> qsums16(const std::vector<int16_t>& q) {
+    std::vector<int32_t> s(q.size() / 16, 0);
+    for (size_t i = 0; i < q.size(); ++i) s[i / 16] += q[i];
+    return s;
+}
+
 constexpr TensorType kPackedTypes[] = {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0, TensorType::Q4_K,
                                        TensorType::Q6_K};
 
@@ -366,6 +373,7 @@ TEST_CASE("kernels: matvec_packed of every packed type, both precisions, 1 to 4 
                     std::vector<Acts> a16;
                     std::vector<Acts8> a8;
                     std::vector<std::vector<int16_t>> pairs;
+                    std::vector<std::vector<int32_t>> sums;
                     std::vector<QuantizedRow> xq;
                     std::vector<std::vector<double>> xr;  // the rounded activations, as the oracle sees them
                     for (int64_t t = 0; t < n_tok; ++t) {
@@ -376,6 +384,7 @@ TEST_CASE("kernels: matvec_packed of every packed type, both precisions, 1 to 4 
                             std::vector<int16_t> p(a16.back().q);
                             for (int64_t i = 0; i < n; i += 4) std::swap(p[static_cast<size_t>(i + 1)], p[static_cast<size_t>(i + 2)]);
                             pairs.push_back(std::move(p));
+                            sums.push_back(qsums16(a16.back().q));
                             for (int64_t i = 0; i < n; ++i)
                                 v[static_cast<size_t>(i)] = double(a16.back().q[static_cast<size_t>(i)]) * a16.back().d[static_cast<size_t>(i / 32)];
                         } else {
@@ -389,7 +398,10 @@ TEST_CASE("kernels: matvec_packed of every packed type, both precisions, 1 to 4 
                     }
                     for (int64_t t = 0; t < n_tok; ++t) {
                         QuantizedRow row = exact ? a16[static_cast<size_t>(t)].row() : a8[static_cast<size_t>(t)].row();
-                        if (exact) row.qp = pairs[static_cast<size_t>(t)].data();
+                        if (exact) {
+                            row.qp = pairs[static_cast<size_t>(t)].data();
+                            row.qsum16 = sums[static_cast<size_t>(t)].data();
+                        }
                         xq.push_back(row);
                     }
                     for (auto [lo, hi] : {std::pair<int64_t, int64_t>{0, 21}, {3, 11}, {8, 16}, {13, 14}, {17, 21}}) {
@@ -477,8 +489,10 @@ TEST_CASE("kernels: exact packed products keep the types' offsets in integers (w
             const Acts a = quantize_acts(*k, x.data(), n);
             std::vector<int16_t> pairs(a.q);
             for (int64_t i = 0; i < n; i += 4) std::swap(pairs[static_cast<size_t>(i + 1)], pairs[static_cast<size_t>(i + 2)]);
+            const std::vector<int32_t> sums = qsums16(a.q);
             QuantizedRow row = a.row();
             row.qp = pairs.data();
+            row.qsum16 = sums.data();
             std::vector<float> y(n_rows);
             k->matvec_packed(type, packed.data(), 0, n_rows, n, &row, 1, y.data(), n_rows, true);
             for (int64_t r = 0; r < n_rows; ++r) {

@@ -135,16 +135,26 @@ void CpuBackend::quantize_input(const float* x, int64_t n_tok, int64_t K, bool p
             int16_t* q = xq_.data() + t * K;
             k_.quantize_row(x + t * K, K, q, d, sum, sum32);
             row = QuantizedRow{q, d, sum, sum32, nullptr};
-            if (pairs) {  // (q0, q2, q1, q3) per 4, for the packed rows' 16-bit products
-                if (xqp_.size() < nq) xqp_.resize(nq);
+            if (pairs) {  // (q0, q2, q1, q3) per 4 and the sums per 16, for the packed rows' 16-bit products
+                if (xqp_.size() < nq) {
+                    xqp_.resize(nq);
+                    xqsum_.resize(nq / 16);
+                }
                 int16_t* qp = xqp_.data() + t * K;
+                int32_t* qs = xqsum_.data() + t * (K / 16);
                 for (int64_t i = 0; i < K; i += 4) {
                     qp[i] = q[i];
                     qp[i + 1] = q[i + 2];
                     qp[i + 2] = q[i + 1];
                     qp[i + 3] = q[i + 3];
                 }
+                for (int64_t g = 0; g < K / 16; ++g) {
+                    int32_t sg = 0;
+                    for (int i = 0; i < 16; ++i) sg += q[16 * g + i];
+                    qs[g] = sg;
+                }
                 row.qp = qp;
+                row.qsum16 = qs;
             }
         } else {
             int8_t* q = xq8_.data() + t * K;

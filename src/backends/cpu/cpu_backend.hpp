@@ -97,6 +97,7 @@ private:
     // the activation rounded for the integer kernels (matmul_vec), grown, never shrunk
     std::vector<int16_t> xq_;                             // [n_tok, n_in] (exact)
     std::vector<int16_t> xqp_;                            // [n_tok, n_in]: xq_ in pair order (packed rows)
+    std::vector<int32_t> xqsum_;                          // [n_tok, n_in / 16]: integer sums of xq_ (packed rows)
     std::vector<int8_t> xq8_;                             // [n_tok, n_in] (fast)
     std::vector<float> xd_;                               // [n_tok, n_in / 32]
     std::vector<float> xsum_;                             // [n_tok, n_in / 16]

@@ -54,6 +54,9 @@ struct QuantizedRow {
     // [n]: q with the middle two of every 4 swapped (q0, q2, q1, q3), for the
     // 16-bit products of packed rows (matvec_packed); set with q when rows are packed
     const int16_t* qp = nullptr;
+    // [n / 16]: the sum of each 16 q values, as an integer (with qp): the packed
+    // kernels subtract a type's offset times it, exactly
+    const int32_t* qsum16 = nullptr;
 };
 
 struct KernelSet {
@@ -128,8 +131,9 @@ struct KernelSet {
 
     // --- rows packed by quant/repack.hpp (null where the set has no such kernel) ---
     // y[t * ldy + r] = dot(row r, token t) for lo <= r < hi, t < n_tok (1..4), of a
-    // matrix of Q4_0 or Q4_K rows packed 8 to a tile (packed: tile 0). exact: the
-    // 16-bit activations (xq[t].qp, d, sum32), else the 8-bit ones (xq[t].q8, d, sum32).
+    // matrix of rows packed 8 to a tile (quant/repack.hpp's types; packed: tile 0).
+    // exact: the 16-bit activations (xq[t].qp, qsum16, d, sum32), else the 8-bit
+    // ones (xq[t].q8, d, sum, sum32).
     void (*matvec_packed)(TensorType type, const uint8_t* packed, int64_t lo, int64_t hi, int64_t n,
                           const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy, bool exact);
 };

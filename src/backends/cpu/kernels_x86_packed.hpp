@@ -42,20 +42,19 @@
     // activations are at xl, its high nibbles the quad at xh, both quads in the
     // pair order of QuantizedRow::qp (x0, x2, x1, x3). The int16 pairs of a lane
     // are bytes 0 and 2 (then 1 and 3) of the row's 4.
-    // kOff is subtracted from the values as integers (Q4_0's 8): the block's sum
-    // stays exact, where subtracting kOff x the activation's sum in float would
-    // cancel and keep that sum's rounding.
-    template <int kOff = 0>
     static void pk_chunk16(__m256i c, const int16_t* xl, const int16_t* xh, __m256i& al, __m256i& ah) {
         const __m256i m = _mm256_set1_epi32(0x000F000F);
-        const auto off = [](__m256i v) { return kOff ? _mm256_sub_epi16(v, _mm256_set1_epi16(kOff)) : v; };
-        al = _mm256_add_epi32(al, _mm256_madd_epi16(off(_mm256_and_si256(c, m)), _mm256_set1_epi32(pk_load32(xl))));
-        al = _mm256_add_epi32(al, _mm256_madd_epi16(off(_mm256_and_si256(_mm256_srli_epi16(c, 8), m)),
+        al = _mm256_add_epi32(al, _mm256_madd_epi16(_mm256_and_si256(c, m), _mm256_set1_epi32(pk_load32(xl))));
+        al = _mm256_add_epi32(al, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(c, 8), m),
                                                     _mm256_set1_epi32(pk_load32(xl + 2))));
-        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(off(_mm256_and_si256(_mm256_srli_epi16(c, 4), m)),
+        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi16(c, 4), m),
                                                     _mm256_set1_epi32(pk_load32(xh))));
-        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(off(_mm256_srli_epi16(c, 12)), _mm256_set1_epi32(pk_load32(xh + 2))));
+        ah = _mm256_add_epi32(ah, _mm256_madd_epi16(_mm256_srli_epi16(c, 12), _mm256_set1_epi32(pk_load32(xh + 2))));
     }
+    // The exact path's offsets (Q4_0's 8, Q6_K's 32) come off the integer sums:
+    // sum (u - off) q = sum u q - off * sum q, all in int32, so nothing cancels in
+    // float (an offset times the activation's float sum would keep its rounding).
+    static __m256i pk_less(__m256i s, int off, int32_t qsum) { return _mm256_sub_epi32(s, _mm256_set1_epi32(off * qsum)); }
     static __m256i pk_chunk(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     static void pk_prefetch(const uint8_t* p, int bytes) {
         for (int off = 0; off < bytes; off += 64) __builtin_prefetch(p + 4096 + off);
@@ -80,7 +79,8 @@
                 for (int t = 0; t < NT; ++t) {
                     const int16_t* x = xq[t].qp + 32 * b;
                     __m256i s = _mm256_setzero_si256();
-                    for (int k = 0; k < 4; ++k) pk_chunk16<kMin ? 0 : 8>(c[k], x + 4 * k, x + 16 + 4 * k, s, s);
+                    for (int k = 0; k < 4; ++k) pk_chunk16(c[k], x + 4 * k, x + 16 + 4 * k, s, s);
+                    if constexpr (!kMin) s = pk_less(s, 8, xq[t].qsum16[2 * b] + xq[t].qsum16[2 * b + 1]);
                     v[t] = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(xq[t].d[b]));
                 }
             } else {
@@ -206,16 +206,13 @@
 
     // The 16-bit products of 4 quads of 8-bit values (v[k]: quad k, 8 rows x 4
     // bytes, 0..255) with activations in pair order at x: int32 per row.
-    // bytes 0..255 with activations in pair order at x, less kOff (as integers): int32 per row.
-    template <int kOff>
+    // bytes 0..255 with activations in pair order at x: int32 per row.
     static __m256i pk_quads16(const __m256i* v, const int16_t* x) {
-        const __m256i lo = _mm256_set1_epi32(0x00FF00FF), off = _mm256_set1_epi16(kOff);
+        const __m256i lo = _mm256_set1_epi32(0x00FF00FF);
         __m256i s = _mm256_setzero_si256();
         for (int k = 0; k < 4; ++k) {
-            const __m256i even = _mm256_sub_epi16(_mm256_and_si256(v[k], lo), off);
-            const __m256i odd = _mm256_sub_epi16(_mm256_srli_epi16(v[k], 8), off);
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(even, _mm256_set1_epi32(pk_load32(x + 4 * k))));
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(odd, _mm256_set1_epi32(pk_load32(x + 4 * k + 2))));
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_and_si256(v[k], lo), _mm256_set1_epi32(pk_load32(x + 4 * k))));
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_srli_epi16(v[k], 8), _mm256_set1_epi32(pk_load32(x + 4 * k + 2))));
         }
         return s;
     }
@@ -259,7 +256,8 @@
                     for (int t = 0; t < NT; ++t) {
                         __m256 s16;
                         if constexpr (kExact) {
-                            s16 = _mm256_mul_ps(_mm256_cvtepi32_ps(pk_quads16<32>(v + 4 * g, xq[t].qp + 16 * j)),
+                            s16 = _mm256_mul_ps(_mm256_cvtepi32_ps(pk_less(pk_quads16(v + 4 * g, xq[t].qp + 16 * j), 32,
+                                                                           xq[t].qsum16[j])),
                                                 _mm256_set1_ps(xq[t].d[j / 2]));
                         } else {
                             const int8_t* x = xq[t].q8 + 16 * j;
