@@ -86,7 +86,9 @@ void CpuBackend::from_host(const float* src, float* dst, size_t n) {
 
 void CpuBackend::get_rows(const WeightView& w, const int32_t* ids, int64_t n, float* out) {
     for (int64_t i = 0; i < n; ++i) {
-        const uint8_t* row = static_cast<const uint8_t*>(w.data) + static_cast<size_t>(ids[i]) * w.row_bytes;
+        // a packed view (the tied head's embedding) reads its rows from the packed copy
+        // (the caller's thread: scratch 0, which no pool job holds now)
+        const uint8_t* row = rows_of(w, ids[i], 1, 0);
         dequantize_row(w.type, row, out + i * w.n_in, w.n_in);
     }
 }
