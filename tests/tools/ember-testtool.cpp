@@ -17,6 +17,7 @@
 //        --ctx N --batch N --threads N --kv f16|f32   session parameters
 //        --split K[,K2...]                  evaluate in several eval() calls: the first K ids,
 //                                          then up to K2, ..., then the rest (cache continuation)
+//        --memory                           then print VmHWM, VmRSS, RssAnon, RssFile (kB) on stderr
 //   ember-testtool greedy MODEL N PROMPT [--ctx N] [--threads N]
 //                                          Session::generate, temperature 0, N tokens: prints
 //                                          the prompt's and the generated ids, then the text
@@ -199,7 +200,7 @@ void parse_ids(const std::string& text, std::vector<ember::TokenId>& out) {
 // ---- logits --------------------------------------------------------------------
 
 void logits(int argc, char** argv) {
-    const Args a = parse_args(argc, argv, 2, {});
+    const Args a = parse_args(argc, argv, 2, {"--memory"});
     if (a.pos.size() < 2)
         throw ember::Error(ember::ErrorCode::InvalidArgument, "logits: expected MODEL OUT IDS...");
     std::vector<ember::TokenId> ids;
@@ -258,6 +259,15 @@ void logits(int argc, char** argv) {
     if (!f) throw ember::Error(ember::ErrorCode::Io, "cannot create '" + a.pos[1] + "'");
     const bool ok = std::fwrite(out.data(), sizeof(float), out.size(), f) == out.size();
     if (std::fclose(f) != 0 || !ok) throw ember::Error(ember::ErrorCode::Io, "short write to '" + a.pos[1] + "'");
+    if (a.has("--memory")) {  // this process's resident memory now, and its peak (Linux)
+        std::FILE* st = std::fopen("/proc/self/status", "r");
+        if (!st) throw ember::Error(ember::ErrorCode::Io, "--memory: cannot read /proc/self/status");
+        char line[256];
+        while (std::fgets(line, sizeof line, st))
+            for (const char* key : {"VmHWM:", "VmRSS:", "RssAnon:", "RssFile:"})
+                if (std::strncmp(line, key, std::strlen(key)) == 0) std::fputs(line, stderr);
+        std::fclose(st);
+    }
 }
 
 // ---- greedy ------------------------------------------------------------------------
@@ -471,7 +481,7 @@ int main(int argc, char** argv) {
                 }
         } else {
             std::fputs("usage: ember-testtool dequant FILE | dequant-raw TYPE N | quantize TYPE N | types | write-sample PATH\n"
-                       "       | logits MODEL OUT [--ctx N] [--batch N] [--threads N] [--kv f16|f32] [--split K] IDS...\n"
+                       "       | logits MODEL OUT [--ctx N] [--batch N] [--threads N] [--kv f16|f32] [--split K] [--memory] IDS...\n"
                        "       | greedy MODEL N PROMPT [--ctx N] [--threads N]\n"
                        "       | write-synthetic PATH --type T [--embd N --layers N --heads N --kv-heads N --ff N\n"
                        "         --vocab N --ctx N --seed S --eps F --rope-base F --rope-scaling none|linear|yarn\n"
