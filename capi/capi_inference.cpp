@@ -532,4 +532,39 @@ ember_status ember_session_n_ctx(const ember_session* session, uint32_t* n_ctx) 
     });
 }
 
+ember_status ember_session_n_threads(const ember_session* session, int32_t* n_threads) {
+    static constexpr const char* fn = "ember_session_n_threads";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (n_threads == nullptr) return null_arg(fn, "n_threads");
+        *n_threads = session->session.n_threads();
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_warning_count(const ember_session* session, size_t* count) {
+    static constexpr const char* fn = "ember_session_warning_count";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (count == nullptr) return null_arg(fn, "count");
+        *count = session->session.warnings().size();
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_warning(const ember_session* session, size_t index, const char** text) {
+    static constexpr const char* fn = "ember_session_warning";
+    return guarded(fn, [&]() -> ember_status {
+        if (session == nullptr) return null_arg(fn, "session");
+        if (text == nullptr) return null_arg(fn, "text");
+        const std::vector<std::string>& w = session->session.warnings();
+        if (index >= w.size())
+            return fail(EMBER_ERR_INVALID_ARGUMENT,
+                        std::string(fn) + ": index " + std::to_string(index) + " is out of range; the session has " +
+                            std::to_string(w.size()) + " warnings (ember_session_warning_count)");
+        *text = w[index].c_str();
+        return EMBER_OK;
+    });
+}
+
 }  // extern "C"

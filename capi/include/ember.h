@@ -430,6 +430,22 @@ EMBER_CAPI ember_status ember_session_n_past(const ember_session* session, size_
    EMBER_ERR_INVALID_ARGUMENT: a NULL pointer. */
 EMBER_CAPI ember_status ember_session_n_ctx(const ember_session* session, uint32_t* n_ctx);
 
+/* *n_threads receives the number of threads the session computes with: after
+   resolving 0 (one per usable core) and capping a count above the cores this
+   process may use (its CPU affinity and cgroup CPU quota) to that number, with
+   a warning, unless the environment has EMBER_OVERSUBSCRIBE=1.
+   EMBER_ERR_INVALID_ARGUMENT: a NULL pointer. */
+EMBER_CAPI ember_status ember_session_n_threads(const ember_session* session, int32_t* n_threads);
+
+/* The warnings of the session's creation: a parameter adjusted (n_threads
+   capped to the usable cores) or risky (n_ctx beyond the model's training
+   context). *count receives their number; ember_session_warning sets *text to
+   warning `index` (< count), a NUL-terminated UTF-8 string owned by the
+   session, valid until it is freed.
+   EMBER_ERR_INVALID_ARGUMENT: a NULL pointer, or index >= count. */
+EMBER_CAPI ember_status ember_session_warning_count(const ember_session* session, size_t* count);
+EMBER_CAPI ember_status ember_session_warning(const ember_session* session, size_t index, const char** text);
+
 #ifdef __cplusplus
 }
 #endif

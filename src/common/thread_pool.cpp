@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 
 #include "ember/error.hpp"
@@ -32,14 +33,52 @@ int64_t now_ns() noexcept {
 }
 }  // namespace
 
-int ThreadPool::hardware_threads() noexcept {
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-        const int n = CPU_COUNT(&set);
-        if (n > 0) return n;
+int ThreadPool::quota_cores(const char* cpu_max) noexcept {
+    long long quota = 0, period = 0;
+    if (cpu_max == nullptr || std::sscanf(cpu_max, "%lld %lld", &quota, &period) != 2) return 0;
+    if (quota <= 0 || period <= 0) return 0;
+    const long long cores = (quota + period - 1) / period;
+    return cores > 1 << 20 ? 1 << 20 : static_cast<int>(cores);
+}
+
+namespace {
+
+// The first line of a small file, or "" when it cannot be read.
+std::string first_line(const char* path) {
+    std::string line;
+    if (std::FILE* f = std::fopen(path, "r")) {
+        char buf[128];
+        if (std::fgets(buf, sizeof buf, f) != nullptr) line = buf;
+        std::fclose(f);
     }
-    const unsigned n = std::thread::hardware_concurrency();
-    return n > 0 ? static_cast<int>(n) : 1;
+    return line;
+}
+
+// The cores this process's cgroup quota allows, 0 for none. Only the process's own
+// cgroup is read (the usual container case: the cgroup namespace's root).
+int cgroup_quota_cores() noexcept {
+    try {
+        const std::string v2 = first_line("/sys/fs/cgroup/cpu.max");
+        if (!v2.empty()) return ThreadPool::quota_cores(v2.c_str());
+        const std::string quota = first_line("/sys/fs/cgroup/cpu/cpu.cfs_quota_us");
+        const std::string period = first_line("/sys/fs/cgroup/cpu/cpu.cfs_period_us");
+        if (quota.empty() || period.empty()) return 0;
+        return ThreadPool::quota_cores((quota.substr(0, quota.find('\n')) + " " + period).c_str());
+    } catch (...) {
+        return 0;
+    }
+}
+
+}  // namespace
+
+int ThreadPool::hardware_threads() noexcept {
+    int n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+    if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
+    if (n <= 0) n = 1;
+    const int quota = cgroup_quota_cores();
+    return quota > 0 && quota < n ? quota : n;
 }
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
@@ -53,8 +92,9 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads
         }
         wake_.notify_all();
         for (auto& w : workers_) w.join();
-        throw Error(ErrorCode::Backend, std::string("could not start ") + std::to_string(n_threads_ - 1) +
-                                            " worker threads (" + e.what() + "); use fewer threads");
+        throw Error(ErrorCode::OutOfMemory, std::string("could not start ") + std::to_string(n_threads_ - 1) +
+                                                " worker threads (" + e.what() +
+                                                "): the system is out of threads or memory; use fewer threads");
     }
 }
 

@@ -62,8 +62,14 @@ public:
             static_cast<void*>(&body));
     }
 
-    // The number of cores the process may run on (at least 1).
+    // The number of cores the process may use (at least 1): the CPUs of its
+    // affinity mask (sched_getaffinity), capped by a cgroup CPU quota (cgroup v2
+    // cpu.max, or v1 cpu.cfs_quota_us / cpu.cfs_period_us), rounded up.
     static int hardware_threads() noexcept;
+    // The cores a cgroup quota allows: ceil(quota / period) from the text of cgroup
+    // v2's cpu.max ("200000 100000"; "max 100000" is no limit), or 0 for no limit
+    // or text that is not a quota. (Exposed for the tests.)
+    static int quota_cores(const char* cpu_max) noexcept;
 
 private:
     using Fn = void (*)(void* ctx, int64_t begin, int64_t end, int thread);

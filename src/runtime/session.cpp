@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "backends/cpu/cpu_backend.hpp"
@@ -166,7 +167,24 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
                                          "quality may drop beyond that length",
                                          s.n_ctx, hp.n_ctx_train));
     s.n_batch = std::min(params.n_batch, s.n_ctx);
-    const int n_threads = params.n_threads == 0 ? ThreadPool::hardware_threads() : params.n_threads;
+    int n_threads = params.n_threads == 0 ? ThreadPool::hardware_threads() : params.n_threads;
+    // more threads than cores: the pool's workers spin waiting for each other (-t 128 on
+    // 2 cores took 34x the time, -t 1024 did not finish), so the count is capped unless
+    // EMBER_OVERSUBSCRIBE=1 says the caller means it
+    if (const int cores = ThreadPool::hardware_threads(); n_threads > cores) {
+        const char* env = std::getenv("EMBER_OVERSUBSCRIBE");
+        if (env != nullptr && std::strcmp(env, "1") == 0) {
+            s.warnings.push_back(fmt::format("n_threads {} is more than the {} cores this process may use; kept "
+                                             "because EMBER_OVERSUBSCRIBE=1 (expect it to be slower than {})",
+                                             n_threads, cores, cores));
+        } else {
+            s.warnings.push_back(fmt::format(
+                "n_threads {} is more than the {} cores this process may use (its CPU affinity and cgroup quota); "
+                "using {} (more threads than cores only wait for each other; set EMBER_OVERSUBSCRIBE=1 to keep {})",
+                n_threads, cores, cores, n_threads));
+            n_threads = cores;
+        }
+    }
 
     const OffloadPlan& plan = s.m->offload;
     const int64_t n_cpu_layers = plan.first_gpu_layer;

@@ -701,6 +701,38 @@ static void test_session_params(const ember_model* model) {
     sp.struct_size = 4;
     CHECK_INVALID(ember_session_new(model, &sp, &session), "ember_session_new: params->struct_size is 4");
     CHECK_INVALID(ember_session_new(model, &sp, NULL), "ember_session_new: out is NULL");
+
+    /* more threads than any machine here has cores: capped to the usable cores, with
+       a warning the C caller can read; n_ctx beyond the training context warns too */
+    {
+        int32_t n_threads = 0;
+        size_t count = 0, i;
+        const char* text = NULL;
+        int capped = 0, ctx_warned = 0;
+        ember_session_params_init(&sp, sizeof sp);
+        sp.n_threads = 1000;
+        sp.n_ctx = 16384; /* SmolLM2 was trained with 8192 */
+        session = NULL;
+        CHECK_OK(ember_session_new(model, &sp, &session));
+        CHECK_OK(ember_session_n_threads(session, &n_threads));
+        CHECK(n_threads >= 1 && n_threads < 1000);
+        CHECK_OK(ember_session_warning_count(session, &count));
+        CHECK(count == 2);
+        for (i = 0; i < count; ++i) {
+            CHECK_OK(ember_session_warning(session, i, &text));
+            CHECK(text != NULL);
+            if (text && strstr(text, "n_threads 1000 is more than the") && strstr(text, "EMBER_OVERSUBSCRIBE=1"))
+                capped = 1;
+            if (text && strstr(text, "n_ctx 16384 is larger than")) ctx_warned = 1;
+        }
+        CHECK(capped && ctx_warned);
+        CHECK_INVALID(ember_session_warning(session, count, &text), "index 2 is out of range; the session has 2");
+        CHECK_INVALID(ember_session_warning(session, 0, NULL), "text is NULL");
+        CHECK_INVALID(ember_session_warning_count(NULL, &count), "session is NULL");
+        CHECK_INVALID(ember_session_n_threads(session, NULL), "n_threads is NULL");
+        ember_session_free(session);
+        session = NULL;
+    }
 }
 
 int main(void) {

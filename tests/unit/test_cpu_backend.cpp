@@ -9,6 +9,7 @@
 #include <numbers>
 #include <random>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "backends/cpu/cpu_backend.hpp"
@@ -72,6 +73,21 @@ TEST_CASE("thread pool: every index exactly once, any size, grain and thread cou
             }
         }
     }
+}
+
+TEST_CASE("thread pool: the usable cores, and a cgroup quota read as cores") {
+    CHECK(ThreadPool::quota_cores("200000 100000\n") == 2);
+    CHECK(ThreadPool::quota_cores("150000 100000") == 2);  // 1.5 cores: rounded up
+    CHECK(ThreadPool::quota_cores("50000 100000") == 1);
+    CHECK(ThreadPool::quota_cores("max 100000") == 0);  // no limit
+    CHECK(ThreadPool::quota_cores("-1 100000") == 0);   // cgroup v1's "no limit"
+    CHECK(ThreadPool::quota_cores("") == 0);
+    CHECK(ThreadPool::quota_cores("garbage") == 0);
+    CHECK(ThreadPool::quota_cores("100000 0") == 0);
+    CHECK(ThreadPool::quota_cores(nullptr) == 0);
+    const int n = ThreadPool::hardware_threads();
+    CHECK(n >= 1);
+    CHECK(n <= static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 }
 
 TEST_CASE("thread pool: thousands of tiny jobs in a row, and an exception reaches the caller") {

@@ -19,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "common/thread_pool.hpp"
 #include "ember/ember.hpp"
 #include "unit/skip.hpp"
 
@@ -146,7 +147,11 @@ TEST_CASE("session: batch size, eval splits and threads do not change the logits
     const std::vector<float> ref(whole.all_logits().begin(), whole.all_logits().end());
     CHECK(max_abs_diff(whole.logits(), std::span<const float>(ref).subspan(ref.size() - 261)) == 0.0);
 
+    // 3 threads even on a 2-core machine (the odd split is the point): EMBER_OVERSUBSCRIBE keeps them
+    ::setenv("EMBER_OVERSUBSCRIBE", "1", 1);
     Session batched(model, {.n_ctx = 64, .n_batch = 3, .n_threads = 3, .kv_type = KvCacheType::F32});
+    ::unsetenv("EMBER_OVERSUBSCRIBE");
+    CHECK(batched.n_threads() == 3);
     batched.eval(ids, true);
     CHECK(max_abs_diff(batched.all_logits(), ref) < 1e-5);
 
@@ -614,4 +619,31 @@ TEST_CASE("session: precision is exact by default, fast on request; the fast pat
         }
         CHECK(std::sqrt(num / den) < 5e-2);
     }
+}
+
+TEST_CASE("session: n_threads above the usable cores is capped with a warning; EMBER_OVERSUBSCRIBE=1 keeps it") {
+    auto model = Model::load(write_tiny("tiny-threads.gguf"));
+    const int cores = ThreadPool::hardware_threads();
+    ::unsetenv("EMBER_OVERSUBSCRIBE");
+    Session capped(model, {.n_ctx = 16, .n_threads = cores + 5});
+    CHECK(capped.n_threads() == cores);
+    bool said = false;
+    for (const std::string& w : capped.warnings())
+        said = said || (w.find(fmt::format("n_threads {} is more than the {} cores", cores + 5, cores)) !=
+                            std::string::npos &&
+                        w.find("EMBER_OVERSUBSCRIBE=1") != std::string::npos);
+    CHECK(said);
+    // a capped session still computes
+    capped.eval(std::vector<TokenId>{1, 70, 80});
+    CHECK(capped.n_past() == 3);
+
+    ::setenv("EMBER_OVERSUBSCRIBE", "1", 1);
+    Session kept(model, {.n_ctx = 16, .n_threads = cores + 1});
+    ::unsetenv("EMBER_OVERSUBSCRIBE");
+    CHECK(kept.n_threads() == cores + 1);
+    CHECK(kept.warnings().size() == 1);
+
+    Session fits(model, {.n_ctx = 16, .n_threads = cores});
+    CHECK(fits.n_threads() == cores);
+    CHECK(fits.warnings().empty());
 }
