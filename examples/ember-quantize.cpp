@@ -17,11 +17,15 @@
 // output is byte for byte llama.cpp's (llama_model_quantize, `pure` for the
 // plain types) for every TYPE.
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -148,13 +152,52 @@ TensorType choose(const Target& tg, const ember::gguf::TensorInfo& t, bool has_o
     return fit_row(want, t.shape[0]);
 }
 
-int run(const Options& opt) {
+// What stands at OUT, in words, when it is not a regular file.
+const char* kind_of(const struct stat& st) {
+    if (S_ISDIR(st.st_mode)) return "a directory";
+    if (S_ISCHR(st.st_mode)) return "a character device";
+    if (S_ISBLK(st.st_mode)) return "a block device";
+    if (S_ISFIFO(st.st_mode)) return "a named pipe";
+    if (S_ISSOCK(st.st_mode)) return "a socket";
+    return "not a regular file";
+}
+
+// OUT is checked before any work: ember-quantize only creates a file or
+// replaces a regular file (a device node, a directory or a pipe at OUT is
+// refused, never replaced), in a folder it can write.
+std::string checked_out(const Options& opt) {
     namespace fs = std::filesystem;
     std::error_code ec;
     if (fs::exists(opt.out, ec) && fs::equivalent(opt.in, opt.out, ec))
         throw ember::Error(ember::ErrorCode::InvalidArgument,
                            fmt::format("OUT '{}' is the input file; write the quantized model to another path",
                                        opt.out));
+    std::string out = opt.out;
+    struct stat st {};
+    if (::stat(out.c_str(), &st) == 0) {
+        if (!S_ISREG(st.st_mode))
+            throw ember::Error(ember::ErrorCode::InvalidArgument,
+                               fmt::format("OUT '{}' exists and is {}; ember-quantize writes only new files or "
+                                           "replaces regular files: choose another path",
+                                           opt.out, kind_of(st)));
+        // a link to a regular file: the file is replaced, the link stays
+        if (fs::is_symlink(out, ec)) out = fs::canonical(out, ec).string();
+        if (ec) throw ember::Error(ember::ErrorCode::Io, fmt::format("OUT '{}': {}", opt.out, ec.message()));
+    }
+    const fs::path dir = fs::path(out).has_parent_path() ? fs::path(out).parent_path() : fs::path(".");
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        throw ember::Error(ember::ErrorCode::NotFound,
+                           fmt::format("OUT '{}': the folder '{}' does not exist; create it first", opt.out,
+                                       dir.string()));
+    if (::access(dir.c_str(), W_OK | X_OK) != 0)
+        throw ember::Error(ember::ErrorCode::Io,
+                           fmt::format("OUT '{}': cannot write in the folder '{}' ({}); nothing was quantized",
+                                       opt.out, dir.string(), std::strerror(errno)));
+    return out;
+}
+
+int run(const Options& opt) {
+    const std::string out = checked_out(opt);
     const ember::gguf::File in = ember::gguf::File::open(opt.in);
     const Target& tg = *opt.target;
     const bool has_output = in.find_tensor("output.weight") != nullptr;
@@ -217,7 +260,7 @@ int run(const Options& opt) {
                    ember::type_info(t.type).name, ember::type_info(to).name, shape);
         w.add_tensor(t.name, to, t.shape, std::move(bytes));
     }
-    w.write(opt.out);
+    w.write(out);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     fmt::print(stderr, "ember-quantize: {} -> {} ({}): {:.1f} MiB -> {:.1f} MiB in {:.1f} s, {} threads\n", opt.in,
                opt.out, tg.name, static_cast<double>(bytes_in) / (1 << 20), static_cast<double>(bytes_out) / (1 << 20),

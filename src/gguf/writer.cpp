@@ -1,10 +1,13 @@
 // The GGUF writer: version 3, little-endian, tensors aligned to
 // `general.alignment`. Files it writes load in ember, ggml and gguf-py.
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <string>
 
 #include <fmt/format.h>
 
@@ -179,7 +182,32 @@ std::vector<uint8_t> Writer::serialize() const {
     return out;
 }
 
+namespace {
+
+// Removes PATH.tmp.PID files that a process killed while writing PATH left
+// behind: those whose PID no longer runs (a live PID, perhaps another writer
+// now, keeps its file).
+void remove_stale_temps(const std::string& path) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path p(path);
+    const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    const std::string prefix = p.filename().string() + ".tmp.";
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+        const std::string digits = name.substr(prefix.size());
+        if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+        const pid_t pid = static_cast<pid_t>(std::stol(digits));
+        if (pid <= 0 || pid == ::getpid()) continue;
+        if (::kill(pid, 0) == -1 && errno == ESRCH && it->is_regular_file(ec)) fs::remove(it->path(), ec);
+    }
+}
+
+}  // namespace
+
 void Writer::write(const std::string& path) const {
+    remove_stale_temps(path);
     const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
     std::FILE* f = std::fopen(tmp.c_str(), "wb");
     if (!f)

@@ -270,6 +270,58 @@ def test_quantize_bad_input(f16_model, model, tmp_path):
     assert not (tmp_path / "x.gguf").exists()
 
 
+def test_quantize_never_replaces_what_it_did_not_create(tmp_path):
+    """OUT is checked before any work. A device node, a directory or a pipe at
+    OUT is refused and left as it was (as root, `ember-quantize M /dev/full Q8_0`
+    once replaced the device node with a regular file). A missing or read-only
+    folder is refused before quantizing. Temp files that a killed run left
+    (OUT.tmp.PID of a PID no longer running) are removed by the next run; a live
+    PID's are kept."""
+    q = tool("ember-quantize")
+    src = ROOT / "tests" / "data" / "arch" / "llama.gguf"
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "folder").mkdir()
+    for out, needle in (("/dev/full", "is a character device"), (tmp_path / "folder", "is a directory"),
+                        (tmp_path / "fifo", "is a named pipe"),
+                        (tmp_path / "nowhere" / "x.gguf", "the folder")):
+        r = run([q, src, out, "Q8_0"])
+        err = r.stderr.decode()
+        assert r.returncode == 1, (out, err)
+        assert "ember-quantize: error:" in err and needle in err, (out, err)
+        assert "[   1/" not in err, f"{out}: it quantized before refusing"
+    assert Path("/dev/full").is_char_device()
+    assert (tmp_path / "folder").is_dir() and not any((tmp_path / "folder").iterdir())
+    assert (tmp_path / "fifo").is_fifo()
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        r = run([q, src, ro / "x.gguf", "Q8_0"])
+        err = r.stderr.decode()
+        assert r.returncode == 1 and "cannot write in the folder" in err and "[   1/" not in err, err
+        ro.chmod(0o755)
+
+    # a run killed while writing left OUT.tmp.PID; the next run removes it, not a live process's
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"out.gguf.tmp.{dead.pid}"
+    live = tmp_path / f"out.gguf.tmp.{os.getpid()}"
+    stale.write_bytes(b"partial")
+    live.write_bytes(b"someone else's")
+    r = run([q, src, tmp_path / "out.gguf", "Q8_0"])
+    assert r.returncode == 0, r.stderr.decode()
+    assert not stale.exists()
+    assert live.read_bytes() == b"someone else's"
+    assert sorted(p.name for p in tmp_path.glob("out.gguf*")) == ["out.gguf", live.name]
+
+    # a link to a regular file: the file is replaced, the link stays a link
+    link = tmp_path / "link.gguf"
+    link.symlink_to(tmp_path / "out.gguf")
+    r = run([q, src, link, "Q4_0"])
+    assert r.returncode == 0, r.stderr.decode()
+    assert link.is_symlink() and gguf.GGUFReader(str(tmp_path / "out.gguf")).tensors[1].tensor_type.name == "Q4_0"
+
+
 LLAMA_WORKER = r"""
 import ctypes, sys, llama_cpp
 inp, out, ftype, pure = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
