@@ -85,6 +85,7 @@ std::string help() {
            "                        sample), thread sync, other. Warm-up runs are included; only\n"
            "                        the CPU backend's ops are timed (see README, 'Speed')\n"
            "  -h, --help            print this help\n"
+           "  --version             print ember's version and build\n"
            "Exit status: 0 on success, also when the reader of stdout goes away (the benchmark\n"
            "then stops); 1 on any error (one 'ember-bench: error: ...' line on stderr).\n";
 }
@@ -108,6 +109,9 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
         else if (f == "--profile") opt.profile = true;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
+            return false;
+        } else if (f == "--version") {
+            ember_tools::print_out("ember-bench (ember {})\n{}", ember::version(), ember::build_info());
             return false;
         } else {
             throw UsageError(fmt::format("unknown argument '{}' (see --help)", f));

@@ -59,6 +59,7 @@ std::string help() {
            "                          see -b; and an 8-bit GEMM for larger ones) or 16-bit and a float\n"
            "                          GEMM (default: EMBER_PRECISION, else exact)\n"
            "  -h, --help              print this help\n"
+           "  --version             print ember's version and build\n"
            "stdout: the running estimate per chunk, then 'Final estimate: PPL = X +/- Y'.\n"
            "stderr: progress. Exit status 0 on success (also when the reader of stdout goes away:\n"
            "the evaluation then stops), 1 on any error.\n";
@@ -80,6 +81,9 @@ bool parse(int argc, char** argv, Options& opt) {
         else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
+            return false;
+        } else if (f == "--version") {
+            ember_tools::print_out("ember-perplexity (ember {})\n{}", ember::version(), ember::build_info());
             return false;
         } else
             throw UsageError(fmt::format("unknown argument '{}'; see --help", f));

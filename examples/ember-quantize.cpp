@@ -75,6 +75,7 @@ std::string help() {
         "                 (Q4_K_M and Q5_K_M keep some tensors at Q6_K, as llama.cpp does)\n"
         "  --threads N    threads (default: one per core)\n"
         "  -h, --help     print this help\n"
+        "  --version             print ember's version and build\n"
         "OUT must not be IN. Exit status 0 on success, 1 on any error.\n",
         types);
 }
@@ -94,6 +95,9 @@ bool parse(int argc, char** argv, Options& opt) {
         if (f == "--threads" || f == "-t") opt.n_threads = static_cast<int>(ember_tools::parse_int(f, args.value(f), 1, 1024));
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
+            return false;
+        } else if (f == "--version") {
+            ember_tools::print_out("ember-quantize (ember {})\n{}", ember::version(), ember::build_info());
             return false;
         } else if (f.size() > 1 && f[0] == '-')
             throw UsageError(fmt::format("unknown option '{}'; see --help", f));

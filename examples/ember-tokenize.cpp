@@ -31,7 +31,9 @@ constexpr const char* kUsage =
     "  --no-add-special   do not add BOS/EOS (added as the model's metadata says by default)\n"
     "  --parse-special    text such as <|im_start|> becomes its special token\n"
     "  --stats            print the token count and tokenization speed on stderr\n"
-    "  --quiet            print no tokens (with --stats: a benchmark)\n";
+    "  --quiet            print no tokens (with --stats: a benchmark)\n"
+    "  -h, --help         print this help\n"
+    "  --version          print ember's version and build\n";
 
 // A piece for display: printable UTF-8 as is, other bytes escaped.
 std::string show(const std::string& piece) {
@@ -85,8 +87,11 @@ int tokenize(int argc, char** argv) {
         else if (a == "-h" || a == "--help") {
             ember_tools::write_out(kUsage);
             return 0;
+        } else if (a == "--version") {
+            ember_tools::print_out("ember-tokenize (ember {})\n{}", ember::version(), ember::build_info());
+            return 0;
         } else {
-            fmt::print(stderr, "ember-tokenize: unknown argument '{}'\n{}", a, kUsage);
+            fmt::print(stderr, "ember-tokenize: error: unknown argument '{}'\n{}", a, kUsage);
             return 2;
         }
     }

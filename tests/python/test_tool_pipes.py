@@ -15,7 +15,7 @@ FAST = ["-c", "256", "-t", "2"]  # CI has two slow cores
 GENERATED = re.compile(r"generation: (\d+) tokens, .* stop: (\w+)$", re.M)
 ALL_TOOLS = ["ember-run", "ember-chat", "ember-inspect", "ember-tokenize", "ember-bench", "ember-perplexity",
              "ember-quantize"]
-WITH_VERSION = ["ember-run", "ember-chat", "ember-inspect"]
+WITH_VERSION = ALL_TOOLS  # every tool answers --version (ember-bench, -perplexity, -quantize, -tokenize refused it)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,14 @@ def test_help_into_a_closed_pipe(name):
     r = with_closed_stdout([tool(name), "--help"])
     assert r.returncode == 0, r.stderr.decode()
     assert r.stderr == b""
+
+
+@pytest.mark.parametrize("name", WITH_VERSION)
+def test_version_names_the_tool_and_ember(name):
+    r = run([tool(name), "--version"])
+    assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+    first = r.stdout.decode().splitlines()[0]
+    assert re.fullmatch(rf"({re.escape(name)} \(ember \d+\.\d+\.\d+\)|ember \d+\.\d+\.\d+.*)", first), first
 
 
 @pytest.mark.parametrize("name", WITH_VERSION)
