@@ -12,6 +12,7 @@
 //   Final estimate: PPL = <exp(mean NLL)> +/- <stderr>
 // where the error is the standard error of the mean NLL times PPL.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -149,6 +150,7 @@ int run(const Options& opt) {
     size_t count = 0;
     std::vector<ember::TokenId> chunk(n_ctx);
     t0 = std::chrono::steady_clock::now();
+    const bool tty = isatty(STDERR_FILENO) != 0;
     for (size_t c = 0; c < n_chunks; ++c) {
         std::copy_n(tokens.begin() + static_cast<std::ptrdiff_t>(c * n_ctx), n_ctx, chunk.begin());
         if (bos_first) chunk[0] = tok.bos();
@@ -169,11 +171,16 @@ int run(const Options& opt) {
         ember_tools::flush_out();
         const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         const double eta = el / static_cast<double>(c + 1) * static_cast<double>(n_chunks - c - 1);
-        const int bar = static_cast<int>(30 * (c + 1) / n_chunks);
-        fmt::print(stderr, "\r[{:<30}] {}/{} chunks, {:.1f} s, ETA {:.1f} s ", std::string(static_cast<size_t>(bar), '#'),
-                   c + 1, n_chunks, el, eta);
+        // a bar redrawn in place on a terminal; in a log (stderr redirected), one line per chunk
+        if (tty) {
+            const int bar = static_cast<int>(30 * (c + 1) / n_chunks);
+            fmt::print(stderr, "\r[{:<30}] {}/{} chunks, {:.1f} s, ETA {:.1f} s ",
+                       std::string(static_cast<size_t>(bar), '#'), c + 1, n_chunks, el, eta);
+        } else {
+            fmt::print(stderr, "ember-perplexity: chunk {}/{}, {:.1f} s, ETA {:.1f} s\n", c + 1, n_chunks, el, eta);
+        }
     }
-    fmt::print(stderr, "\n");
+    if (tty) fmt::print(stderr, "\n");
     const double mean = nll / static_cast<double>(count);
     const double ppl = std::exp(mean);
     const double var = nll2 / static_cast<double>(count) - mean * mean;

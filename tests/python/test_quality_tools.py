@@ -104,6 +104,9 @@ def ember_ppl(model, corpus, precision, batch):
     m = FINAL.search(out)
     assert m, out
     assert re.match(r"^\[1\]\d+\.\d{4},\[2\]\d+\.\d{4},", out), out  # the running estimate per chunk
+    # stderr is a pipe here, not a terminal: progress as lines, no bar redrawn with \r
+    err = r.stderr.decode()
+    assert "\r" not in err and f"ember-perplexity: chunk {GATE_CHUNKS}/{GATE_CHUNKS}," in err, err
     return float(m.group(1)), float(m.group(2))
 
 
