@@ -2,7 +2,11 @@
 // generation. Each function checks its C arguments (NULL, struct sizes, UTF-8,
 // token ids), translates them to the C++ API (ember/model.hpp,
 // ember/session.hpp) and translates the answer back; the work is done there.
+#include <atomic>
 #include <cmath>
+#include <deque>
+#include <mutex>
+#include <optional>
 #include <cstddef>
 #include <cstring>
 #include <memory>
@@ -17,15 +21,24 @@
 #include "ember/model.hpp"
 #include "ember/session.hpp"
 
-// The handles behind the opaque C types.
+// The handles behind the opaque C types. Each starts with a magic number
+// that tells a live model from a live session from a freed handle (the
+// misuse checks read it; see "Misuse" in ember.h).
+constexpr uint32_t kModelMagic = 0x4c444f4d;    // "MODL"
+constexpr uint32_t kSessionMagic = 0x4e535345;  // "ESSN"
+constexpr uint32_t kFreedMagic = 0x44414544;    // "DEAD"
+
 struct ember_model {
+    uint32_t magic = kModelMagic;
     std::shared_ptr<const ember::Model> model;
 };
 
 struct ember_session {
-    explicit ember_session(ember::Session s) : session(std::move(s)) {}
-    ember::Session session;       // holds its own reference to the model
-    ember::GenerateResult last;   // what ember_generate_result of the last generate points into
+    explicit ember_session(ember::Session s) : session(std::in_place, std::move(s)) {}
+    uint32_t magic = kSessionMagic;
+    std::optional<ember::Session> session;  // holds its own reference to the model; empty once freed
+    ember::GenerateResult last;             // what ember_generate_result of the last generate points into
+    std::atomic<bool> busy{false};          // a call that runs or changes the session is in progress
 };
 
 namespace ember::capi {
@@ -97,6 +110,75 @@ ember_stop_reason to_c(StopReason r) {
     return EMBER_STOP_MAX_TOKENS;
 }
 
+// ---- handles: liveness, kind, one call at a time ----
+
+// The shells of freed handles, kept (magic kFreedMagic, contents released) so
+// that a call on a recently freed handle reads memory that is still ours and
+// is answered with EMBER_ERR_MISUSE; the oldest are deleted past kGraveyard.
+constexpr size_t kGraveyard = 1024;
+
+template <class H>
+struct Graveyard {
+    std::mutex mu;
+    std::deque<H*> dead;
+    ~Graveyard() {  // at exit: the shells go too (leak checkers see no leak)
+        for (H* h : dead) delete h;
+    }
+    void bury(H* h) {
+        std::lock_guard<std::mutex> lock(mu);
+        dead.push_back(h);
+        if (dead.size() > kGraveyard) {
+            delete dead.front();
+            dead.pop_front();
+        }
+    }
+};
+Graveyard<ember_model> g_dead_models;
+Graveyard<ember_session> g_dead_sessions;
+
+ember_status check_handle(const char* fn, const char* arg, const void* h, uint32_t want) {
+    if (h == nullptr) return null_arg(fn, arg);
+    uint32_t magic;
+    std::memcpy(&magic, h, sizeof magic);  // the first member of both handle types
+    if (magic == want) return EMBER_OK;
+    const std::string what = want == kModelMagic ? "model" : "session";
+    if (magic == kFreedMagic)
+        return misuse(fn, std::string(arg) + " was already freed (ember_" + what + "_free); it cannot be used again");
+    if (magic == (want == kModelMagic ? kSessionMagic : kModelMagic))
+        return misuse(fn, std::string(arg) + " is " + (want == kModelMagic ? "a session" : "a model") +
+                              " handle, not a " + what);
+    return misuse(fn, std::string(arg) + " is not a live " + what + " handle (not from ember_" +
+                          (want == kModelMagic ? "model_load" : "session_new") + ", or corrupted)");
+}
+
+ember_status check_model(const char* fn, const ember_model* m) { return check_handle(fn, "model", m, kModelMagic); }
+ember_status check_session(const char* fn, const ember_session* s) {
+    return check_handle(fn, "session", s, kSessionMagic);
+}
+
+// Marks the session busy for the life of a call that runs or changes it; a
+// second such call meanwhile (from inside its piece callback, or from another
+// thread) is EMBER_ERR_MISUSE.
+class Busy {
+public:
+    explicit Busy(ember_session* s) : s_(s), ok_(!s->busy.exchange(true)) {}
+    ~Busy() {
+        if (ok_) s_->busy.store(false);
+    }
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+    ember_status refuse(const char* fn) const {
+        if (ok_) return EMBER_OK;
+        return misuse(fn, "the session is in the middle of another call (called from inside its own piece "
+                          "callback, or while another thread runs it); a session runs one call at a time, and "
+                          "ember_session_cancel is the call allowed meanwhile");
+    }
+
+private:
+    ember_session* s_;
+    bool ok_;
+};
+
 // EMBER_ERR_INVALID_ARGUMENT unless id is in [0, n_vocab) of the model.
 ember_status check_token(const char* fn, const std::string& arg, ember_token id, const Model& m) {
     const uint32_t n_vocab = m.info().n_vocab;
@@ -163,6 +245,8 @@ void write_result(ember_generate_result* out, const GenerateResult& r) {
 template <class Run>
 ember_status generate(const char* fn, ember_session* session, const ember_generate_params* params,
                       ember_piece_callback on_piece, void* user_data, ember_generate_result* result, Run&& run) {
+    const Busy busy(session);
+    if (auto st = busy.refuse(fn)) return st;
     if (result != nullptr)
         if (auto s = check_struct_size(fn, "result", result->struct_size, kGenerateResultV1)) return s;
     GenerateParams gp;
@@ -229,12 +313,18 @@ ember_status ember_model_load(const char* path, const ember_model_params* params
     });
 }
 
-void ember_model_free(ember_model* model) { delete model; }
+void ember_model_free(ember_model* model) {
+    static constexpr const char* fn = "ember_model_free";
+    if (model == nullptr || check_model(fn, model) != EMBER_OK) return;  // a refused free frees nothing
+    model->magic = kFreedMagic;
+    model->model.reset();  // sessions keep the model alive through their own references
+    g_dead_models.bury(model);
+}
 
 ember_status ember_model_get_info(const ember_model* model, ember_model_info* info) {
     static constexpr const char* fn = "ember_model_get_info";
     return guarded(fn, [&]() -> ember_status {
-        if (model == nullptr) return null_arg(fn, "model");
+        if (auto st = check_model(fn, model)) return st;
         if (info == nullptr) return null_arg(fn, "info");
         if (auto s = check_struct_size(fn, "info", info->struct_size, kModelInfoV1)) return s;
         const ember::ModelInfo& mi = model->model->info();
@@ -264,7 +354,7 @@ ember_status ember_tokenize(const ember_model* model, const char* text, size_t t
                             int parse_special, ember_token* tokens, size_t capacity, size_t* n_tokens) {
     static constexpr const char* fn = "ember_tokenize";
     return guarded(fn, [&]() -> ember_status {
-        if (model == nullptr) return null_arg(fn, "model");
+        if (auto st = check_model(fn, model)) return st;
         if (n_tokens == nullptr) return null_arg(fn, "n_tokens");
         *n_tokens = 0;
         if (text == nullptr && text_len != 0)
@@ -292,7 +382,7 @@ ember_status ember_detokenize(const ember_model* model, const ember_token* token
                               int remove_special, int render_special, char* buf, size_t buf_size, size_t* needed) {
     static constexpr const char* fn = "ember_detokenize";
     return guarded(fn, [&]() -> ember_status {
-        if (model == nullptr) return null_arg(fn, "model");
+        if (auto st = check_model(fn, model)) return st;
         if (tokens == nullptr && n_tokens != 0)
             return invalid(fn, "tokens is NULL but n_tokens is " + std::to_string(n_tokens));
         for (size_t i = 0; i < n_tokens; ++i)
@@ -309,7 +399,7 @@ ember_status ember_token_to_piece(const ember_model* model, ember_token token, i
                                   size_t buf_size, size_t* needed) {
     static constexpr const char* fn = "ember_token_to_piece";
     return guarded(fn, [&]() -> ember_status {
-        if (model == nullptr) return null_arg(fn, "model");
+        if (auto st = check_model(fn, model)) return st;
         if (auto s = check_token(fn, "token", token, *model->model)) return s;
         return write_text(fn, model->model->tokenizer().token_to_piece(token, render_special != 0), buf, buf_size,
                           needed);
@@ -319,7 +409,7 @@ ember_status ember_token_to_piece(const ember_model* model, ember_token token, i
 ember_status ember_token_is_eog(const ember_model* model, ember_token token, int* is_eog) {
     static constexpr const char* fn = "ember_token_is_eog";
     return guarded(fn, [&]() -> ember_status {
-        if (model == nullptr) return null_arg(fn, "model");
+        if (auto st = check_model(fn, model)) return st;
         if (is_eog == nullptr) return null_arg(fn, "is_eog");
         if (auto s = check_token(fn, "token", token, *model->model)) return s;
         *is_eog = model->model->tokenizer().is_eog(token) ? 1 : 0;
@@ -332,7 +422,7 @@ ember_status ember_apply_chat_template(const ember_model* model, const ember_cha
                                        size_t* needed) {
     static constexpr const char* fn = "ember_apply_chat_template";
     return guarded(fn, [&]() -> ember_status {
-        if (model == nullptr) return null_arg(fn, "model");
+        if (auto st = check_model(fn, model)) return st;
         if (messages == nullptr) return null_arg(fn, "messages");
         if (n_messages == 0) return invalid(fn, "n_messages is 0; a conversation needs at least one message");
         std::vector<ember::ChatMessage> msgs(n_messages);
@@ -363,7 +453,7 @@ ember_status ember_session_new(const ember_model* model, const ember_session_par
     return guarded(fn, [&]() -> ember_status {
         if (out == nullptr) return null_arg(fn, "out");
         *out = nullptr;
-        if (model == nullptr) return null_arg(fn, "model");
+        if (auto st = check_model(fn, model)) return st;
         ember_session_params p = session_params_defaults();
         if (params != nullptr) {
             if (auto s = check_struct_size(fn, "params", params->struct_size, kSessionParamsV1)) return s;
@@ -391,21 +481,39 @@ ember_status ember_session_new(const ember_model* model, const ember_session_par
                                        "EMBER_PRECISION_FAST = 1, EMBER_PRECISION_EXACT = 2)");
         }
         auto session = std::make_unique<ember_session>(ember::Session(model->model, sp));
-        if (precision != ember::Precision::Default) session->session.set_precision(precision);
+        if (precision != ember::Precision::Default) session->session->set_precision(precision);
         *out = session.release();
         return EMBER_OK;
     });
 }
 
-void ember_session_free(ember_session* session) { delete session; }
+void ember_session_free(ember_session* session) {
+    static constexpr const char* fn = "ember_session_free";
+    if (session == nullptr || check_session(fn, session) != EMBER_OK) return;
+    const Busy busy(session);
+    if (busy.refuse(fn) != EMBER_OK) return;  // from inside its own callback: freeing it would pull the rug
+    session->magic = kFreedMagic;
+    session->session.reset();
+    session->last = ember::GenerateResult{};
+    g_dead_sessions.bury(session);
+}
 
 ember_status ember_session_eval(ember_session* session, const ember_token* tokens, size_t n_tokens) {
     static constexpr const char* fn = "ember_session_eval";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (tokens == nullptr) return null_arg(fn, "tokens");
         if (n_tokens == 0) return invalid(fn, "n_tokens is 0; pass at least one token");
-        session->session.eval(std::span<const ember::TokenId>(tokens, n_tokens));
+        const Busy busy(session);
+        if (auto st = busy.refuse(fn)) return st;
+        // the count first: a count larger than the array must not be read through
+        const size_t room = session->session->n_ctx() - session->session->n_past();
+        if (n_tokens > room)
+            return invalid(fn, "n_tokens = " + std::to_string(n_tokens) + " is more than the " + std::to_string(room) +
+                                   " free cells of the context (n_ctx " + std::to_string(session->session->n_ctx()) +
+                                   ", n_past " + std::to_string(session->session->n_past()) +
+                                   "); nothing was evaluated");
+        session->session->eval(std::span<const ember::TokenId>(tokens, n_tokens));
         return EMBER_OK;
     });
 }
@@ -413,12 +521,12 @@ ember_status ember_session_eval(ember_session* session, const ember_token* token
 ember_status ember_session_logits(const ember_session* session, const float** logits, size_t* n_vocab) {
     static constexpr const char* fn = "ember_session_logits";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (logits == nullptr) return null_arg(fn, "logits");
         if (n_vocab == nullptr) return null_arg(fn, "n_vocab");
         *logits = nullptr;
         *n_vocab = 0;
-        const std::span<const float> row = session->session.logits();
+        const std::span<const float> row = session->session->logits();
         if (row.empty())
             return invalid(fn, "the session has no logits yet; call ember_session_eval or ember_session_generate first");
         *logits = row.data();
@@ -449,13 +557,13 @@ ember_status ember_session_generate(ember_session* session, const char* prompt, 
                                     ember_piece_callback on_piece, void* user_data, ember_generate_result* result) {
     static constexpr const char* fn = "ember_session_generate";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (prompt == nullptr) return null_arg(fn, "prompt");
         const std::string_view text(prompt);
         if (auto s = check_utf8(fn, "prompt", text)) return s;
         return generate(fn, session, params, on_piece, user_data, result,
                         [&](const ember::GenerateParams& gp, const ember::PieceCallback& cb) {
-                            return session->session.generate(text, gp, cb);
+                            return session->session->generate(text, gp, cb);
                         });
     });
 }
@@ -465,16 +573,19 @@ ember_status ember_session_generate_tokens(ember_session* session, const ember_t
                                            void* user_data, ember_generate_result* result) {
     static constexpr const char* fn = "ember_session_generate_tokens";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (prompt == nullptr && n_prompt != 0)
             return invalid(fn, "prompt is NULL but n_prompt is " + std::to_string(n_prompt));
-        const ember::Model& m = *session->session.model();
+        const ember::Model& m = *session->session->model();
+        if (n_prompt > session->session->n_ctx())  // the count first: never read past a short array
+            return invalid(fn, "n_prompt = " + std::to_string(n_prompt) + " is more than the context's " +
+                                   std::to_string(session->session->n_ctx()) + " tokens (n_ctx); nothing was read");
         for (size_t i = 0; i < n_prompt; ++i)
             if (auto s = check_token(fn, "prompt[" + std::to_string(i) + "]", prompt[i], m)) return s;
         const std::span<const ember::TokenId> ids(prompt, n_prompt);
         return generate(fn, session, params, on_piece, user_data, result,
                         [&](const ember::GenerateParams& gp, const ember::PieceCallback& cb) {
-                            return session->session.generate(ids, gp, cb);
+                            return session->session->generate(ids, gp, cb);
                         });
     });
 }
@@ -482,8 +593,10 @@ ember_status ember_session_generate_tokens(ember_session* session, const ember_t
 ember_status ember_session_reset(ember_session* session) {
     static constexpr const char* fn = "ember_session_reset";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
-        session->session.reset();
+        if (auto st = check_session(fn, session)) return st;
+        const Busy busy(session);
+        if (auto st = busy.refuse(fn)) return st;
+        session->session->reset();
         session->last = ember::GenerateResult{};
         return EMBER_OK;
     });
@@ -492,12 +605,14 @@ ember_status ember_session_reset(ember_session* session) {
 ember_status ember_session_truncate(ember_session* session, size_t n_keep) {
     static constexpr const char* fn = "ember_session_truncate";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
-        const size_t n_past = session->session.n_past();
+        if (auto st = check_session(fn, session)) return st;
+        const Busy busy(session);
+        if (auto st = busy.refuse(fn)) return st;
+        const size_t n_past = session->session->n_past();
         if (n_keep > n_past)
             return invalid(fn, "n_keep = " + std::to_string(n_keep) + " is more than the " + std::to_string(n_past) +
                                    " tokens in the cache");
-        session->session.truncate(n_keep);
+        session->session->truncate(n_keep);
         session->last = ember::GenerateResult{};
         return EMBER_OK;
     });
@@ -506,8 +621,8 @@ ember_status ember_session_truncate(ember_session* session, size_t n_keep) {
 ember_status ember_session_cancel(ember_session* session) {
     static constexpr const char* fn = "ember_session_cancel";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
-        session->session.cancel();
+        if (auto st = check_session(fn, session)) return st;
+        session->session->cancel();
         return EMBER_OK;
     });
 }
@@ -515,9 +630,9 @@ ember_status ember_session_cancel(ember_session* session) {
 ember_status ember_session_n_past(const ember_session* session, size_t* n_past) {
     static constexpr const char* fn = "ember_session_n_past";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (n_past == nullptr) return null_arg(fn, "n_past");
-        *n_past = session->session.n_past();
+        *n_past = session->session->n_past();
         return EMBER_OK;
     });
 }
@@ -525,9 +640,9 @@ ember_status ember_session_n_past(const ember_session* session, size_t* n_past) 
 ember_status ember_session_n_ctx(const ember_session* session, uint32_t* n_ctx) {
     static constexpr const char* fn = "ember_session_n_ctx";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (n_ctx == nullptr) return null_arg(fn, "n_ctx");
-        *n_ctx = session->session.n_ctx();
+        *n_ctx = session->session->n_ctx();
         return EMBER_OK;
     });
 }
@@ -535,9 +650,9 @@ ember_status ember_session_n_ctx(const ember_session* session, uint32_t* n_ctx) 
 ember_status ember_session_n_threads(const ember_session* session, int32_t* n_threads) {
     static constexpr const char* fn = "ember_session_n_threads";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (n_threads == nullptr) return null_arg(fn, "n_threads");
-        *n_threads = session->session.n_threads();
+        *n_threads = session->session->n_threads();
         return EMBER_OK;
     });
 }
@@ -545,9 +660,9 @@ ember_status ember_session_n_threads(const ember_session* session, int32_t* n_th
 ember_status ember_session_warning_count(const ember_session* session, size_t* count) {
     static constexpr const char* fn = "ember_session_warning_count";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (count == nullptr) return null_arg(fn, "count");
-        *count = session->session.warnings().size();
+        *count = session->session->warnings().size();
         return EMBER_OK;
     });
 }
@@ -555,9 +670,9 @@ ember_status ember_session_warning_count(const ember_session* session, size_t* c
 ember_status ember_session_warning(const ember_session* session, size_t index, const char** text) {
     static constexpr const char* fn = "ember_session_warning";
     return guarded(fn, [&]() -> ember_status {
-        if (session == nullptr) return null_arg(fn, "session");
+        if (auto st = check_session(fn, session)) return st;
         if (text == nullptr) return null_arg(fn, "text");
-        const std::vector<std::string>& w = session->session.warnings();
+        const std::vector<std::string>& w = session->session->warnings();
         if (index >= w.size())
             return fail(EMBER_ERR_INVALID_ARGUMENT,
                         std::string(fn) + ": index " + std::to_string(index) + " is out of range; the session has " +

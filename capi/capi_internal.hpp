@@ -32,6 +32,17 @@ inline ember_status invalid(const char* fn, const std::string& what) noexcept {
     }
 }
 
+// EMBER_ERR_MISUSE with "fn: what": the caller broke the API's rules (a freed
+// or foreign handle, a call from inside a callback of the same session, an
+// uninitialised struct).
+inline ember_status misuse(const char* fn, const std::string& what) noexcept {
+    try {
+        return fail(EMBER_ERR_MISUSE, std::string(fn) + ": " + what);
+    } catch (...) {
+        return EMBER_ERR_MISUSE;
+    }
+}
+
 // EMBER_ERR_INVALID_ARGUMENT with "fn: arg is NULL".
 inline ember_status null_arg(const char* fn, const char* arg) noexcept {
     return invalid(fn, std::string(arg) + " is NULL");
@@ -69,7 +80,19 @@ ember_status write_text(const char* fn, std::string_view text, char* buf, size_t
 // the library's. `first_size` is the end of the last field of the struct's
 // first version: the smallest struct_size ever valid.
 
+// No version of any struct of this ABI is or will be this large: a struct_size of
+// 0 or above it is an uninitialised struct, whose pointers must not be followed.
+constexpr size_t kMaxStructSize = 65536;
+
+inline ember_status implausible_size(const char* fn, const std::string& what, size_t struct_size) {
+    return misuse(fn, what + " is " + std::to_string(struct_size) +
+                          ": no version of the struct has that size (an uninitialised struct?); fill the struct "
+                          "with its _init function, or set struct_size = sizeof the struct");
+}
+
 inline ember_status check_struct_size(const char* fn, const char* arg, size_t struct_size, size_t first_size) {
+    if (struct_size == 0 || struct_size > kMaxStructSize)
+        return implausible_size(fn, std::string(arg) + "->struct_size", struct_size);
     if (struct_size >= first_size) return EMBER_OK;
     return invalid(fn, std::string(arg) + "->struct_size is " + std::to_string(struct_size) + ", less than the " +
                            std::to_string(first_size) + " bytes of its first version; fill the struct with its _init "
@@ -97,6 +120,7 @@ template <class T> void write_struct(T* out, T value) noexcept {
 template <class T>
 ember_status init_params(const char* fn, T* params, size_t struct_size, size_t first_size, const T& defaults) {
     if (params == nullptr) return null_arg(fn, "params");
+    if (struct_size == 0 || struct_size > kMaxStructSize) return implausible_size(fn, "struct_size", struct_size);
     if (struct_size < first_size)
         return invalid(fn, "struct_size is " + std::to_string(struct_size) + ", less than the " +
                                std::to_string(first_size) + " bytes of the struct's first version; pass sizeof the struct");

@@ -92,6 +92,7 @@ const char* ember_status_name(ember_status status) {
         case EMBER_ERR_BACKEND: return "EMBER_ERR_BACKEND";
         case EMBER_ERR_BUFFER_TOO_SMALL: return "EMBER_ERR_BUFFER_TOO_SMALL";
         case EMBER_ERR_CANCELLED: return "EMBER_ERR_CANCELLED";
+        case EMBER_ERR_MISUSE: return "EMBER_ERR_MISUSE";
         case EMBER_ERR_INTERNAL: return "EMBER_ERR_INTERNAL";
     }
     return "EMBER_ERR_UNKNOWN";

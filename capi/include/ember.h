@@ -24,13 +24,26 @@
  *   - Handles (ember_model*, ember_session*) are opaque and created and freed
  *     in pairs: ember_model_load / ember_model_free, ember_session_new /
  *     ember_session_free. The _free functions return void and accept NULL.
+ *   - Misuse is detected where it can be, SQLite-style, and answered with
+ *     EMBER_ERR_MISUSE and a message naming the function and the misuse:
+ *     a handle of the wrong kind, a handle already freed (best effort: the
+ *     library keeps the shells of the last 1024 freed handles, so a call on
+ *     one of those, or a second _free, is caught; an older one is undefined
+ *     behaviour, as with free()), a call that runs or changes a session
+ *     (eval, generate, reset, truncate, free) made from inside that session's
+ *     piece callback or while another thread runs it (other sessions, reads
+ *     such as n_past, and ember_session_cancel stay allowed). A _free that is
+ *     refused (freed twice, or from inside the session's callback) frees
+ *     nothing and sets ember_last_error().
  *   - A params struct is filled by its _init function, which takes the size
  *     of the caller's struct: ember_model_params_init(&p, sizeof p). It sets
  *     struct_size, so a program built against an older ember.h keeps working
  *     with a newer library (which reads only the fields that struct has) and
  *     the other way round (a larger struct_size is accepted; the fields the
  *     library does not know are ignored). A struct_size smaller than the
- *     first version of the struct, or 0, is EMBER_ERR_INVALID_ARGUMENT.
+ *     first version of the struct is EMBER_ERR_INVALID_ARGUMENT; 0 or more
+ *     than 64 KiB (an uninitialised struct) is EMBER_ERR_MISUSE, and none of
+ *     its fields is read.
  *     Output structs (ember_model_info, ember_generate_result) work the same
  *     way: set struct_size = sizeof the struct before the call.
  *   - A NULL params pointer means "all defaults".
@@ -79,6 +92,9 @@ typedef enum ember_status {
     EMBER_ERR_BACKEND = 8,          /* e.g. a CUDA runtime error */
     EMBER_ERR_BUFFER_TOO_SMALL = 9, /* an output buffer was too small; the size needed is reported */
     EMBER_ERR_CANCELLED = 10,       /* ember_session_cancel() stopped the call */
+    EMBER_ERR_MISUSE = 11,          /* the API used against its rules: a freed or foreign handle, a call
+                                       on a session from inside its own callback or while another thread
+                                       runs it, an uninitialised struct (struct_size 0 or > 64 KiB) */
     EMBER_ERR_INTERNAL = 100        /* a bug in ember; please report it */
 } ember_status;
 

@@ -58,6 +58,7 @@ static int checks = 0;
     } while (0)
 
 #define CHECK_INVALID(call, needle) CHECK_STATUS(call, EMBER_ERR_INVALID_ARGUMENT, needle)
+#define CHECK_MISUSE(call, needle) CHECK_STATUS(call, EMBER_ERR_MISUSE, needle)
 
 #define CHECK_OK(call)                                                                                   \
     do {                                                                                                 \
@@ -164,18 +165,18 @@ static void test_without_model(void) {
 
     /* _init: NULL, 0, too small; defaults */
     CHECK_INVALID(ember_model_params_init(NULL, sizeof mp), "ember_model_params_init: params is NULL");
-    CHECK_INVALID(ember_model_params_init(&mp, 0), "ember_model_params_init: struct_size is 0");
+    CHECK_MISUSE(ember_model_params_init(&mp, 0), "ember_model_params_init: struct_size is 0");
     CHECK_INVALID(ember_model_params_init(&mp, 1), "ember_model_params_init: struct_size is 1");
     CHECK_OK(ember_model_params_init(&mp, sizeof mp));
     CHECK(mp.struct_size == sizeof mp && mp.n_gpu_layers == 0);
     CHECK_INVALID(ember_session_params_init(NULL, sizeof sp), "ember_session_params_init: params is NULL");
-    CHECK_INVALID(ember_session_params_init(&sp, 0), "ember_session_params_init: struct_size");
+    CHECK_MISUSE(ember_session_params_init(&sp, 0), "ember_session_params_init: struct_size");
     CHECK_INVALID(ember_session_params_init(&sp, sizeof(size_t)), "ember_session_params_init: struct_size");
     CHECK_OK(ember_session_params_init(&sp, sizeof sp));
     CHECK(sp.struct_size == sizeof sp && sp.n_ctx == 0 && sp.n_batch == 512 && sp.n_threads == 0 &&
           sp.kv_type == EMBER_KV_F16 && sp.precision == EMBER_PRECISION_DEFAULT);
     CHECK_INVALID(ember_generate_params_init(NULL, sizeof gp), "ember_generate_params_init: params is NULL");
-    CHECK_INVALID(ember_generate_params_init(&gp, 0), "ember_generate_params_init: struct_size");
+    CHECK_MISUSE(ember_generate_params_init(&gp, 0), "ember_generate_params_init: struct_size");
     CHECK_INVALID(ember_generate_params_init(&gp, sizeof gp / 2), "ember_generate_params_init: struct_size");
     CHECK_OK(ember_generate_params_init(&gp, sizeof gp));
     CHECK(gp.struct_size == sizeof gp && gp.max_tokens == 128 && gp.temperature > 0.79f && gp.temperature < 0.81f &&
@@ -188,7 +189,7 @@ static void test_without_model(void) {
     CHECK_INVALID(ember_model_load("x.gguf", NULL, NULL), "ember_model_load: out is NULL");
     mp.struct_size = 0;
     model = (ember_model*)1;
-    CHECK_INVALID(ember_model_load("x.gguf", &mp, &model), "ember_model_load: params->struct_size is 0");
+    CHECK_MISUSE(ember_model_load("x.gguf", &mp, &model), "ember_model_load: params->struct_size is 0");
     CHECK(model == NULL);
     ember_model_params_init(&mp, sizeof mp);
     mp.n_gpu_layers = -1;
@@ -620,7 +621,7 @@ static void test_generate(ember_model* model, const ember_model_info* info) {
     }
     gp = greedy(4);
     gp.struct_size = 0;
-    CHECK_INVALID(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL),
+    CHECK_MISUSE(ember_session_generate(session, prompt, &gp, NULL, NULL, NULL),
                   "ember_session_generate: params->struct_size is 0");
     gp = greedy(4);
     res.struct_size = 3;
@@ -643,7 +644,7 @@ static void test_generate(ember_model* model, const ember_model_info* info) {
         static ember_token many[300];
         size_t k;
         for (k = 0; k < 300; ++k) many[k] = 100;
-        CHECK_INVALID(ember_session_eval(session, many, 300), "does not fit");
+        CHECK_INVALID(ember_session_eval(session, many, 300), "n_tokens = 300 is more than the 256 free cells");
     }
     CHECK_INVALID(ember_session_logits(session, NULL, &n_vocab), "ember_session_logits: logits is NULL");
     CHECK_INVALID(ember_session_logits(session, &logits, NULL), "ember_session_logits: n_vocab is NULL");
@@ -735,6 +736,105 @@ static void test_session_params(const ember_model* model) {
     }
 }
 
+/* ---- misuse: foreign, freed and busy handles, uninitialised structs ---------- */
+
+typedef struct reentry {
+    ember_session* session;
+    int calls;                    /* pieces seen */
+    ember_status generate, generate_tokens, eval, reset, truncate, thread_eval;
+    char free_error[512];         /* ember_last_error() after the refused free */
+    size_t n_past_inside;         /* a read is allowed inside the callback */
+    ember_status n_past_status;
+} reentry;
+
+static void* eval_from_thread(void* arg) {
+    reentry* r = (reentry*)arg;
+    const ember_token t = 100;
+    r->thread_eval = ember_session_eval(r->session, &t, 1);
+    return NULL;
+}
+
+static int reenter(const char* piece, size_t len, void* user_data) {
+    reentry* r = (reentry*)user_data;
+    const ember_token t = 100;
+    ember_generate_params gp;
+    pthread_t th;
+    (void)piece;
+    (void)len;
+    if (r->calls++ > 0) return 1; /* the first piece tries everything once */
+    ember_generate_params_init(&gp, sizeof gp);
+    gp.max_tokens = 2;
+    r->generate = ember_session_generate(r->session, "again", &gp, NULL, NULL, NULL);
+    r->generate_tokens = ember_session_generate_tokens(r->session, &t, 1, &gp, NULL, NULL, NULL);
+    r->eval = ember_session_eval(r->session, &t, 1);
+    r->reset = ember_session_reset(r->session);
+    r->truncate = ember_session_truncate(r->session, 0);
+    ember_session_free(r->session); /* refused: the generation below still runs on it */
+    snprintf(r->free_error, sizeof r->free_error, "%s", ember_last_error());
+    r->n_past_status = ember_session_n_past(r->session, &r->n_past_inside);
+    if (pthread_create(&th, NULL, eval_from_thread, r) == 0) pthread_join(th, NULL);
+    return 1;
+}
+
+static void test_misuse(ember_model* model) {
+    ember_session_params sp;
+    ember_session* session = NULL;
+    ember_session* freed = NULL;
+    ember_generate_params gp;
+    ember_generate_result res;
+    ember_model_info info;
+    reentry r;
+    size_t n = 0;
+    ember_token t = 100;
+
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 128;
+    sp.n_threads = 2;
+    CHECK_OK(ember_session_new(model, &sp, &session));
+
+    /* an uninitialised params struct: refused by its size, its garbage pointers never followed */
+    memset(&gp, 0xEE, sizeof gp);
+    CHECK_MISUSE(ember_session_generate(session, "Hi", &gp, NULL, NULL, NULL), "params->struct_size is");
+    gp.struct_size = 1u << 20;
+    CHECK_MISUSE(ember_session_generate(session, "Hi", &gp, NULL, NULL, NULL), "params->struct_size is 1048576");
+    CHECK_MISUSE(ember_generate_params_init(&gp, (size_t)1 << 20), "struct_size is 1048576");
+    memset(&sp, 0xEE, sizeof sp);
+    CHECK_MISUSE(ember_session_new(model, &sp, &freed), "ember_session_new: params->struct_size is");
+    CHECK(freed == NULL);
+
+    /* a handle of the other kind */
+    info.struct_size = sizeof info;
+    CHECK_MISUSE(ember_model_get_info((const ember_model*)session, &info), "model is a session handle");
+    CHECK_MISUSE(ember_session_n_past((const ember_session*)model, &n), "session is a model handle");
+
+    /* from inside its own piece callback, and from another thread meanwhile: every call that
+       runs or changes the session is refused; a read and the generation itself go on */
+    memset(&r, 0, sizeof r);
+    r.session = session;
+    gp = greedy(4);
+    res.struct_size = sizeof res;
+    CHECK_OK(ember_session_generate(session, "The capital of France is", &gp, reenter, &r, &res));
+    CHECK(r.calls >= 1);
+    CHECK(r.generate == EMBER_ERR_MISUSE && r.generate_tokens == EMBER_ERR_MISUSE && r.eval == EMBER_ERR_MISUSE);
+    CHECK(r.reset == EMBER_ERR_MISUSE && r.truncate == EMBER_ERR_MISUSE && r.thread_eval == EMBER_ERR_MISUSE);
+    CHECK(strstr(r.free_error, "ember_session_free: the session is in the middle of another call") != NULL);
+    CHECK(r.n_past_status == EMBER_OK && r.n_past_inside > 0);
+    CHECK(res.n_tokens == 4 && res.stop_reason == EMBER_STOP_MAX_TOKENS);
+    CHECK_OK(ember_session_n_past(session, &n));
+    CHECK(n == res.n_prompt_tokens + res.n_tokens); /* nothing of the refused calls reached the cache */
+    CHECK_OK(ember_session_eval(session, &t, 1)); /* usable again once the call returned */
+
+    /* a freed session: every call is refused, a second free too, nothing crashes */
+    freed = session;
+    ember_session_free(session);
+    CHECK_MISUSE(ember_session_n_past(freed, &n), "session was already freed (ember_session_free)");
+    CHECK_MISUSE(ember_session_eval(freed, &t, 1), "ember_session_eval: session was already freed");
+    CHECK_MISUSE(ember_session_generate(freed, "Hi", NULL, NULL, NULL, NULL), "already freed");
+    CHECK_MISUSE(ember_session_cancel(freed), "already freed");
+    ember_session_free(freed);
+    CHECK(strstr(ember_last_error(), "ember_session_free: session was already freed") != NULL);
+}
+
 int main(void) {
     const char* dir = getenv("EMBER_MODELS_DIR");
     char path[4096];
@@ -775,7 +875,7 @@ int main(void) {
     CHECK(info.token_eos >= 0 && info.n_params > 100000000u && info.weight_bytes > 0);
     CHECK_INVALID(ember_model_get_info(model, NULL), "ember_model_get_info: info is NULL");
     info.struct_size = 0;
-    CHECK_INVALID(ember_model_get_info(model, &info), "ember_model_get_info: info->struct_size is 0");
+    CHECK_MISUSE(ember_model_get_info(model, &info), "ember_model_get_info: info->struct_size is 0");
     info.struct_size = sizeof info;
     ember_model_get_info(model, &info);
     printf("model: %s \"%s\", %u layers, n_embd %u, n_vocab %u\n", info.arch, info.name, (unsigned)info.n_layer,
@@ -784,7 +884,19 @@ int main(void) {
     test_tokenizer(model, &info);
     test_session_params(model);
     test_generate(model, &info);
+    test_misuse(model);
     ember_model_free(model);
+    /* a freed model: refused, and a second free too */
+    CHECK_MISUSE(ember_model_get_info(model, &info), "ember_model_get_info: model was already freed (ember_model_free)");
+    {
+        size_t n_tok = 0;
+        CHECK_MISUSE(ember_tokenize(model, "Hi", 2, 1, 0, NULL, 0, &n_tok), "model was already freed");
+        ember_session* s = NULL;
+        CHECK_MISUSE(ember_session_new(model, NULL, &s), "model was already freed");
+        CHECK(s == NULL);
+    }
+    ember_model_free(model);
+    CHECK(strstr(ember_last_error(), "ember_model_free: model was already freed") != NULL);
     test_session_outlives_model(path);
 
     printf("%d passed, %d failed\n", checks - failures, failures);
