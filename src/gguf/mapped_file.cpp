@@ -29,7 +29,9 @@ MappedFile::MappedFile(const std::string& path) {
     }
     if (!S_ISREG(st.st_mode)) {
         ::close(fd);
-        throw Error(ErrorCode::InvalidArgument, fmt::format("'{}' is not a regular file; pass the path of a .gguf file", path));
+        // an I/O error as ember.h documents for a file that cannot be read as a model
+        throw Error(ErrorCode::Io, fmt::format("'{}' is {}, not a regular file; pass the path of a .gguf file", path,
+                                               S_ISDIR(st.st_mode) ? "a directory" : "a device or special file"));
     }
     size_ = static_cast<uint64_t>(st.st_size);
     if (size_ == 0) {

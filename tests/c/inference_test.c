@@ -287,6 +287,12 @@ static void test_bad_files(void) {
                  "ember_model_load: ");
     CHECK(model == NULL);
     remove("ember_c_inference_truncated.gguf");
+
+    /* a directory or a device as the model: an I/O error, as documented (was INVALID_ARGUMENT) */
+    CHECK_STATUS(ember_model_load(".", NULL, &model), EMBER_ERR_IO, "'.' is a directory, not a regular file");
+    CHECK(model == NULL);
+    CHECK_STATUS(ember_model_load("/dev/null", NULL, &model), EMBER_ERR_IO, "'/dev/null' is a device or special file");
+    CHECK(model == NULL);
 }
 
 /* ---- part 3: the real model ------------------------------------------------ */

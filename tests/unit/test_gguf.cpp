@@ -219,7 +219,16 @@ TEST_CASE("open() reports missing, empty and non-regular files") {
         (void)File::open(dir.string());
         FAIL("no error");
     } catch (const Error& e) {
-        CHECK(std::string(e.what()).find("not a regular file") != std::string::npos);
+        // an I/O error, as ember.h documents for an unreadable model path (not InvalidArgument)
+        CHECK(e.code() == ErrorCode::Io);
+        CHECK(std::string(e.what()).find("is a directory, not a regular file") != std::string::npos);
+    }
+    try {
+        (void)File::open("/dev/null");
+        FAIL("no error");
+    } catch (const Error& e) {
+        CHECK(e.code() == ErrorCode::Io);
+        CHECK(std::string(e.what()).find("'/dev/null' is a device or special file") != std::string::npos);
     }
     fs::remove_all(dir);
 }
