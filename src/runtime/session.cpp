@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 
 #include "backends/cpu/cpu_backend.hpp"
@@ -444,6 +445,15 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
             r.stop_reason = StopReason::ContextFull;
             break;
         }
+        // NaN or +inf out of the forward pass is the model's doing (corrupt or
+        // unsuitable weights), not a bad argument of the caller: say so, and where
+        for (size_t i = 0; i < s.logits.size(); ++i)
+            if (std::isnan(s.logits[i]) || s.logits[i] == std::numeric_limits<float>::infinity())
+                throw Error(ErrorCode::InvalidFile,
+                            fmt::format("generate: the model produced a non-finite logit ({} for token {}) at "
+                                        "position {} of the session; its weights may be corrupt: check the file "
+                                        "(ember-inspect, a fresh download) or try --precision exact",
+                                        s.logits[i], i, s.tokens.size() - 1));
         const auto t_sample = s.profile ? Clock::now() : Clock::time_point{};
         const TokenId next = sampler.sample(s.logits);
         if (s.profile) s.profile->add_sampling(ns_since(t_sample));

@@ -8,10 +8,12 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <random>
 #include <string>
 #include <thread>
@@ -36,6 +38,7 @@ struct TinySpec {
     bool bad_shape = false;
     bool extra_bias = false;
     int64_t pad_rows = 0;  // output rows beyond the vocabulary (a padded embedding matrix)
+    bool nan_output_row = false;  // a NaN in output.weight's row 5: token 5's logit is NaN
 };
 
 std::vector<uint8_t> f32_bytes(size_t n, std::mt19937_64& rng, float scale, float mean = 0.0f) {
@@ -88,7 +91,14 @@ std::string write_tiny(const std::string& name, const TinySpec& s = {}) {
     };
     mat("token_embd.weight", d, V);
     vec("output_norm.weight", d);
-    mat("output.weight", d, V);
+    if (s.nan_output_row) {
+        std::vector<uint8_t> out = f32_bytes(static_cast<size_t>(d * V), rng, 0.2f);
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        std::memcpy(out.data() + (5 * d + 3) * 4, &nan, 4);
+        w.add_tensor("output.weight", TensorType::F32, {d, V}, std::move(out));
+    } else {
+        mat("output.weight", d, V);
+    }
     for (uint32_t l = 0; l < s.n_layer; ++l) {
         const std::string p = "blk." + std::to_string(l) + ".";
         vec(p + "attn_norm.weight", d);
@@ -646,4 +656,15 @@ TEST_CASE("session: n_threads above the usable cores is capped with a warning; E
     Session fits(model, {.n_ctx = 16, .n_threads = cores});
     CHECK(fits.n_threads() == cores);
     CHECK(fits.warnings().empty());
+}
+
+TEST_CASE("session: non-finite logits are the model's fault, said as such with the position, not a bad argument") {
+    auto model = Model::load(write_tiny("tiny-nan.gguf", {.nan_output_row = true}));
+    Session s(model, {.n_ctx = 32, .n_threads = 1});
+    GenerateParams gp;
+    gp.max_tokens = 3;
+    const std::vector<TokenId> prompt = {1, 70, 80};
+    const std::string msg = error_of([&] { (void)s.generate(prompt, gp); }, ErrorCode::InvalidFile);
+    CHECK(contains(msg, "the model produced a non-finite logit (nan for token 5) at position 2"));
+    CHECK(contains(msg, "may be corrupt"));
 }
