@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <span>
 #include <string>
@@ -31,13 +33,13 @@ using ember_tools::UsageError;
 
 struct ChatOptions {
     ember_tools::CommonOptions common;
-    std::string system;  // -s
+    std::string system;  // -sys / -sysf
     bool timings = false;  // --timings
     ChatOptions() { common.generate.max_tokens = -1; }  // a reply ends where the model ends it
 };
 
 std::string help() {
-    return "usage: ember-chat -m FILE [-s TEXT] [options]\n"
+    return "usage: ember-chat -m FILE [-sys TEXT | -sysf FILE] [options]\n"
            "Chats with a model using its chat template. Each line read from standard input is\n"
            "a user message; the conversation is kept, and only its new part is evaluated.\n"
            "  /reset    forget the conversation (the system prompt stays)\n"
@@ -55,7 +57,10 @@ std::string help() {
            "and stderr says so.\n"
            "\n"
            "chat:\n"
-           "  -s, --system TEXT         system prompt (default: the template's own, if any)\n"
+           "  -sys, --system-prompt TEXT  system prompt (default: the template's own, if any);\n"
+           "                            --system is the same\n"
+           "  -sysf, --system-prompt-file FILE  the system prompt read from FILE (UTF-8)\n"
+           "  -s, --seed N              the random seed, as llama.cpp's -s (see --seed below)\n"
            "  --timings                 after each reply, print on stderr the tokens reused from the\n"
            "                            cache and a timing line (prompt here = the new part only)\n" +
            ember_tools::common_help(ChatOptions{}.common, /*with_run_flags=*/false) +
@@ -64,9 +69,9 @@ std::string help() {
            "  --version                 print ember's version and build\n"
            "\n"
            "Exit status: 0 at /quit, at end of input or when the reader of stdout goes away (the\n"
-           "reply then stops); 1 when the model cannot be loaded, the command line is wrong or\n"
-           "stdout cannot be written (one 'ember-chat: error: ...' line on stderr); death by\n"
-           "SIGINT after Ctrl-C at the prompt.\n";
+           "reply then stops); 1 when the model cannot be loaded, the command line is wrong,\n"
+           "stdout cannot be written (one 'ember-chat: error: ...' line on stderr), or every\n"
+           "message sent failed; death by SIGINT after Ctrl-C at the prompt.\n";
 }
 
 // Parses the command line; returns false when it was -h or --version (printed).
@@ -74,8 +79,23 @@ bool parse(int argc, char** argv, ChatOptions& opt) {
     ember_tools::ArgReader args(argc, argv);
     while (!args.done()) {
         const std::string f = args.next();
-        if (f == "-s" || f == "--system") opt.system = args.value(f);
-        else if (f == "--timings") opt.timings = true;
+        if (f == "-sys" || f == "--system-prompt" || f == "--system") {
+            opt.system = args.value(f);
+        } else if (f == "-sysf" || f == "--system-prompt-file") {
+            const std::string path = args.value(f);
+            std::ifstream in(path, std::ios::binary);
+            if (!in) throw UsageError(fmt::format("{}: cannot read '{}'", f, path));
+            opt.system.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+            while (!opt.system.empty() && (opt.system.back() == '\n' || opt.system.back() == '\r'))
+                opt.system.pop_back();  // a file's final newline is not part of the prompt
+            if (const size_t at = ember_tools::utf8_error_at(opt.system); at < opt.system.size())
+                throw UsageError(fmt::format("{}: '{}' is not valid UTF-8 at byte {}", f, path, at));
+        } else if (f == "-s") {  // llama.cpp's spelling of --seed
+            if (!ember_tools::parse_common_flag("--seed", args, opt.common, /*with_run_flags=*/false))
+                throw UsageError("-s: the seed could not be read");
+        }
+        else if (f == "--timings")
+            opt.timings = true;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -209,6 +229,7 @@ int chat(const ChatOptions& opt) {
 
     Chat conversation(model, session, opt);
     std::string line;
+    size_t sent = 0, failed = 0;  // messages, and those that got an error instead of a reply
     for (;;) {
         if (tty) {
             ember_tools::write_out("> ");
@@ -248,7 +269,11 @@ int chat(const ChatOptions& opt) {
         // stdout closed (StdoutClosed: the chat ends quietly) or failing (StdoutError) ends the chat
         ember_tools::stream_out("\n");
         ember_tools::check_stdout();
-        if (!error.empty()) fmt::print(stderr, "ember-chat: error: {}\n", error);
+        ++sent;
+        if (!error.empty()) {
+            ++failed;
+            fmt::print(stderr, "ember-chat: error: {}\n", error);
+        }
         if (!r || r->stop_reason == ember::StopReason::Cancelled) {
             if (error.empty()) fmt::print(stderr, "ember-chat: reply interrupted\n");
         } else if (r->stop_reason == ember::StopReason::ContextFull) {
@@ -260,6 +285,10 @@ int chat(const ChatOptions& opt) {
                        ember_tools::timing_line(*r));
     }
     ember_tools::flush_out();
+    if (sent > 0 && failed == sent) {
+        fmt::print(stderr, "ember-chat: error: every message ({}) failed\n", sent);
+        return 1;
+    }
     return 0;
 }
 

@@ -69,3 +69,38 @@ def test_errors(chat, model, tmp_path):
     replies = r.stdout.decode().split("\n")[:-1]
     assert r.returncode == 0 and len(replies) == 2 and replies[0] == "" and "Paris" in replies[1]
     assert "not valid UTF-8 at byte 3" in r.stderr.decode()
+
+
+def test_every_message_failing_is_a_failed_run(chat, model):
+    """One good message among bad ones is a run that worked (exit 0, above); when
+    every message fails the exit status says so."""
+    r = run([chat, "-m", model, *FAST], input=b"caf\xe9\n\xc3\n")
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert r.stdout.decode() == "\n\n"  # each failed message still gets its empty line
+    assert "ember-chat: error: every message (2) failed" in err
+
+
+def test_llama_cpp_spellings_seed_and_system_prompt(chat, model, tmp_path):
+    """-s is the seed, as in llama.cpp (it was the system prompt); the system
+    prompt is -sys / --system-prompt (--system still works) or -sysf FILE."""
+    sampled = ["-c", "256", "-t", "2", "-n", "12", "--temp", "1"]
+    by_s = run([chat, "-m", model, *sampled, "-s", "7"], input=b"Tell me a story\n")
+    by_seed = run([chat, "-m", model, *sampled, "--seed", "7"], input=b"Tell me a story\n")
+    other = run([chat, "-m", model, *sampled, "-s", "8"], input=b"Tell me a story\n")
+    assert by_s.returncode == 0 and by_seed.returncode == 0, by_s.stderr.decode()
+    assert by_s.stdout == by_seed.stdout and by_s.stdout != other.stdout
+    (tmp_path / "sys.txt").write_text("You are a pirate. Answer like one.\n")
+    replies = {}
+    for flags in (["-sys", "You are a pirate. Answer like one."],
+                  ["--system-prompt", "You are a pirate. Answer like one."],
+                  ["--system", "You are a pirate. Answer like one."], ["-sysf", tmp_path / "sys.txt"], []):
+        got, _ = talk(chat, model, ["Hello"], *flags)
+        replies[str(flags[:1])] = got[0]
+    assert len({replies[k] for k in replies if k != "[]"}) == 1, replies  # the same prompt each way
+    assert replies["['-sys']"] != replies["[]"]  # and it changed the reply
+    (tmp_path / "bad.txt").write_bytes(b"caf\xe9")
+    for flags, needle in ((["-sysf", tmp_path / "missing.txt"], "cannot read"),
+                          (["-sysf", tmp_path / "bad.txt"], "not valid UTF-8 at byte 3"), (["-s", "x"], "--seed")):
+        r = run([chat, "-m", model, *flags], input=b"hi\n")
+        assert r.returncode == 1 and needle in r.stderr.decode(), (flags, r.stderr.decode())
