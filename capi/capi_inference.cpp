@@ -24,18 +24,21 @@
 // The handles behind the opaque C types. Each starts with a magic number
 // that tells a live model from a live session from a freed handle (the
 // misuse checks read it; see "Misuse" in ember.h).
-constexpr uint32_t kModelMagic = 0x4c444f4d;    // "MODL"
-constexpr uint32_t kSessionMagic = 0x4e535345;  // "ESSN"
-constexpr uint32_t kFreedMagic = 0x44414544;    // "DEAD"
+constexpr uint32_t kModelMagic = 0x4c444f4d;         // "MODL"
+constexpr uint32_t kSessionMagic = 0x4e535345;       // "ESSN"
+constexpr uint32_t kFreedModelMagic = 0x444d4544;    // "DEMD"
+constexpr uint32_t kFreedSessionMagic = 0x44534544;  // "DESD"
 
+// The magic is the first member of both handle types and atomic: two threads
+// freeing one handle at once race for the live -> freed exchange, and one loses.
 struct ember_model {
-    uint32_t magic = kModelMagic;
+    std::atomic<uint32_t> magic{kModelMagic};
     std::shared_ptr<const ember::Model> model;
 };
 
 struct ember_session {
     explicit ember_session(ember::Session s) : session(std::in_place, std::move(s)) {}
-    uint32_t magic = kSessionMagic;
+    std::atomic<uint32_t> magic{kSessionMagic};
     std::optional<ember::Session> session;  // holds its own reference to the model; empty once freed
     ember::GenerateResult last;             // what ember_generate_result of the last generate points into
     std::atomic<bool> busy{false};          // a call that runs or changes the session is in progress
@@ -121,9 +124,6 @@ template <class H>
 struct Graveyard {
     std::mutex mu;
     std::deque<H*> dead;
-    ~Graveyard() {  // at exit: the shells go too (leak checkers see no leak)
-        for (H* h : dead) delete h;
-    }
     void bury(H* h) {
         std::lock_guard<std::mutex> lock(mu);
         dead.push_back(h);
@@ -133,22 +133,39 @@ struct Graveyard {
         }
     }
 };
-Graveyard<ember_model> g_dead_models;
-Graveyard<ember_session> g_dead_sessions;
+// Never destroyed: a handle freed (or used) after this library's static
+// destructors ran (an atexit handler, a detached thread, a plugin unloaded
+// late) still finds its graveyard; the shells stay reachable, not leaked.
+template <class H>
+Graveyard<H>& graveyard() {
+    static Graveyard<H>* g = new Graveyard<H>;
+    return *g;
+}
 
-ember_status check_handle(const char* fn, const char* arg, const void* h, uint32_t want) {
+// The magic of any handle pointer (the first member of both types).
+uint32_t magic_of(const void* h) noexcept { return static_cast<const std::atomic<uint32_t>*>(h)->load(); }
+
+ember_status check_handle(const char* fn, const char* arg, const void* h, uint32_t want) noexcept {
     if (h == nullptr) return null_arg(fn, arg);
-    uint32_t magic;
-    std::memcpy(&magic, h, sizeof magic);  // the first member of both handle types
+    const uint32_t magic = magic_of(h);
     if (magic == want) return EMBER_OK;
-    const std::string what = want == kModelMagic ? "model" : "session";
-    if (magic == kFreedMagic)
-        return misuse(fn, std::string(arg) + " was already freed (ember_" + what + "_free); it cannot be used again");
-    if (magic == (want == kModelMagic ? kSessionMagic : kModelMagic))
-        return misuse(fn, std::string(arg) + " is " + (want == kModelMagic ? "a session" : "a model") +
-                              " handle, not a " + what);
-    return misuse(fn, std::string(arg) + " is not a live " + what + " handle (not from ember_" +
-                          (want == kModelMagic ? "model_load" : "session_new") + ", or corrupted)");
+    try {
+        const bool model = want == kModelMagic;
+        const std::string a(arg);
+        if (magic == (model ? kFreedModelMagic : kFreedSessionMagic))
+            return misuse(fn, a + " was already freed (ember_" + (model ? "model" : "session") +
+                                  "_free); it cannot be used again");
+        if (magic == kSessionMagic || magic == kFreedSessionMagic)
+            return misuse(fn, a + " is a session handle" + (magic == kFreedSessionMagic ? " (freed)" : "") +
+                                  ", not a model");
+        if (magic == kModelMagic || magic == kFreedModelMagic)
+            return misuse(fn, a + " is a model handle" + (magic == kFreedModelMagic ? " (freed)" : "") +
+                                  ", not a session");
+        return misuse(fn, a + " is not a live " + (model ? "model" : "session") + " handle (not from ember_" +
+                              (model ? "model_load" : "session_new") + ", or corrupted)");
+    } catch (...) {
+        return EMBER_ERR_MISUSE;
+    }
 }
 
 ember_status check_model(const char* fn, const ember_model* m) { return check_handle(fn, "model", m, kModelMagic); }
@@ -316,9 +333,16 @@ ember_status ember_model_load(const char* path, const ember_model_params* params
 void ember_model_free(ember_model* model) {
     static constexpr const char* fn = "ember_model_free";
     if (model == nullptr || check_model(fn, model) != EMBER_OK) return;  // a refused free frees nothing
-    model->magic = kFreedMagic;
-    model->model.reset();  // sessions keep the model alive through their own references
-    g_dead_models.bury(model);
+    uint32_t live = kModelMagic;
+    if (!model->magic.compare_exchange_strong(live, kFreedModelMagic)) {  // another thread freed it first
+        (void)check_model(fn, model);
+        return;
+    }
+    try {
+        model->model.reset();  // sessions keep the model alive through their own references
+        graveyard<ember_model>().bury(model);
+    } catch (...) {  // bad_alloc growing the graveyard: the shell is not kept, nothing escapes
+    }
 }
 
 ember_status ember_model_get_info(const ember_model* model, ember_model_info* info) {
@@ -490,12 +514,23 @@ ember_status ember_session_new(const ember_model* model, const ember_session_par
 void ember_session_free(ember_session* session) {
     static constexpr const char* fn = "ember_session_free";
     if (session == nullptr || check_session(fn, session) != EMBER_OK) return;
-    const Busy busy(session);
-    if (busy.refuse(fn) != EMBER_OK) return;  // from inside its own callback: freeing it would pull the rug
-    session->magic = kFreedMagic;
-    session->session.reset();
-    session->last = ember::GenerateResult{};
-    g_dead_sessions.bury(session);
+    // from inside its own callback or while another thread runs it: freeing it would pull the rug
+    if (session->busy.exchange(true)) {
+        (void)misuse(fn, "the session is in the middle of another call (called from inside its own piece "
+                         "callback, or while another thread runs it); it was not freed");
+        return;
+    }
+    uint32_t live = kSessionMagic;
+    if (!session->magic.compare_exchange_strong(live, kFreedSessionMagic)) {
+        (void)check_session(fn, session);
+        return;
+    }
+    try {
+        session->session.reset();
+        session->last = ember::GenerateResult{};
+        graveyard<ember_session>().bury(session);  // busy stays set: a freed session never runs again
+    } catch (...) {
+    }
 }
 
 ember_status ember_session_eval(ember_session* session, const ember_token* tokens, size_t n_tokens) {
@@ -577,9 +612,12 @@ ember_status ember_session_generate_tokens(ember_session* session, const ember_t
         if (prompt == nullptr && n_prompt != 0)
             return invalid(fn, "prompt is NULL but n_prompt is " + std::to_string(n_prompt));
         const ember::Model& m = *session->session->model();
-        if (n_prompt > session->session->n_ctx())  // the count first: never read past a short array
-            return invalid(fn, "n_prompt = " + std::to_string(n_prompt) + " is more than the context's " +
-                                   std::to_string(session->session->n_ctx()) + " tokens (n_ctx); nothing was read");
+        // the count first: never read past a short array
+        const size_t room = session->session->n_ctx() - session->session->n_past();
+        if (n_prompt > room)
+            return invalid(fn, "n_prompt = " + std::to_string(n_prompt) + " is more than the " + std::to_string(room) +
+                                   " free cells of the context (n_ctx " + std::to_string(session->session->n_ctx()) +
+                                   ", n_past " + std::to_string(session->session->n_past()) + "); nothing was read");
         for (size_t i = 0; i < n_prompt; ++i)
             if (auto s = check_token(fn, "prompt[" + std::to_string(i) + "]", prompt[i], m)) return s;
         const std::span<const ember::TokenId> ids(prompt, n_prompt);

@@ -178,6 +178,11 @@ std::string checked_out(const Options& opt) {
                                        opt.out));
     std::string out = opt.out;
     struct stat st {};
+    if (::lstat(out.c_str(), &st) == 0 && S_ISLNK(st.st_mode) && ::stat(out.c_str(), &st) != 0)
+        throw ember::Error(ember::ErrorCode::InvalidArgument,
+                           fmt::format("OUT '{}' is a symbolic link to a missing file; ember-quantize will not "
+                                       "replace the link: give the link's target or another path",
+                                       opt.out));
     if (::stat(out.c_str(), &st) == 0) {
         if (!S_ISREG(st.st_mode))
             throw ember::Error(ember::ErrorCode::InvalidArgument,

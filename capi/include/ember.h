@@ -31,10 +31,13 @@
  *     one of those, or a second _free, is caught; an older one is undefined
  *     behaviour, as with free()), a call that runs or changes a session
  *     (eval, generate, reset, truncate, free) made from inside that session's
- *     piece callback or while another thread runs it (other sessions, reads
- *     such as n_past, and ember_session_cancel stay allowed). A _free that is
- *     refused (freed twice, or from inside the session's callback) frees
- *     nothing and sets ember_last_error().
+ *     piece callback or while another thread runs it. Inside the callback,
+ *     reads of the same session (n_past, logits, ...) and any call on other
+ *     sessions stay allowed; from another thread, only ember_session_cancel
+ *     may be called while the session runs (a read from there would race with
+ *     the call, and is the caller's bug as before). A _free that is refused
+ *     (freed twice, or while the session runs) frees nothing and sets
+ *     ember_last_error().
  *   - A params struct is filled by its _init function, which takes the size
  *     of the caller's struct: ember_model_params_init(&p, sizeof p). It sets
  *     struct_size, so a program built against an older ember.h keeps working
@@ -144,7 +147,8 @@ typedef struct ember_model_params {
 
 /* Fills *params with the defaults. struct_size is sizeof(*params) as the
    caller sees it. EMBER_ERR_INVALID_ARGUMENT: params is NULL or struct_size
-   is smaller than the first version of the struct. */
+   is smaller than the first version of the struct; EMBER_ERR_MISUSE: it is 0
+   or more than 64 KiB. */
 EMBER_CAPI ember_status ember_model_params_init(ember_model_params* params, size_t struct_size);
 
 /* Opens, validates and loads the GGUF model at path (mapped, not copied).

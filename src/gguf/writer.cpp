@@ -1,6 +1,8 @@
 // The GGUF writer: version 3, little-endian, tensors aligned to
 // `general.alignment`. Files it writes load in ember, ggml and gguf-py.
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -185,22 +187,42 @@ std::vector<uint8_t> Writer::serialize() const {
 namespace {
 
 // Removes PATH.tmp.PID files that a process killed while writing PATH left
-// behind: those whose PID no longer runs (a live PID, perhaps another writer
-// now, keeps its file).
+// behind. Only files this writer could have made (a regular file, not a link,
+// named with the decimal PID as fmt writes it) whose PID no longer runs here,
+// and that no writer holds: a writer keeps an exclusive flock on its temp file
+// until the rename, so a live writer whose PID this process cannot see (another
+// PID namespace, another host) keeps its file too.
 void remove_stale_temps(const std::string& path) {
     namespace fs = std::filesystem;
     std::error_code ec;
     const fs::path p(path);
     const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
     const std::string prefix = p.filename().string() + ".tmp.";
-    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    fs::directory_iterator it(dir, ec);
+    for (const fs::directory_iterator end; !ec && it != end; it.increment(ec)) {
         const std::string name = it->path().filename().string();
         if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
-        const std::string digits = name.substr(prefix.size());
-        if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::string digits = name.substr(prefix.size());  // PID, or PID.N (write's second choice)
+        if (const size_t dot = digits.find('.'); dot != std::string::npos) {
+            const std::string n = digits.substr(dot + 1);
+            if (n.empty() || n.size() > 3 || n[0] == '0' || n.find_first_not_of("0123456789") != std::string::npos)
+                continue;
+            digits.resize(dot);
+        }
+        if (digits.empty() || digits.size() > 9 || digits[0] == '0' ||
+            digits.find_first_not_of("0123456789") != std::string::npos)
+            continue;
         const pid_t pid = static_cast<pid_t>(std::stol(digits));
-        if (pid <= 0 || pid == ::getpid()) continue;
-        if (::kill(pid, 0) == -1 && errno == ESRCH && it->is_regular_file(ec)) fs::remove(it->path(), ec);
+        if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+        std::error_code st_ec;
+        if (!fs::is_regular_file(it->symlink_status(st_ec)) || st_ec) continue;
+        const int fd = ::open(it->path().c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) continue;
+        if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            std::error_code rm_ec;  // a file that cannot be removed is left; the others still go
+            fs::remove(it->path(), rm_ec);
+        }
+        ::close(fd);
     }
 }
 
@@ -208,11 +230,27 @@ void remove_stale_temps(const std::string& path) {
 
 void Writer::write(const std::string& path) const {
     remove_stale_temps(path);
-    const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    if (!f)
+    // a new file, never one that is there (O_EXCL: not a stale file of a dead process
+    // that had this PID, nor a link planted to be written through): PATH.tmp.PID,
+    // else PATH.tmp.PID.1, ...
+    std::string tmp;
+    int fd = -1;
+    for (int k = 0; k < 100 && fd < 0; ++k) {
+        tmp = k == 0 ? fmt::format("{}.tmp.{}", path, ::getpid()) : fmt::format("{}.tmp.{}.{}", path, ::getpid(), k);
+        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno != EEXIST) break;
+    }
+    std::FILE* f = fd >= 0 ? ::fdopen(fd, "wb") : nullptr;
+    if (!f) {
+        const int err = errno;
+        if (fd >= 0) ::close(fd);
         throw Error(ErrorCode::Io, fmt::format("cannot create '{}': {}; check that the folder exists and is writable", tmp,
-                                               std::strerror(errno)));
+                                               std::strerror(err)));
+    }
+    // held until the file is closed after its rename: remove_stale_temps of another
+    // writer leaves a file that is locked (best effort: a file system without flock
+    // still has the PID check)
+    (void)::flock(fileno(f), LOCK_EX | LOCK_NB);
     const std::vector<uint8_t> zeros(impl_->alignment, 0);
     bool ok = true;
     auto write_all = [&](const void* p, size_t n) {

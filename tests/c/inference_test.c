@@ -716,6 +716,7 @@ static void test_session_params(const ember_model* model) {
         size_t count = 0, i;
         const char* text = NULL;
         int capped = 0, ctx_warned = 0;
+        unsetenv("EMBER_OVERSUBSCRIBE"); /* the cap, not the override, is under test */
         ember_session_params_init(&sp, sizeof sp);
         sp.n_threads = 1000;
         sp.n_ctx = 16384; /* SmolLM2 was trained with 8192 */
@@ -728,7 +729,8 @@ static void test_session_params(const ember_model* model) {
         for (i = 0; i < count; ++i) {
             CHECK_OK(ember_session_warning(session, i, &text));
             CHECK(text != NULL);
-            if (text && strstr(text, "n_threads 1000 is more than the") && strstr(text, "EMBER_OVERSUBSCRIBE=1"))
+            if (text && strstr(text, "n_threads 1000 is more than the") && strstr(text, "; using ") &&
+                strstr(text, "set EMBER_OVERSUBSCRIBE=1 to keep 1000"))
                 capped = 1;
             if (text && strstr(text, "n_ctx 16384 is larger than")) ctx_warned = 1;
         }
@@ -749,6 +751,7 @@ typedef struct reentry {
     int calls;                    /* pieces seen */
     ember_status generate, generate_tokens, eval, reset, truncate, thread_eval;
     char free_error[512];         /* ember_last_error() after the refused free */
+    int result_untouched;         /* the refused generate wrote nothing into its result */
     size_t n_past_inside;         /* a read is allowed inside the callback */
     ember_status n_past_status;
 } reentry;
@@ -764,13 +767,18 @@ static int reenter(const char* piece, size_t len, void* user_data) {
     reentry* r = (reentry*)user_data;
     const ember_token t = 100;
     ember_generate_params gp;
+    ember_generate_result rr, sentinel;
     pthread_t th;
     (void)piece;
     (void)len;
     if (r->calls++ > 0) return 1; /* the first piece tries everything once */
     ember_generate_params_init(&gp, sizeof gp);
     gp.max_tokens = 2;
-    r->generate = ember_session_generate(r->session, "again", &gp, NULL, NULL, NULL);
+    memset(&rr, 0x5A, sizeof rr);
+    rr.struct_size = sizeof rr;
+    sentinel = rr;
+    r->generate = ember_session_generate(r->session, "again", &gp, NULL, NULL, &rr);
+    r->result_untouched = memcmp(&rr, &sentinel, sizeof rr) == 0;
     r->generate_tokens = ember_session_generate_tokens(r->session, &t, 1, &gp, NULL, NULL, NULL);
     r->eval = ember_session_eval(r->session, &t, 1);
     r->reset = ember_session_reset(r->session);
@@ -823,6 +831,7 @@ static void test_misuse(ember_model* model) {
     CHECK(r.calls >= 1);
     CHECK(r.generate == EMBER_ERR_MISUSE && r.generate_tokens == EMBER_ERR_MISUSE && r.eval == EMBER_ERR_MISUSE);
     CHECK(r.reset == EMBER_ERR_MISUSE && r.truncate == EMBER_ERR_MISUSE && r.thread_eval == EMBER_ERR_MISUSE);
+    CHECK(r.result_untouched);
     CHECK(strstr(r.free_error, "ember_session_free: the session is in the middle of another call") != NULL);
     CHECK(r.n_past_status == EMBER_OK && r.n_past_inside > 0);
     CHECK(res.n_tokens == 4 && res.stop_reason == EMBER_STOP_MAX_TOKENS);
@@ -830,9 +839,21 @@ static void test_misuse(ember_model* model) {
     CHECK(n == res.n_prompt_tokens + res.n_tokens); /* nothing of the refused calls reached the cache */
     CHECK_OK(ember_session_eval(session, &t, 1)); /* usable again once the call returned */
 
+    /* a count larger than the context is refused before the array is read */
+    {
+        static ember_token two[2] = {100, 101};
+        CHECK_INVALID(ember_session_generate_tokens(session, two, (size_t)1 << 40, NULL, NULL, NULL, NULL),
+                      "free cells of the context");
+        CHECK_INVALID(ember_session_eval(session, two, (size_t)1 << 40), "free cells of the context");
+    }
+    ember_model_free((ember_model*)session); /* the wrong kind: refused, the session lives on */
+    CHECK(strstr(ember_last_error(), "ember_model_free: model is a session handle, not a model") != NULL);
+    CHECK_OK(ember_session_n_past(session, &n));
+
     /* a freed session: every call is refused, a second free too, nothing crashes */
     freed = session;
     ember_session_free(session);
+    CHECK_MISUSE(ember_model_get_info((const ember_model*)freed, &info), "model is a session handle (freed)");
     CHECK_MISUSE(ember_session_n_past(freed, &n), "session was already freed (ember_session_free)");
     CHECK_MISUSE(ember_session_eval(freed, &t, 1), "ember_session_eval: session was already freed");
     CHECK_MISUSE(ember_session_generate(freed, "Hi", NULL, NULL, NULL, NULL), "already freed");

@@ -311,11 +311,41 @@ def test_quantize_never_replaces_what_it_did_not_create(tmp_path):
     live = tmp_path / f"out.gguf.tmp.{os.getpid()}"
     stale.write_bytes(b"partial")
     live.write_bytes(b"someone else's")
+    # names it could not have made, or not a plain file: never touched
+    zero = tmp_path / f"out.gguf.tmp.0{dead.pid}"
+    zero.write_bytes(b"a user's file")
+    (tmp_path / "keep.txt").write_bytes(b"the link's target")
+    dead2 = subprocess.Popen(["true"])
+    dead2.wait()
+    link_temp = tmp_path / f"out.gguf.tmp.{dead2.pid}"
+    link_temp.symlink_to(tmp_path / "keep.txt")
     r = run([q, src, tmp_path / "out.gguf", "Q8_0"])
     assert r.returncode == 0, r.stderr.decode()
     assert not stale.exists()
     assert live.read_bytes() == b"someone else's"
-    assert sorted(p.name for p in tmp_path.glob("out.gguf*")) == ["out.gguf", live.name]
+    assert zero.read_bytes() == b"a user's file" and link_temp.is_symlink()
+    assert (tmp_path / "keep.txt").read_bytes() == b"the link's target"
+    assert sorted(p.name for p in tmp_path.glob("out.gguf*")) == sorted(
+        ["out.gguf", live.name, zero.name, link_temp.name])
+
+    # a link planted at the very temp name a writer will use is never written through
+    # (this test's own PID stands in for the writer's: the next run's temp is made with O_EXCL)
+    (tmp_path / "victim.txt").write_bytes(b"precious")
+    r = run([sys.executable, "-c", f"""
+import os, subprocess
+os.symlink({str(tmp_path / 'victim.txt')!r}, {str(tmp_path / 'out2.gguf')!r} + '.tmp.' + str(os.getpid()))
+os.execv({str(q)!r}, [{str(q)!r}, {str(src)!r}, {str(tmp_path / 'out2.gguf')!r}, 'Q8_0'])
+"""])
+    assert r.returncode == 0, r.stderr.decode()
+    assert (tmp_path / "victim.txt").read_bytes() == b"precious"
+    assert (tmp_path / "out2.gguf").is_file() and not (tmp_path / "out2.gguf").is_symlink()
+
+    # a dangling link at OUT is refused, not replaced
+    dangling = tmp_path / "dangling.gguf"
+    dangling.symlink_to(tmp_path / "nothing-here.gguf")
+    r = run([q, src, dangling, "Q8_0"])
+    assert r.returncode == 1 and "symbolic link to a missing file" in r.stderr.decode(), r.stderr.decode()
+    assert dangling.is_symlink() and not (tmp_path / "nothing-here.gguf").exists()
 
     # a link to a regular file: the file is replaced, the link stays a link
     link = tmp_path / "link.gguf"
