@@ -48,31 +48,36 @@ void k_scales_put(const uint8_t* sc, const uint8_t* mn, uint8_t* s) {
     }
 }
 
-// Moves one 8-row packed block to or from the rows' blocks (blk[r], null for a
-// padding row: zeros when packing, skipped when unpacking).
+// Copies n bytes one way or the other (kPack: packed <- block).
 template <bool kPack>
-void q4_0_block(uint8_t* p, uint8_t* const* blk) {
+inline void move(uint8_t* packed, uint8_t* block, size_t n) {
+    if (kPack)
+        std::memcpy(packed, block, n);
+    else
+        std::memcpy(block, packed, n);
+}
+
+// Moves one 8-row packed block of a legacy type to or from the rows' blocks
+// (blk[r]; null for a padding row: zeros when packing, skipped when unpacking).
+// The file's block is kHalves halves (Q4_0, Q8_0: d; Q4_1: d, m), then the
+// quants; the packed block is the 8 rows' halves, one kind after the other, then
+// kChunks chunks of 32 bytes, chunk k holding bytes 4 k .. 4 k + 3 of each row's
+// quants (Q4_0 / Q4_1: qs[l] holds elements l and l + 16, so chunk k's nibbles
+// are quads k and k + 4; Q8_0: quad k).
+template <bool kPack, int kHalves, int kChunks>
+void legacy_block(uint8_t* p, uint8_t* const* blk) {
+    constexpr int kHead = 16 * kHalves;
     for (int r = 0; r < kPackRows; ++r) {
         uint8_t* b = blk[r];
         if (b == nullptr) {
             if (kPack) {
-                std::memset(p + 2 * r, 0, 2);
-                for (int k = 0; k < 4; ++k) std::memset(p + 16 + 32 * k + 4 * r, 0, 4);
+                for (int h = 0; h < kHalves; ++h) std::memset(p + 16 * h + 2 * r, 0, 2);
+                for (int k = 0; k < kChunks; ++k) std::memset(p + kHead + 32 * k + 4 * r, 0, 4);
             }
             continue;
         }
-        // BlockQ4_0: d, then qs[l] = element l (low nibble), l + 16 (high): chunk k
-        // byte 4 r + b is qs[4 k + b] as it stands
-        for (int k = 0; k < 4; ++k) {
-            if (kPack)
-                std::memcpy(p + 16 + 32 * k + 4 * r, b + 2 + 4 * k, 4);
-            else
-                std::memcpy(b + 2 + 4 * k, p + 16 + 32 * k + 4 * r, 4);
-        }
-        if (kPack)
-            std::memcpy(p + 2 * r, b, 2);
-        else
-            std::memcpy(b, p + 2 * r, 2);
+        for (int h = 0; h < kHalves; ++h) move<kPack>(p + 16 * h + 2 * r, b + 2 * h, 2);
+        for (int k = 0; k < kChunks; ++k) move<kPack>(p + kHead + 32 * k + 4 * r, b + 2 * kHalves + 4 * k, 4);
     }
 }
 
@@ -118,51 +123,6 @@ void q4_k_block(uint8_t* p, uint8_t* const* blk) {
                 else
                     std::memcpy(q, chunk, 4);
             }
-    }
-}
-
-// Copies n bytes one way or the other (kPack: packed <- block).
-template <bool kPack>
-inline void move(uint8_t* packed, uint8_t* block, size_t n) {
-    if (kPack)
-        std::memcpy(packed, block, n);
-    else
-        std::memcpy(block, packed, n);
-}
-
-template <bool kPack>
-void q4_1_block(uint8_t* p, uint8_t* const* blk) {
-    for (int r = 0; r < kPackRows; ++r) {
-        uint8_t* b = blk[r];
-        if (b == nullptr) {
-            if (kPack) {
-                std::memset(p + 2 * r, 0, 2);
-                std::memset(p + 16 + 2 * r, 0, 2);
-                for (int k = 0; k < 4; ++k) std::memset(p + 32 + 32 * k + 4 * r, 0, 4);
-            }
-            continue;
-        }
-        // BlockQ4_1: d, m, qs as Q4_0's
-        move<kPack>(p + 2 * r, b, 2);
-        move<kPack>(p + 16 + 2 * r, b + 2, 2);
-        for (int k = 0; k < 4; ++k) move<kPack>(p + 32 + 32 * k + 4 * r, b + 4 + 4 * k, 4);
-    }
-}
-
-template <bool kPack>
-void q8_0_block(uint8_t* p, uint8_t* const* blk) {
-    for (int r = 0; r < kPackRows; ++r) {
-        uint8_t* b = blk[r];
-        if (b == nullptr) {
-            if (kPack) {
-                std::memset(p + 2 * r, 0, 2);
-                for (int k = 0; k < 8; ++k) std::memset(p + 16 + 32 * k + 4 * r, 0, 4);
-            }
-            continue;
-        }
-        // BlockQ8_0: d, qs[32]: chunk k byte 4 r + b is qs[4 k + b]
-        move<kPack>(p + 2 * r, b, 2);
-        for (int k = 0; k < 8; ++k) move<kPack>(p + 16 + 32 * k + 4 * r, b + 2 + 4 * k, 4);
     }
 }
 
@@ -222,9 +182,9 @@ void tile_blocks(TensorType type, uint8_t* tile, uint8_t* const* rows, int64_t n
         for (int r = 0; r < kPackRows; ++r) blk[r] = rows[r] ? rows[r] + i * g.src : nullptr;
         uint8_t* p = tile + i * g.dst;
         switch (type) {
-            case TensorType::Q4_0: q4_0_block<kPack>(p, blk); break;
-            case TensorType::Q4_1: q4_1_block<kPack>(p, blk); break;
-            case TensorType::Q8_0: q8_0_block<kPack>(p, blk); break;
+            case TensorType::Q4_0: legacy_block<kPack, 1, 4>(p, blk); break;
+            case TensorType::Q4_1: legacy_block<kPack, 2, 4>(p, blk); break;
+            case TensorType::Q8_0: legacy_block<kPack, 1, 8>(p, blk); break;
             case TensorType::Q4_K: q4_k_block<kPack>(p, blk); break;
             case TensorType::Q6_K: q6_k_block<kPack>(p, blk); break;
             default: break;
