@@ -442,8 +442,10 @@ TEST_CASE("kernels: exact packed products keep the types' offsets in integers (w
     // keeps that sum's rounding (seen: 5.6e-4 of the result, against 3e-6 unpacked)
     EMBER_REQUIRE_SIMD();
     const int64_t n = 1024, n_rows = 8;
+    bool any = false;
     for (const KernelSet* k : simd_sets()) {
         if (k->matvec_packed == nullptr) continue;
+        any = true;
         for (TensorType type : {TensorType::Q4_0, TensorType::Q6_K}) {
             const std::string set = k->name;
             CAPTURE(set);
@@ -505,6 +507,7 @@ TEST_CASE("kernels: exact packed products keep the types' offsets in integers (w
             }
         }
     }
+    if (!any) EMBER_SKIP("no kernel set this CPU runs multiplies packed rows (the x86 sets do)");
 }
 
 // The oracle of gemm_u8's rounding: per group of 16, d = amax / 127 and q = x * (127 / amax)

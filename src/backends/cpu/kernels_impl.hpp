@@ -1023,12 +1023,14 @@ void k_gemm_u8(const uint8_t* panel, int64_t n_rows, int64_t n, const int8_t* xq
         gemm_u8_any<false>(panel, n_rows, n, xq, xd, xs, n_tok, y, ldy);
 }
 
-// The packed-row product where the set's traits have one (x86), else null.
-constexpr auto packed_member() {
-    if constexpr (requires { V::kHasPacked; })
-        return &V::matvec_packed;
+// The packed-row product where the set's traits have one (x86), else null (a
+// template, so that the requires-expression is checked, not an error, for T).
+template <class T>
+constexpr decltype(KernelSet::matvec_packed) packed_member() {
+    if constexpr (requires { T::kHasPacked; })
+        return &T::matvec_packed;
     else
-        return static_cast<decltype(KernelSet::matvec_packed)>(nullptr);
+        return nullptr;
 }
 
 constexpr KernelSet make_kernel_set(const char* name) {
@@ -1036,5 +1038,5 @@ constexpr KernelSet make_kernel_set(const char* name) {
                      k_axpy_f32,  k_axpy_f16,     k_to_f16,      k_sum_squares, k_scale_mul, k_silu_mul,
                      k_gelu_mul,  k_add,          k_scale,       k_softcap,     k_exp_sum,      k_attn_scores<uint16_t>, k_attn_scores<float>,
                      k_attn_values<uint16_t>, k_attn_values<float>, k_quantize_row8_16, k_gemm_u8,
-                     k_attn_scores_t, packed_member()};
+                     k_attn_scores_t, packed_member<V>()};
 }
