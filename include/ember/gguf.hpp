@@ -3,9 +3,12 @@
 // A GGUF file is: header (magic "GGUF", version, tensor count, metadata count),
 // metadata key/value pairs, tensor infos (name, shape, type, offset), padding
 // to `general.alignment`, then the tensor data section. The reader maps the
-// file read-only and checks every count, length and offset against the file
-// size before use; values and tensor data are views into the mapping, valid
-// for as long as the File (or a copy of it) lives.
+// file read-only (or, on request, reads it into memory) and checks every count,
+// length and offset against the file size before use; values and tensor data
+// are views into the mapping, valid for as long as the File (or a copy of it)
+// lives. A mapped file must not be truncated or rewritten in place while any
+// File of it lives (a read of a vanished page is SIGBUS): replace it by writing
+// a new file and renaming it over the old one.
 //
 //   auto f = ember::gguf::File::open("model.gguf");
 //   uint32_t n_layer = f.get<uint32_t>("llama.block_count");
@@ -202,6 +205,11 @@ public:
     // Maps `path` read-only and validates the whole header, metadata and
     // tensor table. Throws ember::Error naming the file, field and byte offset.
     static File open(const std::string& path);
+    // use_mmap false: the whole file is read into anonymous memory instead of
+    // mapped (as much memory as the file's size; the file may then change
+    // without harm); OutOfMemory naming the bytes when it does not fit.
+    // use_mmap true is open(path).
+    static File open(const std::string& path, bool use_mmap);
     // Parses a GGUF image in memory. The bytes are borrowed: they must outlive
     // the File. `name` is used in error messages.
     static File parse(const void* data, size_t size, const std::string& name = "<memory>");

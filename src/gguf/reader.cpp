@@ -6,6 +6,7 @@
 // the file, the field and its byte offset.
 #include <algorithm>
 #include <limits>
+#include <new>
 #include <numeric>
 #include <unordered_map>
 
@@ -59,17 +60,27 @@ public:
     explicit Parser(File::Impl& f) : f_(f) {}
 
     void run() {
-        read_header();
-        read_metadata();
-        read_alignment();
-        read_tensor_infos();
-        place_tensor_data();
+        try {
+            read_header();
+            read_metadata();
+            read_alignment();
+            read_tensor_infos();
+            place_tensor_data();
+        } catch (const std::bad_alloc&) {
+            // an allocation sized from the file (each is bounded by the bytes that remain, but
+            // a process's memory limit can still be lower): OutOfMemory naming what was read
+            fail(ErrorCode::OutOfMemory, pos_,
+                 allocating_.empty() ? std::string("out of memory while reading it")
+                                     : fmt::format("out of memory allocating {}", allocating_),
+                 "free memory or raise the process's memory limit (ulimit -v)");
+        }
     }
 
 private:
     File::Impl& f_;
     uint64_t pos_ = 0;
     std::string what_ = "header";
+    std::string allocating_;  // the large allocation under way, for an out-of-memory message
 
     uint64_t remaining() const { return f_.size - pos_; }
 
@@ -142,8 +153,10 @@ private:
         if (n_tensors > remaining() / 32)
             fail(ErrorCode::InvalidFile, 8,
                  fmt::format("tensor count {} cannot fit in the {} bytes that follow", n_tensors, remaining()));
+        allocating_ = fmt::format("the table of {} metadata entries and {} tensors", n_kv, n_tensors);
         f_.kvs.reserve(n_kv);
         f_.tensors.reserve(n_tensors);
+        allocating_.clear();
         n_kv_ = n_kv;
         n_tensors_ = n_tensors;
     }
@@ -203,7 +216,10 @@ private:
                 if (count > remaining() / 8)
                     fail(ErrorCode::InvalidFile, count_at,
                          fmt::format("array of {} strings cannot fit in the {} bytes that remain", count, remaining()));
+                allocating_ = fmt::format("{} bytes for the views of an array of {} strings",
+                                          count * sizeof(std::string_view), count);
                 v.strings_.reserve(count);
+                allocating_.clear();
                 for (uint64_t i = 0; i < count; ++i) v.strings_.push_back(read_string("array string"));
                 return;
             }
@@ -211,7 +227,9 @@ private:
                 if (count > remaining() / 12)
                     fail(ErrorCode::InvalidFile, count_at,
                          fmt::format("array of {} arrays cannot fit in the {} bytes that remain", count, remaining()));
+                allocating_ = fmt::format("{} bytes for an array of {} arrays", count * sizeof(Value), count);
                 v.items_.resize(count);
+                allocating_.clear();
                 for (uint64_t i = 0; i < count; ++i) {
                     v.items_[i].type_ = ValueType::Array;
                     read_array(v.items_[i], depth + 1);
@@ -358,10 +376,12 @@ private:
 
 File::File(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 
-File File::open(const std::string& path) {
+File File::open(const std::string& path) { return open(path, true); }
+
+File File::open(const std::string& path, bool use_mmap) {
     auto impl = std::make_shared<Impl>();
     impl->path = path;
-    impl->map = std::make_shared<MappedFile>(path);
+    impl->map = std::make_shared<MappedFile>(path, use_mmap);
     impl->base = impl->map->data();
     impl->size = impl->map->size();
     Parser(*impl).run();
