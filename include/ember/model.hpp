@@ -7,6 +7,17 @@
 // A Model is shared: any number of Sessions on any threads may use one model at
 // once (nothing in it changes after load). The weights stay in the mmapped file
 // (zero copy); the model keeps the mapping open while any Session holds it.
+//
+// Replacing a model file: while a model is loaded mapped (the default), its
+// file must not be truncated or rewritten in place -- a read of a page that is
+// no longer in the file kills the process with SIGBUS, and rewritten bytes
+// change the weights under a running session. Write the new file beside it and
+// rename() it over the old one: the loaded model keeps the old file's pages
+// (its inode lives until the model is freed) and the next load sees the new
+// one. LoadOptions::use_mmap = false instead reads the whole file into memory
+// at load; the file may then change without harm, at the cost of the file's
+// size in resident memory (not shared between processes, not dropped under
+// memory pressure) and of reading it all before the first token.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +45,17 @@ struct ModelParams {
     int32_t n_gpu_layers = 0;
 };
 
+// How the file is brought into memory (a separate struct so that ModelParams
+// keeps its layout; see Model::load).
+struct LoadOptions {
+    // true: map the file (its pages are read on use and shared with other
+    // processes; the file must not be rewritten in place while loaded).
+    // false: the weights are read into memory (anonymous pages) at load; the
+    // file may then change without harm, and the model costs the file's size in
+    // resident memory. (llama.cpp's --no-mmap.)
+    bool use_mmap = true;
+};
+
 // The shape of a model, for display and for callers sizing buffers.
 struct ModelInfo {
     std::string arch;          // general.architecture, e.g. "llama"
@@ -55,8 +77,13 @@ public:
     // NotFound/Io for a missing or unreadable file, InvalidFile for a corrupt
     // one, Unsupported naming the architecture (or tensor type) ember cannot
     // run, NotFound naming a missing tensor, InvalidFile naming a tensor of the
-    // wrong shape.
+    // wrong shape, OutOfMemory naming what could not be allocated. The tensors
+    // are bound and checked before the vocabulary is expanded, so a file that is
+    // refused costs little more memory than its metadata.
     static std::shared_ptr<const Model> load(const std::string& path, const ModelParams& params = {});
+    // The same with the options of LoadOptions (load(path, params) uses the defaults).
+    static std::shared_ptr<const Model> load(const std::string& path, const ModelParams& params,
+                                             const LoadOptions& options);
 
     ~Model();
     Model(const Model&) = delete;

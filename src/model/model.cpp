@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <new>
 
 #include "ember/error.hpp"
 #include "ember/quant.hpp"
@@ -13,7 +14,25 @@
 namespace ember {
 namespace {
 
-void bind_weights(Model::Impl& m) { bind_tensors(m.file, m.hp, m.w, m.owned_f32); }
+// The tokenizer's token count against the embedding rows, from the metadata
+// alone (before the vocabulary is expanded): more tokens than rows would index
+// past the embedding.
+void check_vocab_fits(const gguf::File& f, const Hparams& hp) {
+    const gguf::Value* tokens = f.find("tokenizer.ggml.tokens");
+    if (tokens == nullptr || !tokens->is_array() || tokens->array_type() != gguf::ValueType::String ||
+        tokens->size() <= hp.n_vocab)
+        return;  // fits, or not a list of strings: the tokenizer says what is wrong
+    const gguf::TensorInfo* embd = f.find_tensor("token_embd.weight");
+    const std::string key = hp.arch + ".vocab_size";
+    throw Error(ErrorCode::InvalidFile,
+                fmt::format("GGUF file '{}': the tokenizer has {} tokens (tokenizer.ggml.tokens) but the model only {} "
+                            "embedding rows{}; the vocabulary and the weights do not belong together (convert the "
+                            "model again)",
+                            f.path(), tokens->size(), hp.n_vocab,
+                            f.has(key) ? fmt::format(" ({} is {}, token_embd.weight has {} rows)", key, hp.n_vocab,
+                                                     embd && embd->shape.size() == 2 ? embd->shape[1] : 0)
+                                       : std::string()));
+}
 
 // Plans the CPU/GPU split and copies the offloaded weights to the device.
 void offload_weights(Model::Impl& m, int32_t n_gpu_layers, const GpuInfo& gpu) {
@@ -54,6 +73,11 @@ void offload_weights(Model::Impl& m, int32_t n_gpu_layers, const GpuInfo& gpu) {
 }  // namespace
 
 std::shared_ptr<const Model> Model::load(const std::string& path, const ModelParams& params) {
+    return load(path, params, LoadOptions{});
+}
+
+std::shared_ptr<const Model> Model::load(const std::string& path, const ModelParams& params,
+                                         const LoadOptions& options) {
     if (params.n_gpu_layers < 0)
         throw Error(ErrorCode::InvalidArgument,
                     fmt::format("Model::load: n_gpu_layers is {}; it must be >= 0 (0 = run on the CPU)",
@@ -67,35 +91,57 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
                         fmt::format("Model::load('{}'): n_gpu_layers is {}: {}", path, params.n_gpu_layers, e.what()));
         }
     }
-    gguf::File file = gguf::File::open(path);
-    Hparams hp0 = hparams_from_gguf(file);
-    Tokenizer tok = Tokenizer::from_gguf(file);
-    auto impl = std::unique_ptr<Impl>(new Impl{path, std::move(file), std::move(hp0), std::move(tok), {}, {}, {}, {}, {}, {}, {}, {}, 0, 0.0});
-    if (impl->tokenizer.size() > impl->hp.n_vocab)
-        throw Error(ErrorCode::InvalidFile,
-                    fmt::format("GGUF file '{}': the tokenizer has {} tokens but the model only {} embedding rows",
-                                path, impl->tokenizer.size(), impl->hp.n_vocab));
-    impl->chat_template = impl->file.get_or<std::string>("tokenizer.chat_template", "");
-    bind_weights(*impl);
-    offload_weights(*impl, params.n_gpu_layers, gpu);
-    repack_weights(*impl);
+    // the allocations sized from the file are each named where they happen; any
+    // other out-of-memory names the step it happened in
+    const char* stage = "reading the file";
+    try {
+        gguf::File file = gguf::File::open(path, options.use_mmap);
+        stage = "reading the hyperparameters";
+        Hparams hp0 = hparams_from_gguf(file);
+        // The tensors first: binding them is O(tensor count) and checks every shape
+        // against the hyperparameters, so a file that is refused for a missing or
+        // misshapen tensor is refused before its vocabulary (which can be millions
+        // of strings) is expanded into the tokenizer's tables.
+        stage = "binding the tensors";
+        Weights w;
+        std::vector<std::vector<float>> owned_f32;
+        bind_tensors(file, hp0, w, owned_f32);
+        check_vocab_fits(file, hp0);
+        stage = "building the tokenizer";
+        Tokenizer tok = Tokenizer::from_gguf(file);  // names its own out-of-memory
+        auto impl = std::unique_ptr<Impl>(new Impl{path, std::move(file), std::move(hp0), std::move(tok), {}, {},
+                                                   std::move(w), std::move(owned_f32), {}, {}, {}, {}, 0, 0.0});
+        impl->chat_template = impl->file.get_or<std::string>("tokenizer.chat_template", "");
+        stage = "copying the offloaded weights to the GPU";
+        offload_weights(*impl, params.n_gpu_layers, gpu);
+        stage = "repacking the weights";
+        repack_weights(*impl);
+        stage = "filling in the model's description";
 
-    ModelInfo& info = impl->info;
-    const Hparams& hp = impl->hp;
-    info.arch = hp.arch;
-    info.name = impl->file.get_or<std::string>("general.name", "");
-    info.n_vocab = hp.n_vocab;
-    info.n_ctx_train = hp.n_ctx_train;
-    info.n_embd = hp.n_embd;
-    info.n_layer = hp.n_layer;
-    info.n_head = hp.n_head;
-    info.n_head_kv = hp.n_head_kv;
-    info.n_ff = hp.n_ff;
-    for (const gguf::TensorInfo& t : impl->file.tensors()) {
-        info.n_params += t.n_elements;
-        info.weight_bytes += t.n_bytes;
+        ModelInfo& info = impl->info;
+        const Hparams& hp = impl->hp;
+        info.arch = hp.arch;
+        info.name = impl->file.get_or<std::string>("general.name", "");
+        info.n_vocab = hp.n_vocab;
+        info.n_ctx_train = hp.n_ctx_train;
+        info.n_embd = hp.n_embd;
+        info.n_layer = hp.n_layer;
+        info.n_head = hp.n_head;
+        info.n_head_kv = hp.n_head_kv;
+        info.n_ff = hp.n_ff;
+        for (const gguf::TensorInfo& t : impl->file.tensors()) {
+            info.n_params += t.n_elements;
+            info.weight_bytes += t.n_bytes;
+        }
+        return std::shared_ptr<const Model>(new Model(std::move(impl)));
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory,
+                    fmt::format("Model::load('{}'): out of memory while {}; free memory or raise the process's memory "
+                                "limit{}",
+                                path, stage,
+                                options.use_mmap ? "" : " (use_mmap is off: the whole file was read into memory; "
+                                                        "mapping it, the default, needs less)"));
     }
-    return std::shared_ptr<const Model>(new Model(std::move(impl)));
 }
 
 Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -1,6 +1,7 @@
 // Loading and validating a vocabulary from GGUF metadata.
 #include <algorithm>
 #include <limits>
+#include <new>
 
 #include <fmt/format.h>
 
@@ -57,7 +58,12 @@ bool uses_llama3_rules(std::string_view pre) {
 
 Tokenizer::Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 
-Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
+namespace {
+
+// The body of Tokenizer::from_gguf; `allocating` names the large allocation
+// under way, for the out-of-memory message.
+std::shared_ptr<Tokenizer::Impl> load_vocab(const gguf::File& f, std::string& allocating) {
+    using Impl = Tokenizer::Impl;
     auto t = std::make_shared<Impl>(f);
     const gguf::Value* model = f.find("tokenizer.ggml.model");
     if (!model) bad(f, "tokenizer.ggml.model", "is missing (the file has no vocabulary)");
@@ -78,7 +84,8 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
     if (n == 0) bad(f, "tokenizer.ggml.tokens", "is empty");
     if (n > static_cast<size_t>(std::numeric_limits<TokenId>::max()))
         bad(f, "tokenizer.ggml.tokens", fmt::format("holds {} tokens, more than ember's 32-bit ids allow", n));
-    t->tokens.assign(tokens.strings().begin(), tokens.strings().end());
+    t->tokens = tokens.strings();
+    allocating = fmt::format("the scores and types of {} tokens", n);
     t->scores.assign(n, 0.0f);
     if (f.has("tokenizer.ggml.scores")) {
         const gguf::Value& s = array_key(f, "tokenizer.ggml.scores", ValueType::Float32);
@@ -99,6 +106,7 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
             t->types[i] = static_cast<TokenType>(v);
         }
     }
+    allocating = fmt::format("the lookup table of {} tokens", n);
     t->ids.reserve(n);
     for (size_t i = 0; i < n; ++i) t->ids.emplace(t->tokens[i], static_cast<TokenId>(i));
 
@@ -161,6 +169,7 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
         }
         t->ignore_merges = uses_llama3_rules(t->pre);
         const gguf::Value& merges = array_key(f, "tokenizer.ggml.merges", ValueType::String);
+        allocating = fmt::format("the table of {} merges", merges.size());
         t->merges.reserve(merges.size());
         for (size_t i = 0; i < merges.size(); ++i) {
             const std::string_view m = merges.string_at(i);
@@ -179,7 +188,21 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
             t->merges.emplace(key, Impl::Merge{static_cast<int32_t>(i), ir->second});  // first (lowest) rank wins
         }
     }
-    return Tokenizer(std::move(t));
+    return t;
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
+    std::string allocating = "the vocabulary";
+    try {
+        return Tokenizer(load_vocab(f, allocating));
+    } catch (const std::bad_alloc&) {
+        throw Error(ErrorCode::OutOfMemory,
+                    fmt::format("GGUF file '{}': out of memory allocating {} for the tokenizer; free memory or raise "
+                                "the process's memory limit (ulimit -v)",
+                                f.path(), allocating));
+    }
 }
 
 VocabKind Tokenizer::kind() const noexcept { return impl_->kind; }

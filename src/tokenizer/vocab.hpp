@@ -1,7 +1,9 @@
 // The data behind ember::Tokenizer, shared by the SPM and BPE algorithms.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -18,7 +20,9 @@ struct Tokenizer::Impl {
     gguf::File file;                         // keeps the token strings (views into it) alive
     VocabKind kind = VocabKind::Spm;
     std::string model, pre;
-    std::vector<std::string_view> tokens;    // [n_vocab] token text as stored
+    // [n_vocab] token text as stored: the views of the file's tokenizer.ggml.tokens
+    // array (no copy: a vocabulary of millions of tokens costs its metadata once)
+    std::span<const std::string_view> tokens;
     std::vector<float> scores;               // [n_vocab] (zeros when the file has none)
     std::vector<TokenType> types;            // [n_vocab]
     std::unordered_map<std::string_view, TokenId> ids;  // text -> id (first id on duplicates)
