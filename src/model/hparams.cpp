@@ -201,12 +201,28 @@ Hparams hparams_from_gguf(const gguf::File& f) {
         bad(f, a + "rope.scaling.factor", fmt::format("is {}, not > 0", hp.rope_scale_factor));
 
     // the vocabulary size: the metadata key when present, else the token list
+    const gguf::TensorInfo* embd = f.find_tensor("token_embd.weight");
+    const gguf::Value* tokens = f.find("tokenizer.ggml.tokens");
     if (f.has(a + "vocab_size")) {
         hp.n_vocab = f.get<uint32_t>(a + "vocab_size");
-    } else if (const gguf::Value* t = f.find("tokenizer.ggml.tokens")) {
-        hp.n_vocab = static_cast<uint32_t>(t->size());
-    } else if (const gguf::TensorInfo* e = f.find_tensor("token_embd.weight"); e && e->shape.size() == 2) {
-        hp.n_vocab = static_cast<uint32_t>(e->shape[1]);
+        // the key must agree with the embedding it describes: say so with both numbers (the
+        // shape check would only see a token_embd.weight of the wrong shape)
+        const int64_t rows = embd && embd->shape.size() == 2 ? embd->shape[1] : -1;
+        const std::string counts =
+            (rows >= 0 ? fmt::format("token_embd.weight has {} rows", rows) : std::string()) +
+            (tokens && tokens->is_array()
+                 ? fmt::format("{}tokenizer.ggml.tokens has {} tokens", rows >= 0 ? " and " : "", tokens->size())
+                 : std::string());
+        if (hp.n_vocab == 0)
+            bad(f, a + "vocab_size",
+                fmt::format("is 0, but it is the number of rows of token_embd.weight{}", counts.empty() ? "" : " (" + counts + ")"));
+        if (rows >= 0 && rows != static_cast<int64_t>(hp.n_vocab))
+            bad(f, a + "vocab_size",
+                fmt::format("is {}, but {}: the key must equal the embedding's row count", hp.n_vocab, counts));
+    } else if (tokens) {
+        hp.n_vocab = static_cast<uint32_t>(tokens->size());
+    } else if (embd && embd->shape.size() == 2) {
+        hp.n_vocab = static_cast<uint32_t>(embd->shape[1]);
     }
     if (hp.n_vocab == 0) bad(f, a + "vocab_size", "is missing and the file has no tokenizer.ggml.tokens to count");
     cap(a + "vocab_size", hp.n_vocab, 1u << 24);

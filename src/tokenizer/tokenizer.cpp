@@ -95,10 +95,8 @@ std::string Tokenizer::token_to_piece(TokenId id, bool render_special) const {
         case TokenType::Unused:
         case TokenType::Undefined: return {};
         case TokenType::Byte:
-            if (t.kind == VocabKind::Spm && s.size() == 6 && s.substr(0, 3) == "<0x") {
-                const int hi = std::stoi(std::string(s.substr(3, 2)), nullptr, 16);
-                return std::string(1, static_cast<char>(hi));
-            }
+            if (t.kind == VocabKind::Spm)  // "<0xNN>": checked at load (vocab.cpp) where it starts with "<0x"
+                if (const auto b = spm_byte_of(s)) return std::string(1, static_cast<char>(*b));
             return std::string(s);
         case TokenType::Normal: break;
     }

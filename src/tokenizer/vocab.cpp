@@ -49,12 +49,37 @@ const gguf::Value& array_key(const gguf::File& f, const char* key, ValueType ele
     return *v;
 }
 
+// Text from the file made safe for a message: control bytes escaped, cut at 40 bytes.
+std::string printable(std::string_view s) {
+    std::string out;
+    for (size_t i = 0; i < s.size() && i < 40; ++i) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7F) out += fmt::format("\\x{:02x}", c);
+        else out += static_cast<char>(c);
+    }
+    if (s.size() > 40) out += fmt::format("...({} bytes)", s.size());
+    return out;
+}
+
 bool uses_llama3_rules(std::string_view pre) {
     return pre == "default" || pre == "llama3" || pre == "llama-bpe" || pre == "llama-v3" || pre == "dbrx" ||
            pre == "smaug-bpe";
 }
 
 }  // namespace
+
+std::optional<uint8_t> spm_byte_of(std::string_view s) noexcept {
+    if (s.size() != 6 || !s.starts_with("<0x") || s[5] != '>') return std::nullopt;
+    auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        return -1;
+    };
+    const int hi = hex(s[3]), lo = hex(s[4]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    return static_cast<uint8_t>(hi * 16 + lo);
+}
 
 Tokenizer::Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 
@@ -105,6 +130,24 @@ std::shared_ptr<Tokenizer::Impl> load_vocab(const gguf::File& f, std::string& al
                 bad(f, "tokenizer.ggml.token_type", fmt::format("entry {} is {}, not a token type (0..6)", i, v));
             t->types[i] = static_cast<TokenType>(v);
         }
+    }
+    if (t->kind == VocabKind::Spm)  // a byte token stands for the byte its text names: <0xNN>
+        for (size_t i = 0; i < n; ++i)
+            if (t->types[i] == TokenType::Byte && t->tokens[i].starts_with("<0x") && !spm_byte_of(t->tokens[i]))
+                throw Error(ErrorCode::InvalidFile,
+                            fmt::format("GGUF file '{}': tokenizer.ggml.tokens: token {} ('{}') is a byte token "
+                                        "(tokenizer.ggml.token_type 6) whose text is not <0xNN> with two hex "
+                                        "digits; the vocabulary cannot be used (convert the model again with a "
+                                        "current converter)",
+                                        f.path(), i, printable(t->tokens[i])));
+    // the model's rows beyond the tokens (a padded vocabulary), for the messages about such ids
+    if (const gguf::Value* arch = f.find("general.architecture"); arch && arch->type() == ValueType::String) {
+        const gguf::Value* vs = f.find(arch->get<std::string>() + ".vocab_size");
+        const gguf::TensorInfo* embd = f.find_tensor("token_embd.weight");
+        size_t rows = 0;
+        if (vs && vs->type() == ValueType::UInt32) rows = vs->get<uint32_t>();
+        else if (embd && embd->shape.size() == 2) rows = static_cast<size_t>(embd->shape[1]);
+        if (rows > n) t->n_rows = rows;
     }
     allocating = fmt::format("the lookup table of {} tokens", n);
     t->ids.reserve(n);
@@ -230,24 +273,29 @@ std::optional<TokenId> Tokenizer::find(std::string_view text) const noexcept {
 }
 
 namespace {
-void check_id(const Tokenizer& t, TokenId id) {
-    if (id < 0 || static_cast<size_t>(id) >= t.size())
+void check_id(const Tokenizer::Impl& t, TokenId id) {
+    const size_t n = t.tokens.size();
+    if (id >= 0 && static_cast<size_t>(id) < n) return;
+    if (id >= 0 && static_cast<size_t>(id) < t.n_rows)
         throw Error(ErrorCode::InvalidArgument,
-                    fmt::format("token id {} is out of range; the vocabulary has {} tokens (0..{})", id, t.size(),
-                                t.size() - 1));
+                    fmt::format("token {} is outside the vocabulary of {} tokens; the model's {} output rows include "
+                                "padding (ids {}..{} have no text)",
+                                id, n, t.n_rows, n, t.n_rows - 1));
+    throw Error(ErrorCode::InvalidArgument,
+                fmt::format("token {} is outside the vocabulary of {} tokens (0..{})", id, n, n - 1));
 }
 }  // namespace
 
 std::string_view Tokenizer::text(TokenId id) const {
-    check_id(*this, id);
+    check_id(*impl_, id);
     return impl_->tokens[id];
 }
 TokenType Tokenizer::type(TokenId id) const {
-    check_id(*this, id);
+    check_id(*impl_, id);
     return impl_->types[id];
 }
 float Tokenizer::score(TokenId id) const {
-    check_id(*this, id);
+    check_id(*impl_, id);
     return impl_->scores[id];
 }
 

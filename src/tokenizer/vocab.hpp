@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -36,6 +37,10 @@ struct Tokenizer::Impl {
     std::vector<TokenId> specials;
     std::vector<TokenId> specials_by_byte[2][256];
 
+    // The model's embedding rows when they are more than the tokens (a padded
+    // vocabulary: ids [tokens.size(), n_rows) have logits but no text); else 0.
+    size_t n_rows = 0;
+
     // SPM: the <0xNN> token of each byte (kNoToken when absent).
     TokenId byte_tokens[256];
 
@@ -52,5 +57,9 @@ struct Tokenizer::Impl {
     void tokenize_spm(std::string_view text, std::vector<TokenId>& out) const;
     void tokenize_bpe(std::string_view text, std::vector<TokenId>& out) const;
 };
+
+// The byte an SPM byte token's text names ("<0x0A>" -> 0x0A); nullopt when the
+// text is not "<0x" + two hex digits + ">".
+std::optional<uint8_t> spm_byte_of(std::string_view text) noexcept;
 
 }  // namespace ember

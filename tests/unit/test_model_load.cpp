@@ -258,3 +258,52 @@ TEST_CASE("model: tensors are checked before the vocabulary is expanded") {
     CHECK(contains(m2, "the tokenizer has 459 tokens"));
     CHECK(contains(m2, "399 embedding rows"));
 }
+
+TEST_CASE("model: vocab_size that is 0 or disagrees with the embedding is named with the real numbers") {
+    // 459 tokens, 459 embedding rows
+    std::string msg = error_of([] { Model::load(write_model("vs0.gguf", {.vocab_size_key = 0})); }, ErrorCode::InvalidFile);
+    CHECK(contains(msg, "llama.vocab_size' is 0"));
+    CHECK(contains(msg, "token_embd.weight has 459 rows"));
+    CHECK(contains(msg, "tokenizer.ggml.tokens has 459 tokens"));
+    CHECK(!contains(msg, "no tokenizer.ggml.tokens"));
+
+    msg = error_of([] { Model::load(write_model("vs100.gguf", {.vocab_size_key = 100})); }, ErrorCode::InvalidFile);
+    CHECK(contains(msg, "llama.vocab_size' is 100"));
+    CHECK(contains(msg, "token_embd.weight has 459 rows"));
+    CHECK(!contains(msg, "100 rows"));
+}
+
+TEST_CASE("model: an SPM byte token whose text names no byte is refused at load, naming the token") {
+    for (const char* text : {"<0xZZ>", "<0x4>", "<0x4G>", "<0x41"}) {
+        CAPTURE(text);
+        const std::string msg = error_of([&] { Model::load(write_model("byte.gguf", {.byte_token_0x41 = text})); },
+                                         ErrorCode::InvalidFile);
+        CHECK(contains(msg, fmt::format("token 68 ('{}')", text)));
+        CHECK(contains(msg, "<0xNN>"));
+    }
+    // lower-case hex digits name a byte too
+    const auto m = Model::load(write_model("byte_lc.gguf", {.byte_token_0x41 = "<0x4a>"}));
+    const TokenId t = 3 + 0x41;
+    CHECK(m->detokenize(std::span<const TokenId>(&t, 1)) == "J");
+}
+
+TEST_CASE("model: ids in a padded vocabulary's extra rows are refused by the tokenizer naming the padding") {
+    const auto m = Model::load(write_model("padded.gguf", {.pad_rows = 41}));
+    REQUIRE(m->tokenizer().size() == 459);
+    REQUIRE(m->info().n_vocab == 500);
+    for (TokenId id : {459, 499}) {
+        const std::string msg = error_of([&] { m->detokenize(std::span<const TokenId>(&id, 1)); },
+                                         ErrorCode::InvalidArgument);
+        CHECK(contains(msg, fmt::format("token {} is outside the vocabulary of 459 tokens; the model's 500 output "
+                                        "rows include padding", id)));
+        error_of([&] { (void)m->tokenizer().text(id); }, ErrorCode::InvalidArgument);
+        StreamingDetokenizer sd(m->tokenizer());
+        error_of([&] { (void)sd.push(id); }, ErrorCode::InvalidArgument);
+    }
+    for (TokenId id : {500, -1}) {
+        const std::string msg = error_of([&] { m->detokenize(std::span<const TokenId>(&id, 1)); },
+                                         ErrorCode::InvalidArgument);
+        CHECK(contains(msg, fmt::format("token {} is outside the vocabulary of 459 tokens (0..458)", id)));
+        CHECK(!contains(msg, "padding"));
+    }
+}
