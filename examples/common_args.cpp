@@ -1,6 +1,7 @@
 // The flags shared by ember-run and ember-chat (see common_args.hpp).
 #include "common_args.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <random>
@@ -77,7 +78,32 @@ ember::Precision parse_precision(std::string_view flag, std::string_view v) {
     throw UsageError(fmt::format("{} must be fast or exact, got '{}'", flag, v));
 }
 
+bool parse_load_flag(const std::string& f, ArgReader& args, ember::LoadOptions& load) {
+    if (f == "--no-mmap") load.use_mmap = false;
+    else if (f == "--mmap") load.use_mmap = true;
+    else if (f == "-lm" || f == "--load-mode") {
+        const std::string v = args.value(f);
+        if (v == "mmap") load.use_mmap = true;
+        else if (v == "none") load.use_mmap = false;
+        else throw UsageError(fmt::format("{} must be mmap or none, got '{}'", f, v));
+    } else
+        return false;
+    return true;
+}
+
+std::string load_help(int column) {
+    const int w = std::max(column - 2, 1);
+    const std::string pad(static_cast<size_t>(column), ' ');
+    return fmt::format("  {:<{}}read the model into memory at load instead of mapping it: the file\n"
+                       "{}may then be changed or deleted while it runs, at the cost of its size\n"
+                       "{}in RAM (default: mapped; replace a mapped model only by renaming a\n"
+                       "{}new file over it, never by rewriting it in place)\n"
+                       "  {:<{}}mmap (the default) or none (as --no-mmap)\n",
+                       "--no-mmap", w, pad, pad, pad, "-lm, --load-mode MODE", w);
+}
+
 bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt, bool with_run_flags) {
+    if (parse_load_flag(f, args, opt.load)) return true;
     auto& sp = opt.generate.sampling;
     auto int_value = [&](int64_t lo, int64_t hi) { return parse_int(f, args.value(f), lo, hi); };
     auto i32_value = [&] { return static_cast<int32_t>(int_value(kI32Min, kI32Max)); };
@@ -137,6 +163,7 @@ std::string common_help(const CommonOptions& d, bool with_run_flags) {
         "                            prompts (default: EMBER_PRECISION, else exact)\n"
         "  -ngl, --n-gpu-layers N    layers to run on the GPU (default {}; the library says when\n"
         "                            it cannot)\n"
+        "{}"
         "generation:\n"
         "  -n, --n-predict N         tokens to generate; -1 = until the end of generation or a\n"
         "                            full context (default {})\n"
@@ -151,7 +178,7 @@ std::string common_help(const CommonOptions& d, bool with_run_flags) {
         "  --seed N                  random seed; -1 = a new one each run (default: a fixed seed,\n"
         "                            so runs repeat)\n"
         "  --stop STR                end generation where STR appears (repeatable; STR is not printed)\n",
-        d.session.n_batch, d.session.n_threads, d.model.n_gpu_layers, d.generate.max_tokens, s.temperature,
+        d.session.n_batch, d.session.n_threads, d.model.n_gpu_layers, load_help(28), d.generate.max_tokens, s.temperature,
         s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.penalty_last_n, s.presence_penalty, s.frequency_penalty);
     if (with_run_flags) h += "  --ignore-eos              keep generating past end-of-generation tokens\n";
     return h;

@@ -31,6 +31,7 @@ struct UsageError : std::runtime_error {
 struct CommonOptions {
     std::string model_path;          // -m
     ember::ModelParams model;        // -ngl
+    ember::LoadOptions load;         // --no-mmap, --load-mode (-lm)
     ember::SessionParams session;    // -c, -b, -t, --kv-type
     ember::Precision precision = ember::Precision::Default;  // --precision (Session::set_precision)
     ember::GenerateParams generate;  // -n, sampling flags, --seed, --stop, --ignore-eos
@@ -67,6 +68,15 @@ float parse_float(std::string_view flag, std::string_view text);
 ember::Precision parse_precision(std::string_view flag, std::string_view value);
 
 bool parse_common_flag(const std::string& flag, ArgReader& args, CommonOptions& opt, bool with_run_flags);
+
+// How the model file is brought into memory, for every tool that loads one:
+// --no-mmap (llama.cpp's long-standing spelling), --mmap, and --load-mode
+// (-lm, current llama.cpp's) mmap|none. Returns false for any other flag;
+// UsageError for a bad mode.
+bool parse_load_flag(const std::string& flag, ArgReader& args, ember::LoadOptions& load);
+// The help lines of those flags (each line indented by two spaces, the
+// descriptions starting at column `column`).
+std::string load_help(int column = 28);
 
 // Checks what can be checked before loading the model: -m given, the sampling
 // parameters (by the library's Sampler, so the limits are the library's),

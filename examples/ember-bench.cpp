@@ -48,6 +48,7 @@ struct BenchOptions {
     int64_t reps = 3;        // -r: timed repetitions per test
     int32_t n_threads = 0;   // -t: 0 = ember's default (one per core)
     int32_t n_gpu_layers = 0;  // -ngl: layers offloaded to the GPU
+    ember::LoadOptions load;   // --no-mmap, --load-mode
     bool json = false;       // --json: a JSON array on stdout instead of the table
     bool bandwidth = false;  // --bandwidth: measure memory read bandwidth too
     ember::Precision precision = ember::Precision::Default;  // --precision
@@ -60,7 +61,7 @@ constexpr int64_t kMaxThreads = 1024;
 
 std::string help() {
     return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [-ngl N] [--precision fast|exact] [--json]\n"
-           "                   [--profile]\n"
+           "                   [--profile] [--no-mmap | -lm mmap|none]\n"
            "       ember-bench --bandwidth [-t N] [--json]\n"
            "Measures prompt processing (ppN: N tokens in one batch from an empty cache) and\n"
            "generation (tgN: N single-token evaluations from an empty cache) in tokens/s,\n"
@@ -74,6 +75,7 @@ std::string help() {
            "  --precision fast|exact  quantized products: 8-bit activations (llama.cpp's; an 8-bit\n"
            "                        GEMM for prompts) or 16-bit (a float GEMM for prompts)\n"
            "                        (default: EMBER_PRECISION, else exact)\n"
+           + ember_tools::load_help(24) +
            "  --json                print a JSON array of results on stdout instead of the table\n"
            "  --bandwidth           measure memory read bandwidth (sums a 1 GiB float buffer,\n"
            "                        best of 5 passes); -m is then optional\n"
@@ -103,6 +105,7 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
         else if (f == "-t" || f == "--threads") opt.n_threads = static_cast<int32_t>(int_value(0, kMaxThreads));
         else if (f == "-ngl" || f == "--n-gpu-layers")
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
+        else if (ember_tools::parse_load_flag(f, args, opt.load)) continue;
         else if (f == "--json") opt.json = true;
         else if (f == "--bandwidth") opt.bandwidth = true;
         else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
@@ -256,7 +259,7 @@ int run(const BenchOptions& opt) {
     }
 
     if (!opt.model_path.empty()) {
-        const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers});
+        const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers}, opt.load);
         ember::SessionParams sp;
         // one session for both tests: room for the longer one, batches as large as the prompt
         sp.n_ctx = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt + opt.n_gen, 1));

@@ -41,12 +41,13 @@ struct Options {
     int32_t n_threads = 0;   // -t
     int64_t n_chunks = -1;   // --chunks: -1 = all
     int32_t n_gpu_layers = 0;
+    ember::LoadOptions load;  // --no-mmap, --load-mode
     ember::Precision precision = ember::Precision::Default;  // --precision
 };
 
 std::string help() {
     return "usage: ember-perplexity -m FILE -f TEXT [-c 512] [-b N] [-t N] [--chunks N] [-ngl N]\n"
-           "                        [--precision fast|exact]\n"
+           "                        [--precision fast|exact] [--no-mmap | -lm mmap|none]\n"
            "Perplexity of the model on TEXT, by llama.cpp's method: chunks of c tokens, each from\n"
            "an empty cache starting with BOS, the second half of each chunk scored.\n"
            "  -m, --model FILE        the GGUF model\n"
@@ -56,6 +57,7 @@ std::string help() {
            "  -t, --threads N         threads (default 0 = one per core)\n"
            "  --chunks N              evaluate only the first N chunks (default: all)\n"
            "  -ngl, --n-gpu-layers N  layers to run on the GPU (default 0)\n"
+           + ember_tools::load_help(26) +
            "  --precision fast|exact  quantized products: 8-bit activations (batches under 16 tokens,\n"
            "                          see -b; and an 8-bit GEMM for larger ones) or 16-bit and a float\n"
            "                          GEMM (default: EMBER_PRECISION, else exact)\n"
@@ -80,6 +82,7 @@ bool parse(int argc, char** argv, Options& opt) {
         else if (f == "-ngl" || f == "--n-gpu-layers")
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
         else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
+        else if (ember_tools::parse_load_flag(f, args, opt.load)) continue;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -115,7 +118,7 @@ double nll_of(std::span<const float> row, ember::TokenId target) {
 
 int run(const Options& opt) {
     const std::string text = read_text(opt.text_path);
-    const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers});
+    const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers}, opt.load);
     const ember::Tokenizer& tok = model->tokenizer();
 
     auto t0 = std::chrono::steady_clock::now();

@@ -63,17 +63,20 @@ struct Options {
     std::string in, out;
     const Target* target = nullptr;
     int n_threads = 0;
+    ember::LoadOptions load;  // --no-mmap, --load-mode: how IN is read
 };
 
 std::string help() {
     std::string types;
     for (const Target& t : kTargets) types += std::string(types.empty() ? "" : ", ") + t.name;
     return fmt::format(
-        "usage: ember-quantize IN.gguf OUT.gguf TYPE [--threads N]\n"
+        "usage: ember-quantize IN.gguf OUT.gguf TYPE [--threads N] [--no-mmap | -lm mmap|none]\n"
         "Writes OUT with every 2-D weight of IN in TYPE (1-D tensors as F32), keeping all metadata.\n"
         "  TYPE           one of {}\n"
         "                 (Q4_K_M and Q5_K_M keep some tensors at Q6_K, as llama.cpp does)\n"
         "  --threads N    threads (default: one per core)\n"
+        "  --no-mmap      read IN into memory first instead of mapping it (default: mapped)\n"
+        "  -lm, --load-mode MODE  mmap (the default) or none (as --no-mmap)\n"
         "  -h, --help     print this help\n"
         "  --version             print ember's version and build\n"
         "OUT must not be IN. Exit status 0 on success, 1 on any error.\n",
@@ -93,6 +96,7 @@ bool parse(int argc, char** argv, Options& opt) {
     while (!args.done()) {
         const std::string f = args.next();
         if (f == "--threads" || f == "-t") opt.n_threads = static_cast<int>(ember_tools::parse_int(f, args.value(f), 1, 1024));
+        else if (ember_tools::parse_load_flag(f, args, opt.load)) continue;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -207,7 +211,7 @@ std::string checked_out(const Options& opt) {
 
 int run(const Options& opt) {
     const std::string out = checked_out(opt);
-    const ember::gguf::File in = ember::gguf::File::open(opt.in);
+    const ember::gguf::File in = ember::gguf::File::open(opt.in, opt.load.use_mmap);
     const Target& tg = *opt.target;
     const bool has_output = in.find_tensor("output.weight") != nullptr;
     const std::string arch = in.get_or<std::string>("general.architecture", "");

@@ -25,6 +25,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: ember-tokenize -m FILE [--ids] [--no-add-special] [--parse-special] [-p TEXT | -f FILE]\n"
+    "                      [--no-mmap | -lm mmap|none]\n"
     "Tokenizes TEXT (-p), the contents of FILE (-f) or standard input.\n"
     "  --ids              print the ids on one line, space-separated\n"
     "                     (default: one 'id<TAB>piece' line per token)\n"
@@ -32,6 +33,8 @@ constexpr const char* kUsage =
     "  --parse-special    text such as <|im_start|> becomes its special token\n"
     "  --stats            print the token count and tokenization speed on stderr\n"
     "  --quiet            print no tokens (with --stats: a benchmark)\n"
+    "  --no-mmap          read the file into memory instead of mapping it (default: mapped)\n"
+    "  -lm, --load-mode MODE  mmap (the default) or none (as --no-mmap)\n"
     "  -h, --help         print this help\n"
     "  --version          print ember's version and build\n";
 
@@ -65,7 +68,7 @@ std::string show(const std::string& piece) {
 // Returns the exit status; stdout's failures are thrown (see common_stdout.hpp).
 int tokenize(int argc, char** argv) {
     std::string model, text, file;
-    bool have_text = false, ids_only = false, stats = false, quiet = false;
+    bool have_text = false, ids_only = false, stats = false, quiet = false, use_mmap = true;
     ember::TokenizeOptions opt;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -84,6 +87,16 @@ int tokenize(int argc, char** argv) {
         else if (a == "--parse-special") opt.parse_special = true;
         else if (a == "--stats") stats = true;
         else if (a == "--quiet") quiet = true;
+        else if (a == "--no-mmap") use_mmap = false;
+        else if (a == "--mmap") use_mmap = true;
+        else if (a == "-lm" || a == "--load-mode") {
+            const std::string v = value("--load-mode");
+            if (v != "mmap" && v != "none") {
+                fmt::print(stderr, "ember-tokenize: error: {} must be mmap or none, got '{}'\n{}", a, v, kUsage);
+                return 2;
+            }
+            use_mmap = v == "mmap";
+        }
         else if (a == "-h" || a == "--help") {
             ember_tools::write_out(kUsage);
             return 0;
@@ -108,7 +121,7 @@ int tokenize(int argc, char** argv) {
         ss << std::cin.rdbuf();
         text = ss.str();
     }
-    const auto tok = ember::Tokenizer::from_gguf(ember::gguf::File::open(model));
+    const auto tok = ember::Tokenizer::from_gguf(ember::gguf::File::open(model, use_mmap));
     const auto t0 = std::chrono::steady_clock::now();
     const auto ids = tok.tokenize(text, opt);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
