@@ -28,6 +28,10 @@
 //        --embd N --layers N --heads N --kv-heads N --ff N --vocab N --ctx N --seed S
 //        --rope-base F --rope-scaling none|linear|yarn --rope-factor F --orig-ctx N
 //        --rope-freqs (adds rope_freqs.weight)  --untied (adds output.weight)  --eps F
+//        --drop NAME (leaves tensor NAME out, e.g. token_embd.weight: with a large --vocab,
+//        a hostile file whose vocabulary is huge and whose weights are incomplete)
+//        --bare-vocab (the tokens after <unk> <s> </s> are short distinct texts, and the
+//        file has no scores or types: the least metadata per token)
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -316,7 +320,7 @@ struct Rng {
 
 void write_synthetic(int argc, char** argv) {
     using ember::gguf::Value;
-    const Args a = parse_args(argc, argv, 2, {"--untied", "--rope-freqs"});
+    const Args a = parse_args(argc, argv, 2, {"--untied", "--rope-freqs", "--bare-vocab"});
     if (a.pos.size() != 1 || !a.has("--type"))
         throw ember::Error(ember::ErrorCode::InvalidArgument, "write-synthetic: expected PATH --type T [options]");
     const ember::TensorType type = parse_type(a.str("--type", ""));
@@ -360,7 +364,15 @@ void write_synthetic(int argc, char** argv) {
     std::vector<std::string> tokens;
     std::vector<float> scores;
     std::vector<int32_t> types;
+    const bool bare = a.has("--bare-vocab");
     for (uint32_t i = 0; i < n_vocab; ++i) {
+        if (bare && i >= 3) {  // short distinct texts (base 62), nothing else: the least metadata per token
+            std::string t;
+            for (uint32_t k = i; k != 0; k /= 62)
+                t += "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"[k % 62];
+            tokens.push_back(std::move(t));
+            continue;
+        }
         if (i < 3) {
             tokens.push_back(i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
             types.push_back(i == 0 ? 2 : 3);  // unknown, control
@@ -375,14 +387,18 @@ void write_synthetic(int argc, char** argv) {
     }
     w.set("tokenizer.ggml.model", Value("llama"));
     w.set("tokenizer.ggml.tokens", Value::array(tokens));
-    w.set("tokenizer.ggml.scores", Value::array(scores));
-    w.set("tokenizer.ggml.token_type", Value::array(types));
+    if (!bare) {
+        w.set("tokenizer.ggml.scores", Value::array(scores));
+        w.set("tokenizer.ggml.token_type", Value::array(types));
+    }
     w.set("tokenizer.ggml.bos_token_id", Value(uint32_t{1}));
     w.set("tokenizer.ggml.eos_token_id", Value(uint32_t{2}));
     w.set("tokenizer.ggml.unknown_token_id", Value(uint32_t{0}));
 
+    const std::string drop = a.str("--drop", "");
     // a matrix of n_out rows of n_in normal deviates times std, in `type`
     const auto matrix = [&](const std::string& name, uint32_t n_in, uint32_t n_out, double std_dev) {
+        if (name == drop) return;
         std::vector<float> x(static_cast<size_t>(n_in) * n_out);
         for (float& v : x) v = static_cast<float>(std_dev * rng.normal());
         const auto bytes = ember::row_bytes(type, x.size());
@@ -399,6 +415,7 @@ void write_synthetic(int argc, char** argv) {
     };
     // a norm weight: 1 + small noise, always F32
     const auto norm = [&](const std::string& name, uint32_t n) {
+        if (name == drop) return;
         std::vector<float> x(n);
         for (float& v : x) v = static_cast<float>(1.0 + 0.1 * rng.normal());
         std::vector<uint8_t> b(n * sizeof(float));
@@ -485,7 +502,8 @@ int main(int argc, char** argv) {
                        "       | greedy MODEL N PROMPT [--ctx N] [--threads N]\n"
                        "       | write-synthetic PATH --type T [--embd N --layers N --heads N --kv-heads N --ff N\n"
                        "         --vocab N --ctx N --seed S --eps F --rope-base F --rope-scaling none|linear|yarn\n"
-                       "         --rope-factor F --orig-ctx N --rope-freqs --untied]\n"
+                       "         --rope-factor F --orig-ctx N --rope-freqs --untied --drop NAME\n"
+                       "         --bare-vocab]\n"
                        "(see the comment at the top of tests/tools/ember-testtool.cpp)\n",
                        stderr);
             return 2;
