@@ -95,9 +95,11 @@ private:
     friend class StreamingDetokenizer;
 };
 
-// Turns a stream of tokens into text without ever emitting part of a UTF-8
-// character: bytes of a character split across tokens are held until the
-// character is complete. With at_start (the tokens begin the text, e.g. right
+// Turns a stream of tokens into valid UTF-8 text without ever emitting part of
+// a character: bytes of a character split across tokens are held until the
+// character is complete, and bytes that cannot form one (byte tokens a model
+// sampled out of order) become U+FFFD, exactly as Python's
+// bytes.decode('utf-8', errors='replace') does on the joined bytes. With at_start (the tokens begin the text, e.g. right
 // after BOS), the first piece loses SPM's added leading space; without it the
 // tokens continue earlier text (generation after a prompt) and keep it.
 class EMBER_API StreamingDetokenizer {
@@ -105,7 +107,7 @@ public:
     explicit StreamingDetokenizer(Tokenizer tokenizer, bool render_special = false, bool at_start = true);
     // The text that became complete with this token (often "", never a partial character).
     std::string push(TokenId id);
-    // Whatever is still held at the end (an incomplete sequence, as raw bytes).
+    // Whatever is still held at the end: an incomplete sequence, as one U+FFFD.
     std::string flush();
     void reset();
 

@@ -21,8 +21,13 @@ inline size_t utf8_len(unsigned char c) {
     return 1;
 }
 
-// Bytes at the end of s that start an incomplete UTF-8 sequence (0..3).
-size_t utf8_incomplete_tail(std::string_view s);
+// Appends the bytes s to out as valid UTF-8: each maximal subpart of an
+// ill-formed sequence becomes one U+FFFD, exactly as Python's
+// bytes.decode('utf-8', errors='replace') does (Unicode's recommended
+// practice). Unless `final`, a valid but incomplete sequence at the end of s
+// is left unconsumed (it may complete with the next bytes). Returns the bytes
+// of s consumed.
+size_t utf8_append_replacing(std::string& out, std::string_view s, bool final);
 
 // Append code point cp (at most U+10FFFF) to out, UTF-8 encoded.
 void utf8_append(std::string& out, uint32_t cp);

@@ -151,15 +151,15 @@ std::string StreamingDetokenizer::push(TokenId id) {
         first_ = false;
     }
     pending_ += piece;
-    const size_t hold = utf8_incomplete_tail(pending_);
-    std::string ready = pending_.substr(0, pending_.size() - hold);
-    pending_.erase(0, pending_.size() - hold);
+    std::string ready;
+    pending_.erase(0, utf8_append_replacing(ready, pending_, /*final=*/false));
     return ready;
 }
 
 std::string StreamingDetokenizer::flush() {
     std::string rest;
-    rest.swap(pending_);
+    utf8_append_replacing(rest, pending_, /*final=*/true);
+    pending_.clear();
     return rest;
 }
 

@@ -21,6 +21,11 @@
 //   ember-testtool greedy MODEL N PROMPT [--ctx N] [--threads N]
 //                                          Session::generate, temperature 0, N tokens: prints
 //                                          the prompt's and the generated ids, then the text
+//   ember-testtool detok-bytes MODEL       stdin: lines of hex bytes; each byte becomes the model's
+//                                          byte token <0xNN>, the tokens go one by one through
+//                                          StreamingDetokenizer, and the joined pieces + flush()
+//                                          come out as one line of hex ("!" first if a piece was
+//                                          not valid UTF-8 on its own)
 //   ember-testtool write-synthetic PATH --type T [options]
 //                                          a small llama-architecture model with random weights:
 //                                          every matrix in type T (quantized with ember's
@@ -278,6 +283,36 @@ void logits(int argc, char** argv) {
 
 // Session::generate at temperature 0: "prompt_ids: ..." and "ids: ..." lines,
 // then "text:" and the generated text to the end of stdout.
+void detok_bytes(int argc, char** argv) {
+    if (argc != 3) throw std::runtime_error("usage: ember-testtool detok-bytes MODEL");
+    const auto model = ember::Model::load(argv[2]);
+    const ember::Tokenizer& tok = model->tokenizer();
+    std::vector<ember::TokenId> byte_token(256);
+    for (int b = 0; b < 256; ++b) {
+        const auto id = tok.find(fmt::format("<0x{:02X}>", b));
+        if (!id) throw std::runtime_error(fmt::format("the model has no byte token <0x{:02X}>", b));
+        byte_token[static_cast<size_t>(b)] = *id;
+    }
+    std::string line;
+    while (std::getline(std::cin, line)) {
+        ember::StreamingDetokenizer d(tok, false, /*at_start=*/false);
+        std::string out;
+        bool bad_piece = false;
+        for (size_t i = 0; i + 1 < line.size(); i += 2) {
+            const int b = std::stoi(line.substr(i, 2), nullptr, 16);
+            const std::string piece = d.push(byte_token[static_cast<size_t>(b)]);
+            bad_piece = bad_piece || ember::utf8_invalid_offset(piece) != std::string_view::npos;
+            out += piece;
+        }
+        const std::string rest = d.flush();
+        bad_piece = bad_piece || ember::utf8_invalid_offset(rest) != std::string_view::npos;
+        out += rest;
+        std::string hex = bad_piece ? "!" : "";
+        for (unsigned char c : out) hex += fmt::format("{:02x}", c);
+        fmt::print("{}\n", hex);
+    }
+}
+
 void greedy(int argc, char** argv) {
     const Args a = parse_args(argc, argv, 2, {});
     if (a.pos.size() != 3) throw ember::Error(ember::ErrorCode::InvalidArgument, "greedy: expected MODEL N PROMPT");
@@ -486,6 +521,8 @@ int main(int argc, char** argv) {
             write_sample(argv[2]);
         } else if (cmd == "logits") {
             logits(argc, argv);
+        } else if (cmd == "detok-bytes") {
+            detok_bytes(argc, argv);
         } else if (cmd == "greedy") {
             greedy(argc, argv);
         } else if (cmd == "write-synthetic") {

@@ -90,7 +90,10 @@ void check_streaming(const Tokenizer& tok, const std::vector<TokenId>& ids, cons
         joined += chunk;
     }
     joined += sd.flush();
-    REQUIRE(joined == whole);
+    REQUIRE(valid_utf8(joined));  // always: bytes that form no character are U+FFFD
+    std::string want;             // ... as Python's errors='replace' (tests/python/test_utf8_out.py checks that)
+    utf8_append_replacing(want, whole, /*final=*/true);
+    REQUIRE(joined == want);
 }
 
 }  // namespace
