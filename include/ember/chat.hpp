@@ -10,10 +10,15 @@
 //   std::string prompt = ember::apply_chat_template(tmpl, messages, /*add_generation_prompt=*/true,
 //                                                   "<s>", "</s>", &warning);
 //   // tokenize `prompt` with special tokens parsed, and without adding another BOS
+//   // -- better: Model::tokenize_chat, which parses them in the template's text only
 //
-// Roles are "system", "user" and "assistant". Content is passed through as is
-// (UTF-8, not escaped); where a template trims content, ember trims what
-// Python's str.strip() would (ASCII and Unicode white space).
+// Roles are "system", "user" and "assistant", in every format (any other role is
+// an error naming these: a role is written into the prompt as template text, so a
+// stray one could forge a turn). Content is passed through as is (UTF-8, not
+// escaped); where a template trims content, ember trims what Python's str.strip()
+// would (ASCII and Unicode white space). render_chat() also says where each
+// content is in the text, so that control-token text a user typed stays text
+// (Model::tokenize_chat).
 //
 // Errors (ember::Error, ErrorCode::InvalidArgument), thrown by format_chat and
 // apply_chat_template; an unknown template is never an error:
@@ -23,8 +28,7 @@
 //     by user, assistant, user, ... (the real templates raise_exception on these;
 //     ember is stricter in one corner: a system message in an odd position, which
 //     some of those templates silently drop or print, is refused too);
-//   - a role other than system/user/assistant in a format that has no such turn
-//     (all but ChatML, SmolLM2, Qwen2 and Llama 3, which print any role by name).
+//   - a role other than system/user/assistant.
 // Two templates refuse any system message (Mistral legacy, Gemma 1/2); ember
 // folds it into the first user message instead, as the newer template of the
 // same family does (see ChatFormat::MistralLegacy and ChatFormat::Gemma).
@@ -34,6 +38,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "ember/export.hpp"
 
@@ -91,6 +97,21 @@ EMBER_API std::optional<ChatFormat> detect_chat_format(std::string_view jinja_te
 // Throws ember::Error (InvalidArgument) for the conversations listed at the top.
 EMBER_API std::string format_chat(ChatFormat f, std::span<const ChatMessage> messages, bool add_generation_prompt,
                                   std::string_view bos, std::string_view eos);
+
+// A rendered conversation, and where the messages' contents are in its text:
+// byte ranges [first, second), in order. The rest is the template's own text.
+struct RenderedChat {
+    std::string text;
+    std::vector<std::pair<size_t, size_t>> content;
+};
+
+// format_chat with the content ranges.
+EMBER_API RenderedChat render_chat(ChatFormat f, std::span<const ChatMessage> messages, bool add_generation_prompt,
+                                   std::string_view bos, std::string_view eos);
+// apply_chat_template (below) with the content ranges.
+EMBER_API RenderedChat render_chat(std::string_view jinja_template, std::span<const ChatMessage> messages,
+                                   bool add_generation_prompt, std::string_view bos, std::string_view eos,
+                                   std::string* warning = nullptr);
 
 // Template text -> detect_chat_format -> format_chat. An unknown or empty
 // template renders ChatML and sets *warning (if given) to a message naming the

@@ -105,6 +105,17 @@ public:
     // with parse_special = true and add_special = false.
     std::string apply_chat_template(std::span<const ChatMessage> messages, bool add_generation_prompt = true,
                                     std::string* warning = nullptr) const;
+    // apply_chat_template, with the byte ranges of the messages' contents in the text.
+    RenderedChat render_chat(std::span<const ChatMessage> messages, bool add_generation_prompt = true,
+                             std::string* warning = nullptr) const;
+    // The conversation rendered (as apply_chat_template) and tokenized for
+    // generation, without another BOS: control tokens are parsed in the template's
+    // own text only. The messages' contents are tokenized as the text they are, so
+    // a user who types "<|im_start|>system" into a message cannot start a system
+    // turn; parse_special_in_content = true parses control tokens there too (what
+    // tokenizing apply_chat_template's text with parse_special does, as llama.cpp).
+    std::vector<TokenId> tokenize_chat(std::span<const ChatMessage> messages, bool add_generation_prompt = true,
+                                       bool parse_special_in_content = false, std::string* warning = nullptr) const;
 
     struct Impl;  // defined inside the library
     const Impl& impl() const noexcept { return *impl_; }

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ember/export.hpp"
@@ -80,6 +81,12 @@ public:
     const std::vector<TokenId>& eog_tokens() const noexcept;
 
     std::vector<TokenId> tokenize(std::string_view text, const TokenizeOptions& opt = {}) const;
+    // The same, where the byte ranges [first, second) of `plain` (in order, not
+    // overlapping) are text as typed: no control token is parsed in them or across
+    // their edges, whatever opt.parse_special says (user-defined tokens still are).
+    // For a prompt of template text around untrusted content (Model::tokenize_chat).
+    std::vector<TokenId> tokenize(std::string_view text, const TokenizeOptions& opt,
+                                  std::span<const std::pair<size_t, size_t>> plain) const;
     // The bytes of one token (SPM: U+2581 as space, <0xNN> as the byte; BPE:
     // the byte-level characters mapped back to bytes). Control tokens give ""
     // unless render_special. May be an incomplete UTF-8 sequence.

@@ -98,13 +98,20 @@ std::string_view strip(std::string_view s) {
     throw Error(ErrorCode::InvalidArgument, fmt::format("chat format {}: {}", chat_format_name(f), what));
 }
 
+// Every format takes system, user and assistant messages and no other role: a
+// role is written into the prompt as template text, so one that is not among
+// these (a typo, "tool" before tool calls exist, "user<|im_end|>...") could
+// forge a turn or inject control tokens.
 void require_known_roles(ChatFormat f, std::span<const ChatMessage> messages) {
     for (size_t i = 0; i < messages.size(); ++i) {
         const std::string& r = messages[i].role;
-        if (r != "system" && r != "user" && r != "assistant")
-            invalid(f, fmt::format("message {} has role \"{}\"; this format takes only system, user and assistant "
-                                   "messages (tool messages are not supported)",
-                                   i, r));
+        if (r != "system" && r != "user" && r != "assistant") {
+            std::string shown;
+            for (char c : r.substr(0, 40)) shown += c == '\n' ? std::string("\\n") : std::string(1, c);
+            invalid(f, fmt::format("message {} has role \"{}{}\"; the roles are system, user and assistant "
+                                   "(tool messages are not supported yet)",
+                                   i, shown, r.size() > 40 ? "..." : ""));
+        }
     }
 }
 
@@ -133,58 +140,96 @@ Turns split_turns(ChatFormat f, std::span<const ChatMessage> messages) {
 
 // ---- the renderers ------------------------------------------------------------------
 
+// The prompt being written, and where the messages' contents are in it: the
+// template's own text may hold control tokens, the contents never do (see
+// Model::tokenize_chat).
+class Out {
+public:
+    explicit Out(std::string_view start = {}) : r_{std::string(start), {}} {}
+    Out& operator+=(std::string_view template_text) {
+        r_.text += template_text;
+        return *this;
+    }
+    void content(std::string_view c) {
+        const size_t begin = r_.text.size();
+        r_.text += c;
+        if (!c.empty()) r_.content.emplace_back(begin, r_.text.size());
+    }
+    RenderedChat take() { return std::move(r_); }
+
+private:
+    RenderedChat r_;
+};
+
 // ChatML, with the system turn some models' templates add when the conversation has none.
-std::string render_chatml(std::span<const ChatMessage> messages, bool gen, std::string_view default_system) {
-    std::string out;
-    if (!default_system.empty() && messages[0].role != "system")
-        out += fmt::format("<|im_start|>system\n{}<|im_end|>\n", default_system);
-    for (const ChatMessage& m : messages) out += fmt::format("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content);
+RenderedChat render_chatml(std::span<const ChatMessage> messages, bool gen, std::string_view default_system) {
+    Out out;
+    if (!default_system.empty() && messages[0].role != "system") {
+        out += "<|im_start|>system\n";
+        out += default_system;
+        out += "<|im_end|>\n";
+    }
+    for (const ChatMessage& m : messages) {
+        out += "<|im_start|>";
+        out += m.role;
+        out += "\n";
+        out.content(m.content);
+        out += "<|im_end|>\n";
+    }
     if (gen) out += "<|im_start|>assistant\n";
-    return out;
+    return out.take();
 }
 
-std::string render_llama2(std::span<const ChatMessage> messages, std::string_view bos, std::string_view eos) {
+RenderedChat render_llama2(std::span<const ChatMessage> messages, std::string_view bos, std::string_view eos) {
     const Turns t = split_turns(ChatFormat::Llama2, messages);
-    std::string out;
+    Out out;
     for (size_t i = 0; i < t.turns.size(); ++i) {
         const ChatMessage& m = t.turns[i];
         if (m.role == "assistant") {
-            out += fmt::format(" {} {}", strip(m.content), eos);
-        } else if (i == 0 && t.system) {  // the template strips the whole "<<SYS>>...U" text
-            const std::string content = fmt::format("<<SYS>>\n{}\n<</SYS>>\n\n{}", t.system->content, m.content);
-            out += fmt::format("{}[INST] {} [/INST]", bos, strip(content));
-        } else {
-            out += fmt::format("{}[INST] {} [/INST]", bos, strip(m.content));
+            out += " ";
+            out.content(strip(m.content));
+            out += " ";
+            out += eos;
+            continue;
         }
+        out += bos;
+        out += "[INST] ";
+        if (i == 0 && t.system) {  // the template strips the whole "<<SYS>>...U" text (no control tokens in it)
+            const std::string content = fmt::format("<<SYS>>\n{}\n<</SYS>>\n\n{}", t.system->content, m.content);
+            out.content(strip(content));
+        } else {
+            out.content(strip(m.content));
+        }
+        out += " [/INST]";
     }
-    return out;
+    return out.take();
 }
 
-std::string llama3_turn(std::string_view role, std::string_view content) {
-    return fmt::format("<|start_header_id|>{}<|end_header_id|>\n\n{}<|eot_id|>", role, strip(content));
+void llama3_turn(Out& out, std::string_view role, std::string_view content) {
+    out += "<|start_header_id|>";
+    out += role;
+    out += "<|end_header_id|>\n\n";
+    out.content(strip(content));
+    out += "<|eot_id|>";
 }
 
-std::string render_llama3(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
-    std::string out(bos);
-    for (const ChatMessage& m : messages) out += llama3_turn(m.role, m.content);
+RenderedChat render_llama3(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
+    Out out(bos);
+    for (const ChatMessage& m : messages) llama3_turn(out, m.role, m.content);
     if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-    return out;
+    return out.take();
 }
 
-std::string render_llama31(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
+RenderedChat render_llama31(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
     const bool has_system = messages[0].role == "system";
-    for (size_t i = 0; i < messages.size(); ++i)
-        if (messages[i].role == "tool" || messages[i].role == "ipython")
-            invalid(ChatFormat::Llama31, fmt::format("message {} has role \"{}\"; tool messages are not supported",
-                                                     i, messages[i].role));
-    std::string out(bos);
+    Out out(bos);
     out += "<|start_header_id|>system<|end_header_id|>\n\n";
     out += "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
-    if (has_system) out += strip(messages[0].content);
+    if (has_system) out.content(strip(messages[0].content));
     out += "<|eot_id|>";
-    for (const ChatMessage& m : messages.subspan(has_system ? 1 : 0)) out += llama3_turn(m.role, m.content);
+    for (const ChatMessage& m : messages.subspan(has_system ? 1 : 0)) llama3_turn(out, m.role, m.content);
     if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-    return out;
+    return out.take();
 }
 
 // The [INST] formats differ in spaces, in whether the reply is stripped, and in which
@@ -198,48 +243,67 @@ struct MistralStyle {
                           // message (v3), otherwise before the first user message
 };
 
-std::string render_mistral(ChatFormat f, const MistralStyle& s, std::span<const ChatMessage> messages,
-                           std::string_view bos, std::string_view eos) {
+RenderedChat render_mistral(ChatFormat f, const MistralStyle& s, std::span<const ChatMessage> messages,
+                            std::string_view bos, std::string_view eos) {
     const Turns t = split_turns(f, messages);
-    std::string out(bos);
+    Out out(bos);
     for (size_t i = 0; i < t.turns.size(); ++i) {
         const ChatMessage& m = t.turns[i];
         if (m.role == "assistant") {
             out += s.reply_prefix;
-            out += s.strip_reply ? strip(m.content) : std::string_view(m.content);
+            out.content(s.strip_reply ? strip(m.content) : std::string_view(m.content));
             out += eos;
             continue;
         }
         const size_t carrier = s.system_on_last ? t.turns.size() - 1 : 0;
-        const bool with_system = t.system && i == carrier;
-        out += fmt::format("{}{}{}{}{}", s.open, with_system ? t.system->content : "", with_system ? "\n\n" : "",
-                           m.content, s.close);
+        out += s.open;
+        if (t.system && i == carrier) {
+            out.content(t.system->content);
+            out += "\n\n";
+        }
+        out.content(m.content);
+        out += s.close;
     }
-    return out;
+    return out.take();
 }
 
-std::string render_mistral_v7(std::span<const ChatMessage> messages, std::string_view bos, std::string_view eos) {
-    require_known_roles(ChatFormat::MistralV7, messages);
-    std::string out(bos);
+RenderedChat render_mistral_v7(std::span<const ChatMessage> messages, std::string_view bos, std::string_view eos) {
+    Out out(bos);
     for (const ChatMessage& m : messages) {
-        if (m.role == "user") out += fmt::format("[INST] {}[/INST]", m.content);
-        else if (m.role == "system") out += fmt::format("[SYSTEM_PROMPT] {}[/SYSTEM_PROMPT]", m.content);
-        else out += fmt::format(" {}{}", m.content, eos);
+        if (m.role == "user") {
+            out += "[INST] ";
+            out.content(m.content);
+            out += "[/INST]";
+        } else if (m.role == "system") {
+            out += "[SYSTEM_PROMPT] ";
+            out.content(m.content);
+            out += "[/SYSTEM_PROMPT]";
+        } else {
+            out += " ";
+            out.content(m.content);
+            out += eos;
+        }
     }
-    return out;
+    return out.take();
 }
 
-std::string render_gemma(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
+RenderedChat render_gemma(std::span<const ChatMessage> messages, bool gen, std::string_view bos) {
     const Turns t = split_turns(ChatFormat::Gemma, messages);
-    std::string out(bos);
+    Out out(bos);
     for (size_t i = 0; i < t.turns.size(); ++i) {
         const ChatMessage& m = t.turns[i];
-        const bool with_system = i == 0 && t.system;  // Gemma 3: "S\n\n" before the first user text
-        out += fmt::format("<start_of_turn>{}\n{}{}{}<end_of_turn>\n", m.role == "assistant" ? "model" : "user",
-                           with_system ? t.system->content : "", with_system ? "\n\n" : "", strip(m.content));
+        out += "<start_of_turn>";
+        out += m.role == "assistant" ? "model" : "user";
+        out += "\n";
+        if (i == 0 && t.system) {  // Gemma 3: "S\n\n" before the first user text
+            out.content(t.system->content);
+            out += "\n\n";
+        }
+        out.content(strip(m.content));
+        out += "<end_of_turn>\n";
     }
     if (gen) out += "<start_of_turn>model\n";
-    return out;
+    return out.take();
 }
 
 // The first characters of a template, on one line, for a message.
@@ -288,7 +352,7 @@ std::optional<ChatFormat> detect_chat_format(std::string_view t) noexcept {
     return std::nullopt;
 }
 
-std::string format_chat(ChatFormat f, std::span<const ChatMessage> messages, bool add_generation_prompt,
+RenderedChat render_chat(ChatFormat f, std::span<const ChatMessage> messages, bool add_generation_prompt,
                         std::string_view bos, std::string_view eos) {
     if (messages.empty())
         invalid(f, "the message list is empty; pass at least one message, e.g. {\"user\", \"Hello\"}");
@@ -297,13 +361,13 @@ std::string format_chat(ChatFormat f, std::span<const ChatMessage> messages, boo
     constexpr MistralStyle kV3{"[INST] ", "[/INST]", " ", true, true};
     constexpr MistralStyle kV3Tekken{"[INST]", "[/INST]", "", false, true};
     const bool gen = add_generation_prompt;
+    require_known_roles(f, messages);
     switch (f) {
         case ChatFormat::ChatML: return render_chatml(messages, gen, "");
         case ChatFormat::SmolLM2:
             return render_chatml(messages, gen, "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
         case ChatFormat::Qwen2: return render_chatml(messages, gen, "You are a helpful assistant.");
         case ChatFormat::Qwen25:
-            require_known_roles(f, messages);  // the real template drops or rewraps other roles
             return render_chatml(messages, gen, "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
         case ChatFormat::Llama2: return render_llama2(messages, bos, eos);
         case ChatFormat::Llama3: return render_llama3(messages, gen, bos);
@@ -319,9 +383,14 @@ std::string format_chat(ChatFormat f, std::span<const ChatMessage> messages, boo
                 fmt::format("format_chat: {} is not a ChatFormat value", static_cast<int>(f)));
 }
 
-std::string apply_chat_template(std::string_view jinja_template, std::span<const ChatMessage> messages,
-                                 bool add_generation_prompt, std::string_view bos, std::string_view eos,
-                                 std::string* warning) {
+std::string format_chat(ChatFormat f, std::span<const ChatMessage> messages, bool add_generation_prompt,
+                        std::string_view bos, std::string_view eos) {
+    return render_chat(f, messages, add_generation_prompt, bos, eos).text;
+}
+
+RenderedChat render_chat(std::string_view jinja_template, std::span<const ChatMessage> messages,
+                          bool add_generation_prompt, std::string_view bos, std::string_view eos,
+                          std::string* warning) {
     if (warning) warning->clear();
     std::optional<ChatFormat> f = detect_chat_format(jinja_template);
     if (!f) {
@@ -340,7 +409,13 @@ std::string apply_chat_template(std::string_view jinja_template, std::span<const
     // A template that never writes bos_token/eos_token cannot output them.
     if (!has(jinja_template, "bos_token")) bos = {};
     if (!has(jinja_template, "eos_token")) eos = {};
-    return format_chat(*f, messages, add_generation_prompt, bos, eos);
+    return render_chat(*f, messages, add_generation_prompt, bos, eos);
+}
+
+std::string apply_chat_template(std::string_view jinja_template, std::span<const ChatMessage> messages,
+                                 bool add_generation_prompt, std::string_view bos, std::string_view eos,
+                                 std::string* warning) {
+    return render_chat(jinja_template, messages, add_generation_prompt, bos, eos, warning).text;
 }
 
 }  // namespace ember

@@ -19,20 +19,27 @@ constexpr std::string_view kSpaceMark = "\xE2\x96\x81";  // U+2581, SentencePiec
 
 // Cuts text into plain spans and special tokens, matching the longest special
 // token at the leftmost position (as Hugging Face's added-token matcher does).
-// Control and unknown tokens take part only with parse_special; user-defined
+// Control and unknown tokens take part only with parse_special, and never in
+// (or across the edge of) a byte range of `plain` (sorted, disjoint); user-defined
 // tokens always do.
-std::vector<Fragment> partition(const Tokenizer::Impl& t, std::string_view text, bool parse_special) {
+std::vector<Fragment> partition(const Tokenizer::Impl& t, std::string_view text, bool parse_special,
+                                std::span<const std::pair<size_t, size_t>> plain = {}) {
     std::vector<Fragment> out;
-    const auto& by_byte = t.specials_by_byte[parse_special ? 1 : 0];  // longest first
     size_t start = 0;
+    size_t r = 0;  // the first range of `plain` that does not end at or before i
     for (size_t i = 0; i < text.size();) {
+        while (r < plain.size() && plain[r].second <= i) ++r;
+        const bool in_plain = r < plain.size() && plain[r].first <= i;
+        const size_t plain_next = r < plain.size() ? plain[r].first : text.size();  // where the next range begins
+        const auto& by_byte = t.specials_by_byte[parse_special && !in_plain ? 1 : 0];  // longest first
         TokenId hit = kNoToken;
         for (TokenId id : by_byte[static_cast<unsigned char>(text[i])]) {
             const std::string_view s = t.tokens[id];
-            if (text.compare(i, s.size(), s) == 0) {
-                hit = id;
-                break;
-            }
+            if (text.compare(i, s.size(), s) != 0) continue;
+            // a control token must lie wholly outside the plain ranges
+            if (!in_plain && t.types[id] != TokenType::UserDefined && i + s.size() > plain_next) continue;
+            hit = id;
+            break;
         }
         if (hit == kNoToken) {
             ++i;
@@ -50,13 +57,25 @@ std::vector<Fragment> partition(const Tokenizer::Impl& t, std::string_view text,
 }  // namespace
 
 std::vector<TokenId> Tokenizer::tokenize(std::string_view text, const TokenizeOptions& opt) const {
+    return tokenize(text, opt, {});
+}
+
+std::vector<TokenId> Tokenizer::tokenize(std::string_view text, const TokenizeOptions& opt,
+                                         std::span<const std::pair<size_t, size_t>> plain) const {
     const Impl& t = *impl_;
+    for (size_t k = 0; k < plain.size(); ++k)
+        if (plain[k].first > plain[k].second || plain[k].second > text.size() ||
+            (k > 0 && plain[k].first < plain[k - 1].second))
+            throw Error(ErrorCode::InvalidArgument,
+                        fmt::format("Tokenizer::tokenize: plain range {} [{}, {}) is not in order within the {} "
+                                    "bytes of the text",
+                                    k, plain[k].first, plain[k].second, text.size()));
     std::vector<TokenId> out;
     out.reserve(text.size() / 3 + 4);
     if (opt.add_special && t.add_bos && t.bos != kNoToken) out.push_back(t.bos);
     bool prev_special = true;  // SPM adds its space prefix at the start and after special tokens
     std::string buf;
-    for (const Fragment& fr : partition(t, text, opt.parse_special)) {
+    for (const Fragment& fr : partition(t, text, opt.parse_special, plain)) {
         if (fr.token != kNoToken) {
             out.push_back(fr.token);
             prev_special = true;
