@@ -109,6 +109,7 @@ ember_stop_reason to_c(StopReason r) {
         case StopReason::Callback: return EMBER_STOP_CALLBACK;
         case StopReason::Cancelled: return EMBER_STOP_CANCELLED;
         case StopReason::ContextFull: return EMBER_STOP_CONTEXT_FULL;
+        case StopReason::Error: return EMBER_STOP_ERROR;
     }
     return EMBER_STOP_MAX_TOKENS;
 }
@@ -282,17 +283,14 @@ ember_status generate(const char* fn, ember_session* session, const ember_genera
         };
     try {
         session->last = run(gp, cb);
-    } catch (const Error& e) {
-        if (e.code() == ErrorCode::Cancelled) {
-            session->last.stop_reason = StopReason::Cancelled;
-            write_result(result, session->last);
-        }
+    } catch (const GenerateError& e) {
+        // a failed or cancelled call keeps what it produced: the result holds it, with
+        // stop_reason EMBER_STOP_ERROR (or EMBER_STOP_CANCELLED), and the status says why
+        session->last = e.result();
+        write_result(result, session->last);
         throw;
     }
     write_result(result, session->last);
-    if (session->last.stop_reason == StopReason::Cancelled)
-        return fail(EMBER_ERR_CANCELLED, std::string(fn) + ": cancelled by ember_session_cancel after " +
-                                             std::to_string(session->last.tokens.size()) + " generated tokens");
     return EMBER_OK;
 }
 
@@ -441,26 +439,61 @@ ember_status ember_token_is_eog(const ember_model* model, ember_token token, int
     });
 }
 
+namespace {
+// The C messages as C++ ones, checked (NULL pointers, UTF-8), into *out.
+ember_status chat_messages(const char* fn, const ember_chat_message* messages, size_t n_messages,
+                           std::vector<ember::ChatMessage>* out) {
+    if (messages == nullptr) return null_arg(fn, "messages");
+    if (n_messages == 0) return invalid(fn, "n_messages is 0; a conversation needs at least one message");
+    out->resize(n_messages);
+    for (size_t i = 0; i < n_messages; ++i) {
+        const std::string at = "messages[" + std::to_string(i) + "]";
+        if (messages[i].role == nullptr) return invalid(fn, at + ".role is NULL");
+        if (messages[i].content == nullptr) return invalid(fn, at + ".content is NULL");
+        (*out)[i].role = messages[i].role;
+        (*out)[i].content = messages[i].content;
+        if (auto s = check_utf8(fn, at + ".role", (*out)[i].role)) return s;
+        if (auto s = check_utf8(fn, at + ".content", (*out)[i].content)) return s;
+    }
+    return EMBER_OK;
+}
+}  // namespace
+
 ember_status ember_apply_chat_template(const ember_model* model, const ember_chat_message* messages,
                                        size_t n_messages, int add_generation_prompt, char* buf, size_t buf_size,
                                        size_t* needed) {
     static constexpr const char* fn = "ember_apply_chat_template";
     return guarded(fn, [&]() -> ember_status {
         if (auto st = check_model(fn, model)) return st;
-        if (messages == nullptr) return null_arg(fn, "messages");
-        if (n_messages == 0) return invalid(fn, "n_messages is 0; a conversation needs at least one message");
-        std::vector<ember::ChatMessage> msgs(n_messages);
-        for (size_t i = 0; i < n_messages; ++i) {
-            const std::string at = "messages[" + std::to_string(i) + "]";
-            if (messages[i].role == nullptr) return invalid(fn, at + ".role is NULL");
-            if (messages[i].content == nullptr) return invalid(fn, at + ".content is NULL");
-            msgs[i].role = messages[i].role;
-            msgs[i].content = messages[i].content;
-            if (auto s = check_utf8(fn, at + ".role", msgs[i].role)) return s;
-            if (auto s = check_utf8(fn, at + ".content", msgs[i].content)) return s;
-        }
+        std::vector<ember::ChatMessage> msgs;
+        if (auto s = chat_messages(fn, messages, n_messages, &msgs)) return s;
         return write_text(fn, model->model->apply_chat_template(msgs, add_generation_prompt != 0), buf, buf_size,
                           needed);
+    });
+}
+
+ember_status ember_tokenize_chat(const ember_model* model, const ember_chat_message* messages, size_t n_messages,
+                                 int add_generation_prompt, int parse_special_in_content, ember_token* tokens,
+                                 size_t capacity, size_t* n_tokens) {
+    static constexpr const char* fn = "ember_tokenize_chat";
+    return guarded(fn, [&]() -> ember_status {
+        if (auto st = check_model(fn, model)) return st;
+        if (n_tokens == nullptr) return null_arg(fn, "n_tokens");
+        *n_tokens = 0;
+        if (tokens == nullptr && capacity != 0)
+            return invalid(fn, "tokens is NULL but capacity is " + std::to_string(capacity));
+        std::vector<ember::ChatMessage> msgs;
+        if (auto s = chat_messages(fn, messages, n_messages, &msgs)) return s;
+        const std::vector<ember::TokenId> ids =
+            model->model->tokenize_chat(msgs, add_generation_prompt != 0, parse_special_in_content != 0);
+        *n_tokens = ids.size();
+        const size_t n = std::min(capacity, ids.size());
+        if (n > 0) std::memcpy(tokens, ids.data(), n * sizeof(ember_token));
+        if (n < ids.size() && tokens != nullptr)
+            return fail(EMBER_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": capacity " + std::to_string(capacity) +
+                                                        " is too small; the conversation has " +
+                                                        std::to_string(ids.size()) + " tokens (see *n_tokens)");
+        return EMBER_OK;
     });
 }
 
@@ -584,6 +617,7 @@ const char* ember_stop_reason_name(ember_stop_reason reason) {
         case EMBER_STOP_CALLBACK: return "callback";
         case EMBER_STOP_CANCELLED: return "cancelled";
         case EMBER_STOP_CONTEXT_FULL: return "context_full";
+        case EMBER_STOP_ERROR: return "error";
     }
     return "unknown";
 }
@@ -661,6 +695,15 @@ ember_status ember_session_cancel(ember_session* session) {
     return guarded(fn, [&]() -> ember_status {
         if (auto st = check_session(fn, session)) return st;
         session->session->cancel();
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_clear_cancel(ember_session* session) {
+    static constexpr const char* fn = "ember_session_clear_cancel";
+    return guarded(fn, [&]() -> ember_status {
+        if (auto st = check_session(fn, session)) return st;
+        session->session->clear_cancel();
         return EMBER_OK;
     });
 }

@@ -52,8 +52,7 @@ inline ember_status null_arg(const char* fn, const char* arg) noexcept {
 // with the name of the C function.
 template <class F> ember_status guarded(const char* fn, F&& f) noexcept {
     try {
-        last_error().clear();
-        return f();
+        return f();  // a success leaves ember_last_error() as it was: it names the last failure
     } catch (const Error& e) {
         return fail(to_status(e.code()), std::string(fn) + ": " + e.what());
     } catch (const std::bad_alloc&) {

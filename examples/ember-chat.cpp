@@ -35,6 +35,7 @@ struct ChatOptions {
     ember_tools::CommonOptions common;
     std::string system;  // -sys / -sysf
     bool timings = false;  // --timings
+    bool parse_special = false;  // --parse-special: control-token text in messages is parsed
     ChatOptions() { common.generate.max_tokens = -1; }  // a reply ends where the model ends it
 };
 
@@ -62,7 +63,10 @@ std::string help() {
            "  -sysf, --system-prompt-file FILE  the system prompt read from FILE (UTF-8)\n"
            "  -s, --seed N              the random seed, as llama.cpp's -s (see --seed below)\n"
            "  --timings                 after each reply, print on stderr the tokens reused from the\n"
-           "                            cache and a timing line (prompt here = the new part only)\n" +
+           "                            cache and a timing line (prompt here = the new part only)\n"
+           "  --parse-special           control-token text typed in a message (e.g. <|im_start|>)\n"
+           "                            becomes the control token; by default it stays text, so a\n"
+           "                            message cannot open a turn of another role\n" +
            ember_tools::common_help(ChatOptions{}.common, /*with_run_flags=*/false) +
            "other:\n"
            "  -h, --help                print this help\n"
@@ -96,6 +100,8 @@ bool parse(int argc, char** argv, ChatOptions& opt) {
         }
         else if (f == "--timings")
             opt.timings = true;
+        else if (f == "--parse-special")
+            opt.parse_special = true;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -114,7 +120,8 @@ bool parse(int argc, char** argv, ChatOptions& opt) {
 class Chat {
 public:
     Chat(std::shared_ptr<const ember::Model> model, ember::Session& session, const ChatOptions& opt)
-        : model_(std::move(model)), session_(session), params_(opt.common.generate) {
+        : model_(std::move(model)), session_(session), params_(opt.common.generate),
+          parse_special_(opt.parse_special) {
         if (!opt.system.empty()) history_.push_back({"system", opt.system});
         first_ = history_.size();
     }
@@ -138,7 +145,13 @@ public:
             const size_t keep = std::min(static_cast<size_t>(diverge - prompt.begin()), prompt.size() - 1);
             session_.truncate(keep);
             reused_ = keep;
-            ember::GenerateResult r = session_.generate(std::span(prompt).subspan(keep), params_, on_piece);
+            ember::GenerateResult r;
+            try {
+                r = session_.generate(std::span(prompt).subspan(keep), params_, on_piece);
+            } catch (const ember::GenerateError& e) {
+                if (e.code() != ember::ErrorCode::Cancelled || e.result().tokens.empty()) throw;
+                r = e.result();  // a reply stopped by Ctrl-C: what was shown of it stays in the conversation
+            }
             history_.push_back({"assistant", r.text});
             return r;
         } catch (...) {
@@ -182,12 +195,13 @@ private:
 
     std::vector<ember::TokenId> render() {
         std::string warning;
-        const std::string text = model_->apply_chat_template(history_, /*add_generation_prompt=*/true, &warning);
+        std::vector<ember::TokenId> tokens =
+            model_->tokenize_chat(history_, /*add_generation_prompt=*/true, parse_special_, &warning);
         if (!warning.empty() && !warned_) {
             fmt::print(stderr, "ember-chat: warning: {}\n", warning);
             warned_ = true;
         }
-        return model_->tokenize(text, {.add_special = false, .parse_special = true});
+        return tokens;
     }
 
     std::shared_ptr<const ember::Model> model_;
@@ -197,6 +211,7 @@ private:
     size_t first_ = 0;                         // index of the first message that may be dropped
     size_t reused_ = 0;
     bool warned_ = false;
+    bool parse_special_ = false;
 };
 
 // Script mode: a reply on one line, reversibly.

@@ -119,7 +119,10 @@ int run(const RunOptions& opt) {
     char last = opt.echo && !prompt.empty() ? prompt.back() : '\n';
     ember::GenerateResult result;
     bool by_ctrl_c = false;
+    std::string failure;  // an error part-way: the text so far was printed; said after it
     if (echoed) {
+        // a Ctrl-C while the prompt is tokenized is held by the session: generate() then
+        // returns at once as cancelled, and the exit status is 130
         ember_tools::Watch watch(interrupts, session);
         try {
             result = session.generate(prompt, common.generate, [&](std::string_view piece) {
@@ -127,20 +130,25 @@ int run(const RunOptions& opt) {
                 if (!piece.empty()) last = piece.back();
                 return true;
             });
-        } catch (const ember::Error& e) {
-            if (e.code() != ember::ErrorCode::Cancelled) throw;  // cancelled while evaluating the prompt
-            result.stop_reason = ember::StopReason::Cancelled;
+        } catch (const ember::GenerateError& e) {
+            result = e.result();  // what was generated before the cancel or the error
+            if (e.code() != ember::ErrorCode::Cancelled) failure = e.what();
         }
         by_ctrl_c = interrupts.interrupted();
     }
     // A closed stdout (its reader has gone) stopped the generation: a normal end,
     // reported by the timing line as any stop is. Any other write error is an error.
     if (!ember_tools::stdout_closed()) {
-        // A terminal gets the shell prompt on a line of its own; a pipe gets exactly the text.
-        if (last != '\n' && isatty(STDOUT_FILENO)) ember_tools::stream_out("\n");
+        // The output ends with a newline, on a terminal (the shell prompt on a line of
+        // its own) and in a pipe or file (a text file's last line is complete).
+        if (last != '\n') ember_tools::stream_out("\n");
         ember_tools::check_stdout();
     }
     fmt::print(stderr, "{}\n", ember_tools::timing_line(result));
+    if (!failure.empty()) {
+        fmt::print(stderr, "ember-run: error: {}\n", failure);
+        return 1;
+    }
     return by_ctrl_c ? 130 : 0;
 }
 

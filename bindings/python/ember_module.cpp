@@ -50,7 +50,10 @@ void add_error_classes(py::module_& m) {
          "An allocation failed (also a MemoryError)."},
         {ember::ErrorCode::Backend, "BackendError", nullptr, "A compute backend failed (e.g. the CUDA runtime)."},
         {ember::ErrorCode::Internal, "InternalError", nullptr, "A bug in ember; please report it."},
-        {ember::ErrorCode::Cancelled, "CancelledError", nullptr, "Session.cancel() interrupted the operation."},
+        {ember::ErrorCode::Cancelled, "CancelledError", nullptr,
+         "Session.cancel() interrupted the operation, or was held for it (a cancel that arrives while nothing "
+         "runs stops the next eval or generation at once; reset() withdraws it). From a generation, `result` "
+         "holds what it produced."},
     };
     for (const ErrorClass& c : classes) {
         const std::string qualified = std::string("ember.") + c.name;
@@ -65,10 +68,24 @@ void add_error_classes(py::module_& m) {
         g_classes[static_cast<size_t>(c.code)] = cls;  // keeps the reference PyErr_NewExceptionWithDoc gave
     }
     py::reinterpret_borrow<py::object>(base).attr("code") = "error";
+    // what a failed or cancelled generation produced (a GenerateResult); None for other errors
+    py::reinterpret_borrow<py::object>(base).attr("result") = py::none();
     // `base` keeps its reference too: the module attribute and the subclasses hold it
     py::register_exception_translator([](std::exception_ptr p) {
         try {
             if (p) std::rethrow_exception(p);
+        } catch (const ember::GenerateError& e) {
+            // the exception carries the partial result: exc.result (stop_reason 'error' or 'cancelled')
+            const auto i = static_cast<size_t>(e.code());
+            PyObject* cls = i < kNumCodes && g_classes[i] ? g_classes[i]
+                                                           : g_classes[static_cast<size_t>(ember::ErrorCode::Internal)];
+            try {
+                py::object exc = py::reinterpret_borrow<py::object>(cls)(e.what());
+                exc.attr("result") = py::cast(e.result());
+                PyErr_SetObject(cls, exc.ptr());
+            } catch (py::error_already_set& inner) {
+                inner.restore();  // making the exception failed (out of memory): raise that
+            }
         } catch (const ember::Error& e) {
             const auto i = static_cast<size_t>(e.code());
             PyErr_SetString(i < kNumCodes && g_classes[i] ? g_classes[i] : g_classes[static_cast<size_t>(ember::ErrorCode::Internal)],

@@ -11,12 +11,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 #include <mutex>
 #include <span>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -64,14 +67,72 @@ SessionPtr make_session(const ModelPtr& model, int64_t n_ctx, int64_t n_batch, i
     return box;
 }
 
-// The prompt tokens of a conversation (rendered with the model's template).
-std::vector<ember::TokenId> chat_prompt(const ember::Model& model, const std::vector<ember::ChatMessage>& messages) {
+// Runs f() on box.session (holding box.mu) on a thread of its own, while this
+// Python thread waits with the GIL released and checks for Ctrl-C every
+// kSignalCheck: a KeyboardInterrupt cancels the call, waits for it to stop (at
+// its next check, between layers) and is raised, the session usable (a cancel
+// the call did not take is withdrawn). On any other thread than Python's main
+// one there are no signals to check, and this only waits.
+template <class F> void run_interruptible(SessionBox& box, F&& f) {
+    std::exception_ptr err;
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread worker;
+    {
+        py::gil_scoped_release release;
+        try {
+            worker = std::thread([&] {
+                try {
+                    std::lock_guard<std::mutex> lock(box.mu);
+                    f();
+                } catch (...) {
+                    err = std::current_exception();
+                }
+                std::lock_guard<std::mutex> lk(m);
+                done = true;
+                cv.notify_all();
+            });
+        } catch (const std::system_error& e) {
+            throw ember::Error(ember::ErrorCode::OutOfMemory,
+                               std::string("cannot start a thread for the call: ") + e.what());
+        }
+    }
+    for (;;) {
+        bool finished = false;
+        {
+            py::gil_scoped_release release;
+            std::unique_lock<std::mutex> lk(m);
+            finished = cv.wait_for(lk, kSignalCheck, [&] { return done; });
+        }
+        if (finished) break;
+        if (PyErr_CheckSignals() != 0) {  // Ctrl-C (or another signal handler raised)
+            py::error_already_set interrupt;
+            {
+                py::gil_scoped_release release;
+                box.session.cancel();
+                worker.join();
+                box.session.clear_cancel();
+            }
+            throw interrupt;
+        }
+    }
+    {
+        py::gil_scoped_release release;
+        worker.join();
+    }
+    if (err) std::rethrow_exception(err);
+}
+
+// The prompt tokens of a conversation, rendered with the model's template:
+// control tokens come from the template's text only, unless parse_special.
+std::vector<ember::TokenId> chat_prompt(const ember::Model& model, const std::vector<ember::ChatMessage>& messages,
+                                        bool parse_special) {
     std::string warning;
     std::vector<ember::TokenId> ids;
     {
         py::gil_scoped_release release;
-        const std::string text = model.apply_chat_template(messages, /*add_generation_prompt=*/true, &warning);
-        ids = model.tokenize(text, {.add_special = false, .parse_special = true});
+        ids = model.tokenize_chat(messages, /*add_generation_prompt=*/true, parse_special, &warning);
     }
     if (!warning.empty()) warn(warning);
     if (ids.empty())
@@ -111,21 +172,20 @@ StreamPtr start_stream(const SessionPtr& box, GenerateJob job) {
     return s;
 }
 
-// Runs `job` to the end on this thread, without streaming; returns the text.
+// Runs `job` to the end, without streaming (Ctrl-C interrupts it); returns the text.
 py::str run_now(SessionBox& box, const GenerateJob& job) {
     close_active(box);
     ember::GenerateResult r;
-    {
-        py::gil_scoped_release release;
-        std::lock_guard<std::mutex> lock(box.mu);
-        r = job(box.session, {});
-    }
+    run_interruptible(box, [&] { r = job(box.session, {}); });
     return decode(r.text);
 }
 
 py::object chat(const SessionPtr& box, py::handle messages, bool stream, const py::kwargs& kwargs, const char* fn) {
     ember::GenerateParams gp = generate_params(kwargs, fn);
-    GenerateJob job = chat_job(chat_prompt(*box->model->model, chat_messages(messages, fn)), std::move(gp));
+    // in a chat, parse_special is about the messages' contents, and off unless asked for
+    const bool parse_special = kwargs.contains("parse_special") && gp.parse_special;
+    GenerateJob job =
+        chat_job(chat_prompt(*box->model->model, chat_messages(messages, fn), parse_special), std::move(gp));
     if (stream) return py::cast(start_stream(box, std::move(job)));
     return run_now(*box, job);
 }
@@ -243,12 +303,15 @@ void bind_inference(py::module_& m) {
 
     py::class_<ember::GenerateResult>(m, "GenerateResult", "What a finished generation produced (Generation.result).")
         .def_property_readonly("text", [](const ember::GenerateResult& r) { return decode(r.text); },
-                               "The generated text, stop string excluded.")
+                               "The generated text, stop string excluded. Bytes the model produced that are "
+                               "not valid UTF-8 are U+FFFD, as bytes.decode('utf-8', errors='replace') gives; "
+                               "`tokens` keep them.")
         .def_readonly("tokens", &ember::GenerateResult::tokens,
                       "The generated token ids (including a final end-of-generation token).")
         .def_property_readonly("stop_reason", [](const ember::GenerateResult& r) { return ember::stop_reason_name(r.stop_reason); },
                                "Why generation ended: 'max_tokens', 'eog', 'stop_string', 'callback' (the "
-                               "Generation was closed early), 'cancelled' or 'context_full'.")
+                               "Generation was closed early), 'cancelled', 'context_full' or 'error' (on the "
+                               "`result` of an ember.Error raised part-way).")
         .def_readonly("n_prompt_tokens", &ember::GenerateResult::n_prompt_tokens, "Tokens in the call's prompt.")
         .def_readonly("prompt_ms", &ember::GenerateResult::prompt_ms, "Milliseconds evaluating the prompt.")
         .def_readonly("generate_ms", &ember::GenerateResult::generate_ms,
@@ -267,8 +330,10 @@ text that token completed (a piece is never part of a UTF-8 character nor text
 that may still turn out to be a stop string). When the iterator is exhausted,
 `result` holds the whole GenerateResult. Closing it early (break out of the
 loop, close(), leaving a `with` block, or dropping it) stops the generation
-where it is; Session.cancel() from another thread ends it too (stop_reason
-'cancelled').)doc")
+where it is; Session.cancel() from another thread ends it with CancelledError
+from next(), whose `result` (and this `result`) holds what was generated
+(stop_reason 'cancelled'). An error part-way raises likewise, with stop_reason
+'error'.)doc")
         .def("__iter__", [](py::object self) { return self; }, "The Generation itself.")
         .def("__next__", &next_piece, "The next piece of text; StopIteration at the end.")
         .def(
@@ -431,15 +496,13 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
                 py::array_t<float> rows;
                 if (all_logits) rows = py::array_t<float>({static_cast<py::ssize_t>(ids.size()), n_vocab});
                 float* out = all_logits ? rows.mutable_data() : nullptr;
-                {
-                    py::gil_scoped_release release;
-                    std::lock_guard<std::mutex> lock(box.mu);
+                run_interruptible(box, [&] {
                     box.session.eval(ids, all_logits);
                     if (out) {
                         const auto all = box.session.all_logits();
                         std::memcpy(out, all.data(), all.size() * sizeof(float));
                     }
-                }
+                });
                 if (all_logits) return rows;
                 return py::none();
             },
@@ -448,7 +511,9 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
             "Afterwards `logits` is the row of the last token. With all_logits=True it returns a new "
             "float32 array [len(tokens), n_vocab] of every token's logits (else None). "
             "InvalidArgumentError for an empty list, an id outside the vocabulary, or more tokens than the "
-            "context has room for; CancelledError when cancel() interrupted it.")
+            "context has room for; CancelledError when cancel() interrupted it (or was held for it: see "
+            "cancel()). Ctrl-C stops it within ~0.1 s (KeyboardInterrupt; the tokens of the batches that "
+            "completed stay in the history).")
         .def_property_readonly(
             "logits",
             [](py::object self) -> py::object {
@@ -485,10 +550,13 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
             },
             py::arg("messages"), py::kw_only(), py::arg("stream") = false,
             "The assistant's reply to a conversation ([{'role': ..., 'content': ...}, ...], the whole of it "
-            "every time): a str, or with stream=True a Generation of pieces. The conversation is rendered "
-            "with the model's chat template; the part of it the session's cache already holds (the earlier "
-            "turns, when the previous call was on the same conversation) is not evaluated again. The other "
-            "keyword arguments are those of generate().")
+            "every time): a str, or with stream=True a Generation of pieces. Roles are 'system', 'user' and "
+            "'assistant'. The conversation is rendered with the model's chat template; control-token text "
+            "typed in a message (e.g. '<|im_start|>') stays text unless parse_special=True. The part of it "
+            "the session's cache already holds (the earlier turns, when the previous call was on the same "
+            "conversation) is not evaluated again. The other keyword arguments are those of generate(). "
+            "Ctrl-C stops a non-streaming reply within ~0.1 s (KeyboardInterrupt); a failure part-way "
+            "raises an ember.Error whose `result` holds the reply so far.")
         .def(
             "reset",
             [](SessionBox& box) {
@@ -497,7 +565,7 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
                 std::lock_guard<std::mutex> lock(box.mu);
                 box.session.reset();
             },
-            "Empties the history (ending an unfinished Generation first).")
+            "Empties the history (ending an unfinished Generation first) and withdraws a held cancel().")
         .def(
             "truncate",
             [](SessionBox& box, int64_t n) {
@@ -513,12 +581,15 @@ where it is; Session.cancel() from another thread ends it too (stop_reason
         .def(
             "cancel",
             [](SessionBox& box) {
-                box.session.cancel();
-                if (StreamPtr s = box.active.lock()) s->cancel();
+                StreamPtr s = box.active.lock();
+                if (s && !s->done()) s->cancel();  // the stream's generation takes it (or it is withdrawn)
+                else box.session.cancel();
             },
-            "Stops the eval() or generation running now on another thread at its next check (between "
-            "layers): eval() raises CancelledError, a Generation ends with stop_reason 'cancelled'. "
-            "Without anything running it has no effect. Safe from any thread; never blocks.")
+            "Stops the eval(), chat() or Generation running now on another thread at its next check "
+            "(between layers): it raises CancelledError, whose `result` holds what a generation produced "
+            "(stop_reason 'cancelled'). A cancel is never lost: with nothing running it is held, and the "
+            "next eval() or generation raises CancelledError at once, having done nothing; reset() "
+            "withdraws it. The same rule as in C and C++. Safe from any thread; never blocks.")
         .def_property_readonly(
             "tokens",
             [](SessionBox& box) {

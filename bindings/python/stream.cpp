@@ -50,13 +50,27 @@ void Stream::produce() {
         std::unique_lock<std::mutex> running(box_->mu);
         try {
             r = job_(box_->session, [&](std::string_view p) { return hand_off(p, running); });
+        } catch (const ember::GenerateError& e) {
+            r = e.result();  // what it produced before it failed or was cancelled
+            err = std::current_exception();
         } catch (...) {
             err = std::current_exception();
         }
+        // a cancel this stream sent (stop()) that the call did not take -- it was paused in
+        // hand_off, or had just finished -- must not be held for the session's next call
+        std::lock_guard<std::mutex> lk(m_);
+        if (stop_) box_->session.clear_cancel();
     }
     std::lock_guard<std::mutex> lk(m_);
     result_ = std::move(r);
-    if (cancelled_ && result_.stop_reason == ember::StopReason::Callback) result_.stop_reason = ember::StopReason::Cancelled;
+    if (cancelled_ && result_.stop_reason == ember::StopReason::Callback) {
+        // Session.cancel() met the producer paused between pieces: a cancellation, said as
+        // everywhere else -- CancelledError from next(), with the result so far
+        result_.stop_reason = ember::StopReason::Cancelled;
+        if (!err)
+            err = std::make_exception_ptr(ember::GenerateError(
+                ember::ErrorCode::Cancelled, "Session.generate: cancelled by Session.cancel()", result_));
+    }
     error_ = err;
     done_ = true;
     cv_.notify_all();
@@ -87,6 +101,10 @@ void Stream::stop(bool cancelled) {
     if (!started_) {  // never started: nothing to stop
         done_ = true;
         result_.stop_reason = cancelled_ ? ember::StopReason::Cancelled : ember::StopReason::Callback;
+        if (cancelled_)
+            error_ = std::make_exception_ptr(ember::GenerateError(
+                ember::ErrorCode::Cancelled, "Session.generate: cancelled by Session.cancel() before it started",
+                result_));
     } else {
         // the producer is inside generate() (done_ is set only after it returns, under
         // m_), so this cancel cannot reach a later call on the session

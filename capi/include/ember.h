@@ -81,7 +81,9 @@ extern "C" {
 #endif
 
 /* Bumped when functions are added; never reset. */
-#define EMBER_ABI_VERSION 2  /* 2: models, sessions, tokenizer, generation */
+#define EMBER_ABI_VERSION 3  /* 2: models, sessions, tokenizer, generation;
+                                3: EMBER_ERR_MISUSE, thread caps and session warnings,
+                                   EMBER_STOP_ERROR, held cancels, use_mmap */
 
 typedef enum ember_status {
     EMBER_OK = 0,
@@ -111,8 +113,11 @@ EMBER_CAPI const char* ember_version(void);
    Unknown values give "EMBER_ERR_UNKNOWN". Never NULL. */
 EMBER_CAPI const char* ember_status_name(ember_status status);
 
-/* The message of the last failed call on this thread ("" if none). The
-   pointer stays valid until the next ember call on this thread. */
+/* The message of the last failed call on this thread ("" if none has failed).
+   A successful call leaves it as it is (as errno), so check the status first:
+   the message belongs to the last call that returned something other than
+   EMBER_OK. The pointer stays valid until the next failing ember call on this
+   thread. */
 EMBER_CAPI const char* ember_last_error(void);
 
 /* Build information (version, CPU features, the CPU kernel set, whether the
@@ -233,8 +238,9 @@ EMBER_CAPI ember_status ember_token_to_piece(const ember_model* model, ember_tok
 EMBER_CAPI ember_status ember_token_is_eog(const ember_model* model, ember_token token, int* is_eog);
 
 /* One message of a conversation: both strings UTF-8, NUL-terminated, owned by
-   the caller. role is "system", "user" or "assistant". (A plain data record,
-   not a params struct: it never grows.) */
+   the caller. role is "system", "user" or "assistant" (any other role is
+   EMBER_ERR_INVALID_ARGUMENT naming these). (A plain data record, not a params
+   struct: it never grows.) */
 typedef struct ember_chat_message {
     const char* role;
     const char* content;
@@ -244,8 +250,11 @@ typedef struct ember_chat_message {
    model has none, or one ember does not recognise) into buf[buf_size] with a
    terminating NUL; *needed (may be NULL) receives the bytes needed including
    the NUL. add_generation_prompt != 0 ends the text with the assistant's turn
-   header. Tokenize the result with parse_special = 1 and add_special = 0, or
-   pass it to ember_session_generate (whose default params do that).
+   header. To generate from a conversation, prefer ember_tokenize_chat and
+   ember_session_generate_tokens: tokenizing this text with parse_special = 1
+   (as ember_session_generate's default params do) also turns control-token
+   text that a user typed into a message (e.g. "<|im_start|>system") into
+   control tokens.
    buf may be NULL only when buf_size is 0 (a size query).
    EMBER_ERR_BUFFER_TOO_SMALL: as ember_detokenize. EMBER_ERR_INVALID_ARGUMENT:
    model NULL, messages NULL or n_messages 0, a NULL or invalid UTF-8 role or
@@ -254,6 +263,18 @@ typedef struct ember_chat_message {
 EMBER_CAPI ember_status ember_apply_chat_template(const ember_model* model, const ember_chat_message* messages,
                                                   size_t n_messages, int add_generation_prompt, char* buf,
                                                   size_t buf_size, size_t* needed);
+
+/* Renders messages[n_messages] as ember_apply_chat_template does and tokenizes
+   the text for ember_session_generate_tokens (no BOS beyond what the template
+   writes): control tokens are parsed in the template's own text only, and the
+   messages' contents are tokenized as the text they are, so a message cannot
+   forge a turn; parse_special_in_content != 0 parses control-token text in the
+   contents too (llama.cpp's behaviour). *n_tokens, tokens[capacity] and the
+   errors are as ember_tokenize's, plus those of ember_apply_chat_template. */
+EMBER_CAPI ember_status ember_tokenize_chat(const ember_model* model, const ember_chat_message* messages,
+                                            size_t n_messages, int add_generation_prompt,
+                                            int parse_special_in_content, ember_token* tokens, size_t capacity,
+                                            size_t* n_tokens);
 
 /* ------------------------------------------------------------------------ */
 /* Sessions                                                                 */
@@ -309,8 +330,9 @@ EMBER_CAPI void ember_session_free(ember_session* session);
    n_batch). Afterwards ember_session_logits gives the row of the last token.
    EMBER_ERR_INVALID_ARGUMENT: session or tokens NULL, n_tokens 0, an id
    outside the vocabulary, more tokens than the cache has room for (nothing is
-   evaluated then). EMBER_ERR_CANCELLED: ember_session_cancel interrupted it
-   (the tokens of the batches that completed stay in the history and the
+   evaluated then). EMBER_ERR_CANCELLED: ember_session_cancel interrupted it,
+   or came before the call and was held for it (nothing is evaluated then;
+   see ember_session_cancel); after an interruption the tokens of the batches that completed stay in the history and the
    cache; the rest of this call's tokens are dropped, so a retry does not
    repeat them -- ember_session_n_past says how many are kept -- and there
    are no logits until the next eval or generate). A backend or memory error
@@ -326,8 +348,11 @@ EMBER_CAPI ember_status ember_session_eval(ember_session* session, const ember_t
    generate), ember_session_truncate or ember_session_reset. */
 EMBER_CAPI ember_status ember_session_logits(const ember_session* session, const float** logits, size_t* n_vocab);
 
-/* Receives each piece of generated text as soon as it is complete: never part
-   of a UTF-8 character, never text that may turn out to be a stop string.
+/* Receives each piece of generated text as soon as it is complete: always
+   valid UTF-8 (bytes the model produced that are not -- byte tokens -- become
+   U+FFFD as Python's bytes.decode('utf-8', errors='replace') does; the tokens
+   keep the bytes), never part of a character, never text that may turn out to
+   be a stop string.
    piece[len] is '\0', but use len: the model may generate a NUL byte. piece is
    valid only during the call. Return nonzero to go on,
    0 to stop generation (ember_generate_result.stop_reason is then
@@ -377,10 +402,11 @@ typedef enum ember_stop_reason {
     EMBER_STOP_STRING = 2,       /* the text reached a stop string */
     EMBER_STOP_CALLBACK = 3,     /* the piece callback returned 0 */
     EMBER_STOP_CANCELLED = 4,    /* ember_session_cancel was called */
-    EMBER_STOP_CONTEXT_FULL = 5  /* the KV cache is full (only with max_tokens -1) */
+    EMBER_STOP_CONTEXT_FULL = 5, /* the KV cache is full (only with max_tokens -1) */
+    EMBER_STOP_ERROR = 6         /* the call failed part-way; its status and ember_last_error say why */
 } ember_stop_reason;
 
-/* "max_tokens", "eog", "stop_string", "callback", "cancelled", "context_full";
+/* "max_tokens", "eog", "stop_string", "callback", "cancelled", "context_full", "error";
    "unknown" for other values. Never NULL; static storage. */
 EMBER_CAPI const char* ember_stop_reason_name(ember_stop_reason reason);
 
@@ -389,7 +415,9 @@ EMBER_CAPI const char* ember_stop_reason_name(ember_stop_reason reason);
    its next generate, reset, truncate or free. */
 typedef struct ember_generate_result {
     size_t struct_size;
-    const char* text;              /* the generated text, NUL-terminated, stop string excluded */
+    const char* text;              /* the generated text, NUL-terminated, stop string excluded;
+                                      valid UTF-8 (see ember_piece_callback). After
+                                      EMBER_STOP_CALLBACK: exactly the pieces the callback got */
     size_t text_len;               /* its length in bytes */
     const ember_token* tokens;     /* [n_tokens] the generated tokens, including a final
                                       end-of-generation token */
@@ -406,15 +434,22 @@ typedef struct ember_generate_result {
    params->max_tokens tokens (params NULL: defaults), passing their text to
    on_piece (may be NULL) as it is produced. The prompt and the generated
    tokens stay in the cache: call ember_session_reset to start over. result
-   (may be NULL) receives the text and statistics, also when the call fails
-   after generating something.
+   (may be NULL) receives the text and statistics, also when the call fails:
+   a call that fails or is cancelled after generating keeps what it produced --
+   result holds those tokens and their text, with stop_reason EMBER_STOP_ERROR
+   (EMBER_STOP_CANCELLED when cancelled), and the session's history holds
+   exactly the prompt and those tokens.
    Errors: EMBER_ERR_INVALID_ARGUMENT (session or prompt NULL, prompt not valid
    UTF-8, a prompt that does not fit in the context (never silently truncated),
    an out-of-range param such as temperature -1 or top_p 2, named in the
    message, result->struct_size too small); EMBER_ERR_CANCELLED
-   (ember_session_cancel stopped it; result holds what was generated, with
-   stop_reason EMBER_STOP_CANCELLED). A callback returning 0, a stop string,
-   an end-of-generation token or max_tokens are EMBER_OK. */
+   (ember_session_cancel stopped it, or was held from before the call; result
+   holds what was generated, with stop_reason EMBER_STOP_CANCELLED: a
+   cancellation is reported the same way in C, C++ and Python); any other error
+   part-way (EMBER_ERR_INVALID_FILE for non-finite logits from a corrupt model,
+   EMBER_ERR_BACKEND, EMBER_ERR_OUT_OF_MEMORY) with stop_reason EMBER_STOP_ERROR.
+   A callback returning 0, a stop string, an end-of-generation token or
+   max_tokens are EMBER_OK. */
 EMBER_CAPI ember_status ember_session_generate(ember_session* session, const char* prompt,
                                                const ember_generate_params* params, ember_piece_callback on_piece,
                                                void* user_data, ember_generate_result* result);
@@ -427,7 +462,8 @@ EMBER_CAPI ember_status ember_session_generate_tokens(ember_session* session, co
                                                       ember_piece_callback on_piece, void* user_data,
                                                       ember_generate_result* result);
 
-/* Empties the cache (a new conversation). EMBER_ERR_INVALID_ARGUMENT: session NULL. */
+/* Empties the cache (a new conversation) and withdraws a held cancel.
+   EMBER_ERR_INVALID_ARGUMENT: session NULL. */
 EMBER_CAPI ember_status ember_session_reset(ember_session* session);
 
 /* Keeps the first n_keep tokens of the cache (to regenerate from a point).
@@ -436,9 +472,17 @@ EMBER_CAPI ember_status ember_session_truncate(ember_session* session, size_t n_
 
 /* Asks the ember_session_eval or ember_session_generate running now on
    another thread to stop at its next check (between layers); that call then
-   returns EMBER_ERR_CANCELLED. Without a call running it has no effect. Safe
-   from any thread, never blocks. EMBER_ERR_INVALID_ARGUMENT: session NULL. */
+   returns EMBER_ERR_CANCELLED. A cancel is never lost: without a call running
+   it is held, and the next eval or generate on the session returns
+   EMBER_ERR_CANCELLED at once, having done nothing (ember_session_reset and
+   ember_session_clear_cancel withdraw it). Safe from any thread, never blocks.
+   EMBER_ERR_INVALID_ARGUMENT: session NULL. */
 EMBER_CAPI ember_status ember_session_cancel(ember_session* session);
+
+/* Withdraws a cancel that no call has taken yet (one that arrived just after
+   the call it meant to stop had ended, say). Safe from any thread, never
+   blocks. EMBER_ERR_INVALID_ARGUMENT: session NULL. */
+EMBER_CAPI ember_status ember_session_clear_cancel(ember_session* session);
 
 /* *n_past receives the number of tokens in the session's history: those in
    the cache, plus the last token sampled by ember_session_generate while it

@@ -18,6 +18,16 @@
 // thread. Errors are ember::Error; a failed call leaves the session usable:
 // the tokens of its batches that completed stay in the history, the rest of
 // its tokens are dropped (so a retry does not repeat them).
+//
+// Cancellation is an error, in C++, C and Python alike: a cancelled eval()
+// throws Error(Cancelled); a cancelled generate() throws GenerateError (code
+// Cancelled) whose result() holds what it produced, with StopReason::Cancelled.
+// Any other failure of generate() is a GenerateError too, its result() holding
+// the tokens and text generated before it, with StopReason::Error; the history
+// then holds exactly the prompt and those tokens. A cancel is never lost: one
+// that arrives while no call runs is held, and the next eval() or generate()
+// returns at once as cancelled, having done nothing; reset() and
+// clear_cancel() withdraw a held cancel.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +38,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ember/error.hpp"
 #include "ember/export.hpp"
 #include "ember/model.hpp"
 #include "ember/sampler.hpp"
@@ -74,6 +85,7 @@ enum class StopReason {
     Callback,         // the piece callback returned false
     Cancelled,        // cancel() was called
     ContextFull,      // the context (n_ctx tokens) is full
+    Error,            // the call failed part-way: see GenerateError
 };
 EMBER_API const char* stop_reason_name(StopReason r) noexcept;  // "max_tokens", "eog", ...
 
@@ -90,7 +102,10 @@ struct GenerateParams {
 };
 
 struct GenerateResult {
-    std::string text;             // the generated text, stop string excluded
+    std::string text;             // the generated text, stop string excluded; always valid UTF-8: bytes the
+                                  // model produced that are not (byte tokens) become U+FFFD as Python's
+                                  // bytes.decode('utf-8', errors='replace') does (tokens keep the bytes).
+                                  // After a callback stop: exactly the pieces the callback received
     std::vector<TokenId> tokens;  // the generated tokens (including a final end-of-generation token)
     StopReason stop_reason = StopReason::MaxTokens;
     size_t n_prompt_tokens = 0;   // tokens in this call's prompt (all of them, also when cancelled)
@@ -99,10 +114,23 @@ struct GenerateResult {
     double time_to_first_token_ms = 0;  // from the call to the first token sampled
 };
 
-// Receives each piece of generated text as soon as it is complete (never part
-// of a UTF-8 character, never text that may turn out to be a stop string).
+// Receives each piece of generated text as soon as it is complete (valid UTF-8,
+// never part of a character, never text that may turn out to be a stop string).
 // Return false to stop generation.
 using PieceCallback = std::function<bool(std::string_view piece)>;
+
+// What Session::generate throws: an Error that also carries what the call
+// produced before it failed or was cancelled (result().stop_reason is
+// StopReason::Cancelled for code() Cancelled, else StopReason::Error). Catch it
+// before ember::Error to keep a partial reply.
+class EMBER_API GenerateError : public Error {
+public:
+    GenerateError(ErrorCode code, const std::string& message, GenerateResult partial);
+    const GenerateResult& result() const noexcept { return *result_; }
+
+private:
+    std::shared_ptr<const GenerateResult> result_;  // shared: exceptions are copied
+};
 
 class EMBER_API Session {
 public:
@@ -118,9 +146,11 @@ public:
     // Runs the forward pass over `tokens`, appended to the cache, in batches of
     // up to n_batch. Afterwards logits() is the row for the last token; with
     // all_logits, all_logits() holds one row per token of this call.
-    // InvalidArgument for an empty list, an id outside the vocabulary, or more
-    // tokens than the cache has room for (nothing is evaluated then).
-    // Error(Cancelled) when cancel() interrupted it between two batches or layers.
+    // InvalidArgument for an empty list, an id outside the vocabulary (the
+    // tokenizer's tokens: rows of a padded output matrix past them are not
+    // tokens), or more tokens than the cache has room for (nothing is evaluated
+    // then). Error(Cancelled) when cancel() interrupted it between two batches
+    // or layers, or was held from before the call (nothing is evaluated then).
     void eval(std::span<const TokenId> tokens, bool all_logits = false);
 
     // [n_vocab] the row after the last token of tokens(); empty when there is
@@ -131,22 +161,30 @@ public:
 
     // Tokenizes `prompt` (see GenerateParams), evaluates it after what the cache
     // holds, then samples up to max_tokens tokens, streaming their text to
-    // on_piece. InvalidArgument when the prompt is not valid UTF-8, when it
-    // does not fit in the context (no silent truncation), or for absurd params.
+    // on_piece. Every error is a GenerateError (see the top of this file):
+    // InvalidArgument when the prompt is not valid UTF-8, when it does not fit in
+    // the context (no silent truncation), or for absurd params; Cancelled when
+    // cancel() stopped it. An exception thrown by on_piece passes through as it is.
     GenerateResult generate(std::string_view prompt, const GenerateParams& params = {},
                             const PieceCallback& on_piece = {});
     // The same with a tokenized prompt (may be empty when the cache is not).
     GenerateResult generate(std::span<const TokenId> prompt, const GenerateParams& params = {},
                             const PieceCallback& on_piece = {});
 
-    // Empties the history.
+    // Empties the history and withdraws a held cancel.
     void reset();
     // Keeps the first n tokens of the history (n > n_past(): InvalidArgument).
     void truncate(size_t n);
     // Stops the eval() or generate() running now on another thread at its next
-    // check (between layers); generate() then returns with StopReason::Cancelled.
-    // Without a call running it has no effect. Safe from any thread, never blocks.
+    // check (between layers); it then throws Error(Cancelled) (eval) or
+    // GenerateError(Cancelled) (generate). Without a call running, the cancel is
+    // held: the next eval() or generate() throws so at once, having done
+    // nothing (reset() or clear_cancel() withdraw it). Safe from any thread,
+    // never blocks.
     void cancel() noexcept;
+    // Withdraws a cancel that no call has taken yet (e.g. one that arrived just
+    // after the call it meant to stop had ended). Safe from any thread.
+    void clear_cancel() noexcept;
 
     std::span<const TokenId> tokens() const noexcept;  // the history, in order (see the top of this file)
     size_t n_past() const noexcept;                    // tokens().size()

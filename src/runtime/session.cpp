@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <new>
 
@@ -70,9 +71,13 @@ const char* stop_reason_name(StopReason r) noexcept {
         case StopReason::Callback: return "callback";
         case StopReason::Cancelled: return "cancelled";
         case StopReason::ContextFull: return "context_full";
+        case StopReason::Error: return "error";
     }
     return "unknown";
 }
+
+GenerateError::GenerateError(ErrorCode code, const std::string& message, GenerateResult partial)
+    : Error(code, message), result_(std::make_shared<const GenerateResult>(std::move(partial))) {}
 
 const char* precision_name(Precision p) noexcept {
     switch (p) {
@@ -133,9 +138,15 @@ struct Session::Impl {
     std::vector<float> logits;      // [n_vocab] the row of tokens[n_evaluated - 1]
     bool logits_valid = false;      // logits belong to the last token and nothing is pending
     std::vector<float> all_logits;  // [n, n_vocab] rows of the last eval(..., true)
+    // set by cancel(), taken (cleared) by the call it stops, or by the next one
+    // when no call was running (a cancel is never lost); reset() clears it
     std::atomic<bool> cancel{false};
+    void take_cancel_or_throw(const char* fn);  // a held cancel: clear it, throw Error(Cancelled)
 
     ~Impl();
+    void generate(std::span<const TokenId> prompt, const GenerateParams& params, const PieceCallback& on_piece,
+                  GenerateResult& r, bool& in_callback);
+    [[noreturn]] void rethrow_as_generate_error(GenerateResult r, bool from_callback);
     void check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const;
     void eval(std::span<const TokenId> ids, bool want_all);
     void run_forward(size_t n, bool want_all, float* out);  // tokens[n_evaluated, +n) through the model
@@ -251,16 +262,32 @@ Session::Impl::~Impl() {
     }
 }
 
+void Session::Impl::take_cancel_or_throw(const char* fn) {
+    if (cancel.exchange(false, std::memory_order_relaxed))
+        throw Error(ErrorCode::Cancelled,
+                    fmt::format("{}: cancelled by a cancel() that came before the call (it was held for the next "
+                                "call; nothing was evaluated). reset() or clear_cancel() withdraw a held cancel",
+                                fn));
+}
+
 void Session::Impl::check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const {
-    const uint32_t n_vocab = m->hp.n_vocab;
-    for (size_t i = 0; i < ids.size(); ++i)
-        if (ids[i] < 0 || static_cast<uint32_t>(ids[i]) >= n_vocab)
-            invalid(fmt::format("{}: token {} (at index {} of {}) is outside the vocabulary of {} tokens", fn, ids[i], i,
-                                what, n_vocab));
-    if (tokens.size() + ids.size() > n_ctx)
+    // the count first: an absurd one is refused before any element is read
+    if (ids.size() > n_ctx || tokens.size() + ids.size() > n_ctx)
         invalid(fmt::format("{}: {} of {} tokens does not fit in the context: it holds {} tokens and {} are in "
                             "use; raise n_ctx (-c), shorten {}, or reset() / truncate() the session",
                             fn, what, ids.size(), n_ctx, tokens.size(), what));
+    // the tokenizer's tokens: rows of a padded output matrix past them are not tokens
+    // (detokenize refuses them, the sampler never picks them)
+    const size_t n_tokens = m->tokenizer.size();
+    const uint32_t n_rows = m->hp.n_vocab;
+    for (size_t i = 0; i < ids.size(); ++i)
+        if (ids[i] < 0 || static_cast<size_t>(ids[i]) >= n_tokens)
+            invalid(fmt::format("{}: token {} (at index {} of {}) is outside the vocabulary of {} tokens{}", fn,
+                                ids[i], i, what, n_tokens,
+                                n_rows > n_tokens ? fmt::format(" (the model's {} output rows include {} rows of "
+                                                                "padding, which are not tokens)",
+                                                                n_rows, n_rows - n_tokens)
+                                                  : std::string()));
 }
 
 // The next token (position n_evaluated) reads, in a sliding-window layer, the
@@ -348,10 +375,15 @@ void Session::Impl::run_forward(size_t n, bool want_all, float* out) {
 }
 
 void Session::eval(std::span<const TokenId> tokens, bool all_logits) {
-    impl_->cancel.store(false, std::memory_order_relaxed);
+    impl_->take_cancel_or_throw("Session::eval");
     if (tokens.empty()) invalid("Session::eval: the token list is empty");
     impl_->check_tokens(tokens, "Session::eval", "the input");
-    impl_->eval(tokens, all_logits);
+    try {
+        impl_->eval(tokens, all_logits);
+    } catch (const Error& e) {
+        if (e.code() == ErrorCode::Cancelled) impl_->cancel.store(false, std::memory_order_relaxed);  // taken
+        throw;
+    }
 }
 
 std::span<const float> Session::logits() const noexcept {
@@ -361,25 +393,65 @@ std::span<const float> Session::logits() const noexcept {
 
 std::span<const float> Session::all_logits() const noexcept { return impl_->all_logits; }
 
+// Both generate() overloads: every Error becomes a GenerateError carrying what
+// the call produced (r); an exception of the caller's on_piece passes through.
 GenerateResult Session::generate(std::string_view prompt, const GenerateParams& params, const PieceCallback& on_piece) {
-    if (const size_t at = utf8_invalid_offset(prompt); at != std::string_view::npos)
-        invalid(fmt::format("Session::generate: the prompt is not valid UTF-8 (byte {} of {}, value 0x{:02x}); "
-                            "convert it to UTF-8 first",
-                            at, prompt.size(), static_cast<unsigned char>(prompt[at])));
-    TokenizeOptions opt;
-    opt.add_special = params.add_special && impl_->tokens.empty();
-    opt.parse_special = params.parse_special;
-    const std::vector<TokenId> ids = impl_->m->tokenizer.tokenize(prompt, opt);
-    return generate(std::span<const TokenId>(ids), params, on_piece);
+    GenerateResult r;
+    bool in_callback = false;
+    try {
+        impl_->take_cancel_or_throw("Session::generate");
+        if (const size_t at = utf8_invalid_offset(prompt); at != std::string_view::npos)
+            invalid(fmt::format("Session::generate: the prompt is not valid UTF-8 (byte {} of {}, value 0x{:02x}); "
+                                "convert it to UTF-8 first",
+                                at, prompt.size(), static_cast<unsigned char>(prompt[at])));
+        TokenizeOptions opt;
+        opt.add_special = params.add_special && impl_->tokens.empty();
+        opt.parse_special = params.parse_special;
+        const std::vector<TokenId> ids = impl_->m->tokenizer.tokenize(prompt, opt);
+        impl_->take_cancel_or_throw("Session::generate");  // one that came while a long prompt was tokenized
+        impl_->generate(ids, params, on_piece, r, in_callback);
+    } catch (...) {
+        impl_->rethrow_as_generate_error(std::move(r), in_callback);
+    }
+    return r;
 }
 
 GenerateResult Session::generate(std::span<const TokenId> prompt, const GenerateParams& params,
                                  const PieceCallback& on_piece) {
+    GenerateResult r;
+    bool in_callback = false;
+    try {
+        impl_->take_cancel_or_throw("Session::generate");
+        impl_->generate(prompt, params, on_piece, r, in_callback);
+    } catch (...) {
+        impl_->rethrow_as_generate_error(std::move(r), in_callback);
+    }
+    return r;
+}
+
+// Called in a catch block: the exception being handled, as a GenerateError.
+void Session::Impl::rethrow_as_generate_error(GenerateResult r, bool from_callback) {
+    try {
+        throw;
+    } catch (const GenerateError&) {
+        throw;
+    } catch (const Error& e) {
+        if (from_callback) throw;
+        if (e.code() == ErrorCode::Cancelled) cancel.store(false, std::memory_order_relaxed);  // taken
+        r.stop_reason = e.code() == ErrorCode::Cancelled ? StopReason::Cancelled : StopReason::Error;
+        throw GenerateError(e.code(), e.what(), std::move(r));
+    } catch (const std::bad_alloc&) {
+        if (from_callback) throw;
+        r.stop_reason = StopReason::Error;
+        throw GenerateError(ErrorCode::OutOfMemory, "Session::generate: out of memory", std::move(r));
+    }
+}
+
+void Session::Impl::generate(std::span<const TokenId> prompt, const GenerateParams& params,
+                             const PieceCallback& on_piece, GenerateResult& r, bool& in_callback) {
     const auto t0 = Clock::now();
-    Impl& s = *impl_;
-    s.cancel.store(false, std::memory_order_relaxed);
-    const Model::Impl& m = *s.m;
-    const Tokenizer& tok = m.tokenizer;
+    Impl& s = *this;
+    const Tokenizer& tok = m->tokenizer;
 
     if (params.max_tokens < -1)
         invalid(fmt::format("GenerateParams.max_tokens is {}; use -1 (no limit), 0 (prompt only) or a positive count",
@@ -393,24 +465,22 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
     if (params.ignore_eos)
         for (TokenId id : tok.eog_tokens()) sp.logit_bias.emplace_back(id, -INFINITY);
     // rows of a padded output matrix beyond the vocabulary are not tokens: never sample them
-    for (size_t id = tok.size(); id < m.hp.n_vocab; ++id) sp.logit_bias.emplace_back(static_cast<TokenId>(id), -INFINITY);
-    Sampler sampler(m.hp.n_vocab, sp);  // validates the sampling parameters
+    for (size_t id = tok.size(); id < m->hp.n_vocab; ++id)
+        sp.logit_bias.emplace_back(static_cast<TokenId>(id), -INFINITY);
+    Sampler sampler(m->hp.n_vocab, sp);  // validates the sampling parameters
 
     if (prompt.empty() && s.tokens.empty())
         invalid("Session::generate: the prompt is empty and so is the cache; there is nothing to continue from");
     s.check_tokens(prompt, "Session::generate", "the prompt");
 
-    GenerateResult r;
     r.n_prompt_tokens = prompt.size();
     try {
         if (prompt.empty() && !s.has_logits() && s.n_evaluated == s.tokens.size())
             --s.n_evaluated;  // the last token's logits are gone (truncate): run it again, same K/V
         if (!prompt.empty() || !s.has_logits()) s.eval(prompt, false);
-    } catch (const Error& e) {
-        if (e.code() != ErrorCode::Cancelled) throw;
-        r.stop_reason = StopReason::Cancelled;
+    } catch (...) {
         r.prompt_ms = ms_since(t0);
-        return r;
+        throw;
     }
     r.prompt_ms = ms_since(t0);
 
@@ -423,78 +493,84 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
         if (upto <= emitted) return true;
         const std::string_view piece(r.text.data() + emitted, upto - emitted);
         emitted = upto;
-        return on_piece ? on_piece(piece) : true;
+        if (!on_piece) return true;
+        in_callback = true;
+        const bool go = on_piece(piece);
+        in_callback = false;
+        return go;
     };
     const auto t_gen = Clock::now();
     r.stop_reason = StopReason::MaxTokens;
-    for (int32_t n = 0; params.max_tokens < 0 || n < params.max_tokens; ++n) {
-        if (s.cancel.load(std::memory_order_relaxed)) {
-            r.stop_reason = StopReason::Cancelled;
-            break;
-        }
-        if (n > 0) {
-            try {
-                s.eval({}, false);  // the token sampled last is pending: its logits give the next one
-            } catch (const Error& e) {
-                if (e.code() != ErrorCode::Cancelled) throw;
-                r.stop_reason = StopReason::Cancelled;
+    std::exception_ptr failure;  // an error part-way: reported after the text so far is complete
+    try {
+        for (int32_t n = 0; params.max_tokens < 0 || n < params.max_tokens; ++n) {
+            if (s.cancel.load(std::memory_order_relaxed))
+                throw Error(ErrorCode::Cancelled, fmt::format("generate: cancelled after {} generated tokens", n));
+            if (n > 0) s.eval({}, false);  // the token sampled last is pending: its logits give the next one
+            if (s.tokens.size() >= s.n_ctx) {
+                r.stop_reason = StopReason::ContextFull;
+                break;
+            }
+            // NaN or +inf out of the forward pass is the model's doing (corrupt or
+            // unsuitable weights), not a bad argument of the caller: say so, and where
+            for (size_t i = 0; i < s.logits.size(); ++i)
+                if (std::isnan(s.logits[i]) || s.logits[i] == std::numeric_limits<float>::infinity())
+                    throw Error(ErrorCode::InvalidFile,
+                                fmt::format("generate: the model produced a non-finite logit ({} for token {}) at "
+                                            "position {} of the session; its weights may be corrupt: check the file "
+                                            "(ember-inspect, a fresh download) or try --precision exact",
+                                            s.logits[i], i, s.tokens.size() - 1));
+            const auto t_sample = s.profile ? Clock::now() : Clock::time_point{};
+            const TokenId next = sampler.sample(s.logits);
+            if (s.profile) s.profile->add_sampling(ns_since(t_sample));
+            if (n == 0) r.time_to_first_token_ms = ms_since(t0);
+            // the token joins the session's history now and goes through the model when
+            // generation (or the next call) continues: a session that stops here can
+            // be continued without losing or repeating it
+            s.tokens.push_back(next);
+            s.logits_valid = false;
+            r.tokens.push_back(next);
+            if (tok.is_eog(next) && !params.ignore_eos) {
+                r.stop_reason = StopReason::EndOfGeneration;
+                break;
+            }
+            r.text += detok.push(next);
+            if (!params.stop.empty()) {
+                size_t cut = std::string::npos;
+                for (const std::string& stop : params.stop) cut = std::min(cut, r.text.find(stop, emitted));
+                if (cut != std::string::npos) {
+                    r.text.resize(cut);
+                    emit(cut);
+                    r.stop_reason = StopReason::StopString;
+                    break;
+                }
+            }
+            const size_t hold = stop_prefix_tail(std::string_view(r.text).substr(emitted), params.stop);
+            if (!emit(r.text.size() - hold)) {
+                r.stop_reason = StopReason::Callback;
                 break;
             }
         }
-        if (s.tokens.size() >= s.n_ctx) {
-            r.stop_reason = StopReason::ContextFull;
-            break;
-        }
-        // NaN or +inf out of the forward pass is the model's doing (corrupt or
-        // unsuitable weights), not a bad argument of the caller: say so, and where
-        for (size_t i = 0; i < s.logits.size(); ++i)
-            if (std::isnan(s.logits[i]) || s.logits[i] == std::numeric_limits<float>::infinity())
-                throw Error(ErrorCode::InvalidFile,
-                            fmt::format("generate: the model produced a non-finite logit ({} for token {}) at "
-                                        "position {} of the session; its weights may be corrupt: check the file "
-                                        "(ember-inspect, a fresh download) or try --precision exact",
-                                        s.logits[i], i, s.tokens.size() - 1));
-        const auto t_sample = s.profile ? Clock::now() : Clock::time_point{};
-        const TokenId next = sampler.sample(s.logits);
-        if (s.profile) s.profile->add_sampling(ns_since(t_sample));
-        if (n == 0) r.time_to_first_token_ms = ms_since(t0);
-        // the token joins the session's history now and goes through the model when
-        // generation (or the next call) continues: a session that stops here can
-        // be continued without losing or repeating it
-        s.tokens.push_back(next);
-        s.logits_valid = false;
-        r.tokens.push_back(next);
-        if (tok.is_eog(next) && !params.ignore_eos) {
-            r.stop_reason = StopReason::EndOfGeneration;
-            break;
-        }
-        r.text += detok.push(next);
-        if (!params.stop.empty()) {
-            size_t cut = std::string::npos;
-            for (const std::string& stop : params.stop) cut = std::min(cut, r.text.find(stop, emitted));
-            if (cut != std::string::npos) {
-                r.text.resize(cut);
-                emit(cut);
-                r.stop_reason = StopReason::StopString;
-                break;
-            }
-        }
-        const size_t hold = stop_prefix_tail(std::string_view(r.text).substr(emitted), params.stop);
-        if (!emit(r.text.size() - hold)) {
-            r.stop_reason = StopReason::Callback;
-            break;
-        }
+    } catch (...) {
+        if (in_callback) throw;  // the caller's own exception: as it is
+        failure = std::current_exception();
+        r.stop_reason = StopReason::Error;  // or Cancelled: rethrow_as_generate_error decides
     }
-    // what was held back (a partial stop string, an unfinished UTF-8 sequence) is text after all
-    if (r.stop_reason != StopReason::StopString) {
+    // What was held back (a partial stop string, an unfinished UTF-8 sequence) is
+    // text after all -- except after a callback stop, where the text is exactly
+    // what the callback received (it asked for nothing more).
+    if (r.stop_reason == StopReason::Callback) {
+        r.text.resize(emitted);
+    } else if (r.stop_reason != StopReason::StopString) {
         r.text += detok.flush();
-        if (r.stop_reason != StopReason::Callback) emit(r.text.size());
+        emit(r.text.size());  // its answer no longer matters: the generation is over
     }
     r.generate_ms = ms_since(t_gen);
-    return r;
+    if (failure) std::rethrow_exception(failure);
 }
 
 void Session::reset() {
+    impl_->cancel.store(false, std::memory_order_relaxed);
     impl_->tokens.clear();
     impl_->n_evaluated = 0;
     impl_->max_written = -1;
@@ -513,6 +589,7 @@ void Session::truncate(size_t n) {
 }
 
 void Session::cancel() noexcept { impl_->cancel.store(true, std::memory_order_relaxed); }
+void Session::clear_cancel() noexcept { impl_->cancel.store(false, std::memory_order_relaxed); }
 
 std::span<const TokenId> Session::tokens() const noexcept { return impl_->tokens; }
 size_t Session::n_past() const noexcept { return impl_->tokens.size(); }

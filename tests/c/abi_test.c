@@ -34,7 +34,7 @@ int main(void) {
     CHECK(ember_build_info(buf, sizeof buf, NULL) == EMBER_OK);
     CHECK(strncmp(buf, "ember ", 6) == 0);
     CHECK(strlen(buf) + 1 == needed);
-    CHECK(ember_last_error()[0] == '\0');
+    CHECK(ember_last_error()[0] == '\0'); /* nothing has failed on this thread yet */
 
     /* NULL buffer with a size: invalid argument, with a message */
     CHECK(ember_build_info(NULL, 10, &needed) == EMBER_ERR_INVALID_ARGUMENT);

@@ -37,6 +37,24 @@ def test_greedy_continuation(ember_run, model):
     assert "tok/s" not in out and "ember-run" not in out  # diagnostics stay on stderr
     assert TIMING.match(last_line(r.stderr)), r.stderr.decode()
     assert last_line(r.stderr).endswith("stop: max_tokens")
+    assert out.endswith("\n")  # also in a pipe, the output's last line is complete
+
+
+def test_ctrl_c_while_a_long_prompt_is_tokenized_exits_130(ember_run, model, tmp_path):
+    f = tmp_path / "long.txt"
+    f.write_text("The quick brown fox jumps over the lazy dog. " * 100_000)  # 4.5 MB: seconds to tokenize
+    p = subprocess.Popen([str(a) for a in [ember_run, "-m", model, "-f", f, "-n", "4", *FAST]],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in p.stderr:  # the line describing the session comes right before generate()
+            if b"ember-run: " in line and b"n_ctx" in line:
+                break
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 130, err.decode()
+    assert last_line(err).endswith("stop: cancelled"), err.decode()
 
 
 def test_echo_prints_the_prompt_first(ember_run, model):

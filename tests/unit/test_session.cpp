@@ -39,6 +39,7 @@ struct TinySpec {
     bool extra_bias = false;
     int64_t pad_rows = 0;  // output rows beyond the vocabulary (a padded embedding matrix)
     bool nan_output_row = false;  // a NaN in output.weight's row 5: token 5's logit is NaN
+    int64_t nan_embd_token = -1;  // a NaN in that token's embedding: every logit after it is NaN
 };
 
 std::vector<uint8_t> f32_bytes(size_t n, std::mt19937_64& rng, float scale, float mean = 0.0f) {
@@ -89,7 +90,14 @@ std::string write_tiny(const std::string& name, const TinySpec& s = {}) {
     auto vec = [&](const std::string& n, int64_t len) {
         w.add_tensor(n, TensorType::F32, {len}, f32_bytes(static_cast<size_t>(len), rng, 0.1f, 1.0f));
     };
-    mat("token_embd.weight", d, V);
+    if (s.nan_embd_token >= 0) {
+        std::vector<uint8_t> e = f32_bytes(static_cast<size_t>(d * V), rng, 0.2f);
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        std::memcpy(e.data() + (s.nan_embd_token * d + 1) * 4, &nan, 4);
+        w.add_tensor("token_embd.weight", TensorType::F32, {d, V}, std::move(e));
+    } else {
+        mat("token_embd.weight", d, V);
+    }
     vec("output_norm.weight", d);
     if (s.nan_output_row) {
         std::vector<uint8_t> out = f32_bytes(static_cast<size_t>(d * V), rng, 0.2f);
@@ -398,13 +406,39 @@ TEST_CASE("session: generation on the default model -- greedy text, stop strings
         while (!started.load()) std::this_thread::yield();
         s.cancel();
     });
-    r = s.generate("Tell me a story.", endless, [&](std::string_view) {
-        started.store(true);
-        return true;
-    });
+    std::string seen;
+    try {
+        (void)s.generate("Tell me a story.", endless, [&](std::string_view p) {
+            seen += p;
+            started.store(true);
+            return true;
+        });
+        FAIL("a cancelled generate must throw GenerateError(Cancelled)");
+    } catch (const GenerateError& e) {
+        CHECK(e.code() == ErrorCode::Cancelled);
+        r = e.result();
+    }
     canceller.join();
+    // a cancellation keeps what was produced; the history holds exactly the prompt and it
     CHECK(r.stop_reason == StopReason::Cancelled);
+    CHECK(!r.tokens.empty());
+    CHECK(r.text == seen);
+    CHECK(s.n_past() == r.n_prompt_tokens + r.tokens.size());
     CHECK(s.n_past() < 128);
+
+    // a callback stop while a possible stop string is held back: the text is what the
+    // callback received, not more (" Paris" is held as the start of " Paris!")
+    s.reset();
+    GenerateParams held = greedy;
+    held.stop = {"Paris!"};
+    seen.clear();
+    r = s.generate("The capital of France is", held, [&](std::string_view p) {
+        seen += p;
+        return false;
+    });
+    CHECK(r.stop_reason == StopReason::Callback);
+    CHECK(seen == " ");
+    CHECK(r.text == seen);
 }
 
 TEST_CASE("session: Gemma-3's sliding-window layers keep window + n_batch KV cells, not n_ctx") {
@@ -553,8 +587,8 @@ TEST_CASE("session: a batch cancelled part-way on a sliding-window model, then a
     timing.eval(std::span<const TokenId>(ids).first(20));
     const auto per_batch = (std::chrono::steady_clock::now() - t0) / 5;
 
-    // cancel() again and again from a delay on (eval() clears a cancel that came before it),
-    // the delays spread over the first two batches: the cancellations land at different layers
+    // cancel() again and again from a delay on (the last of them may be held after the eval
+    // ends: clear_cancel() withdraws it), the delays spread over the first two batches: the cancellations land at different layers
     int cancelled = 0, attempts = 0;
     for (; attempts < 40; ++attempts) {
         const auto delay = per_batch * attempts / 100;
@@ -583,6 +617,7 @@ TEST_CASE("session: a batch cancelled part-way on a sliding-window model, then a
         done.store(true);
         canceller.join();
         cancelled += was_cancelled ? 1 : 0;
+        s.clear_cancel();
         s.truncate(16);
         s.eval(std::span<const TokenId>(ids).subspan(16), true);
         REQUIRE(s.all_logits().size() == (ids.size() - 16) * nv);
@@ -667,4 +702,182 @@ TEST_CASE("session: non-finite logits are the model's fault, said as such with t
     const std::string msg = error_of([&] { (void)s.generate(prompt, gp); }, ErrorCode::InvalidFile);
     CHECK(contains(msg, "the model produced a non-finite logit (nan for token 5) at position 2"));
     CHECK(contains(msg, "may be corrupt"));
+}
+
+TEST_CASE("session: a generate that fails part-way keeps what it produced: GenerateError with StopReason::Error") {
+    // token 68 is the byte 'A'; its embedding holds a NaN, so whatever follows it is NaN
+    auto model = Model::load(write_tiny("tiny-nan-embd.gguf", {.nan_embd_token = 68}));
+    Session s(model, {.n_ctx = 32, .n_threads = 1});
+    GenerateParams gp;
+    gp.max_tokens = 5;
+    gp.sampling.temperature = 0;
+    gp.sampling.logit_bias = {{68, 100.0f}};
+    const std::vector<TokenId> prompt = {1, 70, 80};
+    std::string seen;
+    try {
+        (void)s.generate(prompt, gp, [&](std::string_view p) {
+            seen += p;
+            return true;
+        });
+        FAIL("no error");
+    } catch (const GenerateError& e) {
+        CHECK(e.code() == ErrorCode::InvalidFile);
+        CHECK(contains(e.what(), "non-finite logit"));
+        const GenerateResult& r = e.result();
+        CHECK(r.stop_reason == StopReason::Error);
+        CHECK(std::string(stop_reason_name(r.stop_reason)) == "error");
+        CHECK(r.tokens == std::vector<TokenId>{68});
+        CHECK(r.text == "A");
+        CHECK(r.n_prompt_tokens == 3);
+    }
+    CHECK(seen == "A");
+    // the history holds exactly the prompt and what the result says
+    const std::vector<TokenId> want = {1, 70, 80, 68};
+    CHECK(std::vector<TokenId>(s.tokens().begin(), s.tokens().end()) == want);
+    // and the session goes on: without the poisoned token, generation works
+    s.truncate(3);
+    gp.sampling.logit_bias = {{68, -INFINITY}};
+    const GenerateResult ok = s.generate(std::span<const TokenId>(), gp);
+    CHECK(ok.tokens.size() == 5);
+
+    // errors before anything ran are GenerateErrors too, with an empty result
+    GenerateParams bad;
+    bad.max_tokens = -2;
+    try {
+        (void)s.generate("a", bad);
+        FAIL("no error");
+    } catch (const GenerateError& e) {
+        CHECK(e.code() == ErrorCode::InvalidArgument);
+        CHECK(e.result().tokens.empty());
+        CHECK(e.result().stop_reason == StopReason::Error);
+    }
+    // an exception of the caller's callback passes through as it is
+    s.reset();
+    CHECK_THROWS_AS((void)s.generate("a", gp, [](std::string_view) -> bool { throw std::runtime_error("mine"); }),
+                    std::runtime_error);
+}
+
+TEST_CASE("session: a cancel is never lost -- held for the next call, withdrawn by reset() and clear_cancel()") {
+    auto model = Model::load(write_tiny("tiny-cancel.gguf"));
+    Session s(model, {.n_ctx = 128, .n_threads = 1});
+    GenerateParams gp;
+    gp.max_tokens = 4;
+    gp.sampling.temperature = 0;
+    // a cancel with no call running is held: the next generate returns at once, having done nothing
+    s.cancel();
+    try {
+        (void)s.generate("a", gp);
+        FAIL("the held cancel was lost");
+    } catch (const GenerateError& e) {
+        CHECK(e.code() == ErrorCode::Cancelled);
+        CHECK(contains(e.what(), "held"));
+        CHECK(e.result().stop_reason == StopReason::Cancelled);
+        CHECK(e.result().tokens.empty());
+    }
+    CHECK(s.n_past() == 0);
+    CHECK(s.generate("a", gp).tokens.size() == 4);  // taken: the next call runs
+    // the same for eval
+    s.reset();
+    s.eval(std::vector<TokenId>{1, 70});
+    s.cancel();
+    CHECK(contains(error_of([&] { s.eval(std::vector<TokenId>{80}); }, ErrorCode::Cancelled), "nothing was evaluated"));
+    CHECK(s.n_past() == 2);
+    CHECK(!s.logits().empty());  // the logits of before the refused call are still there
+    s.eval(std::vector<TokenId>{80});
+    CHECK(s.n_past() == 3);
+    // reset() and clear_cancel() withdraw it
+    s.cancel();
+    s.reset();
+    CHECK(s.generate("a", gp).tokens.size() == 4);
+    s.cancel();
+    s.clear_cancel();
+    s.eval(std::vector<TokenId>{80});
+    // "stop right after start", 30 times: every cancel stops the generation it was
+    // meant for, or (when it lands after that one ended) the next call
+    GenerateParams endless;
+    endless.max_tokens = -1;
+    endless.ignore_eos = true;
+    int stopped = 0, held = 0;
+    for (int i = 0; i < 30; ++i) {
+        s.reset();
+        std::atomic<bool> go{false};
+        std::thread canceller([&] {
+            while (!go.load()) std::this_thread::yield();
+            s.cancel();
+        });
+        bool cancelled = false;
+        go.store(true);
+        try {
+            (void)s.generate("a", endless);
+        } catch (const GenerateError& e) {
+            cancelled = e.code() == ErrorCode::Cancelled;
+        }
+        canceller.join();
+        if (cancelled) {
+            ++stopped;
+            continue;
+        }
+        // it ran to a full context before the cancel came: the cancel waits for the next call
+        try {
+            s.eval(std::vector<TokenId>{80});
+        } catch (const Error& e) {
+            held += e.code() == ErrorCode::Cancelled;
+        }
+    }
+    MESSAGE("30 cancels right after the start: " << stopped << " stopped their generation, " << held
+                                                   << " were held for the next call");
+    CHECK(stopped + held == 30);
+}
+
+TEST_CASE("session: generated text is valid UTF-8 -- byte tokens that form no character become U+FFFD as Python does") {
+    auto model = Model::load(write_tiny("tiny-utf8.gguf"));
+    const Tokenizer& tok = model->tokenizer();
+    auto byte = [&](int b) { return static_cast<TokenId>(3 + b); };  // <0xNN> is token 3 + NN
+    // cases whose answers are Python's bytes.decode('utf-8', errors='replace')
+    struct Case {
+        std::vector<int> bytes;
+        std::string want;
+    };
+    const std::vector<Case> cases = {
+        {{0xCC, 0x53}, "\xEF\xBF\xBD" "S"},                       // a lead byte, then ASCII
+        {{0xE2, 0x82, 0xAC}, "\xE2\x82\xAC"},                       // the euro sign in three tokens
+        {{0xE2, 0x82}, "\xEF\xBF\xBD"},                            // cut at the end: one U+FFFD
+        {{0xED, 0xA0, 0x80}, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},  // a surrogate: three
+        {{0xF0, 0x9F, 0x98, 0x80, 0x80}, "\xF0\x9F\x98\x80\xEF\xBF\xBD"},  // a stray continuation
+        {{0xC0, 0xAF}, "\xEF\xBF\xBD\xEF\xBF\xBD"},                // an overlong form: two
+        {{0xF4, 0x90, 0x80, 0x80}, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},  // past U+10FFFF
+        {{0xF0, 0x9F, 0x41}, "\xEF\xBF\xBD" "A"},                    // a 4-byte start cut by ASCII: one
+    };
+    for (const Case& c : cases) {
+        StreamingDetokenizer d(tok);
+        std::string out;
+        for (int b : c.bytes) {
+            const std::string piece = d.push(byte(b));
+            CHECK(utf8_invalid_offset(piece) == std::string_view::npos);
+            out += piece;
+        }
+        out += d.flush();
+        CHECK(out == c.want);
+    }
+    // generation over random byte tokens: pieces and text are valid UTF-8, the tokens keep the bytes
+    Session s(model, {.n_ctx = 1024, .n_threads = 1});
+    GenerateParams gp;
+    gp.max_tokens = 200;
+    gp.ignore_eos = true;
+    gp.sampling.temperature = 5.0f;
+    gp.sampling.top_k = 0;
+    gp.sampling.top_p = 1.0f;
+    gp.sampling.min_p = 0.0f;
+    std::string streamed;
+    const GenerateResult r = s.generate("a", gp, [&](std::string_view p) {
+        CHECK(utf8_invalid_offset(p) == std::string_view::npos);
+        streamed += p;
+        return true;
+    });
+    CHECK(utf8_invalid_offset(r.text) == std::string_view::npos);
+    CHECK(streamed == r.text);
+    CHECK(r.text.find("\xEF\xBF\xBD") != std::string::npos);  // random bytes: some did not form characters
+    // the reply can go back in as a prompt (it used to be refused as invalid UTF-8)
+    s.reset();
+    CHECK_NOTHROW((void)s.generate(r.text, GenerateParams{.max_tokens = 1}));
 }

@@ -25,8 +25,11 @@ def device_info() -> str:
 # --- errors: one class per ember::ErrorCode, the C++ message unchanged -------
 
 class Error(Exception):
-    """Base class of every error ember raises; `code` names the ember error code."""
+    """Base class of every error ember raises; `code` names the ember error code.
+    `result`: what a generation or chat produced before it failed or was cancelled
+    (stop_reason 'error' or 'cancelled'); None for every other error."""
     code: ClassVar[str]
+    result: GenerateResult | None
 
 class InvalidArgumentError(Error, ValueError):
     """An argument is out of range or malformed (also a ValueError)."""
@@ -56,7 +59,8 @@ class InternalError(Error):
     """A bug in ember; please report it."""
 
 class CancelledError(Error):
-    """Session.cancel() interrupted the operation."""
+    """Session.cancel() interrupted the operation, or was held for it (a cancel that
+    arrives while nothing runs stops the next call at once; reset() withdraws it)."""
 
 # --- GGUF files ---------------------------------------------------------------
 
@@ -224,6 +228,7 @@ class Model:
         stop: str | Sequence[str] | None = None,
         logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
+        parse_special: bool = False,
     ) -> str:
         """The assistant's reply in a new session."""
     @overload
@@ -248,6 +253,7 @@ class Model:
         stop: str | Sequence[str] | None = None,
         logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
+        parse_special: bool = False,
     ) -> Generation:
         """The assistant's reply in a new session, streamed."""
 
@@ -309,6 +315,7 @@ class Session:
         stop: str | Sequence[str] | None = None,
         logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
+        parse_special: bool = False,
     ) -> str:
         """The assistant's reply to the whole conversation (the cached prefix is reused)."""
     @overload
@@ -330,6 +337,7 @@ class Session:
         stop: str | Sequence[str] | None = None,
         logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
+        parse_special: bool = False,
     ) -> Generation:
         """The assistant's reply to the whole conversation, streamed."""
     def reset(self) -> None:
