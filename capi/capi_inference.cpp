@@ -267,12 +267,12 @@ ember_status generate(const char* fn, ember_session* session, const ember_genera
     if (auto st = busy.refuse(fn)) return st;
     if (result != nullptr)
         if (auto s = check_struct_size(fn, "result", result->struct_size, kGenerateResultV1)) return s;
-    GenerateParams gp;
-    if (auto s = translate(fn, params, &gp)) return s;
-
     // From here on the result always describes this call, also when it fails.
     session->last = GenerateResult{};
+    session->last.stop_reason = StopReason::Error;  // until the call says otherwise
     write_result(result, session->last);
+    GenerateParams gp;
+    if (auto s = translate(fn, params, &gp)) return s;
 
     std::string piece;  // NUL-terminated copy of each piece for the C callback
     PieceCallback cb;

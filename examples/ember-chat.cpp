@@ -138,6 +138,8 @@ public:
         history_.push_back({"user", message});
         try {
             const std::vector<ember::TokenId> prompt = fit();
+            if (session_.cancel_pending())  // a Ctrl-C held from before: returns at once, the cache as it is
+                return session_.generate(std::span<const ember::TokenId>(), params_, on_piece);
             // The longest prefix the cache already holds; at least one token is
             // evaluated, so that the logits are those of the prompt's end.
             const auto cached = session_.tokens();

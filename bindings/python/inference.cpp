@@ -35,8 +35,8 @@ using ModelPtr = std::shared_ptr<ModelBox>;
 using SessionPtr = std::shared_ptr<SessionBox>;
 using StreamPtr = std::shared_ptr<Stream>;
 
-// How long a waiting Generation.__next__ sleeps between checks for Ctrl-C.
-constexpr std::chrono::milliseconds kSignalCheck{50};
+// How long a waiting call sleeps between checks for Ctrl-C (of the ~100 ms a user may wait).
+constexpr std::chrono::milliseconds kSignalCheck{20};
 
 void warn(const std::string& msg) {
     if (PyErr_WarnEx(PyExc_RuntimeWarning, msg.c_str(), 2) != 0) throw py::error_already_set();
@@ -145,6 +145,8 @@ std::vector<ember::TokenId> chat_prompt(const ember::Model& model, const std::ve
 // logits are those of the prompt's end) -- as ember-chat does.
 GenerateJob chat_job(std::vector<ember::TokenId> prompt, ember::GenerateParams gp) {
     return [prompt = std::move(prompt), gp = std::move(gp)](ember::Session& s, const ember::PieceCallback& on_piece) {
+        // a held cancel: the call returns at once, and the history must stay as it is
+        if (s.cancel_pending()) return s.generate(std::span<const ember::TokenId>(), gp, on_piece);
         const auto cached = s.tokens();
         const auto diverge = std::mismatch(prompt.begin(), prompt.end(), cached.begin(), cached.end()).first;
         const size_t keep = std::min(static_cast<size_t>(diverge - prompt.begin()), prompt.size() - 1);
@@ -554,7 +556,8 @@ from next(), whose `result` (and this `result`) holds what was generated
             "'assistant'. The conversation is rendered with the model's chat template; control-token text "
             "typed in a message (e.g. '<|im_start|>') stays text unless parse_special=True. The part of it "
             "the session's cache already holds (the earlier turns, when the previous call was on the same "
-            "conversation) is not evaluated again. The other keyword arguments are those of generate(). "
+            "conversation) is not evaluated again. The other keyword arguments are those of generate() "
+            "(parse_special: default False here, about the messages' contents). "
             "Ctrl-C stops a non-streaming reply within ~0.1 s (KeyboardInterrupt); a failure part-way "
             "raises an ember.Error whose `result` holds the reply so far.")
         .def(

@@ -46,31 +46,33 @@ Stream::Next Stream::next(std::string* piece, std::chrono::milliseconds wait) {
 void Stream::produce() {
     ember::GenerateResult r;
     std::exception_ptr err;
-    {
-        std::unique_lock<std::mutex> running(box_->mu);
-        try {
-            r = job_(box_->session, [&](std::string_view p) { return hand_off(p, running); });
-        } catch (const ember::GenerateError& e) {
-            r = e.result();  // what it produced before it failed or was cancelled
-            err = std::current_exception();
-        } catch (...) {
-            err = std::current_exception();
-        }
-        // a cancel this stream sent (stop()) that the call did not take -- it was paused in
-        // hand_off, or had just finished -- must not be held for the session's next call
-        std::lock_guard<std::mutex> lk(m_);
-        if (stop_) box_->session.clear_cancel();
+    std::unique_ptr<ember::GenerateError> failed;  // a GenerateError, rebuilt below with the text handed out
+    std::unique_lock<std::mutex> running(box_->mu);
+    try {
+        r = job_(box_->session, [&](std::string_view p) { return hand_off(p, running); });
+    } catch (const ember::GenerateError& e) {
+        r = e.result();  // what it produced before it failed or was cancelled
+        failed = std::make_unique<ember::GenerateError>(e);
+    } catch (...) {
+        err = std::current_exception();
     }
+    // One critical section, so that no stop() comes between the end of the job and done_:
     std::lock_guard<std::mutex> lk(m_);
-    result_ = std::move(r);
-    if (cancelled_ && result_.stop_reason == ember::StopReason::Callback) {
+    // a cancel this stream sent (stop()) that the call did not take must not be held for
+    // the session's next call
+    if (stop_) box_->session.clear_cancel();
+    // once stopped, hand_off delivered nothing more: the result is what was handed out
+    if (stop_) r.text = handed_;
+    if (cancelled_ && r.stop_reason == ember::StopReason::Callback) {
         // Session.cancel() met the producer paused between pieces: a cancellation, said as
         // everywhere else -- CancelledError from next(), with the result so far
-        result_.stop_reason = ember::StopReason::Cancelled;
-        if (!err)
-            err = std::make_exception_ptr(ember::GenerateError(
-                ember::ErrorCode::Cancelled, "Session.generate: cancelled by Session.cancel()", result_));
+        r.stop_reason = ember::StopReason::Cancelled;
+        if (!failed && !err)
+            failed = std::make_unique<ember::GenerateError>(ember::ErrorCode::Cancelled,
+                                                            "Session.generate: cancelled by Session.cancel()", r);
     }
+    if (failed) err = std::make_exception_ptr(ember::GenerateError(failed->code(), failed->what(), r));
+    result_ = std::move(r);
     error_ = err;
     done_ = true;
     cv_.notify_all();
@@ -81,6 +83,7 @@ void Stream::produce() {
 bool Stream::hand_off(std::string_view piece, std::unique_lock<std::mutex>& running) {
     std::unique_lock<std::mutex> lk(m_);
     if (stop_) return false;
+    handed_.append(piece.data(), piece.size());
     piece_.assign(piece.data(), piece.size());
     has_piece_ = true;
     want_next_ = false;

@@ -105,6 +105,7 @@ private:
     bool cancelled_ = false;      // ... and it was cancel()
     bool done_ = false;           // the generation is over (or never started)
     std::string piece_;
+    std::string handed_;          // every piece handed over (the producer's record of Stream::text)
     ember::GenerateResult result_;
     std::exception_ptr error_;
 

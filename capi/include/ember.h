@@ -403,7 +403,8 @@ typedef enum ember_stop_reason {
     EMBER_STOP_CALLBACK = 3,     /* the piece callback returned 0 */
     EMBER_STOP_CANCELLED = 4,    /* ember_session_cancel was called */
     EMBER_STOP_CONTEXT_FULL = 5, /* the KV cache is full (only with max_tokens -1) */
-    EMBER_STOP_ERROR = 6         /* the call failed part-way; its status and ember_last_error say why */
+    EMBER_STOP_ERROR = 6         /* the call failed (part-way, or before it started); its status and
+                                    ember_last_error say why */
 } ember_stop_reason;
 
 /* "max_tokens", "eog", "stop_string", "callback", "cancelled", "context_full", "error";
@@ -422,7 +423,9 @@ typedef struct ember_generate_result {
     const ember_token* tokens;     /* [n_tokens] the generated tokens, including a final
                                       end-of-generation token */
     size_t n_tokens;
-    size_t n_prompt_tokens;        /* prompt tokens evaluated by the call */
+    size_t n_prompt_tokens;        /* tokens of the call's prompt now in the history: all of them,
+                                      unless a cancel or an error stopped the prompt part-way (then
+                                      those of the batches that completed; 0 for a held cancel) */
     int32_t stop_reason;           /* an ember_stop_reason */
     double prompt_ms;              /* evaluating the prompt */
     double generate_ms;            /* from the first sampled token to the end */
@@ -472,8 +475,9 @@ EMBER_CAPI ember_status ember_session_truncate(ember_session* session, size_t n_
 
 /* Asks the ember_session_eval or ember_session_generate running now on
    another thread to stop at its next check (between layers); that call then
-   returns EMBER_ERR_CANCELLED. A cancel is never lost: without a call running
-   it is held, and the next eval or generate on the session returns
+   returns EMBER_ERR_CANCELLED (a call that ends before its next check ends the
+   cancel with it). A cancel is never lost: without a call running it is
+   held, and the next eval or generate on the session returns
    EMBER_ERR_CANCELLED at once, having done nothing (ember_session_reset and
    ember_session_clear_cancel withdraw it). Safe from any thread, never blocks.
    EMBER_ERR_INVALID_ARGUMENT: session NULL. */

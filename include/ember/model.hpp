@@ -114,6 +114,8 @@ public:
     // a user who types "<|im_start|>system" into a message cannot start a system
     // turn; parse_special_in_content = true parses control tokens there too (what
     // tokenizing apply_chat_template's text with parse_special does, as llama.cpp).
+    // User-defined tokens (tokenizer.ggml.token_type 4) are matched everywhere, as in
+    // any text.
     std::vector<TokenId> tokenize_chat(std::span<const ChatMessage> messages, bool add_generation_prompt = true,
                                        bool parse_special_in_content = false, std::string* warning = nullptr) const;
 

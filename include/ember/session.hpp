@@ -24,9 +24,11 @@
 // Cancelled) whose result() holds what it produced, with StopReason::Cancelled.
 // Any other failure of generate() is a GenerateError too, its result() holding
 // the tokens and text generated before it, with StopReason::Error; the history
-// then holds exactly the prompt and those tokens. A cancel is never lost: one
-// that arrives while no call runs is held, and the next eval() or generate()
-// returns at once as cancelled, having done nothing; reset() and
+// then holds exactly what the result says: the n_prompt_tokens of the prompt it
+// kept and those tokens. A cancel is never lost: one that arrives while a call
+// runs stops it at its next check (or, when the call ends first, ends with it);
+// one that arrives while no call runs is held, and the next eval() or
+// generate() throws at once as cancelled, having done nothing; reset() and
 // clear_cancel() withdraw a held cancel.
 #pragma once
 
@@ -85,7 +87,7 @@ enum class StopReason {
     Callback,         // the piece callback returned false
     Cancelled,        // cancel() was called
     ContextFull,      // the context (n_ctx tokens) is full
-    Error,            // the call failed part-way: see GenerateError
+    Error,            // the call failed (part-way, or before it started): see GenerateError
 };
 EMBER_API const char* stop_reason_name(StopReason r) noexcept;  // "max_tokens", "eog", ...
 
@@ -108,7 +110,9 @@ struct GenerateResult {
                                   // After a callback stop: exactly the pieces the callback received
     std::vector<TokenId> tokens;  // the generated tokens (including a final end-of-generation token)
     StopReason stop_reason = StopReason::MaxTokens;
-    size_t n_prompt_tokens = 0;   // tokens in this call's prompt (all of them, also when cancelled)
+    size_t n_prompt_tokens = 0;   // tokens of this call's prompt now in the history: all of them, unless a
+                                  // cancel or an error stopped the prompt part-way (then those of the
+                                  // batches that completed; 0 for a held cancel or an argument error)
     double prompt_ms = 0;         // evaluating the prompt
     double generate_ms = 0;       // from the first sampled token to the end
     double time_to_first_token_ms = 0;  // from the call to the first token sampled
@@ -177,14 +181,17 @@ public:
     void truncate(size_t n);
     // Stops the eval() or generate() running now on another thread at its next
     // check (between layers); it then throws Error(Cancelled) (eval) or
-    // GenerateError(Cancelled) (generate). Without a call running, the cancel is
-    // held: the next eval() or generate() throws so at once, having done
-    // nothing (reset() or clear_cancel() withdraw it). Safe from any thread,
-    // never blocks.
+    // GenerateError(Cancelled) (generate). A call that ends before its next
+    // check ends the cancel with it. Without a call running, the cancel is held:
+    // the next eval() or generate() throws so at once, having done nothing
+    // (reset() or clear_cancel() withdraw it). Safe from any thread, never blocks.
     void cancel() noexcept;
     // Withdraws a cancel that no call has taken yet (e.g. one that arrived just
     // after the call it meant to stop had ended). Safe from any thread.
     void clear_cancel() noexcept;
+    // Whether a cancel is held for the next call (e.g. to skip preparing a call
+    // that would return at once).
+    bool cancel_pending() const noexcept;
 
     std::span<const TokenId> tokens() const noexcept;  // the history, in order (see the top of this file)
     size_t n_past() const noexcept;                    // tokens().size()

@@ -92,6 +92,8 @@ public:
     // unless render_special. May be an incomplete UTF-8 sequence.
     std::string token_to_piece(TokenId id, bool render_special = false) const;
     // Inverts tokenize(): the pieces joined, with SPM's added leading space removed.
+    // The bytes as they are -- not necessarily valid UTF-8 for ids a model sampled
+    // (StreamingDetokenizer and Session::generate give valid text).
     std::string detokenize(std::span<const TokenId> ids, const DetokenizeOptions& opt = {}) const;
 
     struct Impl;  // defined inside the library

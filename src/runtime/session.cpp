@@ -138,8 +138,9 @@ struct Session::Impl {
     std::vector<float> logits;      // [n_vocab] the row of tokens[n_evaluated - 1]
     bool logits_valid = false;      // logits belong to the last token and nothing is pending
     std::vector<float> all_logits;  // [n, n_vocab] rows of the last eval(..., true)
-    // set by cancel(), taken (cleared) by the call it stops, or by the next one
-    // when no call was running (a cancel is never lost); reset() clears it
+    // set by cancel(); cleared when a call ends (a cancel that came while it ran was
+    // meant for it, whether or not it reached another check), so only one that
+    // arrives while no call runs is held for the next call; reset() clears it too
     std::atomic<bool> cancel{false};
     void take_cancel_or_throw(const char* fn);  // a held cancel: clear it, throw Error(Cancelled)
 
@@ -265,8 +266,9 @@ Session::Impl::~Impl() {
 void Session::Impl::take_cancel_or_throw(const char* fn) {
     if (cancel.exchange(false, std::memory_order_relaxed))
         throw Error(ErrorCode::Cancelled,
-                    fmt::format("{}: cancelled by a cancel() that came before the call (it was held for the next "
-                                "call; nothing was evaluated). reset() or clear_cancel() withdraw a held cancel",
+                    fmt::format("{}: cancelled by a cancel that came while no call ran (it was held for this "
+                                "call; nothing was evaluated). Resetting the session or clearing the cancel "
+                                "withdraws a held cancel",
                                 fn));
 }
 
@@ -380,10 +382,11 @@ void Session::eval(std::span<const TokenId> tokens, bool all_logits) {
     impl_->check_tokens(tokens, "Session::eval", "the input");
     try {
         impl_->eval(tokens, all_logits);
-    } catch (const Error& e) {
-        if (e.code() == ErrorCode::Cancelled) impl_->cancel.store(false, std::memory_order_relaxed);  // taken
+    } catch (...) {
+        impl_->cancel.store(false, std::memory_order_relaxed);  // a cancel sent during the call was for it
         throw;
     }
+    impl_->cancel.store(false, std::memory_order_relaxed);
 }
 
 std::span<const float> Session::logits() const noexcept {
@@ -413,6 +416,7 @@ GenerateResult Session::generate(std::string_view prompt, const GenerateParams& 
     } catch (...) {
         impl_->rethrow_as_generate_error(std::move(r), in_callback);
     }
+    impl_->cancel.store(false, std::memory_order_relaxed);  // a cancel sent during the call was for it
     return r;
 }
 
@@ -426,18 +430,19 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
     } catch (...) {
         impl_->rethrow_as_generate_error(std::move(r), in_callback);
     }
+    impl_->cancel.store(false, std::memory_order_relaxed);  // a cancel sent during the call was for it
     return r;
 }
 
 // Called in a catch block: the exception being handled, as a GenerateError.
 void Session::Impl::rethrow_as_generate_error(GenerateResult r, bool from_callback) {
+    cancel.store(false, std::memory_order_relaxed);  // the call ends: a cancel sent during it was for it
     try {
         throw;
     } catch (const GenerateError&) {
         throw;
     } catch (const Error& e) {
         if (from_callback) throw;
-        if (e.code() == ErrorCode::Cancelled) cancel.store(false, std::memory_order_relaxed);  // taken
         r.stop_reason = e.code() == ErrorCode::Cancelled ? StopReason::Cancelled : StopReason::Error;
         throw GenerateError(e.code(), e.what(), std::move(r));
     } catch (const std::bad_alloc&) {
@@ -474,11 +479,15 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
     s.check_tokens(prompt, "Session::generate", "the prompt");
 
     r.n_prompt_tokens = prompt.size();
+    const size_t n_before = s.tokens.size();
     try {
         if (prompt.empty() && !s.has_logits() && s.n_evaluated == s.tokens.size())
             --s.n_evaluated;  // the last token's logits are gone (truncate): run it again, same K/V
         if (!prompt.empty() || !s.has_logits()) s.eval(prompt, false);
     } catch (...) {
+        // stopped part-way: the prompt's batches that completed stay in the history (the
+        // rest is dropped, as eval() does), and the result says how many
+        r.n_prompt_tokens = s.tokens.size() - std::min(n_before, s.tokens.size());
         r.prompt_ms = ms_since(t0);
         throw;
     }
@@ -563,6 +572,13 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
         r.text.resize(emitted);
     } else if (r.stop_reason != StopReason::StopString) {
         r.text += detok.flush();
+        // the flushed text (a U+FFFD for an unfinished character) may complete a stop string
+        size_t cut = std::string::npos;
+        for (const std::string& stop : params.stop) cut = std::min(cut, r.text.find(stop, emitted));
+        if (cut != std::string::npos) {
+            r.text.resize(cut);
+            if (!failure) r.stop_reason = StopReason::StopString;
+        }
         emit(r.text.size());  // its answer no longer matters: the generation is over
     }
     r.generate_ms = ms_since(t_gen);
@@ -590,6 +606,7 @@ void Session::truncate(size_t n) {
 
 void Session::cancel() noexcept { impl_->cancel.store(true, std::memory_order_relaxed); }
 void Session::clear_cancel() noexcept { impl_->cancel.store(false, std::memory_order_relaxed); }
+bool Session::cancel_pending() const noexcept { return impl_->cancel.load(std::memory_order_relaxed); }
 
 std::span<const TokenId> Session::tokens() const noexcept { return impl_->tokens; }
 size_t Session::n_past() const noexcept { return impl_->tokens.size(); }

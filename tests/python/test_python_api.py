@@ -47,6 +47,11 @@ def ember_run(path, prompt, n, *flags):
     return r.stdout.decode()
 
 
+def nl(text: str) -> str:
+    """text as ember-run prints it: its output always ends with a newline."""
+    return text if text.endswith("\n") else text + "\n"
+
+
 # --- the model -----------------------------------------------------------------
 
 def test_model_metadata_info_and_tokenizer(model, path):
@@ -79,7 +84,7 @@ def test_apply_chat_template(model):
 def test_greedy_generation_equals_ember_run(session, path):
     g = session.generate(PROMPT, max_tokens=16, temperature=0)
     text = "".join(g)
-    assert text == ember_run(path, PROMPT, 16)
+    assert nl(text) == ember_run(path, PROMPT, 16)
     assert "Paris" in text
     assert g.done and g.stop_reason == "max_tokens" and len(g.result.tokens) == 16
     assert g.result.text == text == g.text and g.result.n_prompt_tokens == 5
@@ -130,7 +135,7 @@ def test_stop_strings(session, path):
     g = session.generate(PROMPT, max_tokens=16, temperature=0, stop=["."])
     pieces = list(g)
     assert "".join(pieces) == " Paris" and g.stop_reason == "stop_string"
-    assert "".join(pieces) == ember_run(path, PROMPT, 16, "--stop", ".")
+    assert nl("".join(pieces)) == ember_run(path, PROMPT, 16, "--stop", ".")
     session.reset()  # a single str, and a stop string spanning tokens
     assert "".join(session.generate(PROMPT, max_tokens=16, temperature=0, stop="aris.")) == " P"
 
@@ -277,7 +282,7 @@ def test_two_sessions_two_threads_and_the_gil_is_released(model, path):
         w.join(timeout=120)
     done.set()
     tick.join()
-    assert out == [expected, expected]
+    assert [nl(o) for o in out] == [expected, expected]
     (a0, a1), (b0, b1) = spans
     assert max(a0, b0) < min(a1, b1)  # the two generations overlapped in time
     during = [t for t in ticks if max(a0, b0) <= t <= min(a1, b1)]
@@ -331,22 +336,31 @@ def test_cancel_from_another_thread(model):
     timer = threading.Timer(0.3, s.cancel)
     t0 = time.perf_counter()
     timer.start()
-    for p in g:
-        pieces.append(p)
+    with pytest.raises(ember.CancelledError) as cancelled:  # a cancellation is an error, with the reply so far
+        for p in g:
+            pieces.append(p)
     timer.join()
     assert g.stop_reason == "cancelled" and pieces
+    assert cancelled.value.result.text == "".join(pieces)
     assert time.perf_counter() - t0 < 10
     assert s.n_past < 256
     # a consumer blocked in next() on another thread is released too
     s.reset()
     g = s.generate("Once upon a time", max_tokens=-1, ignore_eos=True)
     result = {}
-    th = threading.Thread(target=lambda: result.setdefault("text", "".join(g)))
+    def consume():
+        try:
+            for p in g:
+                result["text"] = result.get("text", "") + p
+        except ember.CancelledError:
+            result["cancelled"] = True
+
+    th = threading.Thread(target=consume)
     th.start()
     time.sleep(0.3)
     s.cancel()
     th.join(timeout=10)
-    assert not th.is_alive() and g.stop_reason == "cancelled" and result["text"]
+    assert not th.is_alive() and g.stop_reason == "cancelled" and result["text"] and result["cancelled"]
     # eval: CancelledError
     s.reset()
     ids = (model.tokenize("The quick brown fox jumps over the lazy dog. ") * 30)[:250]
@@ -383,7 +397,7 @@ def test_package_files():
         obj = getattr(ember, name)
         assert obj.__doc__, name
         for attr, member in vars(obj).items() if isinstance(obj, type) else []:
-            if not attr.startswith("_") and attr != "code":
+            if not attr.startswith("_") and attr not in ("code", "result"):
                 assert getattr(member, "__doc__", None), f"{name}.{attr}"
 
 

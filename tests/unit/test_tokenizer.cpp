@@ -91,7 +91,8 @@ void check_streaming(const Tokenizer& tok, const std::vector<TokenId>& ids, cons
     }
     joined += sd.flush();
     REQUIRE(valid_utf8(joined));  // always: bytes that form no character are U+FFFD
-    std::string want;             // ... as Python's errors='replace' (tests/python/test_utf8_out.py checks that)
+    std::string want;             // ... as Python's errors='replace' (tests/python/test_reply_safety.py
+                                  // checks that against Python itself)
     utf8_append_replacing(want, whole, /*final=*/true);
     REQUIRE(joined == want);
 }
