@@ -61,6 +61,7 @@ ember_model_params model_params_defaults() {
     ember_model_params p{};
     p.struct_size = sizeof p;
     p.n_gpu_layers = d.n_gpu_layers;
+    p.use_mmap = ember::LoadOptions{}.use_mmap ? 1 : 0;
     return p;
 }
 
@@ -321,8 +322,10 @@ ember_status ember_model_load(const char* path, const ember_model_params* params
         }
         ember::ModelParams mp;
         mp.n_gpu_layers = p.n_gpu_layers;
+        ember::LoadOptions lo;
+        lo.use_mmap = p.use_mmap != 0;
         auto handle = std::make_unique<ember_model>();
-        handle->model = ember::Model::load(path, mp);
+        handle->model = ember::Model::load(path, mp, lo);
         *out = handle.release();
         return EMBER_OK;
     });

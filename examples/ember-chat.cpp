@@ -236,7 +236,7 @@ bool blank(std::string_view s) {
 int chat(const ChatOptions& opt) {
     const bool tty = isatty(STDIN_FILENO) != 0;
     ember_tools::Interrupts interrupts;  // Ctrl-C outside a reply exits
-    const auto model = ember::Model::load(opt.common.model_path, opt.common.model);
+    const auto model = ember::Model::load(opt.common.model_path, opt.common.model, opt.common.load);
     ember::Session session(model, opt.common.session);
     session.set_precision(opt.common.precision);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-chat: warning: {}\n", w);

@@ -109,7 +109,7 @@ int run(const RunOptions& opt) {
     if (common.random_seed) fmt::print(stderr, "ember-run: seed {}\n", common.generate.sampling.seed);
 
     ember_tools::Interrupts interrupts;  // before loading: Ctrl-C during the load just exits
-    const auto model = ember::Model::load(common.model_path, common.model);
+    const auto model = ember::Model::load(common.model_path, common.model, common.load);
     ember::Session session(model, common.session);
     session.set_precision(common.precision);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-run: warning: {}\n", w);

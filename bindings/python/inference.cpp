@@ -372,17 +372,21 @@ from next(), whose `result` (and this `result`) holds what was generated
             "GenerateResult.stop_reason once the generation has ended (None before).");
 
     py::class_<ModelBox, ModelPtr>(m, "Model", kModelDoc)
-        .def(py::init([](const std::filesystem::path& path, int32_t n_gpu_layers) {
+        .def(py::init([](const std::filesystem::path& path, int32_t n_gpu_layers, bool use_mmap) {
                  ember::ModelParams p;
                  p.n_gpu_layers = n_gpu_layers;
+                 ember::LoadOptions lo;
+                 lo.use_mmap = use_mmap;
                  auto box = std::make_shared<ModelBox>();
                  py::gil_scoped_release release;
-                 box->model = ember::Model::load(path.string(), p);
+                 box->model = ember::Model::load(path.string(), p, lo);
                  return box;
              }),
-             py::arg("path"), py::arg("n_gpu_layers") = 0,
+             py::arg("path"), py::arg("n_gpu_layers") = 0, py::kw_only(), py::arg("use_mmap") = true,
              "Loads the GGUF model at `path` (str or os.PathLike). n_gpu_layers: layers to run on the GPU, "
-             "counted from the last. Raises NotFoundError/IoError for a missing or unreadable file, "
+             "counted from the last. use_mmap=False reads the weights into memory instead of mapping the file "
+             "(costs the file's size in memory; the file may then change without harm -- a mapped file must be "
+             "replaced by renaming a new file over it, never rewritten in place). Raises NotFoundError/IoError for a missing or unreadable file, "
              "InvalidFileError for a corrupt one, UnsupportedError for an architecture or tensor type ember "
              "cannot run (or GPU layers without a GPU build).")
         .def_property_readonly("path", [](const ModelBox& b) { return b.model->path(); }, "The path it was loaded from.")

@@ -148,6 +148,15 @@ typedef struct ember_model_params {
                              device, EMBER_ERR_BACKEND with the CUDA message; weights
                              that do not fit, EMBER_ERR_OUT_OF_MEMORY naming the
                              count that fits */
+    /* -- ABI version 3 -- */
+    int32_t reserved0;    /* the tail padding of version 1: ignored, keep 0 */
+    int32_t use_mmap;     /* nonzero (default): map the file; its pages are read on use and
+                             shared, and the file must not be rewritten in place while the
+                             model is loaded -- replace it by writing a new file and renaming
+                             it over the old one (rewriting or truncating a mapped file kills
+                             the process with SIGBUS). 0: read the weights into memory at
+                             load (costs the file's size in resident memory; the file may then
+                             change without harm); llama.cpp's --no-mmap */
 } ember_model_params;
 
 /* Fills *params with the defaults. struct_size is sizeof(*params) as the
@@ -156,7 +165,8 @@ typedef struct ember_model_params {
    or more than 64 KiB. */
 EMBER_CAPI ember_status ember_model_params_init(ember_model_params* params, size_t struct_size);
 
-/* Opens, validates and loads the GGUF model at path (mapped, not copied).
+/* Opens, validates and loads the GGUF model at path (mapped, not copied,
+   unless params->use_mmap is 0).
    params may be NULL for the defaults. On success *out receives a new handle
    that the caller frees with ember_model_free; on failure *out is set to NULL.
    Errors: EMBER_ERR_INVALID_ARGUMENT (path or out NULL, bad params),

@@ -15,6 +15,7 @@
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,7 +205,7 @@ static void test_without_model(void) {
     CHECK_MISUSE(ember_model_params_init(&mp, 0), "ember_model_params_init: struct_size is 0");
     CHECK_INVALID(ember_model_params_init(&mp, 1), "ember_model_params_init: struct_size is 1");
     CHECK_OK(ember_model_params_init(&mp, sizeof mp));
-    CHECK(mp.struct_size == sizeof mp && mp.n_gpu_layers == 0);
+    CHECK(mp.struct_size == sizeof mp && mp.n_gpu_layers == 0 && mp.use_mmap == 1 && mp.reserved0 == 0);
     CHECK_INVALID(ember_session_params_init(NULL, sizeof sp), "ember_session_params_init: params is NULL");
     CHECK_MISUSE(ember_session_params_init(&sp, 0), "ember_session_params_init: struct_size");
     CHECK_INVALID(ember_session_params_init(&sp, sizeof(size_t)), "ember_session_params_init: struct_size");
@@ -1003,6 +1004,42 @@ static void test_misuse(ember_model* model) {
     CHECK(strstr(ember_last_error(), "ember_session_free: session was already freed") != NULL);
 }
 
+/* use_mmap 0 reads the weights into memory: the same text as the mapping; a version-1
+   struct (no use_mmap field) maps, as it always did */
+static void test_load_modes(const char* path) {
+    static char mapped_text[512], read_text[512];
+    char* outs[2];
+    int k;
+    outs[0] = mapped_text;
+    outs[1] = read_text;
+    for (k = 0; k < 2; ++k) {
+        ember_model_params mp;
+        ember_model* m = NULL;
+        ember_session* s = NULL;
+        ember_generate_params gp = greedy(6);
+        ember_generate_result res;
+        ember_model_params_init(&mp, sizeof mp);
+        mp.use_mmap = k == 0;
+        CHECK_OK(ember_model_load(path, &mp, &m));
+        if (m == NULL) return;
+        CHECK_OK(ember_session_new(m, NULL, &s));
+        res.struct_size = sizeof res;
+        CHECK_OK(ember_session_generate(s, "The capital of France is", &gp, NULL, NULL, &res));
+        snprintf(outs[k], 512, "%s", res.text);
+        ember_session_free(s);
+        ember_model_free(m);
+    }
+    CHECK(mapped_text[0] != '\0' && strcmp(mapped_text, read_text) == 0);
+    {
+        ember_model_params v1; /* an older caller's struct: struct_size ends after n_gpu_layers */
+        ember_model* m = NULL;
+        memset(&v1, 0, sizeof v1);
+        v1.struct_size = offsetof(ember_model_params, n_gpu_layers) + sizeof(int32_t);
+        CHECK_OK(ember_model_load(path, &v1, &m));
+        ember_model_free(m);
+    }
+}
+
 int main(void) {
     const char* dir = getenv("EMBER_MODELS_DIR");
     char path[4096];
@@ -1066,6 +1103,7 @@ int main(void) {
     ember_model_free(model);
     CHECK(strstr(ember_last_error(), "ember_model_free: model was already freed") != NULL);
     test_session_outlives_model(path);
+    test_load_modes(path);
 
     printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;

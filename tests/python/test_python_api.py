@@ -440,3 +440,10 @@ def test_precision(model, monkeypatch):
     a = "".join(exact.generate("The capital of France is", max_tokens=6, temperature=0))
     b = "".join(fast.generate("The capital of France is", max_tokens=6, temperature=0))
     assert a == b and "Paris" in a, (a, b)
+
+
+def test_use_mmap_false_reads_the_weights_and_gives_the_same_text(path, model):
+    read = ember.Model(path, use_mmap=False)
+    a = "".join(model.session(**FAST).generate(PROMPT, max_tokens=6, temperature=0))
+    b = "".join(read.session(**FAST).generate(PROMPT, max_tokens=6, temperature=0))
+    assert a == b and a

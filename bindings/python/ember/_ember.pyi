@@ -171,7 +171,7 @@ class Generation(Iterator[str]):
 
 class Model:
     """A loaded GGUF model, immutable and shareable between sessions and threads."""
-    def __init__(self, path: _Path, n_gpu_layers: int = 0) -> None:
+    def __init__(self, path: _Path, n_gpu_layers: int = 0, *, use_mmap: bool = True) -> None:
         """Loads the model; NotFoundError, InvalidFileError, UnsupportedError, ... on failure."""
     @property
     def path(self) -> str: ...
