@@ -163,18 +163,7 @@ std::string Model::detokenize(std::span<const TokenId> ids, const DetokenizeOpti
 
 std::string Model::apply_chat_template(std::span<const ChatMessage> messages, bool add_generation_prompt,
                                        std::string* warning) const {
-    const Tokenizer& t = impl_->tokenizer;
-    const std::string bos = t.bos() != kNoToken ? std::string(t.text(t.bos())) : std::string();
-    const std::string eos = t.eos() != kNoToken ? std::string(t.text(t.eos())) : std::string();
-    if (impl_->chat_template.empty() && impl_->hp.arch == "gemma3") {
-        // Gemma-3 files without a template (the pretrained base models): Gemma's turn markers,
-        // chosen from the architecture, as its own template would render them
-        if (warning)
-            *warning = "the model has no chat template (tokenizer.chat_template is missing); the conversation was "
-                       "rendered with Gemma's turn markers, chosen from the architecture 'gemma3'";
-        return format_chat(ChatFormat::Gemma, messages, add_generation_prompt, bos, eos);
-    }
-    return ember::apply_chat_template(impl_->chat_template, messages, add_generation_prompt, bos, eos, warning);
+    return render_chat(messages, add_generation_prompt, warning).text;  // model_chat.cpp
 }
 
 }  // namespace ember
