@@ -375,6 +375,22 @@ ember_status ember_model_get_info(const ember_model* model, ember_model_info* in
 
 // ---- tokenizer and chat template --------------------------------------------------
 
+namespace {
+// Copies ids into tokens[capacity] and their count into *n_tokens; BUFFER_TOO_SMALL
+// (the first capacity written) when they do not fit. tokens NULL: a size query.
+ember_status write_tokens(const char* fn, const std::vector<ember::TokenId>& ids, ember_token* tokens,
+                          size_t capacity, size_t* n_tokens, const char* what) {
+    *n_tokens = ids.size();
+    const size_t n = std::min(capacity, ids.size());
+    if (n > 0) std::memcpy(tokens, ids.data(), n * sizeof(ember_token));
+    if (n < ids.size() && tokens != nullptr)
+        return fail(EMBER_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": capacity " + std::to_string(capacity) +
+                                                    " is too small; " + what + " has " + std::to_string(ids.size()) +
+                                                    " tokens (see *n_tokens)");
+    return EMBER_OK;
+}
+}  // namespace
+
 ember_status ember_tokenize(const ember_model* model, const char* text, size_t text_len, int add_special,
                             int parse_special, ember_token* tokens, size_t capacity, size_t* n_tokens) {
     static constexpr const char* fn = "ember_tokenize";
@@ -391,15 +407,7 @@ ember_status ember_tokenize(const ember_model* model, const char* text, size_t t
         ember::TokenizeOptions opt;
         opt.add_special = add_special != 0;
         opt.parse_special = parse_special != 0;
-        const std::vector<ember::TokenId> ids = model->model->tokenize(sv, opt);
-        *n_tokens = ids.size();
-        const size_t n = std::min(capacity, ids.size());
-        if (n > 0) std::memcpy(tokens, ids.data(), n * sizeof(ember_token));
-        if (n < ids.size() && tokens != nullptr)
-            return fail(EMBER_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": capacity " + std::to_string(capacity) +
-                                                        " is too small; the text has " + std::to_string(ids.size()) +
-                                                        " tokens (see *n_tokens)");
-        return EMBER_OK;
+        return write_tokens(fn, model->model->tokenize(sv, opt), tokens, capacity, n_tokens, "the text");
     });
 }
 
@@ -487,16 +495,9 @@ ember_status ember_tokenize_chat(const ember_model* model, const ember_chat_mess
             return invalid(fn, "tokens is NULL but capacity is " + std::to_string(capacity));
         std::vector<ember::ChatMessage> msgs;
         if (auto s = chat_messages(fn, messages, n_messages, &msgs)) return s;
-        const std::vector<ember::TokenId> ids =
-            model->model->tokenize_chat(msgs, add_generation_prompt != 0, parse_special_in_content != 0);
-        *n_tokens = ids.size();
-        const size_t n = std::min(capacity, ids.size());
-        if (n > 0) std::memcpy(tokens, ids.data(), n * sizeof(ember_token));
-        if (n < ids.size() && tokens != nullptr)
-            return fail(EMBER_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": capacity " + std::to_string(capacity) +
-                                                        " is too small; the conversation has " +
-                                                        std::to_string(ids.size()) + " tokens (see *n_tokens)");
-        return EMBER_OK;
+        return write_tokens(fn,
+                            model->model->tokenize_chat(msgs, add_generation_prompt != 0, parse_special_in_content != 0),
+                            tokens, capacity, n_tokens, "the conversation");
     });
 }
 

@@ -127,6 +127,18 @@ std::string write_tiny(const std::string& name, const TinySpec& s = {}) {
     return path;
 }
 
+// Sampling that gives every token of a random model a chance: n tokens, past EOS.
+GenerateParams any_token(int32_t n) {
+    GenerateParams gp;
+    gp.max_tokens = n;
+    gp.ignore_eos = true;
+    gp.sampling.temperature = 5.0f;
+    gp.sampling.top_k = 0;
+    gp.sampling.top_p = 1.0f;
+    gp.sampling.min_p = 0.0f;
+    return gp;
+}
+
 std::string error_of(const std::function<void()>& f, ErrorCode want) {
     try {
         f();
@@ -211,14 +223,7 @@ TEST_CASE("session: generated SPM text keeps its leading space; padded vocabular
 
     // random weights give every row a chance; the 40 padding rows must never come out
     Session s(model, {.n_ctx = 128, .n_threads = 2});
-    GenerateParams gp;
-    gp.max_tokens = 100;
-    gp.ignore_eos = true;
-    gp.sampling.temperature = 5.0f;
-    gp.sampling.top_k = 0;
-    gp.sampling.top_p = 1.0f;
-    gp.sampling.min_p = 0.0f;
-    const GenerateResult r = s.generate("a", gp);
+    const GenerateResult r = s.generate("a", any_token(100));
     CHECK(r.tokens.size() == 100);
     for (TokenId id : r.tokens) CHECK(id < 261);
 }
@@ -913,15 +918,8 @@ TEST_CASE("session: generated text is valid UTF-8 -- byte tokens that form no ch
     }
     // generation over random byte tokens: pieces and text are valid UTF-8, the tokens keep the bytes
     Session s(model, {.n_ctx = 1024, .n_threads = 1});
-    GenerateParams gp;
-    gp.max_tokens = 200;
-    gp.ignore_eos = true;
-    gp.sampling.temperature = 5.0f;
-    gp.sampling.top_k = 0;
-    gp.sampling.top_p = 1.0f;
-    gp.sampling.min_p = 0.0f;
     std::string streamed;
-    const GenerateResult r = s.generate("a", gp, [&](std::string_view p) {
+    const GenerateResult r = s.generate("a", any_token(200), [&](std::string_view p) {
         CHECK(utf8_invalid_offset(p) == std::string_view::npos);
         streamed += p;
         return true;
