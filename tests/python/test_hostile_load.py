@@ -5,9 +5,8 @@ bytes + 64 MiB (it was ~9 x: 1.0 GB for an 8M-token vocabulary in 111 MB);
 and under a memory limit (RLIMIT_AS, as `ulimit -v`) loading fails with an
 out-of-memory error that names what was being allocated, never a bare
 "std::bad_alloc"."""
-import os
-import resource
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,18 +33,29 @@ def hostile(tmp_path_factory) -> Path:
     return path
 
 
+# Runs argv[2:] from a small, freshly started Python and reports that grandchild's peak RSS.
+# Linux charges a process, at exec, with the peak RSS of the memory it had before (the copy of
+# its parent made by fork): a child forked straight from this pytest process -- hundreds of MB
+# after the Python API tests -- would "peak" at pytest's size. The helper is small when it forks.
+_MEASURE = """
+import os, resource, sys
+limit = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    if limit > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024)
+"""
+
+
 def run_measured(args, limit_as: int | None = None):
-    """Runs args; returns (returncode, stderr text, peak RSS in bytes) of that one child."""
-    def limit():
-        if limit_as is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (limit_as, limit_as))
-    p = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, preexec_fn=limit)
-    err = p.stderr.read()
-    p.stderr.close()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, err.decode(errors="replace"), usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+    """Runs args; returns (returncode, stderr text, peak RSS in bytes) of that one process."""
+    p = subprocess.run([sys.executable, "-c", _MEASURE, str(limit_as or 0), *[str(a) for a in args]],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, check=False)
+    rc, peak = p.stdout.decode().split()[-2:]
+    return int(rc), p.stderr.decode(errors="replace"), int(peak)
 
 
 def test_a_huge_vocabulary_with_a_missing_tensor_is_refused_within_the_memory_bound(hostile):
