@@ -1,6 +1,7 @@
 // The ember C++ API, all of it.
 #pragma once
 
+#include "ember/adapter.hpp"
 #include "ember/chat.hpp"
 #include "ember/error.hpp"
 #include "ember/gguf.hpp"

@@ -34,6 +34,8 @@
 
 namespace ember {
 
+class Adapter;
+
 struct ModelParams {
     // Layers to run on the GPU, counted from the last layer: 0 = all on the
     // CPU; N = the last N layers (their weights copied to the device at load,
@@ -118,6 +120,11 @@ public:
     // any text.
     std::vector<TokenId> tokenize_chat(std::span<const ChatMessage> messages, bool add_generation_prompt = true,
                                        bool parse_special_in_content = false, std::string* warning = nullptr) const;
+
+    // Loads a LoRA adapter for this model (see ember/adapter.hpp): once per
+    // model, then applied per session with Session::set_adapters. Throws as
+    // Adapter::load.
+    std::shared_ptr<const Adapter> load_adapter(const std::string& path) const;
 
     struct Impl;  // defined inside the library
     const Impl& impl() const noexcept { return *impl_; }

@@ -41,6 +41,8 @@ struct Model::Impl {
     std::unique_ptr<uint8_t, FreeAligned> packed;
     size_t packed_bytes = 0;
     double pack_seconds = 0.0;
+    // the shared_ptr Model::load returned (Model::load_adapter gives adapters a reference)
+    std::weak_ptr<const Model> self;
 };
 
 // Repacks the CPU-run matrices whose type the CPU kernels multiply packed
