@@ -29,6 +29,18 @@ ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_b
     return b;
 }
 
+void ensure_lora_buffers(Backend& be, const Hparams& hp, ForwardBuffers& buf, int64_t max_rank) {
+    if (max_rank <= buf.lora_rank) return;
+    const int64_t widest = std::max({hp.n_embd, hp.n_q(), hp.n_embd_k_gqa(), hp.n_embd_v_gqa(), hp.n_ff});
+    const int64_t out_len = std::max(buf.n_batch * widest, buf.n_logit_rows * static_cast<int64_t>(hp.n_vocab));
+    buf.lora_r = be.alloc_f32(static_cast<size_t>(buf.n_batch * max_rank));
+    if (buf.lora_out == nullptr) {
+        buf.lora_out = be.alloc_f32(static_cast<size_t>(out_len));
+        buf.lora_out_len = out_len;
+    }
+    buf.lora_rank = max_rank;
+}
+
 RopeParams rope_params(const Hparams& hp, const float* freq_factors, bool swa_layer) {
     RopeParams p;
     p.n_rot = static_cast<int32_t>(hp.rope_dim);
@@ -80,6 +92,16 @@ private:
     Backend& be_;
     bool open_ = true;
 };
+
+// y += sum over the pairs of scale * B (A x).   x: [n_tok, n_in], y: [n_tok, n_out]
+void add_lora(Backend& be, const LoraList& pairs, const float* x, int64_t n_tok, float* y, const ForwardBuffers& buf) {
+    for (const LoraPair& p : pairs) {
+        be.matmul(p.a, x, n_tok, buf.lora_r);                        // [n_tok, r]
+        be.scale(buf.lora_r, p.scale, n_tok * p.rank());
+        be.matmul(p.b, buf.lora_r, n_tok, buf.lora_out);             // [n_tok, n_out]
+        be.add(y, buf.lora_out, n_tok * p.b.n_out);
+    }
+}
 
 }  // namespace
 
@@ -134,8 +156,19 @@ void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t*
         StepGuard step(be, n_tok);
         // x: [n_tok, n_embd] -- the residual stream every block reads and adds to; the
         // embedding is looked up in host memory, so the first stage is the CPU's
+        const LoraLayer* lora_layers = st.lora != nullptr && !st.lora->layers.empty() ? st.lora->layers.data()
+                                                                                       : nullptr;
+        if (st.lora != nullptr && !st.lora->empty() && buf.lora_rank < st.lora->max_rank)
+            throw Error(ErrorCode::Internal, "forward: LoRA scratch smaller than the adapters' rank");
         if (si == 0) {
             be.get_rows(m.w.token_embd, tokens, n_tok, buf.x);
+            if (st.lora != nullptr)  // the delta of a token's row: B A[:, token] (A's rows are tokens)
+                for (const LoraPair& p : st.lora->token_embd) {
+                    be.get_rows(p.a, tokens, n_tok, buf.lora_r);
+                    be.scale(buf.lora_r, p.scale, n_tok * p.rank());
+                    be.matmul(p.b, buf.lora_r, n_tok, buf.lora_out);
+                    be.add(buf.x, buf.lora_out, n_tok * d);
+                }
             if (hp.embd_scale != 1.0f) be.scale(buf.x, hp.embd_scale, n_tok * d);
         }
         for (int64_t il = st.first_layer; il < st.end_layer; ++il) {
@@ -152,6 +185,12 @@ void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t*
             const WeightView* qkv_w[3] = {&L.wq, &L.wk, &L.wv};
             float* qkv[3] = {buf.q, buf.k, buf.v};
             be.matmul_shared(qkv_w, qkv, 3, buf.h, n_tok);  // q = wq h, k = wk h, v = wv h
+            const LoraLayer* lora = lora_layers != nullptr ? &lora_layers[il] : nullptr;
+            if (lora != nullptr) {  // the adapters' deltas, before the biases (y = W x + B A x + b)
+                add_lora(be, lora->wq, buf.h, n_tok, buf.q, buf);
+                add_lora(be, lora->wk, buf.h, n_tok, buf.k, buf);
+                add_lora(be, lora->wv, buf.h, n_tok, buf.v, buf);
+            }
             if (L.bq) {
                 be.add_bias(buf.q, L.bq, n_tok, hp.n_q());
                 be.add_bias(buf.k, L.bk, n_tok, hp.n_embd_k_gqa());
@@ -166,6 +205,7 @@ void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t*
             be.kv_store(*st.cache, cl, buf.k, buf.v, pos0, n_tok);
             be.attention(*st.cache, cl, buf.q, n_tok, pos0, ap, buf.attn);
             be.matmul(L.wo, buf.attn, n_tok, buf.o);
+            if (lora != nullptr) add_lora(be, lora->wo, buf.attn, n_tok, buf.o, buf);
             if (L.attn_post_norm) be.rms_norm(buf.o, L.attn_post_norm, n_tok, d, eps, buf.o);
             be.add(buf.x, buf.o, n_tok * d);
 
@@ -175,11 +215,16 @@ void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t*
             const WeightView* gate_up_w[2] = {&L.w_gate, &L.w_up};
             float* gate_up[2] = {buf.gate, buf.up};
             be.matmul_shared(gate_up_w, gate_up, 2, buf.h, n_tok);  // gate = w_gate h, up = w_up h
+            if (lora != nullptr) {
+                add_lora(be, lora->w_gate, buf.h, n_tok, buf.gate, buf);
+                add_lora(be, lora->w_up, buf.h, n_tok, buf.up, buf);
+            }
             if (hp.ffn_act == FfnActivation::GeluTanh)
                 be.geglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
             else
                 be.swiglu(buf.gate, buf.up, n_tok * hp.n_ff, buf.gate);
             be.matmul(L.w_down, buf.gate, n_tok, buf.o);
+            if (lora != nullptr) add_lora(be, lora->w_down, buf.gate, n_tok, buf.o, buf);
             if (L.ffn_post_norm) be.rms_norm(buf.o, L.ffn_post_norm, n_tok, d, eps, buf.o);
             be.add(buf.x, buf.o, n_tok * d);
         }
@@ -197,6 +242,7 @@ void forward(const Model::Impl& m, std::span<const Stage> stages, const int32_t*
             if (r != first) chunk_step.emplace(be, nr);
             be.rms_norm(buf.x + r * d, w.output_norm, nr, d, eps, buf.h);
             be.matmul(w.output, buf.h, nr, buf.logits);
+            if (st.lora != nullptr) add_lora(be, st.lora->output, buf.h, nr, buf.logits, buf);
             if (hp.final_softcap > 0) be.softcap(buf.logits, hp.final_softcap, nr * hp.n_vocab);
             if (chunk_step) chunk_step->end(); else step.end();
             be.to_host(buf.logits, logits_out + (r - first) * hp.n_vocab, static_cast<size_t>(nr) * hp.n_vocab);

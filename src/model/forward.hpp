@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "model/lora.hpp"
 #include "model/model_impl.hpp"
 
 namespace ember {
@@ -28,12 +29,22 @@ struct ForwardBuffers {
     float* up = nullptr;       // [n_batch, n_ff]
     float* logits = nullptr;   // [n_logit_rows, n_vocab]
     std::vector<int32_t> pos;  // [n_batch] host: position of each token of the batch
+    // LoRA scratch (ensure_lora_buffers; null until a session applies an adapter):
+    // A x of one pair, and B (A x) before it is added to the projection's output
+    float* lora_r = nullptr;   // [n_batch, lora_rank]
+    float* lora_out = nullptr; // [lora_out_len] >= n_batch * widest projection, n_logit_rows * n_vocab
+    int64_t lora_rank = 0;
+    int64_t lora_out_len = 0;
 };
 
 // Allocates the buffers for batches of up to n_batch tokens. With
 // embed_only, only `x` (a stage that looks up the token embedding and hands it
 // to the next backend, e.g. the CPU in front of a fully offloaded model).
 ForwardBuffers alloc_forward_buffers(Backend& be, const Hparams& hp, int64_t n_batch, bool embed_only = false);
+
+// Makes buf's LoRA scratch hold pairs of rank up to max_rank (grows only: a
+// backend frees its buffers with itself).
+void ensure_lora_buffers(Backend& be, const Hparams& hp, ForwardBuffers& buf, int64_t max_rank);
 
 // RoPE settings from the hyperparameters (scaling, YaRN correction dims) and
 // the optional per-pair frequency factors, for a layer of full attention or of
@@ -50,6 +61,9 @@ struct Stage {
     ForwardBuffers* buf = nullptr;
     int64_t first_layer = 0;
     int64_t end_layer = 0;
+    // the session's adapters in this stage's addresses (null or empty: none);
+    // buf's LoRA scratch must hold their largest rank
+    const LoraSet* lora = nullptr;
 };
 
 // Runs n_tok tokens (n_tok <= every stage's n_batch) at positions pos0,
