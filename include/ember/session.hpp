@@ -40,6 +40,7 @@
 #include <string_view>
 #include <vector>
 
+#include "ember/adapter.hpp"
 #include "ember/error.hpp"
 #include "ember/export.hpp"
 #include "ember/model.hpp"
@@ -204,6 +205,20 @@ public:
     // is not a Precision, or a bad EMBER_PRECISION.
     void set_precision(Precision p);
     Precision precision() const noexcept;              // the resolved one: Fast or Exact
+    // The LoRA adapters this session applies, each with its user scale (the
+    // effective scale of a pair is scale * alpha / rank, see ember/adapter.hpp),
+    // stacked in the order given; an empty list removes them. No weights are
+    // copied: changing the list takes microseconds. The adapters change every
+    // layer's keys and values, so a new list (one that differs from the current
+    // one) invalidates the whole KV cache: the history (tokens()) is kept, and
+    // the next eval() or generate() runs it through the model again before its
+    // own tokens; logits() is empty until then. InvalidArgument for a null
+    // adapter, one loaded for another model, a scale that is not finite, or a
+    // call made while eval() / generate() runs on this session (e.g. from
+    // on_piece).
+    void set_adapters(std::span<const AdapterScale> adapters);
+    const std::vector<AdapterScale>& adapters() const noexcept;
+
     // Bytes of the KV cache (host and device): full-attention layers hold n_ctx
     // cells, sliding-window layers a ring of window + n_batch cells.
     uint64_t kv_cache_bytes() const noexcept;

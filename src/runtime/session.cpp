@@ -142,7 +142,13 @@ struct Session::Impl {
     // meant for it, whether or not it reached another check), so only one that
     // arrives while no call runs is held for the next call; reset() clears it too
     std::atomic<bool> cancel{false};
-    void take_cancel_or_throw(const char* fn);  // a held cancel: clear it, throw Error(Cancelled)
+    void take_cancel_or_throw(const char* fn);
+    // an eval() or generate() is running (set_adapters is refused then; so is a
+    // second call, e.g. from on_piece)
+    std::atomic<bool> in_call{false};
+    // LoRA: the adapters and their pairs for the CPU's stages and the GPU's
+    std::vector<AdapterScale> adapters;
+    LoraSet lora_host, lora_gpu;  // a held cancel: clear it, throw Error(Cancelled)
 
     ~Impl();
     void generate(std::span<const TokenId> prompt, const GenerateParams& params, const PieceCallback& on_piece,
@@ -239,14 +245,16 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
                                 kv_mib, s.n_ctx, s.n_batch));
     }
     Backend* cpu = s.profile ? static_cast<Backend*>(s.profile.get()) : s.backend.get();
-    s.stages.push_back({cpu, &s.m->w, &s.cache, &s.buf, 0, n_cpu_layers});
+    s.stages.push_back({cpu, &s.m->w, &s.cache, &s.buf, 0, n_cpu_layers, &s.lora_host});
     if (plan.any()) {
         // device memory errors come back as Error(Backend) with the CUDA message
         s.gpu = make_gpu_backend();
         s.gpu->alloc_kv(&s.gpu_cache);
         s.gpu_buf = alloc_forward_buffers(*s.gpu, hp, s.n_batch);
-        s.stages.push_back({s.gpu.get(), &s.m->w_gpu, &s.gpu_cache, &s.gpu_buf, n_cpu_layers, plan.n_layer});
-        if (!plan.head_on_gpu) s.stages.push_back({cpu, &s.m->w, &s.cache, &s.buf, plan.n_layer, plan.n_layer});
+        s.stages.push_back(
+            {s.gpu.get(), &s.m->w_gpu, &s.gpu_cache, &s.gpu_buf, n_cpu_layers, plan.n_layer, &s.lora_gpu});
+        if (!plan.head_on_gpu)
+            s.stages.push_back({cpu, &s.m->w, &s.cache, &s.buf, plan.n_layer, plan.n_layer, &s.lora_host});
     }
 }
 
@@ -262,6 +270,28 @@ Session::Impl::~Impl() {
     } catch (...) {  // out of memory formatting a report: nothing to print
     }
 }
+
+namespace {
+
+// Marks a call running on the session for its duration; a second one (another
+// thread, or on_piece calling back into the session) is refused.
+class CallGuard {
+public:
+    CallGuard(std::atomic<bool>& flag, const char* fn) : flag_(flag) {
+        if (flag_.exchange(true))
+            invalid(fmt::format("{}: another call is running on this session (a session runs one call at a time; "
+                                "do not call it from on_piece or from a second thread)",
+                                fn));
+    }
+    ~CallGuard() { flag_.store(false); }
+    CallGuard(const CallGuard&) = delete;
+    CallGuard& operator=(const CallGuard&) = delete;
+
+private:
+    std::atomic<bool>& flag_;
+};
+
+}  // namespace
 
 void Session::Impl::take_cancel_or_throw(const char* fn) {
     if (cancel.exchange(false, std::memory_order_relaxed))
@@ -377,6 +407,7 @@ void Session::Impl::run_forward(size_t n, bool want_all, float* out) {
 }
 
 void Session::eval(std::span<const TokenId> tokens, bool all_logits) {
+    const CallGuard guard(impl_->in_call, "Session::eval");
     impl_->take_cancel_or_throw("Session::eval");
     if (tokens.empty()) invalid("Session::eval: the token list is empty");
     impl_->check_tokens(tokens, "Session::eval", "the input");
@@ -402,6 +433,7 @@ GenerateResult Session::generate(std::string_view prompt, const GenerateParams& 
     GenerateResult r;
     bool in_callback = false;
     try {
+        const CallGuard guard(impl_->in_call, "Session::generate");
         impl_->take_cancel_or_throw("Session::generate");
         if (const size_t at = utf8_invalid_offset(prompt); at != std::string_view::npos)
             invalid(fmt::format("Session::generate: the prompt is not valid UTF-8 (byte {} of {}, value 0x{:02x}); "
@@ -425,6 +457,7 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
     GenerateResult r;
     bool in_callback = false;
     try {
+        const CallGuard guard(impl_->in_call, "Session::generate");
         impl_->take_cancel_or_throw("Session::generate");
         impl_->generate(prompt, params, on_piece, r, in_callback);
     } catch (...) {
@@ -603,6 +636,49 @@ void Session::truncate(size_t n) {
     impl_->logits_valid = false;
     impl_->all_logits.clear();
 }
+
+void Session::set_adapters(std::span<const AdapterScale> adapters) {
+    Impl& s = *impl_;
+    if (s.in_call.load())
+        invalid("Session::set_adapters: a call (eval or generate) is running on this session; change the adapters "
+                "between calls");
+    for (size_t i = 0; i < adapters.size(); ++i) {
+        const AdapterScale& a = adapters[i];
+        if (!a.adapter) invalid(fmt::format("Session::set_adapters: adapter {} is null", i));
+        if (a.adapter->model().get() != s.model.get())
+            invalid(fmt::format("Session::set_adapters: adapter {} ('{}') was loaded for the model '{}', not for this "
+                                "session's model '{}' (load it with this model's load_adapter)",
+                                i, a.adapter->info().path, a.adapter->model()->path(), s.model->path()));
+        if (!std::isfinite(a.scale))
+            invalid(fmt::format("Session::set_adapters: the scale of adapter {} ('{}') is {}; it must be finite", i,
+                                a.adapter->info().path, a.scale));
+    }
+    const bool same = adapters.size() == s.adapters.size() &&
+                      std::equal(adapters.begin(), adapters.end(), s.adapters.begin(), [](const auto& x, const auto& y) {
+                          return x.adapter == y.adapter && x.scale == y.scale;
+                      });
+    if (same) return;
+    LoraSet host, gpu;
+    for (const AdapterScale& a : adapters) {
+        lora_append(host, a.adapter->impl().host, a.scale);
+        lora_append(gpu, a.adapter->impl().gpu, a.scale);
+    }
+    // the scratch first: nothing changes if it cannot be allocated
+    if (host.max_rank > 0) ensure_lora_buffers(*s.backend, s.m->hp, s.buf, host.max_rank);
+    if (gpu.max_rank > 0 && s.gpu) ensure_lora_buffers(*s.gpu, s.m->hp, s.gpu_buf, gpu.max_rank);
+    std::vector<AdapterScale> list(adapters.begin(), adapters.end());
+    s.lora_host = std::move(host);
+    s.lora_gpu = std::move(gpu);
+    s.adapters = std::move(list);
+    // every cached K/V row was computed with the old adapters: the history is kept
+    // and goes through the model again at the next call
+    s.n_evaluated = 0;
+    s.max_written = -1;
+    s.logits_valid = false;
+    s.all_logits.clear();
+}
+
+const std::vector<AdapterScale>& Session::adapters() const noexcept { return impl_->adapters; }
 
 void Session::cancel() noexcept { impl_->cancel.store(true, std::memory_order_relaxed); }
 void Session::clear_cancel() noexcept { impl_->cancel.store(false, std::memory_order_relaxed); }
