@@ -53,16 +53,63 @@ void close_active(SessionBox& box) {
     }
 }
 
+using AdapterPtr = std::shared_ptr<AdapterBox>;
+using AdapterList = std::vector<std::pair<AdapterPtr, float>>;
+
+// [(adapter, scale), ...] or [adapter, ...] (scale 1.0) or None, checked.
+AdapterList adapter_list(py::handle obj, const char* fn) {
+    AdapterList out;
+    if (obj.is_none()) return out;
+    if (py::isinstance<py::str>(obj) || !py::isinstance<py::iterable>(obj))
+        throw py::type_error(std::string(fn) + ": adapters must be a list of (Adapter, scale) pairs or of Adapters");
+    size_t i = 0;
+    for (py::handle item : obj) {
+        AdapterPtr a;
+        float scale = 1.0f;
+        if (py::isinstance<AdapterBox>(item)) {
+            a = item.cast<AdapterPtr>();
+        } else if (py::isinstance<py::tuple>(item) && py::len(item) == 2 && py::isinstance<AdapterBox>(item[py::int_(0)])) {
+            a = item[py::int_(0)].cast<AdapterPtr>();
+            py::handle sc = item[py::int_(1)];
+            if (!py::isinstance<py::float_>(sc) && !py::isinstance<py::int_>(sc))
+                throw py::type_error(std::string(fn) + ": the scale of adapter " + std::to_string(i) +
+                                     " must be a number");
+            scale = static_cast<float>(sc.cast<double>());
+        } else {
+            throw py::type_error(std::string(fn) + ": item " + std::to_string(i) +
+                                 " of adapters is neither an Adapter nor an (Adapter, scale) pair");
+        }
+        out.emplace_back(std::move(a), scale);
+        ++i;
+    }
+    return out;
+}
+
+void set_adapters(SessionBox& box, AdapterList list) {
+    std::vector<ember::AdapterScale> native;
+    native.reserve(list.size());
+    for (const auto& [a, scale] : list) native.push_back({a->adapter, scale});
+    close_active(box);
+    {
+        py::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(box.mu);
+        box.session.set_adapters(native);
+    }
+    box.adapters = std::move(list);
+}
+
 SessionPtr make_session(const ModelPtr& model, int64_t n_ctx, int64_t n_batch, int64_t n_threads,
-                        const std::string& kv_type, const std::string& precision) {
+                        const std::string& kv_type, const std::string& precision, py::handle adapters) {
     const ember::SessionParams p = session_params(n_ctx, n_batch, n_threads, kv_type);
     const ember::Precision prec = precision_of(precision);
+    AdapterList list = adapter_list(adapters, "Session");
     SessionPtr box;
     {
         py::gil_scoped_release release;  // allocates the KV cache, starts the threads
         box = std::make_shared<SessionBox>(model, p);
     }
     box->session.set_precision(prec);
+    if (!list.empty()) set_adapters(*box, std::move(list));
     for (const std::string& w : box->session.warnings()) warn(w);
     return box;
 }
@@ -466,12 +513,27 @@ from next(), whose `result` (and this `result`) holds what was generated
             "refuses (e.g. no messages).")
         .def("session", &make_session, py::kw_only(), py::arg("n_ctx") = 0, py::arg("n_batch") = 512,
              py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("precision") = "default",
+             py::arg("adapters") = py::none(),
              "A new Session over this model; the same as ember.Session(model, ...).")
+        .def(
+            "load_adapter",
+            [](const ModelPtr& model, const std::filesystem::path& path) {
+                auto box = std::make_shared<AdapterBox>();
+                box->model = model;
+                py::gil_scoped_release release;
+                box->adapter = model->model->load_adapter(path.string());
+                return box;
+            },
+            py::arg("path"),
+            "Loads the LoRA adapter (llama.cpp's GGUF adapter format) at `path` for this model: once per "
+            "model, then applied per session (Session.set_adapters, or adapters= on Session). "
+            "InvalidFileError naming the tensor and shapes when it does not fit this model, "
+            "UnsupportedError for a kind or type ember cannot apply (e.g. activated LoRA).")
         .def(
             "chat",
             [](const ModelPtr& model, py::handle messages, bool stream, int64_t n_ctx, int64_t n_batch,
                int64_t n_threads, const py::kwargs& kwargs) {
-                return chat(make_session(model, n_ctx, n_batch, n_threads, "f16", "default"), messages, stream, kwargs,
+                return chat(make_session(model, n_ctx, n_batch, n_threads, "f16", "default", py::none()), messages, stream, kwargs,
                             "Model.chat");
             },
             py::arg("messages"), py::kw_only(), py::arg("stream") = false, py::arg("n_ctx") = 0,
@@ -484,15 +546,71 @@ from next(), whose `result` (and this `result`) holds what was generated
             return "<ember.Model '" + b.model->path() + "' arch=" + i.arch + " n_params=" + std::to_string(i.n_params) + ">";
         });
 
+    py::class_<AdapterBox, AdapterPtr>(m, "Adapter", "A LoRA adapter loaded for a model (Model.load_adapter).")
+        .def_property_readonly("path", [](const AdapterBox& b) { return b.adapter->info().path; }, "The file.")
+        .def_property_readonly("model", [](const AdapterBox& b) { return b.model; }, "The Model it was loaded for.")
+        .def_property_readonly("name", [](const AdapterBox& b) { return b.adapter->info().name; },
+                               "general.name ('' when absent).")
+        .def_property_readonly("alpha", [](const AdapterBox& b) { return b.adapter->info().alpha; },
+                               "adapter.lora.alpha (0: the scale is the user's scale alone).")
+        .def_property_readonly("rank", [](const AdapterBox& b) { return b.adapter->info().rank_max; },
+                               "The largest rank of its pairs.")
+        .def_property_readonly(
+            "targets",
+            [](const AdapterBox& b) {
+                py::list out;
+                for (const ember::AdapterTarget& t : b.adapter->info().targets) {
+                    py::dict d;
+                    d["tensor"] = t.tensor;
+                    d["rank"] = t.rank;
+                    d["n_in"] = t.n_in;
+                    d["n_out"] = t.n_out;
+                    d["type_a"] = ember::type_info(t.type_a).name;
+                    d["type_b"] = ember::type_info(t.type_b).name;
+                    out.append(d);
+                }
+                return out;
+            },
+            "The base tensors it adapts: [{'tensor', 'rank', 'n_in', 'n_out', 'type_a', 'type_b'}, ...].")
+        .def_property_readonly("n_params", [](const AdapterBox& b) { return b.adapter->info().n_params; },
+                               "Elements of its lora_a / lora_b tensors.")
+        .def_property_readonly("nbytes", [](const AdapterBox& b) { return b.adapter->info().bytes; },
+                               "Bytes of its tensors (mapped from the file).")
+        .def_property_readonly("metadata", [](const AdapterBox& b) { return metadata_dict(b.adapter->file()); },
+                               "Every metadata key of the file: {key: value}.")
+        .def("__repr__", [](const AdapterBox& b) {
+            const auto& i = b.adapter->info();
+            return "<ember.Adapter '" + i.path + "' rank=" + std::to_string(i.rank_max) +
+                   " targets=" + std::to_string(i.targets.size()) + ">";
+        });
+
     py::class_<SessionBox, SessionPtr>(m, "Session", kSessionDoc)
         .def(py::init(&make_session), py::arg("model"), py::kw_only(), py::arg("n_ctx") = 0, py::arg("n_batch") = 512,
              py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("precision") = "default",
+             py::arg("adapters") = py::none(),
              "Allocates the KV cache and starts the threads. n_ctx: tokens the cache holds (0 = the model's "
              "training context, capped at 4096). n_batch: prompt tokens per forward pass. n_threads: 0 = one "
              "per core. kv_type: 'f16' or 'f32'. precision: how quantized weights are multiplied, "
              "'fast' (8-bit activations, llama.cpp's; ~2x prompt speed) or 'exact' (16-bit); 'default' = EMBER_PRECISION, "
-             "else 'exact'. InvalidArgumentError for out-of-range values, "
+             "else 'exact'. adapters: LoRA adapters to apply, [(Adapter, scale), ...] (see set_adapters). "
+             "InvalidArgumentError for out-of-range values, "
              "OutOfMemoryError when the cache does not fit.")
+        .def(
+            "set_adapters",
+            [](SessionBox& box, py::handle adapters) { set_adapters(box, adapter_list(adapters, "Session.set_adapters")); },
+            py::arg("adapters"),
+            "Applies LoRA adapters, [(Adapter, scale), ...] (an Adapter alone means scale 1.0), stacked; [] "
+            "removes them. Takes microseconds (no weights are copied). A new list invalidates the KV cache: "
+            "the history (tokens) is kept and runs through the model again at the next call. "
+            "InvalidArgumentError for an adapter of another model or a scale that is not finite.")
+        .def_property_readonly(
+            "adapters",
+            [](const SessionBox& box) {
+                py::list out;
+                for (const auto& [a, scale] : box.adapters) out.append(py::make_tuple(a, scale));
+                return out;
+            },
+            "The adapters applied: [(Adapter, scale), ...] (a new list).")
         .def(
             "eval",
             [](SessionBox& box, py::handle tokens, bool all_logits) -> py::object {

@@ -41,6 +41,12 @@ struct ModelBox {
     std::shared_ptr<const ember::Model> model;
 };
 
+// An ember::Adapter as the Python Adapter object holds it (with the Model it was loaded for).
+struct AdapterBox {
+    std::shared_ptr<const ember::Adapter> adapter;
+    std::shared_ptr<ModelBox> model;
+};
+
 class Stream;
 
 // An ember::Session as the Python Session object holds it.
@@ -51,6 +57,8 @@ struct SessionBox {
     ember::Session session;
     std::mutex mu;                 // held while something runs on `session` (see the top of this file)
     std::weak_ptr<Stream> active;  // the stream last started on this session; read and written with the GIL held
+    // the Adapter objects set_adapters was given, with their scales (read and written with the GIL held)
+    std::vector<std::pair<std::shared_ptr<AdapterBox>, float>> adapters;
 };
 
 // What the producer runs: a call to Session::generate with the given callback.

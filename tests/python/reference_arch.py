@@ -451,3 +451,59 @@ def load_any(path: str):
         return RL, RL.load_model(str(path))
     import sys
     return sys.modules[__name__], load_model(str(path))
+
+
+# --------------------------------------------------------------------------
+# LoRA adapters (llama.cpp's GGUF adapter format), merged in float64
+# --------------------------------------------------------------------------
+
+# GGUF per-layer tensor -> the Layer fields it feeds (fused ones split by rows)
+_LORA_LAYER_TARGETS = {
+    "attn_q.weight": ("wq",), "attn_k.weight": ("wk",), "attn_v.weight": ("wv",),
+    "attn_qkv.weight": ("wq", "wk", "wv"), "attn_output.weight": ("wo",),
+    "ffn_gate.weight": ("w_gate",), "ffn_down.weight": ("w_down",),
+}
+
+
+def apply_lora(model, path: str, scale: float = 1.0):
+    """`model` (from load_any) with the LoRA adapter at `path` merged in float64
+    at user scale `scale`: W + s * B @ A, s = scale * alpha / r (scale alone when
+    alpha is 0) -- the same function as applying it unmerged.  The token
+    embedding's pair is stored transposed (A [n_vocab, r], B [n_embd, r] as
+    NumPy arrays): E + s * A @ B.T.  A tied output stays the unadapted
+    embedding (llama.cpp's converter and ember adapt output.weight only when the
+    model has one).  Modifies `model` in place and returns it."""
+    reader = gguf.GGUFReader(str(path))
+    alpha = _field(reader, "adapter.lora.alpha", required=False)
+    alpha = 0.0 if alpha is None else float(alpha)
+    pairs: dict[str, dict[str, np.ndarray]] = {}
+    for t in reader.tensors:
+        base, half = t.name.rsplit(".", 1)
+        pairs.setdefault(base, {})[half] = dequantize_tensor(t)
+    for base, p in pairs.items():
+        if base.endswith("_norm.weight"):
+            continue
+        a, b = p["lora_a"], p["lora_b"]
+        if base == "token_embd.weight":
+            r = a.shape[1]
+            s = scale * alpha / r if alpha else scale
+            embd = model.token_embd + s * (a @ b.T)
+            model.token_embd = embd  # a tied output keeps the old array
+            continue
+        r = a.shape[0]
+        s = scale * alpha / r if alpha else scale
+        delta = s * (b @ a)  # (n_out, n_in)
+        if base == "output.weight":
+            model.output = model.output + delta
+            continue
+        il, name = base[len("blk."):].split(".", 1)
+        layer = model.layers[int(il)]
+        fields = _LORA_LAYER_TARGETS.get(name)
+        if name == "ffn_up.weight":
+            fields = ("w_gate", "w_up") if model.hp.arch == "phi3" else ("w_up",)
+        if fields is None:
+            raise ValueError(f"{path}: no reference for LoRA target {base}")
+        sizes = [getattr(layer, f).shape[0] for f in fields]
+        for f, part in zip(fields, split_rows(delta, sizes, base)):
+            setattr(layer, f, getattr(layer, f) + part)
+    return model

@@ -27,6 +27,7 @@ The GGUF reader is here too: ember.GGUFFile(path).metadata, .tensors,
 """
 from ._ember import (
     BackendError,
+    Adapter,
     CancelledError,
     Error,
     GenerateResult,
@@ -49,6 +50,7 @@ from ._ember import (
 )
 
 __all__ = [
+    "Adapter",
     "BackendError",
     "CancelledError",
     "Error",
