@@ -18,6 +18,7 @@
 
 #include "capi_internal.hpp"
 #include "ember.h"
+#include "ember/adapter.hpp"
 #include "ember/model.hpp"
 #include "ember/session.hpp"
 
@@ -28,12 +29,19 @@ constexpr uint32_t kModelMagic = 0x4c444f4d;         // "MODL"
 constexpr uint32_t kSessionMagic = 0x4e535345;       // "ESSN"
 constexpr uint32_t kFreedModelMagic = 0x444d4544;    // "DEMD"
 constexpr uint32_t kFreedSessionMagic = 0x44534544;  // "DESD"
+constexpr uint32_t kAdapterMagic = 0x50414441;       // "ADAP"
+constexpr uint32_t kFreedAdapterMagic = 0x44414544;  // "DEAD"
 
 // The magic is the first member of both handle types and atomic: two threads
 // freeing one handle at once race for the live -> freed exchange, and one loses.
 struct ember_model {
     std::atomic<uint32_t> magic{kModelMagic};
     std::shared_ptr<const ember::Model> model;
+};
+
+struct ember_adapter {
+    std::atomic<uint32_t> magic{kAdapterMagic};
+    std::shared_ptr<const ember::Adapter> adapter;  // holds its model; sessions hold their own references
 };
 
 struct ember_session {
@@ -147,27 +155,40 @@ Graveyard<H>& graveyard() {
 // The magic of any handle pointer (the first member of both types).
 uint32_t magic_of(const void* h) noexcept { return static_cast<const std::atomic<uint32_t>*>(h)->load(); }
 
+// The kind of handle a magic number marks: "model", "session", "adapter" (live
+// or freed), or null.
+const char* handle_kind(uint32_t magic, bool* freed) noexcept {
+    *freed = magic == kFreedModelMagic || magic == kFreedSessionMagic || magic == kFreedAdapterMagic;
+    if (magic == kModelMagic || magic == kFreedModelMagic) return "model";
+    if (magic == kSessionMagic || magic == kFreedSessionMagic) return "session";
+    if (magic == kAdapterMagic || magic == kFreedAdapterMagic) return "adapter";
+    return nullptr;
+}
+
 ember_status check_handle(const char* fn, const char* arg, const void* h, uint32_t want) noexcept {
     if (h == nullptr) return null_arg(fn, arg);
     const uint32_t magic = magic_of(h);
     if (magic == want) return EMBER_OK;
     try {
-        const bool model = want == kModelMagic;
+        bool want_freed = false, freed = false;
+        const std::string wanted = handle_kind(want, &want_freed);
+        const char* kind = handle_kind(magic, &freed);
         const std::string a(arg);
-        if (magic == (model ? kFreedModelMagic : kFreedSessionMagic))
-            return misuse(fn, a + " was already freed (ember_" + (model ? "model" : "session") +
-                                  "_free); it cannot be used again");
-        if (magic == kSessionMagic || magic == kFreedSessionMagic)
-            return misuse(fn, a + " is a session handle" + (magic == kFreedSessionMagic ? " (freed)" : "") +
-                                  ", not a model");
-        if (magic == kModelMagic || magic == kFreedModelMagic)
-            return misuse(fn, a + " is a model handle" + (magic == kFreedModelMagic ? " (freed)" : "") +
-                                  ", not a session");
-        return misuse(fn, a + " is not a live " + (model ? "model" : "session") + " handle (not from ember_" +
-                              (model ? "model_load" : "session_new") + ", or corrupted)");
+        if (kind != nullptr && wanted == kind)  // the right kind, freed
+            return misuse(fn, a + " was already freed (ember_" + wanted + "_free); it cannot be used again");
+        if (kind != nullptr)
+            return misuse(fn, a + " is " + (std::string(kind) == "adapter" ? "an " : "a ") + kind + " handle" +
+                                  (freed ? " (freed)" : "") + ", not " + (wanted == "adapter" ? "an " : "a ") +
+                                  wanted);
+        const char* made_by = wanted == "model" ? "model_load" : wanted == "session" ? "session_new" : "adapter_load";
+        return misuse(fn, a + " is not a live " + wanted + " handle (not from ember_" + made_by + ", or corrupted)");
     } catch (...) {
         return EMBER_ERR_MISUSE;
     }
+}
+
+ember_status check_adapter(const char* fn, const char* arg, const ember_adapter* a) {
+    return check_handle(fn, arg, a, kAdapterMagic);
 }
 
 ember_status check_model(const char* fn, const ember_model* m) { return check_handle(fn, "model", m, kModelMagic); }
@@ -343,6 +364,37 @@ void ember_model_free(ember_model* model) {
         model->model.reset();  // sessions keep the model alive through their own references
         graveyard<ember_model>().bury(model);
     } catch (...) {  // bad_alloc growing the graveyard: the shell is not kept, nothing escapes
+    }
+}
+
+// ---- LoRA adapters --------------------------------------------------------------
+
+ember_status ember_adapter_load(const ember_model* model, const char* path, ember_adapter** out) {
+    static constexpr const char* fn = "ember_adapter_load";
+    return guarded(fn, [&]() -> ember_status {
+        if (out == nullptr) return null_arg(fn, "out");
+        *out = nullptr;
+        if (auto st = check_model(fn, model)) return st;
+        if (path == nullptr) return null_arg(fn, "path");
+        auto handle = std::make_unique<ember_adapter>();
+        handle->adapter = model->model->load_adapter(path);
+        *out = handle.release();
+        return EMBER_OK;
+    });
+}
+
+void ember_adapter_free(ember_adapter* adapter) {
+    static constexpr const char* fn = "ember_adapter_free";
+    if (adapter == nullptr || check_adapter(fn, "adapter", adapter) != EMBER_OK) return;
+    uint32_t live = kAdapterMagic;
+    if (!adapter->magic.compare_exchange_strong(live, kFreedAdapterMagic)) {  // another thread freed it first
+        (void)check_adapter(fn, "adapter", adapter);
+        return;
+    }
+    try {
+        adapter->adapter.reset();  // sessions that apply it keep it alive through their own references
+        graveyard<ember_adapter>().bury(adapter);
+    } catch (...) {
     }
 }
 
@@ -663,6 +715,31 @@ ember_status ember_session_generate_tokens(ember_session* session, const ember_t
                         [&](const ember::GenerateParams& gp, const ember::PieceCallback& cb) {
                             return session->session->generate(ids, gp, cb);
                         });
+    });
+}
+
+ember_status ember_session_set_adapters(ember_session* session, const ember_adapter* const* adapters,
+                                       const float* scales, size_t n) {
+    static constexpr const char* fn = "ember_session_set_adapters";
+    return guarded(fn, [&]() -> ember_status {
+        if (auto st = check_session(fn, session)) return st;
+        if (n > 0 && adapters == nullptr) return null_arg(fn, "adapters");
+        if (n > (size_t{1} << 16)) return invalid(fn, "n = " + std::to_string(n) + " adapters is absurd");
+        std::vector<ember::AdapterScale> list;
+        list.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+            const std::string arg = "adapters[" + std::to_string(i) + "]";
+            if (auto st = check_adapter(fn, arg.c_str(), adapters[i])) return st;
+            const float scale = scales != nullptr ? scales[i] : 1.0f;
+            if (!std::isfinite(scale))
+                return invalid(fn, "scales[" + std::to_string(i) + "] is " + std::to_string(scale) +
+                                       "; a scale must be finite");
+            list.push_back({adapters[i]->adapter, scale});
+        }
+        const Busy busy(session);
+        if (auto st = busy.refuse(fn)) return st;
+        session->session->set_adapters(list);
+        return EMBER_OK;
     });
 }
 

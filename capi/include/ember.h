@@ -81,9 +81,11 @@ extern "C" {
 #endif
 
 /* Bumped when functions are added; never reset. */
-#define EMBER_ABI_VERSION 3  /* 2: models, sessions, tokenizer, generation;
+#define EMBER_ABI_VERSION 4  /* 2: models, sessions, tokenizer, generation;
                                 3: EMBER_ERR_MISUSE, thread caps and session warnings,
-                                   EMBER_STOP_ERROR, held cancels, use_mmap */
+                                   EMBER_STOP_ERROR, held cancels, use_mmap;
+                                4: LoRA adapters (ember_adapter_load, ember_adapter_free,
+                                   ember_session_set_adapters) */
 
 typedef enum ember_status {
     EMBER_OK = 0,
@@ -497,6 +499,44 @@ EMBER_CAPI ember_status ember_session_cancel(ember_session* session);
    the call it meant to stop had ended, say). Safe from any thread, never
    blocks. EMBER_ERR_INVALID_ARGUMENT: session NULL. */
 EMBER_CAPI ember_status ember_session_clear_cancel(ember_session* session);
+
+/* ---- LoRA adapters -----------------------------------------------------------
+
+   A LoRA adapter (llama.cpp's GGUF adapter format: general.type "adapter",
+   adapter.type "lora", tensors <base tensor>.lora_a / .lora_b) is loaded once
+   per model and applied per session, stacked, each with its own scale:
+   y = W x + sum_i scale_i * alpha_i / r_i * B_i (A_i x). The base weights are
+   never changed; any number of sessions on any threads may apply one adapter. */
+
+typedef struct ember_adapter ember_adapter;
+
+/* Loads the adapter at path for model, checking it against the model
+   (architecture, every target tensor, shapes, ranks, types). The adapter holds
+   its own reference to the model. On success *out receives a handle the
+   caller frees with ember_adapter_free; on failure *out is set to NULL.
+   Errors: EMBER_ERR_INVALID_ARGUMENT (NULL arguments), EMBER_ERR_NOT_FOUND /
+   EMBER_ERR_IO (the file), EMBER_ERR_INVALID_FILE (not an adapter, another
+   architecture, a tensor that does not fit the model: the message names the
+   tensor and the shapes), EMBER_ERR_UNSUPPORTED (a tensor type or adapter kind
+   ember cannot apply, e.g. activated LoRA), EMBER_ERR_MISUSE (a freed or
+   foreign model handle). */
+EMBER_CAPI ember_status ember_adapter_load(const ember_model* model, const char* path, ember_adapter** out);
+
+/* Releases the caller's reference. NULL is a no-op. Sessions that apply the
+   adapter keep it alive until they stop applying it or are freed. */
+EMBER_CAPI void ember_adapter_free(ember_adapter* adapter);
+
+/* Applies adapters[0..n) with scales[0..n) (scales NULL: 1.0 each), stacked,
+   replacing the session's list; n = 0 removes them all. Takes microseconds
+   (nothing is copied). A list that differs from the current one invalidates
+   the KV cache: the history is kept and runs through the model again at the
+   next eval or generate (the logits are unavailable until then).
+   Errors: EMBER_ERR_INVALID_ARGUMENT (session NULL, adapters NULL with n > 0,
+   a scale that is not finite, an adapter loaded for another model),
+   EMBER_ERR_MISUSE (a freed handle, or a call made while the session runs
+   another call, e.g. from its piece callback). */
+EMBER_CAPI ember_status ember_session_set_adapters(ember_session* session, const ember_adapter* const* adapters,
+                                                   const float* scales, size_t n);
 
 /* *n_past receives the number of tokens in the session's history: those in
    the cache, plus the last token sampled by ember_session_generate while it

@@ -16,9 +16,11 @@
 #include <math.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ember.h"
 
@@ -197,8 +199,8 @@ static void test_without_model(void) {
     int flag = 0;
     char buf[64];
 
-    CHECK(ember_abi_version() == 3);
-    CHECK(EMBER_ABI_VERSION == 3);
+    CHECK(ember_abi_version() == 4);
+    CHECK(EMBER_ABI_VERSION == 4);
 
     /* _init: NULL, 0, too small; defaults */
     CHECK_INVALID(ember_model_params_init(NULL, sizeof mp), "ember_model_params_init: params is NULL");
@@ -932,6 +934,191 @@ static int reenter(const char* piece, size_t len, void* user_data) {
     return 1;
 }
 
+/* ---- LoRA adapters ---- */
+
+static void put_u32(FILE* f, uint32_t v) { fwrite(&v, 4, 1, f); }
+static void put_u64(FILE* f, uint64_t v) { fwrite(&v, 8, 1, f); }
+static void put_str(FILE* f, const char* s) {
+    put_u64(f, (uint64_t)strlen(s));
+    fwrite(s, 1, strlen(s), f);
+}
+static void put_kv_str(FILE* f, const char* k, const char* v) {
+    put_str(f, k);
+    put_u32(f, 8); /* GGUF string */
+    put_str(f, v);
+}
+
+/* A GGUF LoRA adapter (written by hand, the format's own bytes) for the
+ * default model: one rank-2 F32 pair on blk.0.attn_q.weight [576, 576] with
+ * alpha 4, values `value`; arch "llama" or another. */
+static int write_adapter(const char* path, const char* arch, float value) {
+    FILE* f = fopen(path, "wb");
+    const uint64_t n_a = 576 * 2, n_b = 2 * 576;
+    uint64_t i;
+    float alpha = 4.0f;
+    long pos;
+    if (f == NULL) return 0;
+    fwrite("GGUF", 1, 4, f);
+    put_u32(f, 3);
+    put_u64(f, 2); /* tensors */
+    put_u64(f, 4); /* key-values */
+    put_kv_str(f, "general.architecture", arch);
+    put_kv_str(f, "general.type", "adapter");
+    put_kv_str(f, "adapter.type", "lora");
+    put_str(f, "adapter.lora.alpha");
+    put_u32(f, 6); /* float32 */
+    fwrite(&alpha, 4, 1, f);
+    put_str(f, "blk.0.attn_q.weight.lora_a");
+    put_u32(f, 2);
+    put_u64(f, 576);
+    put_u64(f, 2);
+    put_u32(f, 0); /* F32 */
+    put_u64(f, 0);
+    put_str(f, "blk.0.attn_q.weight.lora_b");
+    put_u32(f, 2);
+    put_u64(f, 2);
+    put_u64(f, 576);
+    put_u32(f, 0);
+    put_u64(f, n_a * 4);
+    pos = ftell(f);
+    while (pos % 32 != 0) { /* the data section is aligned to 32 */
+        fputc(0, f);
+        ++pos;
+    }
+    for (i = 0; i < n_a + n_b; ++i) fwrite(&value, 4, 1, f);
+    return fclose(f) == 0;
+}
+
+typedef struct adapter_reentry {
+    ember_session* session;
+    const ember_adapter* adapter;
+    ember_status status;
+} adapter_reentry;
+
+static int set_adapters_in_callback(const char* piece, size_t len, void* user_data) {
+    adapter_reentry* r = (adapter_reentry*)user_data;
+    float scale = 1.0f;
+    (void)piece;
+    (void)len;
+    r->status = ember_session_set_adapters(r->session, &r->adapter, &scale, 1);
+    return 1;
+}
+
+static void test_adapters(ember_model* model, const char* model_path) {
+    char path[2048], other[2100];
+    ember_adapter* adapter = NULL;
+    ember_adapter* freed = NULL;
+    ember_session_params sp;
+    ember_session* session = NULL;
+    ember_generate_params gp;
+    ember_generate_result res;
+    adapter_reentry r;
+    const ember_token toks[4] = {504, 3458, 282, 4649};
+    const float* logits = NULL;
+    float base[8], zero[8], with[8], again[8];
+    float scale;
+    size_t n_vocab = 0, n_past = 0;
+    int k;
+    const ember_adapter* list[2];
+
+    const char* tmp = getenv("TMPDIR") != NULL && strlen(getenv("TMPDIR")) < 1000 ? getenv("TMPDIR") : "/tmp";
+    snprintf(path, sizeof path, "%s/ember_c_test_lora_%d.gguf", tmp, (int)getpid());
+    snprintf(other, sizeof other, "%s.other.gguf", path);
+    CHECK(write_adapter(path, "llama", 0.05f));
+    CHECK(write_adapter(other, "qwen2", 0.05f));
+
+    /* arguments */
+    CHECK_INVALID(ember_adapter_load(model, path, NULL), "ember_adapter_load: out is NULL");
+    CHECK_INVALID(ember_adapter_load(NULL, path, &adapter), "ember_adapter_load: model is NULL");
+    CHECK(adapter == NULL);
+    CHECK_INVALID(ember_adapter_load(model, NULL, &adapter), "ember_adapter_load: path is NULL");
+    /* files that are not an adapter for this model */
+    CHECK_STATUS(ember_adapter_load(model, model_path, &adapter), EMBER_ERR_INVALID_FILE, "not an adapter");
+    CHECK(adapter == NULL);
+    CHECK_STATUS(ember_adapter_load(model, other, &adapter), EMBER_ERR_INVALID_FILE, "architecture \"qwen2\"");
+    CHECK_STATUS(ember_adapter_load(model, "/nonexistent/lora.gguf", &adapter), EMBER_ERR_NOT_FOUND,
+                 "/nonexistent/lora.gguf");
+    CHECK_OK(ember_adapter_load(model, path, &adapter));
+    if (adapter == NULL) return;
+    /* a handle of the wrong kind */
+    CHECK_MISUSE(ember_adapter_load((const ember_model*)adapter, path, &freed), "model is an adapter handle");
+
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 64;
+    sp.n_threads = 2;
+    CHECK_OK(ember_session_new(model, &sp, &session));
+    if (session == NULL) return;
+    CHECK_OK(ember_session_eval(session, toks, 4));
+    CHECK_OK(ember_session_logits(session, &logits, &n_vocab));
+    memcpy(base, logits, sizeof base);
+
+    /* scale 0: the same logits, exactly; then the history is kept and re-evaluated */
+    scale = 0.0f;
+    list[0] = adapter;
+    CHECK_OK(ember_session_set_adapters(session, list, &scale, 1));
+    CHECK_OK(ember_session_n_past(session, &n_past));
+    CHECK(n_past == 4);
+    CHECK_INVALID(ember_session_logits(session, &logits, &n_vocab), "no logits");
+    CHECK_OK(ember_session_eval(session, toks, 1));
+    CHECK_OK(ember_session_reset(session));
+    CHECK_OK(ember_session_eval(session, toks, 4));
+    CHECK_OK(ember_session_logits(session, &logits, &n_vocab));
+    memcpy(zero, logits, sizeof zero);
+    CHECK(memcmp(base, zero, sizeof base) == 0);
+    /* scale 1 (scales NULL): different logits */
+    CHECK_OK(ember_session_set_adapters(session, list, NULL, 1));
+    CHECK_OK(ember_session_reset(session));
+    CHECK_OK(ember_session_eval(session, toks, 4));
+    CHECK_OK(ember_session_logits(session, &logits, &n_vocab));
+    memcpy(with, logits, sizeof with);
+    {
+        float diff = 0.0f;
+        for (k = 0; k < 8; ++k) diff += fabsf(with[k] - base[k]);
+        CHECK(diff > 1e-3f);
+    }
+    /* the caller's reference freed: the session keeps the adapter */
+    ember_adapter_free(adapter);
+    ember_adapter_free(NULL);
+    CHECK_OK(ember_session_reset(session));
+    CHECK_OK(ember_session_eval(session, toks, 4));
+    CHECK_OK(ember_session_logits(session, &logits, &n_vocab));
+    memcpy(again, logits, sizeof again);
+    CHECK(memcmp(with, again, sizeof with) == 0);
+    /* a freed adapter handle is refused, and a second free is harmless */
+    CHECK_MISUSE(ember_session_set_adapters(session, list, NULL, 1),
+                 "adapters[0] was already freed (ember_adapter_free)");
+    ember_adapter_free(adapter);
+    /* bad lists */
+    CHECK_INVALID(ember_session_set_adapters(NULL, list, NULL, 1), "session is NULL");
+    CHECK_INVALID(ember_session_set_adapters(session, NULL, NULL, 1), "adapters is NULL");
+    CHECK_OK(ember_adapter_load(model, path, &adapter));
+    list[0] = adapter;
+    list[1] = NULL;
+    CHECK_INVALID(ember_session_set_adapters(session, list, NULL, 2), "adapters[1] is NULL");
+    scale = NAN;
+    CHECK_INVALID(ember_session_set_adapters(session, list, &scale, 1), "scales[0] is");
+    CHECK_MISUSE(ember_session_set_adapters(session, (const ember_adapter* const*)&session, NULL, 1),
+                 "adapters[0] is a session handle, not an adapter");
+    /* from inside the session's own piece callback: refused */
+    gp = greedy(2);
+    r.session = session;
+    r.adapter = adapter;
+    r.status = EMBER_OK;
+    res.struct_size = sizeof res;
+    CHECK_OK(ember_session_generate(session, "Hi", &gp, set_adapters_in_callback, &r, &res));
+    CHECK(r.status == EMBER_ERR_MISUSE);
+    /* n = 0 removes them: the base model's logits again */
+    CHECK_OK(ember_session_set_adapters(session, NULL, NULL, 0));
+    CHECK_OK(ember_session_reset(session));
+    CHECK_OK(ember_session_eval(session, toks, 4));
+    CHECK_OK(ember_session_logits(session, &logits, &n_vocab));
+    CHECK(memcmp(base, logits, sizeof base) == 0);
+    ember_session_free(session);
+    ember_adapter_free(adapter);
+    remove(path);
+    remove(other);
+}
+
 static void test_misuse(ember_model* model) {
     ember_session_params sp;
     ember_session* session = NULL;
@@ -1090,6 +1277,7 @@ int main(void) {
     test_session_params(model);
     test_generate(model, &info);
     test_misuse(model);
+    test_adapters(model, path);
     ember_model_free(model);
     /* a freed model: refused, and a second free too */
     CHECK_MISUSE(ember_model_get_info(model, &info), "ember_model_get_info: model was already freed (ember_model_free)");
