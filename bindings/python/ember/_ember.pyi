@@ -204,8 +204,12 @@ class Model:
         n_threads: int = 0,
         kv_type: Literal["f16", "f32"] = "f16",
         precision: Literal["default", "fast", "exact"] = "default",
+        adapters: _Adapters | None = None,
     ) -> Session:
         """A new Session over this model."""
+    def load_adapter(self, path: _Path) -> Adapter:
+        """Loads a LoRA adapter (llama.cpp's GGUF format) for this model; InvalidFileError naming the
+        tensor and shapes when it does not fit, UnsupportedError for a kind ember cannot apply."""
     @overload
     def chat(
         self,
@@ -257,6 +261,30 @@ class Model:
     ) -> Generation:
         """The assistant's reply in a new session, streamed."""
 
+class Adapter:
+    """A LoRA adapter loaded for a model (Model.load_adapter)."""
+    @property
+    def path(self) -> str: ...
+    @property
+    def model(self) -> Model: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def targets(self) -> list[dict[str, Any]]:
+        """[{'tensor', 'rank', 'n_in', 'n_out', 'type_a', 'type_b'}, ...]"""
+    @property
+    def n_params(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+_Adapters = Sequence[Adapter | tuple[Adapter, float]]
+
 class Session:
     """One conversation with a model: its own KV cache, threads and buffers."""
     def __init__(
@@ -268,7 +296,14 @@ class Session:
         n_threads: int = 0,
         kv_type: Literal["f16", "f32"] = "f16",
         precision: Literal["default", "fast", "exact"] = "default",
+        adapters: _Adapters | None = None,
     ) -> None: ...
+    def set_adapters(self, adapters: _Adapters) -> None:
+        """Applies LoRA adapters [(Adapter, scale), ...], stacked; [] removes them. A new list keeps the
+        history and re-evaluates it at the next call."""
+    @property
+    def adapters(self) -> list[tuple[Adapter, float]]:
+        """The adapters applied, with their scales (a new list)."""
     def eval(self, tokens: _Ids, all_logits: bool = False) -> npt.NDArray[np.float32] | None:
         """Runs the forward pass over `tokens` (GIL released)."""
     @property
