@@ -30,6 +30,15 @@ struct WeightView {
     const uint8_t* packed = nullptr;
 };
 
+// A low-rank update y += scale * B (A x) (a LoRA pair): a is [rank rows of
+// n_in] (a.n_out = rank), b is [n_out rows of rank] (b.n_in = rank).
+struct LowRankPair {
+    WeightView a;
+    WeightView b;
+    float scale = 1.0f;
+    int64_t rank() const { return b.n_in; }
+};
+
 // Whether the CPU kernels this process runs (cpu_kernels()) multiply packed rows
 // of this type: Model::load repacks only then. Defined by the CPU backend.
 bool cpu_runs_packed(TensorType type);
@@ -125,6 +134,20 @@ public:
     virtual void matmul_shared(const WeightView* const* ws, float* const* ys, int count, const float* x,
                                int64_t n_tok) {
         for (int i = 0; i < count; ++i) matmul(*ws[i], x, n_tok, ys[i]);
+    }
+    // y[t, :] += sum over the pairs of p.scale * p.b (p.a x[t, :]): low-rank
+    // updates of a projection's output (LoRA).   x: [n_tok, n_in], y: [n_tok, n_out];
+    // tmp: scratch of [n_tok, largest rank], out: scratch of [n_tok, n_out] (this
+    // backend's buffers). By default matmul, scale, matmul and add per pair.
+    virtual void add_low_rank(const LowRankPair* pairs, size_t count, const float* x, int64_t n_tok, float* y,
+                              float* tmp, float* out) {
+        for (size_t i = 0; i < count; ++i) {
+            const LowRankPair& p = pairs[i];
+            matmul(p.a, x, n_tok, tmp);
+            scale(tmp, p.scale, n_tok * p.rank());
+            matmul(p.b, tmp, n_tok, out);
+            add(y, out, n_tok * p.b.n_out);
+        }
     }
     // y[t, :] = x[t, :] / sqrt(mean(x[t, :]^2) + eps) * weight.   x, y: [n_tok, n] (may alias)
     virtual void rms_norm(const float* x, const float* weight, int64_t n_tok, int64_t n, float eps, float* y) = 0;

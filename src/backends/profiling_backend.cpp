@@ -12,6 +12,7 @@ const char* op_class_name(OpClass c) noexcept {
         case OpClass::Rope: return "rope";
         case OpClass::Elementwise: return "elementwise";
         case OpClass::GetRows: return "get_rows";
+        case OpClass::LowRank: return "lora";
         case OpClass::Sampling: return "sampling";
         case OpClass::ThreadSync: return "thread sync";
         case OpClass::Other: return "other";
@@ -104,6 +105,10 @@ void ProfilingBackend::geglu(const float* gate, const float* up, int64_t n, floa
 }
 void ProfilingBackend::add(float* x, const float* y, int64_t n) {
     timed(OpClass::Elementwise, [&] { inner_.add(x, y, n); });
+}
+void ProfilingBackend::add_low_rank(const LowRankPair* pairs, size_t count, const float* x, int64_t n_tok, float* y,
+                                    float* tmp, float* out) {
+    timed(OpClass::LowRank, [&] { inner_.add_low_rank(pairs, count, x, n_tok, y, tmp, out); });
 }
 void ProfilingBackend::add_bias(float* x, const float* b, int64_t n_tok, int64_t n) {
     timed(OpClass::Elementwise, [&] { inner_.add_bias(x, b, n_tok, n); });

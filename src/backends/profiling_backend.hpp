@@ -28,6 +28,7 @@ enum class OpClass {
     Rope,         // rope
     Elementwise,  // swiglu, geglu, add, add_bias, scale, softcap
     GetRows,      // get_rows (the token embedding)
+    LowRank,      // add_low_rank (LoRA adapters' updates)
     Sampling,     // the sampler (timed by the session's generate loop)
     ThreadSync,   // the pool's tail waits inside the ops above (ThreadPool::sync_ns), taken out of them
     Other,
@@ -89,6 +90,8 @@ public:
     void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
     void geglu(const float* gate, const float* up, int64_t n, float* out) override;
     void add(float* x, const float* y, int64_t n) override;
+    void add_low_rank(const LowRankPair* pairs, size_t count, const float* x, int64_t n_tok, float* y, float* tmp,
+                      float* out) override;
     void add_bias(float* x, const float* b, int64_t n_tok, int64_t n) override;
     void scale(float* x, float s, int64_t n) override;
     void softcap(float* x, float cap, int64_t n) override;

@@ -95,12 +95,7 @@ private:
 
 // y += sum over the pairs of scale * B (A x).   x: [n_tok, n_in], y: [n_tok, n_out]
 void add_lora(Backend& be, const LoraList& pairs, const float* x, int64_t n_tok, float* y, const ForwardBuffers& buf) {
-    for (const LoraPair& p : pairs) {
-        be.matmul(p.a, x, n_tok, buf.lora_r);                        // [n_tok, r]
-        be.scale(buf.lora_r, p.scale, n_tok * p.rank());
-        be.matmul(p.b, buf.lora_r, n_tok, buf.lora_out);             // [n_tok, n_out]
-        be.add(y, buf.lora_out, n_tok * p.b.n_out);
-    }
+    if (!pairs.empty()) be.add_low_rank(pairs.data(), pairs.size(), x, n_tok, y, buf.lora_r, buf.lora_out);
 }
 
 }  // namespace

@@ -15,16 +15,9 @@
 
 namespace ember {
 
-// y += scale * B (A x).   a: [rank rows of n_in] (WeightView n_in = the
-// projection's n_in, n_out = rank), b: [n_out rows of rank]. For the token
-// embedding a is [n_vocab rows of rank] (a token's row is looked up) and b
-// [n_embd rows of rank].
-struct LoraPair {
-    WeightView a;
-    WeightView b;
-    float scale = 1.0f;
-    int64_t rank() const { return b.n_in; }
-};
+// y += scale * B (A x) (backends/backend.hpp). For the token embedding a is
+// [n_vocab rows of rank] (a token's row is looked up) and b [n_embd rows of rank].
+using LoraPair = LowRankPair;
 
 using LoraList = std::vector<LoraPair>;
 

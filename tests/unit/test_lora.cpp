@@ -173,7 +173,14 @@ fs::path write_merged(const gguf::File& base, const std::string& file,
     return path;
 }
 
-const std::vector<TokenId> kIds = {1, 5, 9, 20, 33, 7, 8, 100, 150, 3, 77, 42};
+const std::vector<TokenId> kShortIds = {1, 5, 9, 20, 33, 7, 8, 100, 150, 3, 77, 42};
+// 40 ids: a prompt batch this long takes the threaded matrix path (>= 16 tokens),
+// single tokens the CPU's inline low-rank path
+const std::vector<TokenId> kIds = [] {
+    std::vector<TokenId> v = kShortIds;
+    for (int i = 0; i < 28; ++i) v.push_back(static_cast<TokenId>(3 + (i * 37) % 190));
+    return v;
+}();
 
 std::vector<float> all_logits(const std::shared_ptr<const Model>& m, const std::vector<AdapterScale>& adapters,
                               uint32_t n_batch = 512) {

@@ -613,6 +613,31 @@ void CpuBackend::add(float* x, const float* y, int64_t n) {
     });
 }
 
+void CpuBackend::add_low_rank(const LowRankPair* pairs, size_t count, const float* x, int64_t n_tok, float* y,
+                              float* tmp, float* out) {
+    // A few tokens through float pairs: a LoRA update is ~rank * (n_in + n_out)
+    // multiply-adds per token, less than waking the pool costs, so it runs here
+    // on the caller's thread (the default dispatches two matmuls per pair)
+    int64_t macs = 0;
+    bool floats = k_.matvec != nullptr;
+    for (size_t i = 0; i < count; ++i) {
+        const LowRankPair& p = pairs[i];
+        macs += p.rank() * (p.a.n_in + p.b.n_out);
+        for (const WeightView* w : {&p.a, &p.b})
+            floats = floats && !type_info(w->type).quantized && w->packed == nullptr;
+    }
+    if (!floats || n_tok >= kGemmMinTokens || n_tok * macs > (int64_t{1} << 20))
+        return Backend::add_low_rank(pairs, count, x, n_tok, y, tmp, out);
+    for (size_t i = 0; i < count; ++i) {
+        const LowRankPair& p = pairs[i];
+        const int64_t r = p.rank(), n_out = p.b.n_out;
+        k_.matvec(p.a.type, p.a.data, p.a.row_bytes, r, p.a.n_in, x, nullptr, n_tok, tmp, r);  // [n_tok, r]
+        k_.scale(tmp, p.scale, n_tok * r);
+        k_.matvec(p.b.type, p.b.data, p.b.row_bytes, n_out, r, tmp, nullptr, n_tok, out, n_out);
+        k_.add(y, out, n_tok * n_out);
+    }
+}
+
 void CpuBackend::add_bias(float* x, const float* b, int64_t n_tok, int64_t n) {
     pool_.parallel_for(n_tok, std::max<int64_t>(1, 8192 / std::max<int64_t>(n, 1)), [&](int64_t begin, int64_t end, int) {
         for (int64_t t = begin; t < end; ++t) k_.add(x + t * n, b, n);

@@ -52,6 +52,8 @@ public:
     void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
     void geglu(const float* gate, const float* up, int64_t n, float* out) override;
     void add(float* x, const float* y, int64_t n) override;
+    void add_low_rank(const LowRankPair* pairs, size_t count, const float* x, int64_t n_tok, float* y, float* tmp,
+                      float* out) override;
     void add_bias(float* x, const float* b, int64_t n_tok, int64_t n) override;
     void scale(float* x, float s, int64_t n) override;
     void softcap(float* x, float cap, int64_t n) override;
