@@ -34,6 +34,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <string>
@@ -217,6 +218,9 @@ public:
     // call made while eval() / generate() runs on this session (e.g. from
     // on_piece).
     void set_adapters(std::span<const AdapterScale> adapters);
+    void set_adapters(std::initializer_list<AdapterScale> adapters) {  // s.set_adapters({{adapter, 1.0f}})
+        set_adapters(std::span<const AdapterScale>(adapters.begin(), adapters.size()));
+    }
     const std::vector<AdapterScale>& adapters() const noexcept;
 
     // Bytes of the KV cache (host and device): full-attention layers hold n_ctx

@@ -512,10 +512,8 @@ TEST_CASE("lora: per-session lists -- checks, invalidation that keeps the histor
     {
         Session keep(model, sp);
         auto tmp = model->load_adapter(path.string());
-        std::vector<AdapterScale> l = {{tmp, 1.0f}};
-        keep.set_adapters(l);
+        keep.set_adapters({{tmp, 1.0f}});  // the initializer-list form
         tmp.reset();
-        l.clear();
         keep.eval(kIds);
         CHECK(!keep.logits().empty());
     }
