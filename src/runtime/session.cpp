@@ -28,6 +28,7 @@ namespace {
 constexpr uint32_t kDefaultCtxCap = 4096;    // n_ctx = 0 takes the training context, up to this
 constexpr uint32_t kMaxCtx = 1u << 24;       // beyond any model's context: a typo, not a request
 constexpr int32_t kMaxThreads = 1024;
+constexpr size_t kMaxAdapters = 256;         // adapters stacked on one session
 
 [[noreturn]] void invalid(const std::string& msg) { throw Error(ErrorCode::InvalidArgument, msg); }
 
@@ -142,13 +143,16 @@ struct Session::Impl {
     // meant for it, whether or not it reached another check), so only one that
     // arrives while no call runs is held for the next call; reset() clears it too
     std::atomic<bool> cancel{false};
-    void take_cancel_or_throw(const char* fn);
+    void take_cancel_or_throw(const char* fn);  // a held cancel: clear it, throw Error(Cancelled)
     // an eval() or generate() is running (set_adapters is refused then; so is a
     // second call, e.g. from on_piece)
     std::atomic<bool> in_call{false};
     // LoRA: the adapters and their pairs for the CPU's stages and the GPU's
     std::vector<AdapterScale> adapters;
-    LoraSet lora_host, lora_gpu;  // a held cancel: clear it, throw Error(Cancelled)
+    LoraSet lora_host, lora_gpu;
+    // set_adapters changed the list: the cache's K/V rows are stale, and the next eval
+    // runs the history through the model again (without logits) before its own tokens
+    bool replay_all = false;
 
     ~Impl();
     void generate(std::span<const TokenId> prompt, const GenerateParams& params, const PieceCallback& on_piece,
@@ -341,6 +345,11 @@ void Session::Impl::replay_if_window_lost() {
 // pending ones first -- through the model in batches of n_batch.
 void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
     const size_t n_vocab = m->hp.n_vocab;
+    if (replay_all && !want_all) {  // new adapters: the history is pending, in the same batches as a fresh session
+        n_evaluated = 0;
+        max_written = -1;
+        replay_all = false;
+    }
     const size_t n_kept = n_evaluated;  // tokens whose K/V the cache holds (unless the window was lost)
     const size_t n_pending = tokens.size() - n_kept;
     const size_t start = n_kept;
@@ -357,6 +366,11 @@ void Session::Impl::eval(std::span<const TokenId> ids, bool want_all) {
     }
     tokens.insert(tokens.end(), ids.begin(), ids.end());
     replay_if_window_lost();  // after the allocations that may throw: a failed call changes nothing
+    if (replay_all) {  // new adapters, all logits wanted: the history is replayed without its logits (below)
+        n_evaluated = 0;
+        max_written = -1;
+        replay_all = false;
+    }
     try {
         while (n_evaluated < n_kept) {  // a replay after a lost window: the logits are not wanted
             const size_t n = std::min<size_t>(n_batch, n_kept - n_evaluated);
@@ -559,9 +573,13 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
                 if (std::isnan(s.logits[i]) || s.logits[i] == std::numeric_limits<float>::infinity())
                     throw Error(ErrorCode::InvalidFile,
                                 fmt::format("generate: the model produced a non-finite logit ({} for token {}) at "
-                                            "position {} of the session; its weights may be corrupt: check the file "
-                                            "(ember-inspect, a fresh download) or try --precision exact",
-                                            s.logits[i], i, s.tokens.size() - 1));
+                                            "position {} of the session; {}",
+                                            s.logits[i], i, s.tokens.size() - 1,
+                                            s.adapters.empty()
+                                                ? "its weights may be corrupt: check the file (ember-inspect, a "
+                                                  "fresh download) or try --precision exact"
+                                                : "the session applies LoRA adapters: try without them, or with "
+                                                  "smaller scales; else the model's weights may be corrupt"));
             const auto t_sample = s.profile ? Clock::now() : Clock::time_point{};
             const TokenId next = sampler.sample(s.logits);
             if (s.profile) s.profile->add_sampling(ns_since(t_sample));
@@ -620,6 +638,7 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
 
 void Session::reset() {
     impl_->cancel.store(false, std::memory_order_relaxed);
+    impl_->replay_all = false;  // nothing left to replay
     impl_->tokens.clear();
     impl_->n_evaluated = 0;
     impl_->max_written = -1;
@@ -639,19 +658,35 @@ void Session::truncate(size_t n) {
 
 void Session::set_adapters(std::span<const AdapterScale> adapters) {
     Impl& s = *impl_;
-    if (s.in_call.load())
+    // the whole change holds the call flag: an eval/generate cannot start meanwhile
+    if (s.in_call.exchange(true))
         invalid("Session::set_adapters: a call (eval or generate) is running on this session; change the adapters "
                 "between calls");
+    struct Release {
+        std::atomic<bool>& f;
+        ~Release() { f.store(false); }
+    } release{s.in_call};
+    if (adapters.size() > kMaxAdapters)
+        invalid(fmt::format("Session::set_adapters: {} adapters; at most {} may be stacked", adapters.size(),
+                            kMaxAdapters));
     for (size_t i = 0; i < adapters.size(); ++i) {
         const AdapterScale& a = adapters[i];
         if (!a.adapter) invalid(fmt::format("Session::set_adapters: adapter {} is null", i));
         if (a.adapter->model().get() != s.model.get())
-            invalid(fmt::format("Session::set_adapters: adapter {} ('{}') was loaded for the model '{}', not for this "
-                                "session's model '{}' (load it with this model's load_adapter)",
-                                i, a.adapter->info().path, a.adapter->model()->path(), s.model->path()));
+            invalid(fmt::format("Session::set_adapters: adapter {} ('{}') was loaded for another Model object ('{}'), "
+                                "not for this session's model{} (load it with this model's load_adapter)",
+                                i, a.adapter->info().path, a.adapter->model()->path(),
+                                a.adapter->model()->path() == s.model->path()
+                                    ? " (the same file, loaded separately: an adapter belongs to one loaded model)"
+                                    : fmt::format(" '{}'", s.model->path())));
         if (!std::isfinite(a.scale))
             invalid(fmt::format("Session::set_adapters: the scale of adapter {} ('{}') is {}; it must be finite", i,
                                 a.adapter->info().path, a.scale));
+        // the effective scale of its largest pair, scale * alpha / r, must be finite too
+        if (!std::isfinite(a.scale * a.adapter->impl().max_pair_scale))
+            invalid(fmt::format("Session::set_adapters: the scale of adapter {} ('{}') is {}, which times its "
+                                "alpha / rank ({}) is not a finite number; use a scale of a sensible size",
+                                i, a.adapter->info().path, a.scale, a.adapter->impl().max_pair_scale));
     }
     const bool same = adapters.size() == s.adapters.size() &&
                       std::equal(adapters.begin(), adapters.end(), s.adapters.begin(), [](const auto& x, const auto& y) {
@@ -671,9 +706,8 @@ void Session::set_adapters(std::span<const AdapterScale> adapters) {
     s.lora_gpu = std::move(gpu);
     s.adapters = std::move(list);
     // every cached K/V row was computed with the old adapters: the history is kept
-    // and goes through the model again at the next call
-    s.n_evaluated = 0;
-    s.max_written = -1;
+    // and goes through the model again at the next call (Impl::eval)
+    s.replay_all = true;
     s.logits_valid = false;
     s.all_logits.clear();
 }
