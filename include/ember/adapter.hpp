@@ -19,8 +19,10 @@
 // tensors "<W's name>.lora_a" (GGUF shape [n_in, r]) and "<W's name>.lora_b"
 // ([r, n_out]), in F32, F16, BF16 or Q8_0. The token embedding's pair is stored
 // the other way round (lora_a [r, n_vocab], lora_b [r, n_embd]): the delta of a
-// token's row is B A[:, token]. Pairs for norm vectors are skipped (as llama.cpp
-// does). Activated LoRA (adapter.alora.invocation_tokens) is refused.
+// token's row is B A[:, token]; it adapts the embedding only, not a tied output
+// head (as PEFT). Plain 1-D *_norm.weight tensors are skipped, as llama.cpp
+// does (AdapterInfo::skipped lists them). Activated LoRA
+// (adapter.alora.invocation_tokens) is refused.
 #pragma once
 
 #include <cstdint>
@@ -54,6 +56,9 @@ struct AdapterInfo {
     std::string task_name;   // adapter.lora.task_name ("" when absent)
     std::string prompt_prefix;  // adapter.lora.prompt_prefix ("" when absent)
     std::vector<AdapterTarget> targets;  // in file order
+    // 1-D *_norm.weight tensors of the file (convert_lora_to_gguf.py writes the
+    // fine-tuned norms of mergekit's extracted adapters): not applied, as in llama.cpp
+    std::vector<std::string> skipped;
     uint64_t n_params = 0;   // elements of all lora_a / lora_b tensors
     uint64_t bytes = 0;      // their bytes in the file (host memory it maps)
     uint64_t device_bytes = 0;  // copies on the GPU for the base model's offloaded layers

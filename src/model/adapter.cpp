@@ -4,11 +4,13 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <map>
 #include <string_view>
 
 #include "ember/error.hpp"
+#include "ember/quant.hpp"
 #include "model/lora.hpp"
 #include "model/model_impl.hpp"
 #include "model/tensors.hpp"
@@ -28,6 +30,7 @@ LoraList LoraLayer::*lora_member(WeightView LayerWeights::*m) {
 
 void lora_append(LoraSet& dst, const LoraSet& src, float scale) {
     if (src.empty()) return;
+    if (scale == 0.0f) return;  // adds exactly nothing: not run at all
     auto append = [scale](LoraList& d, const LoraList& s) {
         for (LoraPair p : s) {
             p.scale *= scale;
@@ -56,6 +59,20 @@ void lora_append(LoraSet& dst, const LoraSet& src, float scale) {
 namespace {
 
 constexpr int64_t kMaxRank = 1 << 16;  // beyond any adapter: a corrupt shape
+constexpr float kMaxAlpha = 1e6f;      // likewise
+
+// The first element of t that is not a finite number (dequantized), or -1.
+int64_t first_non_finite(const gguf::TensorInfo& t) {
+    const int64_t n_in = t.shape[0], rows = t.shape[1];
+    const size_t rb = static_cast<size_t>(t.n_bytes / static_cast<uint64_t>(rows));
+    std::vector<float> row(static_cast<size_t>(n_in));
+    for (int64_t r = 0; r < rows; ++r) {
+        dequantize_row(t.type, t.data + static_cast<size_t>(r) * rb, row.data(), n_in);
+        for (int64_t i = 0; i < n_in; ++i)
+            if (!std::isfinite(row[static_cast<size_t>(i)])) return r * n_in + i;
+    }
+    return -1;
+}
 
 std::string shape_str(const std::vector<int64_t>& s) {
     std::string out = "[";
@@ -107,7 +124,7 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
     if (!model) throw Error(ErrorCode::InvalidArgument, fmt::format("Adapter::load('{}'): the model is null", path));
     const Model::Impl& m = model->impl();
     const Hparams& hp = m.hp;
-    auto impl = std::unique_ptr<Impl>(new Impl{model, gguf::File::open(path), {}, {}, {}, {}});
+    auto impl = std::unique_ptr<Impl>(new Impl{model, gguf::File::open(path), {}, {}, {}, {}, 0.0f});
     const gguf::File& f = impl->file;
     auto bad = [&](const std::string& msg) -> Error {
         return Error(ErrorCode::InvalidFile, fmt::format("LoRA adapter '{}': {}", path, msg));
@@ -156,7 +173,10 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
             throw bad(fmt::format("adapter.lora.alpha has type {}; it must be a float32",
                                   gguf::value_type_name(a->type())));
         info.alpha = a->get<float>();
-        if (!std::isfinite(info.alpha)) throw bad(fmt::format("adapter.lora.alpha is {}", info.alpha));
+        if (!std::isfinite(info.alpha) || std::abs(info.alpha) > kMaxAlpha)
+            throw bad(fmt::format("adapter.lora.alpha is {}; it must be a finite number of at most {} in magnitude "
+                                  "(LoRA alphas are a small multiple of the rank)",
+                                  info.alpha, kMaxAlpha));
     }
 
     // the pairs, by base tensor name
@@ -169,6 +189,12 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
     for (const gguf::TensorInfo& t : f.tensors()) {
         const std::string_view n = t.name;
         const bool is_a = n.ends_with(".lora_a"), is_b = n.ends_with(".lora_b");
+        if (!is_a && !is_b && n.ends_with("_norm.weight") && t.shape.size() == 1) {
+            // a norm vector of the fine-tuned model (convert_lora_to_gguf.py writes them for
+            // mergekit's extracted adapters): not applied, as llama.cpp does not
+            info.skipped.push_back(t.name);
+            continue;
+        }
         if (!is_a && !is_b)
             throw bad(fmt::format("tensor '{}' is not half of a LoRA pair (an adapter's tensors are named after "
                                   "the base tensor plus .lora_a / .lora_b)",
@@ -178,7 +204,9 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
         if (inserted) order.push_back(base);
         (is_a ? it->second.a : it->second.b) = &t;
     }
-    if (pairs.empty()) throw bad("it has no tensors (no .lora_a / .lora_b pairs)");
+    if (pairs.empty())
+        throw bad(info.skipped.empty() ? "it has no tensors (no .lora_a / .lora_b pairs)"
+                                       : "it has no .lora_a / .lora_b pairs (only norm vectors, which are not applied)");
 
     const bool offloaded = m.offload.any();
     impl->host.layers.resize(hp.n_layer);
@@ -199,7 +227,6 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
         if (p.a == nullptr || p.b == nullptr)
             throw bad(fmt::format("tensor '{}' has no {}: a LoRA pair needs both .lora_a and .lora_b", base,
                                   p.a == nullptr ? "lora_a" : "lora_b"));
-        if (std::string_view(base).ends_with("_norm.weight")) continue;  // as llama.cpp: norm vectors are not adapted
         for (const gguf::TensorInfo* t : {p.a, p.b}) {
             if (t->shape.size() != 2)
                 throw bad(fmt::format("tensor '{}' has shape {}; a LoRA tensor is a 2-D matrix", t->name,
@@ -207,6 +234,11 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
             if (!lora_type(t->type))
                 throw unsupported(fmt::format("tensor '{}' has type {}; LoRA tensors may be F32, F16, BF16 or Q8_0",
                                               t->name, type_info(t->type).name));
+            // read in place: a file written with general.alignment 1 or 2 may place it off a 4-byte boundary
+            if (reinterpret_cast<uintptr_t>(t->data) % 4 != 0)
+                throw unsupported(fmt::format("tensor '{}' starts at byte {}, not a multiple of 4 (the file's "
+                                              "general.alignment is {}); rewrite it with the default alignment of 32",
+                                              t->name, t->file_offset, f.alignment()));
         }
         const gguf::TensorInfo* w = m.file.find_tensor(base);
         const bool embd = base == "token_embd.weight";
@@ -245,9 +277,17 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
                                   base, shape_str(p.a->shape), shape_str(p.b->shape), base, shape_str(w->shape),
                                   embd ? "[r, " + std::to_string(n_out) + "]" : "[" + std::to_string(n_in) + ", r]",
                                   "[r, " + std::to_string(embd ? n_in : n_out) + "]",
-                                  r > kMaxRank ? fmt::format(" (rank {} is beyond {})", r, kMaxRank) : ""));
+                                  r > kMaxRank ? fmt::format(" (rank {} is beyond {})", r, kMaxRank)
+                                  : r < 1      ? fmt::format(" (rank {}: a rank is at least 1)", r)
+                                               : ""));
+        for (const gguf::TensorInfo* t : {p.a, p.b})
+            if (const int64_t at = first_non_finite(*t); at >= 0)
+                throw bad(fmt::format("tensor '{}' holds a value that is not a finite number (element {} of {}); the "
+                                      "adapter is corrupt",
+                                      t->name, at, t->n_elements));
         const WeightView a = view_of(*p.a), b = view_of(*p.b);
         const float pscale = info.alpha != 0.0f ? info.alpha / static_cast<float>(r) : 1.0f;
+        impl->max_pair_scale = std::max(impl->max_pair_scale, std::abs(pscale));
         info.targets.push_back({base, r, n_in, n_out, p.a->type, p.b->type});
         info.n_params += p.a->n_elements + p.b->n_elements;
         info.bytes += p.a->n_bytes + p.b->n_bytes;
@@ -284,7 +324,7 @@ std::shared_ptr<const Adapter> Adapter::load(std::shared_ptr<const Model> model,
             r0 += rows;
         }
     }
-    if (info.targets.empty()) throw bad("it adapts no matrix (only norm vectors, which are not adapted)");
+    if (info.targets.empty()) throw bad("it adapts no matrix (no .lora_a / .lora_b pairs)");
     if (dev != nullptr) info.device_bytes = dev->bytes();
     return std::shared_ptr<const Adapter>(new Adapter(std::move(impl)));
 }

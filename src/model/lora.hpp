@@ -50,9 +50,11 @@ struct Adapter::Impl {
     LoraSet host;
     LoraSet gpu;
     std::unique_ptr<DeviceWeights> device;
+    float max_pair_scale = 0.0f;  // the largest |alpha / r| of its pairs (1 when alpha is 0)
 };
 
-// Appends `src`'s pairs to `dst` with their scales multiplied by `scale`.
+// Appends `src`'s pairs to `dst` with their scales multiplied by `scale`
+// (nothing for scale 0: such a pair would add exactly zero).
 void lora_append(LoraSet& dst, const LoraSet& src, float scale);
 
 }  // namespace ember
