@@ -41,7 +41,9 @@ struct ember_model {
 
 struct ember_adapter {
     std::atomic<uint32_t> magic{kAdapterMagic};
-    std::shared_ptr<const ember::Adapter> adapter;  // holds its model; sessions hold their own references
+    // holds its model; sessions hold their own references. Atomic: ember_adapter_free on one
+    // thread may race a call that reads it on another (which then sees null: "freed")
+    std::atomic<std::shared_ptr<const ember::Adapter>> adapter;
 };
 
 struct ember_session {
@@ -377,7 +379,7 @@ ember_status ember_adapter_load(const ember_model* model, const char* path, embe
         if (auto st = check_model(fn, model)) return st;
         if (path == nullptr) return null_arg(fn, "path");
         auto handle = std::make_unique<ember_adapter>();
-        handle->adapter = model->model->load_adapter(path);
+        handle->adapter.store(model->model->load_adapter(path));
         *out = handle.release();
         return EMBER_OK;
     });
@@ -392,7 +394,7 @@ void ember_adapter_free(ember_adapter* adapter) {
         return;
     }
     try {
-        adapter->adapter.reset();  // sessions that apply it keep it alive through their own references
+        adapter->adapter.store(nullptr);  // sessions that apply it keep it alive through their own references
         graveyard<ember_adapter>().bury(adapter);
     } catch (...) {
     }
@@ -734,7 +736,9 @@ ember_status ember_session_set_adapters(ember_session* session, const ember_adap
             if (!std::isfinite(scale))
                 return invalid(fn, "scales[" + std::to_string(i) + "] is " + std::to_string(scale) +
                                        "; a scale must be finite");
-            list.push_back({adapters[i]->adapter, scale});
+            std::shared_ptr<const ember::Adapter> a = adapters[i]->adapter.load();
+            if (!a) return misuse(fn, arg + " was already freed (ember_adapter_free); it cannot be used again");
+            list.push_back({std::move(a), scale});
         }
         const Busy busy(session);
         if (auto st = busy.refuse(fn)) return st;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
@@ -57,11 +58,37 @@ using AdapterPtr = std::shared_ptr<AdapterBox>;
 using AdapterList = std::vector<std::pair<AdapterPtr, float>>;
 
 // [(adapter, scale), ...] or [adapter, ...] (scale 1.0) or None, checked.
+// A scale: a real number (int, float, NumPy scalars: anything with __float__ but
+// bool and str), finite in float32.
+float adapter_scale(py::handle sc, const char* fn, size_t i) {
+    const std::string what = std::string(fn) + ": the scale of adapter " + std::to_string(i);
+    if (py::isinstance<py::bool_>(sc) || py::isinstance<py::str>(sc) || !PyNumber_Check(sc.ptr()))
+        throw py::type_error(what + " must be a number");
+    const double v = PyFloat_AsDouble(sc.ptr());
+    if (v == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    if (!std::isfinite(v) || std::abs(v) > 3.4e38)
+        throw py::value_error(what + " is " + std::to_string(v) + "; it must be a finite float32");
+    return static_cast<float>(v);
+}
+
 AdapterList adapter_list(py::handle obj, const char* fn) {
     AdapterList out;
     if (obj.is_none()) return out;
+    if (py::isinstance<py::dict>(obj) || (PyMapping_Check(obj.ptr()) && !PySequence_Check(obj.ptr()))) {
+        // {adapter: scale, ...}: its items, in order
+        size_t i = 0;
+        const py::dict d(py::reinterpret_borrow<py::object>(obj));
+        for (auto item : d) {
+            if (!py::isinstance<AdapterBox>(item.first))
+                throw py::type_error(std::string(fn) + ": key " + std::to_string(i) + " of adapters is not an Adapter");
+            out.emplace_back(item.first.cast<AdapterPtr>(), adapter_scale(item.second, fn, i));
+            ++i;
+        }
+        return out;
+    }
     if (py::isinstance<py::str>(obj) || !py::isinstance<py::iterable>(obj))
-        throw py::type_error(std::string(fn) + ": adapters must be a list of (Adapter, scale) pairs or of Adapters");
+        throw py::type_error(std::string(fn) + ": adapters must be a list of (Adapter, scale) pairs or of Adapters, "
+                                               "or a dict {Adapter: scale}");
     size_t i = 0;
     for (py::handle item : obj) {
         AdapterPtr a;
@@ -70,11 +97,7 @@ AdapterList adapter_list(py::handle obj, const char* fn) {
             a = item.cast<AdapterPtr>();
         } else if (py::isinstance<py::tuple>(item) && py::len(item) == 2 && py::isinstance<AdapterBox>(item[py::int_(0)])) {
             a = item[py::int_(0)].cast<AdapterPtr>();
-            py::handle sc = item[py::int_(1)];
-            if (!py::isinstance<py::float_>(sc) && !py::isinstance<py::int_>(sc))
-                throw py::type_error(std::string(fn) + ": the scale of adapter " + std::to_string(i) +
-                                     " must be a number");
-            scale = static_cast<float>(sc.cast<double>());
+            scale = adapter_scale(item[py::int_(1)], fn, i);
         } else {
             throw py::type_error(std::string(fn) + ": item " + std::to_string(i) +
                                  " of adapters is neither an Adapter nor an (Adapter, scale) pair");

@@ -90,6 +90,9 @@ def test_set_adapters_forms_and_effect(model, adapter_path):
     assert np.abs(with_a - base).max() > 1e-2
     np.testing.assert_array_equal(logits(model, [a]), with_a)  # an Adapter alone: scale 1
     np.testing.assert_array_equal(logits(model, [(a, 0)]), base)  # scale 0: exactly the base
+    np.testing.assert_array_equal(logits(model, {a: 1.0}), with_a)  # a dict {Adapter: scale}
+    np.testing.assert_array_equal(logits(model, [(a, np.float32(1.0))]), with_a)  # NumPy scalars are numbers
+    assert model.session(n_ctx=32, adapters={a: 0.25}).adapters == [(a, 0.25)]
     s = ember.Session(model, n_ctx=64, n_threads=2, precision="exact", adapters=[(a, 0.5)])
     assert s.adapters == [(a, 0.5)] and s.adapters[0][0] is a
     s.set_adapters([(a, 1)])
@@ -122,12 +125,18 @@ def test_refusals(model, adapter_path, tmp_path):
         s.set_adapters([1])
     with pytest.raises(TypeError, match="scale of adapter 0"):
         s.set_adapters([(a, "1")])
-    with pytest.raises(ember.InvalidArgumentError, match="must be finite"):
+    with pytest.raises(TypeError, match="scale of adapter 0"):
+        s.set_adapters([(a, True)])
+    with pytest.raises(ValueError, match="finite float32"):
+        s.set_adapters([(a, 1e300)])
+    with pytest.raises(ember.InvalidArgumentError, match="is not a finite number"):
+        s.set_adapters([(a, 3e38)])  # times alpha / r (2)
+    with pytest.raises(ValueError, match="finite float32"):
         s.set_adapters([(a, float("nan"))])
     other = ember.Model(BASE)
-    with pytest.raises(ember.InvalidArgumentError, match="was loaded for the model"):
+    with pytest.raises(ember.InvalidArgumentError, match="was loaded for another Model object"):
         s.set_adapters([(other.load_adapter(adapter_path), 1.0)])
-    with pytest.raises(ember.InvalidArgumentError, match="was loaded for the model"):
+    with pytest.raises(ember.InvalidArgumentError, match="was loaded for another Model object"):
         other.session(n_ctx=32, adapters=[a])
     assert s.adapters == []
     # files

@@ -401,7 +401,7 @@ TEST_CASE("lora: an adapter that does not fit its model is refused at load, nami
     CHECK(code == ErrorCode::Unsupported);
     // nothing at all
     CHECK(refused([](gguf::Writer&, TestPair&) {}, nullptr, false).find("no tensors") != std::string::npos);
-    // only norm vectors: skipped as llama.cpp does, so nothing is adapted
+    // a pair on a norm vector: not a matrix the forward pass multiplies
     CHECK(refused(
               [](gguf::Writer& w, TestPair&) {
                   std::vector<float> a(64, 0.1f), b(4, 0.1f);
@@ -409,7 +409,42 @@ TEST_CASE("lora: an adapter that does not fit its model is refused at load, nami
                   w.add_tensor("blk.0.attn_norm.weight.lora_b", TensorType::F32, {1, 4}, encode(b, 1, TensorType::F32));
               },
               nullptr, false)
-              .find("adapts no matrix") != std::string::npos);
+              .find("not a matrix the forward pass multiplies") != std::string::npos);
+    // a plain norm vector beside the pairs (mergekit's extracted adapters): skipped, as llama.cpp does;
+    // alone, there is nothing to apply
+    CHECK(refused([](gguf::Writer& w, TestPair&) {
+              std::vector<float> v(64, 1.0f);
+              w.add_tensor("blk.0.attn_norm.weight", TensorType::F32, {64}, encode(v, 64, TensorType::F32));
+          }) == "(loaded)");
+    CHECK(refused(
+              [](gguf::Writer& w, TestPair&) {
+                  std::vector<float> v(64, 1.0f);
+                  w.add_tensor("blk.0.attn_norm.weight", TensorType::F32, {64}, encode(v, 64, TensorType::F32));
+              },
+              nullptr, false)
+              .find("only norm vectors") != std::string::npos);
+    // values that are not finite numbers; an alpha beyond reason
+    CHECK(refused([](gguf::Writer&, TestPair& p) { p.b[7] = INFINITY; }).find("element 7 of 256") !=
+          std::string::npos);
+    CHECK(refused([](gguf::Writer& w, TestPair&) { w.set("adapter.lora.alpha", gguf::Value(1e30f)); })
+              .find("at most") != std::string::npos);
+    // data off a 4-byte boundary (general.alignment 2, after a 2- or a 4-byte tensor: one of them
+    // puts lora_a at an odd multiple of 2)
+    int misaligned = 0;
+    for (int n_norm : {1, 2}) {
+        const std::string msg = refused(
+            [&](gguf::Writer& w, TestPair& p) {
+                w.set("general.alignment", gguf::Value(uint32_t{2}));
+                std::vector<float> v(static_cast<size_t>(n_norm), 1.0f);
+                w.add_tensor("blk.0.attn_norm.weight", TensorType::F16, {n_norm}, encode(v, n_norm, TensorType::F16));
+                w.add_tensor(p.base + ".lora_a", TensorType::F32, p.shape_a, encode(p.a, p.shape_a[0], TensorType::F32));
+                w.add_tensor(p.base + ".lora_b", TensorType::F32, p.shape_b, encode(p.b, p.shape_b[0], TensorType::F32));
+            },
+            &code, false);
+        if (msg.find("not a multiple of 4") != std::string::npos) ++misaligned;
+        else CHECK(msg == "(loaded)");
+    }
+    CHECK(misaligned == 1);
     // a missing file
     CHECK(load_error(model, test_dir() / "does-not-exist.gguf", &code).find("does-not-exist.gguf") != std::string::npos);
     CHECK(code == ErrorCode::NotFound);
@@ -433,9 +468,15 @@ TEST_CASE("lora: per-session lists -- checks, invalidation that keeps the histor
     std::vector<AdapterScale> bad = {{nullptr, 1.0f}};
     CHECK_THROWS_WITH_AS(s.set_adapters(bad), doctest::Contains("adapter 0 is null"), Error);
     bad = {{a_other, 1.0f}};
-    CHECK_THROWS_WITH_AS(s.set_adapters(bad), doctest::Contains("was loaded for the model"), Error);
+    CHECK_THROWS_WITH_AS(s.set_adapters(bad), doctest::Contains("was loaded for another Model object"), Error);
     bad = {{a, INFINITY}};
     CHECK_THROWS_WITH_AS(s.set_adapters(bad), doctest::Contains("must be finite"), Error);
+    bad = {{a, 3e38f}};  // finite, but times alpha / r (2) it is not
+    CHECK_THROWS_WITH_AS(s.set_adapters(bad), doctest::Contains("is not a finite number"), Error);
+    bad.assign(257, AdapterScale{a, 1.0f});
+    CHECK_THROWS_WITH_AS(s.set_adapters(bad), doctest::Contains("at most 256 may be stacked"), Error);
+    bad = {{a_other, 1.0f}};
+    CHECK_THROWS_WITH_AS(s.set_adapters(bad), doctest::Contains("the same file, loaded separately"), Error);
     CHECK(s.adapters().empty());
 
     s.eval(kIds);
@@ -453,6 +494,24 @@ TEST_CASE("lora: per-session lists -- checks, invalidation that keeps the histor
     all.push_back(next);
     fresh.eval(all);
     CHECK(std::equal(s.logits().begin(), s.logits().end(), fresh.logits().begin()));
+    // after a new list, all logits of an eval are its own tokens' rows only (the history is replayed
+    // without them), equal to a fresh session's within the batching's rounding
+    {
+        Session t(model, sp);
+        t.eval(kShortIds);
+        t.set_adapters(list);
+        const std::vector<TokenId> two = {11, 12};
+        t.eval(two, true);
+        REQUIRE(t.all_logits().size() == 2 * model->info().n_vocab);
+        Session u(model, sp);
+        u.set_adapters(list);
+        std::vector<TokenId> both = kShortIds;
+        both.insert(both.end(), two.begin(), two.end());
+        u.eval(both, true);
+        const auto ua = u.all_logits();
+        const std::vector<float> tail(ua.end() - 2 * model->info().n_vocab, ua.end());
+        CHECK(max_rel(std::vector<float>(t.all_logits().begin(), t.all_logits().end()), tail) < 1e-5);
+    }
     // the same list again changes nothing (the cache stays)
     s.set_adapters(list);
     CHECK(!s.logits().empty());

@@ -631,9 +631,15 @@ void CpuBackend::add_low_rank(const LowRankPair* pairs, size_t count, const floa
     for (size_t i = 0; i < count; ++i) {
         const LowRankPair& p = pairs[i];
         const int64_t r = p.rank(), n_out = p.b.n_out;
-        k_.matvec(p.a.type, p.a.data, p.a.row_bytes, r, p.a.n_in, x, nullptr, n_tok, tmp, r);  // [n_tok, r]
+        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {  // the kernels take up to 4 tokens at a time
+            const int64_t nt = std::min<int64_t>(4, n_tok - t0);
+            k_.matvec(p.a.type, p.a.data, p.a.row_bytes, r, p.a.n_in, x + t0 * p.a.n_in, nullptr, nt, tmp + t0 * r, r);
+        }
         k_.scale(tmp, p.scale, n_tok * r);
-        k_.matvec(p.b.type, p.b.data, p.b.row_bytes, n_out, r, tmp, nullptr, n_tok, out, n_out);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += 4) {
+            const int64_t nt = std::min<int64_t>(4, n_tok - t0);
+            k_.matvec(p.b.type, p.b.data, p.b.row_bytes, n_out, r, tmp + t0 * r, nullptr, nt, out + t0 * n_out, n_out);
+        }
         k_.add(y, out, n_tok * n_out);
     }
 }
