@@ -2,12 +2,19 @@
 #include "common_args.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cmath>
+#include <cstring>
 #include <limits>
+#include <map>
 #include <random>
 #include <system_error>
+#include <utility>
 
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace ember_tools {
 
@@ -102,8 +109,113 @@ std::string load_help(int column) {
                        "--no-mmap", w, pad, pad, pad, "-lm, --load-mode MODE", w);
 }
 
+namespace {
+
+// The items of a comma-separated list, as llama.cpp's parse_csv_row reads them:
+// a field that starts with '"' runs to the closing '"' and may hold commas
+// ("" inside it is one '"'). An unclosed quote is a UsageError.
+std::vector<std::string> csv_items(std::string_view flag, const std::string& value) {
+    std::vector<std::string> items;
+    std::string item;
+    bool quoted = false;
+    for (size_t i = 0; i < value.size(); ++i) {
+        const char c = value[i];
+        if (c == '"' && !quoted && item.empty()) quoted = true;
+        else if (c == '"' && quoted && i + 1 < value.size() && value[i + 1] == '"') {
+            item += '"';
+            ++i;
+        } else if (c == '"' && quoted) quoted = false;
+        else if (c == ',' && !quoted) items.push_back(std::exchange(item, {}));
+        else item += c;
+    }
+    if (quoted) throw UsageError(fmt::format("{} '{}': a quote is not closed", flag, value));
+    items.push_back(std::move(item));
+    return items;
+}
+
+// The adapter file of a --lora item: it must be a file this process can read.
+void check_adapter_file(std::string_view flag, const std::string& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0)
+        throw UsageError(fmt::format("{}: cannot open the adapter '{}': {}", flag, path, std::strerror(errno)));
+    if (S_ISDIR(st.st_mode))
+        throw UsageError(fmt::format("{}: '{}' is a directory; give a LoRA adapter file (.gguf)", flag, path));
+    if (::access(path.c_str(), R_OK) != 0)
+        throw UsageError(fmt::format("{}: cannot read the adapter '{}': {}", flag, path, std::strerror(errno)));
+}
+
+}  // namespace
+
+bool parse_lora_flag(const std::string& f, ArgReader& args, std::vector<LoraSpec>& lora) {
+    const bool scaled = f == "--lora-scaled";
+    if (f != "--lora" && !scaled) return false;
+    const std::string value = args.value(f);
+    const char* form = scaled ? "FILE:SCALE[,FILE:SCALE...]" : "FILE[,FILE...]";
+    for (const std::string& item : csv_items(f, value)) {
+        if (item.empty())
+            throw UsageError(value.empty() ? fmt::format("{} needs {}, got an empty value", f, form)
+                                           : fmt::format("{} '{}': an empty item; give {}", f, value, form));
+        LoraSpec spec{item, 1.0f};
+        if (scaled) {
+            const size_t colon = item.rfind(':');
+            if (colon == std::string::npos)
+                throw UsageError(fmt::format("{} '{}': no scale; give FILE:SCALE (or --lora FILE for scale 1)", f,
+                                             item));
+            spec.path = item.substr(0, colon);
+            const std::string text = item.substr(colon + 1);
+            if (spec.path.empty()) throw UsageError(fmt::format("{} '{}': no file before the ':'", f, item));
+            float v = 0;
+            const char* begin = text.data() + (text.size() > 1 && text[0] == '+' && text[1] != '-' ? 1 : 0);  // "+0.5"
+            const char* end = text.data() + text.size();
+            const auto [p, ec] = std::from_chars(begin, end, v);
+            if (text.empty() || ec != std::errc() || p != end || !std::isfinite(v))
+                throw UsageError(fmt::format("{} '{}': the scale '{}' is not a finite number (e.g. 0.5, 1, -1)", f,
+                                             item, text));
+            spec.scale = v;
+        }
+        check_adapter_file(f, spec.path);
+        lora.push_back(std::move(spec));
+    }
+    return true;
+}
+
+std::string lora_help(int column) {
+    const int w = std::max(column - 2, 1);
+    const std::string pad(static_cast<size_t>(column), ' ');
+    return fmt::format("  {:<{}}apply the LoRA adapter FILE (GGUF, as llama.cpp's\n"
+                       "{}convert_lora_to_gguf.py writes) at scale 1; a comma-separated list\n"
+                       "{}applies several; repeatable, stacked in the order given\n"
+                       "  --lora-scaled FILE:SCALE[,FILE:SCALE...]\n"
+                       "{}the same with a scale each: a pair adds SCALE * alpha / rank\n"
+                       "{}times its product (0 turns it off; negative subtracts it)\n",
+                       "--lora FILE[,FILE...]", w, pad, pad, pad, pad);
+}
+
+std::vector<ember::AdapterScale> load_adapters(const std::shared_ptr<const ember::Model>& model,
+                                               const std::vector<LoraSpec>& lora) {
+    std::vector<ember::AdapterScale> out;
+    std::map<std::string, std::shared_ptr<const ember::Adapter>> loaded;  // a file named twice is loaded once
+    for (const LoraSpec& s : lora) {
+        auto& a = loaded[s.path];
+        if (!a) a = model->load_adapter(s.path);
+        out.push_back({a, s.scale});
+    }
+    return out;
+}
+
+std::string describe_adapter(const ember::AdapterScale& a) {
+    const ember::AdapterInfo& i = a.adapter->info();
+    const std::string rank = i.rank_min == i.rank_max ? fmt::format("rank {}", i.rank_max)
+                                                      : fmt::format("rank {}-{}", i.rank_min, i.rank_max);
+    const std::string size = i.bytes >= (1u << 20) ? fmt::format("{:.1f} MiB", i.bytes / 1048576.0)
+                                                    : fmt::format("{:.1f} KiB", i.bytes / 1024.0);
+    return fmt::format("{} (scale {}: alpha {}, {}; {} matri{}, {})", i.path, a.scale, i.alpha, rank,
+                       i.targets.size(), i.targets.size() == 1 ? "x" : "ces", size);
+}
+
 bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt, bool with_run_flags) {
     if (parse_load_flag(f, args, opt.load)) return true;
+    if (parse_lora_flag(f, args, opt.lora)) return true;
     auto& sp = opt.generate.sampling;
     auto int_value = [&](int64_t lo, int64_t hi) { return parse_int(f, args.value(f), lo, hi); };
     auto i32_value = [&] { return static_cast<int32_t>(int_value(kI32Min, kI32Max)); };
@@ -164,6 +276,7 @@ std::string common_help(const CommonOptions& d, bool with_run_flags) {
         "  -ngl, --n-gpu-layers N    layers to run on the GPU (default {}; the library says when\n"
         "                            it cannot)\n"
         "{}"
+        "{}"
         "generation:\n"
         "  -n, --n-predict N         tokens to generate; -1 = until the end of generation or a\n"
         "                            full context (default {})\n"
@@ -178,7 +291,7 @@ std::string common_help(const CommonOptions& d, bool with_run_flags) {
         "  --seed N                  random seed; -1 = a new one each run (default: a fixed seed,\n"
         "                            so runs repeat)\n"
         "  --stop STR                end generation where STR appears (repeatable; STR is not printed)\n",
-        d.session.n_batch, d.session.n_threads, d.model.n_gpu_layers, load_help(28), d.generate.max_tokens, s.temperature,
+        d.session.n_batch, d.session.n_threads, d.model.n_gpu_layers, load_help(28), lora_help(28), d.generate.max_tokens, s.temperature,
         s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.penalty_last_n, s.presence_penalty, s.frequency_penalty);
     if (with_run_flags) h += "  --ignore-eos              keep generating past end-of-generation tokens\n";
     return h;

@@ -1,6 +1,8 @@
 // The command-line flags ember-run and ember-chat share -- the model, the
-// session (context, batch, threads, KV cache type) and generation (length,
-// sampling, stop strings) -- parsed strictly, with one help text for both.
+// session (context, batch, threads, KV cache type), LoRA adapters and
+// generation (length, sampling, stop strings) -- parsed strictly, with one help
+// text for both. The load-mode and LoRA flags are also the other tools'
+// (parse_load_flag, parse_lora_flag).
 //
 //   ember_tools::ArgReader args(argc, argv);
 //   ember_tools::CommonOptions opt;
@@ -16,9 +18,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "ember/ember.hpp"
 
@@ -26,6 +30,12 @@ namespace ember_tools {
 
 struct UsageError : std::runtime_error {
     using std::runtime_error::runtime_error;
+};
+
+// One adapter of --lora / --lora-scaled: its file and its user scale.
+struct LoraSpec {
+    std::string path;
+    float scale = 1.0f;
 };
 
 struct CommonOptions {
@@ -36,6 +46,7 @@ struct CommonOptions {
     ember::Precision precision = ember::Precision::Default;  // --precision (Session::set_precision)
     ember::GenerateParams generate;  // -n, sampling flags, --seed, --stop, --ignore-eos
     bool random_seed = false;        // --seed -1: a fresh seed, chosen by validate()
+    std::vector<LoraSpec> lora;      // --lora, --lora-scaled, in the order given
 };
 
 // Walks argv. "--flag=value" is accepted as well as "--flag value".
@@ -77,6 +88,26 @@ bool parse_load_flag(const std::string& flag, ArgReader& args, ember::LoadOption
 // The help lines of those flags (each line indented by two spaces, the
 // descriptions starting at column `column`).
 std::string load_help(int column = 28);
+
+// LoRA adapters, as current llama.cpp spells the flags: --lora FILE[,FILE...]
+// (scale 1) and --lora-scaled FILE:SCALE[,FILE:SCALE...]; both may repeat and
+// combine, and the adapters keep the order given. Items are separated by
+// commas; an item in double quotes may hold commas ("" inside is a quote), as
+// llama.cpp reads them. SCALE follows the last ':' of its item (a path may hold
+// colons) and must be a finite number. Each FILE must be a readable file:
+// UsageError naming the flag and the item otherwise (an empty item too).
+// Returns false for any other flag.
+bool parse_lora_flag(const std::string& flag, ArgReader& args, std::vector<LoraSpec>& lora);
+// The help lines of those flags (as load_help).
+std::string lora_help(int column = 28);
+// Loads every adapter of `lora` for `model` (Model::load_adapter: the library
+// checks each against the model and throws its ember::Error when one does not
+// fit); a file named twice is loaded once. The list for Session::set_adapters.
+std::vector<ember::AdapterScale> load_adapters(const std::shared_ptr<const ember::Model>& model,
+                                               const std::vector<LoraSpec>& lora);
+// One line per adapter, for the tools' stderr reports: "FILE (scale 0.5: alpha
+// 16, rank 8; 14 matrices, 1.2 MiB)".
+std::string describe_adapter(const ember::AdapterScale& a);
 
 // Checks what can be checked before loading the model: -m given, the sampling
 // parameters (by the library's Sampler, so the limits are the library's),

@@ -53,6 +53,7 @@ struct BenchOptions {
     bool bandwidth = false;  // --bandwidth: measure memory read bandwidth too
     ember::Precision precision = ember::Precision::Default;  // --precision
     bool profile = false;    // --profile: EMBER_PROFILE=1 for the session (its report goes to stderr)
+    std::vector<ember_tools::LoraSpec> lora;  // --lora, --lora-scaled
 };
 
 constexpr int64_t kMaxTokens = 1 << 17;  // -p / -n upper bound: beyond it the KV cache alone is absurd
@@ -62,6 +63,7 @@ constexpr int64_t kMaxThreads = 1024;
 std::string help() {
     return "usage: ember-bench -m FILE [-p N] [-n N] [-r N] [-t N] [-ngl N] [--precision fast|exact] [--json]\n"
            "                   [--profile] [--no-mmap | -lm mmap|none]\n"
+           "                   [--lora FILE[,FILE...]] [--lora-scaled FILE:SCALE[,...]]\n"
            "       ember-bench --bandwidth [-t N] [--json]\n"
            "Measures prompt processing (ppN: N tokens in one batch from an empty cache) and\n"
            "generation (tgN: N single-token evaluations from an empty cache) in tokens/s,\n"
@@ -75,7 +77,9 @@ std::string help() {
            "  --precision fast|exact  quantized products: 8-bit activations (llama.cpp's; an 8-bit\n"
            "                        GEMM for prompts) or 16-bit (a float GEMM for prompts)\n"
            "                        (default: EMBER_PRECISION, else exact)\n"
-           + ember_tools::load_help(24) +
+           + ember_tools::load_help(24) + ember_tools::lora_help(24) +
+           "                        (the adapters are named in the header line, in a 'lora'\n"
+           "                        column of the table and in the JSON's \"adapters\")\n"
            "  --json                print a JSON array of results on stdout instead of the table\n"
            "  --bandwidth           measure memory read bandwidth (sums a 1 GiB float buffer,\n"
            "                        best of 5 passes); -m is then optional\n"
@@ -83,9 +87,10 @@ std::string help() {
            "                        stderr, for prompt processing (passes of more than one token)\n"
            "                        and generation (one token), the time and share of the steps'\n"
            "                        wall time in each op class: matmul, attention, norms, rope,\n"
-           "                        elementwise, get_rows, sampling (none: ember-bench does not\n"
-           "                        sample), thread sync, other. Warm-up runs are included; only\n"
-           "                        the CPU backend's ops are timed (see README, 'Speed')\n"
+           "                        elementwise, get_rows, lora (the adapters' products), sampling\n"
+           "                        (none: ember-bench does not sample), thread sync, other.\n"
+           "                        Warm-up runs are included; only the CPU backend's ops are\n"
+           "                        timed (see README, 'Speed')\n"
            "  -h, --help            print this help\n"
            "  --version             print ember's version and build\n"
            "Exit status: 0 on success, also when the reader of stdout goes away (the benchmark\n"
@@ -106,6 +111,7 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
         else if (f == "-ngl" || f == "--n-gpu-layers")
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
         else if (ember_tools::parse_load_flag(f, args, opt.load)) continue;
+        else if (ember_tools::parse_lora_flag(f, args, opt.lora)) continue;
         else if (f == "--json") opt.json = true;
         else if (f == "--bandwidth") opt.bandwidth = true;
         else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
@@ -121,6 +127,8 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
         }
     }
     if (opt.model_path.empty() && !opt.bandwidth) throw UsageError("no model: pass -m FILE (see --help)");
+    if (opt.model_path.empty() && !opt.lora.empty())
+        throw UsageError("--lora / --lora-scaled need a model to apply them to: pass -m FILE");
     if (!opt.model_path.empty() && opt.n_prompt == 0 && opt.n_gen == 0)
         throw UsageError("-p 0 and -n 0 leave nothing to measure; give one of them a positive count");
     return true;
@@ -242,9 +250,21 @@ double measure_bandwidth(int n_threads) {
     return best;
 }
 
-std::string table_row(std::string_view model, std::string_view size, std::string_view params, std::string_view threads,
-                      std::string_view test, std::string_view ts) {
-    return fmt::format("| {:<32} | {:>10} | {:>10} | {:>7} | {:>10} | {:>20} |\n", model, size, params, threads, test, ts);
+// A row of the table; the 'lora' column is there only when adapters are applied
+// (lora_w > 0), so a table without them is llama-bench's.
+std::string table_row(std::string_view model, std::string_view size, std::string_view params, std::string_view lora,
+                      size_t lora_w, std::string_view threads, std::string_view test, std::string_view ts) {
+    return fmt::format("| {:<32} | {:>10} | {:>10} | {}{:>7} | {:>10} | {:>20} |\n", model, size, params,
+                       lora_w > 0 ? fmt::format("{:<{}} | ", lora, lora_w) : std::string(), threads, test, ts);
+}
+
+// The adapters as --lora-scaled would name them: "a.gguf:1,b.gguf:0.5" (file names only).
+std::string lora_column(const std::vector<ember::AdapterScale>& adapters) {
+    std::string out;
+    for (const auto& a : adapters)
+        out += fmt::format("{}{}:{}", out.empty() ? "" : ",",
+                           std::filesystem::path(a.adapter->info().path).filename().string(), a.scale);
+    return out;
 }
 
 int run(const BenchOptions& opt) {
@@ -260,6 +280,7 @@ int run(const BenchOptions& opt) {
 
     if (!opt.model_path.empty()) {
         const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers}, opt.load);
+        const auto adapters = ember_tools::load_adapters(model, opt.lora);
         ember::SessionParams sp;
         // one session for both tests: room for the longer one, batches as large as the prompt
         sp.n_ctx = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt + opt.n_gen, 1));
@@ -270,7 +291,15 @@ int run(const BenchOptions& opt) {
             throw std::runtime_error("--profile: cannot set EMBER_PROFILE in the environment");
         ember::Session session(model, sp);
         session.set_precision(opt.precision);
+        if (!adapters.empty()) session.set_adapters(adapters);
         for (const auto& w : session.warnings()) fmt::print(stderr, "ember-bench: warning: {}\n", w);
+        const std::string lora = lora_column(adapters);
+        const size_t lora_w = adapters.empty() ? 0 : std::max<size_t>(lora.size(), 4);
+        nlohmann::ordered_json adapters_json = nlohmann::ordered_json::array();
+        for (const auto& a : adapters)
+            adapters_json.push_back({{"path", a.adapter->info().path}, {"scale", a.scale},
+                                     {"alpha", a.adapter->info().alpha}, {"rank", a.adapter->info().rank_max},
+                                     {"bytes", a.adapter->info().bytes}});
 
         uint64_t model_bytes = 0;  // bytes of all tensor data: what one generated token reads
         for (const auto& t : model->file().tensors()) model_bytes += t.n_bytes;
@@ -297,10 +326,11 @@ int run(const BenchOptions& opt) {
                 head += fmt::format(" | n_gpu_layers {}", opt.n_gpu_layers);
             }
             head += fmt::format(" | precision {}", ember::precision_name(session.precision()));
+            for (const auto& a : adapters) head += " | lora: " + ember_tools::describe_adapter(a);
             ember_tools::print_out("{}\n\n", head);
-            ember_tools::write_out(table_row("model", "size", "params", "threads", "test", "t/s"));
-            ember_tools::print_out("| {:-<32} | {:->9}: | {:->9}: | {:->6}: | {:->9}: | {:->19}: |\n", "", "", "",
-                                   "", "", "");
+            ember_tools::write_out(table_row("model", "size", "params", "lora", lora_w, "threads", "test", "t/s"));
+            ember_tools::print_out("| {:-<32} | {:->9}: | {:->9}: | {}{:->6}: | {:->9}: | {:->19}: |\n", "", "", "",
+                                   lora_w > 0 ? fmt::format("{:-<{}} | ", "", lora_w) : std::string(), "", "", "");
             ember_tools::flush_out();
         }
 
@@ -324,13 +354,13 @@ int run(const BenchOptions& opt) {
                                {"n_gpu_layers", opt.n_gpu_layers}, {"model", name},
                                {"precision", ember::precision_name(session.precision())},
                                {"model_bytes", model_bytes}, {"params", model->info().n_params},
-                               {"samples", r.samples}});
+                               {"adapters", adapters_json}, {"samples", r.samples}});
             } else {
                 const std::string size = fmt::format("{:.2f} GiB", static_cast<double>(model_bytes) / (1 << 30));
                 ember_tools::write_out(table_row(name, size,
                                                  params >= 1e9 ? fmt::format("{:.2f} B", params / 1e9)
                                                                : fmt::format("{:.2f} M", params / 1e6),
-                                                 std::to_string(threads), r.test,
+                                                 lora, lora_w, std::to_string(threads), r.test,
                                                  fmt::format("{:.2f} ± {:.2f}", r.mean(), r.stddev())));
                 ember_tools::flush_out();
             }

@@ -237,10 +237,13 @@ int chat(const ChatOptions& opt) {
     const bool tty = isatty(STDIN_FILENO) != 0;
     ember_tools::Interrupts interrupts;  // Ctrl-C outside a reply exits
     const auto model = ember::Model::load(opt.common.model_path, opt.common.model, opt.common.load);
+    const auto adapters = ember_tools::load_adapters(model, opt.common.lora);  // --lora, --lora-scaled
     ember::Session session(model, opt.common.session);
     session.set_precision(opt.common.precision);
+    if (!adapters.empty()) session.set_adapters(adapters);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-chat: warning: {}\n", w);
     fmt::print(stderr, "ember-chat: {}\n", ember_tools::describe(*model, session));
+    for (const auto& a : adapters) fmt::print(stderr, "ember-chat: lora: {}\n", ember_tools::describe_adapter(a));
     if (opt.common.random_seed) fmt::print(stderr, "ember-chat: seed {}\n", opt.common.generate.sampling.seed);
     if (tty) fmt::print(stderr, "ember-chat: type a message; /reset forgets the conversation, /quit exits\n");
 

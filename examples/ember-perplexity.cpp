@@ -43,11 +43,13 @@ struct Options {
     int32_t n_gpu_layers = 0;
     ember::LoadOptions load;  // --no-mmap, --load-mode
     ember::Precision precision = ember::Precision::Default;  // --precision
+    std::vector<ember_tools::LoraSpec> lora;  // --lora, --lora-scaled
 };
 
 std::string help() {
     return "usage: ember-perplexity -m FILE -f TEXT [-c 512] [-b N] [-t N] [--chunks N] [-ngl N]\n"
            "                        [--precision fast|exact] [--no-mmap | -lm mmap|none]\n"
+           "                        [--lora FILE[,FILE...]] [--lora-scaled FILE:SCALE[,...]]\n"
            "Perplexity of the model on TEXT, by llama.cpp's method: chunks of c tokens, each from\n"
            "an empty cache starting with BOS, the second half of each chunk scored.\n"
            "  -m, --model FILE        the GGUF model\n"
@@ -57,7 +59,7 @@ std::string help() {
            "  -t, --threads N         threads (default 0 = one per core)\n"
            "  --chunks N              evaluate only the first N chunks (default: all)\n"
            "  -ngl, --n-gpu-layers N  layers to run on the GPU (default 0)\n"
-           + ember_tools::load_help(26) +
+           + ember_tools::load_help(26) + ember_tools::lora_help(26) +
            "  --precision fast|exact  quantized products: 8-bit activations (batches under 16 tokens,\n"
            "                          see -b; and an 8-bit GEMM for larger ones) or 16-bit and a float\n"
            "                          GEMM (default: EMBER_PRECISION, else exact)\n"
@@ -83,6 +85,7 @@ bool parse(int argc, char** argv, Options& opt) {
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
         else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
         else if (ember_tools::parse_load_flag(f, args, opt.load)) continue;
+        else if (ember_tools::parse_lora_flag(f, args, opt.lora)) continue;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -119,6 +122,7 @@ double nll_of(std::span<const float> row, ember::TokenId target) {
 int run(const Options& opt) {
     const std::string text = read_text(opt.text_path);
     const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers}, opt.load);
+    const auto adapters = ember_tools::load_adapters(model, opt.lora);
     const ember::Tokenizer& tok = model->tokenizer();
 
     auto t0 = std::chrono::steady_clock::now();
@@ -140,7 +144,9 @@ int run(const Options& opt) {
     sp.n_threads = opt.n_threads;
     ember::Session session(model, sp);
     session.set_precision(opt.precision);
+    if (!adapters.empty()) session.set_adapters(adapters);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-perplexity: warning: {}\n", w);
+    for (const auto& a : adapters) fmt::print(stderr, "ember-perplexity: lora: {}\n", ember_tools::describe_adapter(a));
     fmt::print(stderr,
                "ember-perplexity: {} tokens in {:.2f} s; {} chunks of {} tokens, batch {}, {} threads{}\n",
                tokens.size(), tok_s, n_chunks, n_ctx, sp.n_batch, session.n_threads(),

@@ -110,10 +110,13 @@ int run(const RunOptions& opt) {
 
     ember_tools::Interrupts interrupts;  // before loading: Ctrl-C during the load just exits
     const auto model = ember::Model::load(common.model_path, common.model, common.load);
+    const auto adapters = ember_tools::load_adapters(model, common.lora);  // --lora, --lora-scaled
     ember::Session session(model, common.session);
     session.set_precision(common.precision);
+    if (!adapters.empty()) session.set_adapters(adapters);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-run: warning: {}\n", w);
     fmt::print(stderr, "ember-run: {}\n", ember_tools::describe(*model, session));
+    for (const auto& a : adapters) fmt::print(stderr, "ember-run: lora: {}\n", ember_tools::describe_adapter(a));
 
     const bool echoed = !opt.echo || ember_tools::stream_out(prompt);
     char last = opt.echo && !prompt.empty() ? prompt.back() : '\n';

@@ -67,8 +67,8 @@ def test_table(bench, tiny):
     assert all("±" in row and "GiB" in row for row in rows)
 
 
-PROFILE_CLASSES = ["matmul", "attention", "norms", "rope", "elementwise", "get_rows", "sampling", "thread sync",
-                   "other"]
+PROFILE_CLASSES = ["matmul", "attention", "norms", "rope", "elementwise", "get_rows", "lora", "sampling",
+                   "thread sync", "other"]
 
 
 def profile_tables(err: str) -> dict:

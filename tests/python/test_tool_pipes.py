@@ -14,7 +14,7 @@ from conftest import DEFAULT_MODELS, model_path, run, tool
 FAST = ["-c", "256", "-t", "2"]  # CI has two slow cores
 GENERATED = re.compile(r"generation: (\d+) tokens, .* stop: (\w+)$", re.M)
 ALL_TOOLS = ["ember-run", "ember-chat", "ember-inspect", "ember-tokenize", "ember-bench", "ember-perplexity",
-             "ember-quantize"]
+             "ember-quantize", "ember-export-lora"]
 WITH_VERSION = ALL_TOOLS  # every tool answers --version (ember-bench, -perplexity, -quantize, -tokenize refused it)
 
 

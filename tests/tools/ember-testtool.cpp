@@ -18,6 +18,7 @@
 //        --split K[,K2...]                  evaluate in several eval() calls: the first K ids,
 //                                          then up to K2, ..., then the rest (cache continuation)
 //        --memory                           then print VmHWM, VmRSS, RssAnon, RssFile (kB) on stderr
+//        --lora-scaled FILE:SCALE[,...]      apply these LoRA adapters (Session::set_adapters)
 //   ember-testtool greedy MODEL N PROMPT [--ctx N] [--threads N]
 //                                          Session::generate, temperature 0, N tokens: prints
 //                                          the prompt's and the generated ids, then the text
@@ -37,6 +38,7 @@
 //        a hostile file whose vocabulary is huge and whose weights are incomplete)
 //        --bare-vocab (the tokens after <unk> <s> </s> are short distinct texts, and the
 //        file has no scores or types: the least metadata per token)
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -249,6 +251,23 @@ void logits(int argc, char** argv) {
 
     const auto model = ember::Model::load(a.pos[0]);
     ember::Session session(model, sp);
+    if (a.has("--lora-scaled")) {  // FILE:SCALE[,FILE:SCALE...], the scale after the last ':'
+        std::vector<ember::AdapterScale> adapters;
+        std::string list = a.str("--lora-scaled", "");
+        for (size_t at = 0; at <= list.size();) {
+            const size_t comma = std::min(list.find(',', at), list.size());
+            const std::string item = list.substr(at, comma - at);
+            const size_t colon = item.rfind(':');
+            if (colon == std::string::npos)
+                throw ember::Error(ember::ErrorCode::InvalidArgument,
+                                   "--lora-scaled: expected FILE:SCALE, got '" + item + "'");
+            Args one;
+            one.opts["scale"] = item.substr(colon + 1);
+            adapters.push_back({model->load_adapter(item.substr(0, colon)), static_cast<float>(one.real("scale", 1))});
+            at = comma + 1;
+        }
+        session.set_adapters(adapters);
+    }
     const size_t n_vocab = model->info().n_vocab;
     std::vector<float> out;
     out.reserve(ids.size() * n_vocab);
@@ -535,7 +554,7 @@ int main(int argc, char** argv) {
                 }
         } else {
             std::fputs("usage: ember-testtool dequant FILE | dequant-raw TYPE N | quantize TYPE N | types | write-sample PATH\n"
-                       "       | logits MODEL OUT [--ctx N] [--batch N] [--threads N] [--kv f16|f32] [--split K] [--memory] IDS...\n"
+                       "       | logits MODEL OUT [--ctx N] [--batch N] [--threads N] [--kv f16|f32] [--split K] [--memory] [--lora-scaled F:S,...] IDS...\n"
                        "       | greedy MODEL N PROMPT [--ctx N] [--threads N]\n"
                        "       | write-synthetic PATH --type T [--embd N --layers N --heads N --kv-heads N --ff N\n"
                        "         --vocab N --ctx N --seed S --eps F --rope-base F --rope-scaling none|linear|yarn\n"
