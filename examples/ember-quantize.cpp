@@ -17,21 +17,19 @@
 // output is byte for byte llama.cpp's (llama_model_quantize, `pure` for the
 // plain types) for every TYPE.
 #include <fmt/format.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <cerrno>
 #include <chrono>
-#include <cstring>
-#include <filesystem>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common_args.hpp"
+#include "common_output.hpp"
+#include "common_quant.hpp"
 #include "common_stdout.hpp"
 #include "ember/ember.hpp"
 
@@ -131,20 +129,7 @@ int64_t layer_of(const std::string& name) {
 
 bool ends_with(const std::string& s, std::string_view tail) { return s.size() >= tail.size() && s.ends_with(tail); }
 
-// The fallback for a row length that does not fit the type's blocks.
-TensorType fit_row(TensorType t, int64_t row) {
-    const auto bs = static_cast<int64_t>(ember::type_info(t).block_size);
-    if (row % bs == 0) return t;
-    switch (t) {
-        case TensorType::Q6_K: return TensorType::Q8_0;
-        case TensorType::Q5_K: return TensorType::Q5_1;
-        case TensorType::Q4_K: return TensorType::Q5_0;
-        case TensorType::Q3_K: case TensorType::Q2_K: return TensorType::Q4_0;
-        default: break;
-    }
-    // 32-element types on a row that is not a multiple of 32: keep the values exact
-    return TensorType::F16;
-}
+using ember_tools::fit_row;  // the fallback for a row length that does not fit the type's blocks
 
 // The type a tensor gets.
 TensorType choose(const Target& tg, const ember::gguf::TensorInfo& t, bool has_output, int64_t n_layer) {
@@ -160,53 +145,10 @@ TensorType choose(const Target& tg, const ember::gguf::TensorInfo& t, bool has_o
     return fit_row(want, t.shape[0]);
 }
 
-// What stands at OUT, in words, when it is not a regular file.
-const char* kind_of(const struct stat& st) {
-    if (S_ISDIR(st.st_mode)) return "a directory";
-    if (S_ISCHR(st.st_mode)) return "a character device";
-    if (S_ISBLK(st.st_mode)) return "a block device";
-    if (S_ISFIFO(st.st_mode)) return "a named pipe";
-    if (S_ISSOCK(st.st_mode)) return "a socket";
-    return "not a regular file";
-}
-
-// OUT is checked before any work: ember-quantize only creates a file or
-// replaces a regular file (a device node, a directory or a pipe at OUT is
-// refused, never replaced), in a folder it can write.
+// OUT is checked before any work (common_output.hpp).
 std::string checked_out(const Options& opt) {
-    namespace fs = std::filesystem;
-    std::error_code ec;
-    if (fs::exists(opt.out, ec) && fs::equivalent(opt.in, opt.out, ec))
-        throw ember::Error(ember::ErrorCode::InvalidArgument,
-                           fmt::format("OUT '{}' is the input file; write the quantized model to another path",
-                                       opt.out));
-    std::string out = opt.out;
-    struct stat st {};
-    if (::lstat(out.c_str(), &st) == 0 && S_ISLNK(st.st_mode) && ::stat(out.c_str(), &st) != 0)
-        throw ember::Error(ember::ErrorCode::InvalidArgument,
-                           fmt::format("OUT '{}' is a symbolic link to a missing file; ember-quantize will not "
-                                       "replace the link: give the link's target or another path",
-                                       opt.out));
-    if (::stat(out.c_str(), &st) == 0) {
-        if (!S_ISREG(st.st_mode))
-            throw ember::Error(ember::ErrorCode::InvalidArgument,
-                               fmt::format("OUT '{}' exists and is {}; ember-quantize writes only new files or "
-                                           "replaces regular files: choose another path",
-                                           opt.out, kind_of(st)));
-        // a link to a regular file: the file is replaced, the link stays
-        if (fs::is_symlink(out, ec)) out = fs::canonical(out, ec).string();
-        if (ec) throw ember::Error(ember::ErrorCode::Io, fmt::format("OUT '{}': {}", opt.out, ec.message()));
-    }
-    const fs::path dir = fs::path(out).has_parent_path() ? fs::path(out).parent_path() : fs::path(".");
-    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
-        throw ember::Error(ember::ErrorCode::NotFound,
-                           fmt::format("OUT '{}': the folder '{}' does not exist; create it first", opt.out,
-                                       dir.string()));
-    if (::access(dir.c_str(), W_OK | X_OK) != 0)
-        throw ember::Error(ember::ErrorCode::Io,
-                           fmt::format("OUT '{}': cannot write in the folder '{}' ({}); nothing was quantized",
-                                       opt.out, dir.string(), std::strerror(errno)));
-    return out;
+    return ember_tools::checked_output(opt.out, {{"the input file", opt.in}},
+                                       {"ember-quantize", "OUT", "the quantized model", "nothing was quantized"});
 }
 
 int run(const Options& opt) {
