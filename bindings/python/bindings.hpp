@@ -15,6 +15,8 @@ namespace py = pybind11;
 
 void bind_gguf(py::module_& m);
 void bind_inference(py::module_& m);
+void bind_grammar(py::module_& m);  // grammar_bindings.cpp: Grammar, GrammarError, SchemaError
+void bind_tools(py::module_& m);    // tool_bindings.cpp: tool-call rendering and parsing
 
 // Every metadata key and value of a GGUF file, in file order (numeric arrays
 // as NumPy arrays, string arrays as lists).

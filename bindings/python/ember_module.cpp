@@ -106,4 +106,6 @@ PYBIND11_MODULE(_ember, m) {
           "The GPUs the CUDA module sees, one line each, or why there are none. Opens the CUDA module.");
     ember_py::bind_gguf(m);
     ember_py::bind_inference(m);
+    ember_py::bind_grammar(m);
+    ember_py::bind_tools(m);
 }

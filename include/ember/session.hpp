@@ -44,8 +44,10 @@
 #include "ember/adapter.hpp"
 #include "ember/error.hpp"
 #include "ember/export.hpp"
+#include "ember/grammar.hpp"
 #include "ember/model.hpp"
 #include "ember/sampler.hpp"
+#include "ember/tool_calls.hpp"
 
 namespace ember {
 
@@ -138,6 +140,21 @@ private:
     std::shared_ptr<const GenerateResult> result_;  // shared: exceptions are copied
 };
 
+// What Session::chat takes and returns.
+struct ChatRequest {
+    std::vector<ChatTurn> messages;
+    std::vector<ToolDef> tools{};
+    ToolChoice tool_choice{};
+    bool parallel_tool_calls = true;
+    Grammar response_format{};  // e.g. Grammar::json_object() or from_json_schema: constrains the text reply
+};
+
+struct ChatReply {
+    std::string content;              // the text of the reply (without the calls)
+    std::vector<ToolCall> tool_calls; // the calls, arguments valid against their tools' schemas
+    GenerateResult result;            // the raw generation (text, tokens, stop reason, timings)
+};
+
 class EMBER_API Session {
 public:
     // Allocates the KV cache and starts the threads. Throws InvalidArgument for
@@ -176,6 +193,27 @@ public:
     // The same with a tokenized prompt (may be empty when the cache is not).
     GenerateResult generate(std::span<const TokenId> prompt, const GenerateParams& params = {},
                             const PieceCallback& on_piece = {});
+    // generate() under a constraint (ember/grammar.hpp): every token sampled keeps
+    // the generated text a prefix of a string of the grammar's language (tokens
+    // that would leave it are masked before sampling; the sampled one is checked
+    // first, so masking costs only when the model strays), and end-of-generation
+    // is allowed exactly where the language allows the text to end; when nothing
+    // but the end is allowed, generation stops there (StopReason::EndOfGeneration,
+    // no end token in the result). An empty grammar constrains nothing. Errors as
+    // generate(), plus GrammarError for a token reference the vocabulary lacks.
+    GenerateResult generate(std::string_view prompt, const GenerateParams& params, const Constraint& constraint,
+                            const PieceCallback& on_piece = {});
+    GenerateResult generate(std::span<const TokenId> prompt, const GenerateParams& params,
+                            const Constraint& constraint, const PieceCallback& on_piece = {});
+
+    // One chat turn: renders req.messages (and req.tools) with the model's chat
+    // template (ember/tool_calls.hpp), reuses the part of the history that the
+    // rendered prompt starts with (the rest of the history is dropped), generates
+    // the reply under the tools' constraint (or req.response_format), and splits
+    // it into text and tool calls. on_piece receives the reply's text only, never
+    // the calls' syntax. Errors as generate(); InvalidArgument for tools or a
+    // conversation the format refuses, SchemaError for a tool's parameters.
+    ChatReply chat(const ChatRequest& req, const GenerateParams& params = {}, const PieceCallback& on_piece = {});
 
     // Empties the history and withdraws a held cancel.
     void reset();
