@@ -119,9 +119,10 @@ private:
 //
 // Without triggers the grammar applies from the first generated token. With
 // triggers it is lazy: the text is free until one of the triggers appears in
-// the generated text (a word, or a token), and from the trigger on the grammar
-// applies to the text starting at the trigger -- so the grammar's language
-// starts with the trigger itself (this is how tool calls are constrained).
+// the generated text (a word, or a token). A trigger word: the grammar applies
+// to the text starting AT the word (its language starts with the word). A
+// trigger token: the grammar applies to the text AFTER the token. This is how
+// tool calls are constrained (ember/tool_calls.hpp).
 struct Constraint {
     Grammar grammar{};                         // empty: no constraint
     std::vector<std::string> trigger_words{};  // lazy: a word that starts the grammar

@@ -36,6 +36,7 @@
 #include "ember/chat.hpp"
 #include "ember/export.hpp"
 #include "ember/grammar.hpp"
+#include "ember/tokenizer.hpp"
 
 namespace ember {
 
@@ -87,8 +88,10 @@ EMBER_API RenderedChat render_chat_with_tools(ToolFormat f, ChatFormat base, std
 // lazy (free text until the format's call opening) for Auto in Hermes, Llama31
 // and MistralNemo; from the first token for Required / Function and Generic.
 // Throws SchemaError for a tool's parameters ember cannot constrain.
+// tokenizer: the model's, to find openings that are control tokens ([TOOL_CALLS]);
+// InvalidArgument when the format needs one and it is null or lacks the token.
 EMBER_API Constraint tool_call_constraint(ToolFormat f, std::span<const ToolDef> tools, const ToolChoice& choice,
-                                          bool parallel_tool_calls);
+                                          bool parallel_tool_calls, const Tokenizer* tokenizer = nullptr);
 
 // A reply split into its text and its calls. `text` is the generated text with
 // control tokens rendered (e.g. "[TOOL_CALLS]"). Calls that do not parse stay
