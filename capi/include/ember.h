@@ -81,11 +81,15 @@ extern "C" {
 #endif
 
 /* Bumped when functions are added; never reset. */
-#define EMBER_ABI_VERSION 4  /* 2: models, sessions, tokenizer, generation;
+#define EMBER_ABI_VERSION 5  /* 2: models, sessions, tokenizer, generation;
                                 3: EMBER_ERR_MISUSE, thread caps and session warnings,
                                    EMBER_STOP_ERROR, held cancels, use_mmap;
                                 4: LoRA adapters (ember_adapter_load, ember_adapter_free,
-                                   ember_session_set_adapters) */
+                                   ember_session_set_adapters);
+                                5: grammars and JSON Schemas (ember_generate_params.grammar,
+                                   .grammar_root, .json_schema; ember_grammar_check,
+                                   ember_json_schema_to_grammar), chat with tools
+                                   (ember_session_chat, ember_chat_params_init) */
 
 typedef enum ember_status {
     EMBER_OK = 0,
@@ -402,6 +406,15 @@ typedef struct ember_generate_params {
     int ignore_eos;            /* nonzero: go on past end-of-generation tokens (default 0) */
     int add_special;           /* nonzero: add BOS when the cache is empty (default 1) */
     int parse_special;         /* nonzero: "<|im_start|>" etc. in the prompt become control tokens (default 1) */
+    /* -- added in ABI 5: constrained output (NULL: none; at most one of the two) -- */
+    const char* grammar;       /* a GBNF grammar (llama.cpp's syntax, UTF-8, NUL-terminated): every token
+                                  generated keeps the text a prefix of its language, and generation ends
+                                  where the language allows (EMBER_STOP_EOG). A grammar that does not
+                                  parse: EMBER_ERR_INVALID_ARGUMENT, "grammar:LINE:COLUMN: ..." */
+    const char* grammar_root;  /* the start rule of grammar; NULL = "root" */
+    const char* json_schema;   /* a JSON Schema (text): the output is a JSON value it accepts;
+                                  "{\"type\": \"object\"}" is JSON mode. Unsupported keywords:
+                                  EMBER_ERR_UNSUPPORTED naming the keyword and its path */
 } ember_generate_params;
 
 /* Fills *params with the defaults; as ember_model_params_init. */
@@ -499,6 +512,99 @@ EMBER_CAPI ember_status ember_session_cancel(ember_session* session);
    the call it meant to stop had ended, say). Safe from any thread, never
    blocks. EMBER_ERR_INVALID_ARGUMENT: session NULL. */
 EMBER_CAPI ember_status ember_session_clear_cancel(ember_session* session);
+
+/* ---- Grammars and JSON Schemas ------------------------------------------------ */
+
+/* Checks a GBNF grammar without a model (root NULL = "root"). EMBER_OK when it
+   parses; EMBER_ERR_INVALID_ARGUMENT otherwise, with ember_last_error() saying
+   "grammar:LINE:COLUMN: what, expected what" and *line / *column (each may be
+   NULL) receiving the position (1-based; 0 when the error has none). */
+EMBER_CAPI ember_status ember_grammar_check(const char* grammar, const char* root, size_t* line, size_t* column);
+
+/* The GBNF grammar ember builds for a JSON Schema (to inspect or edit), into
+   buf[buf_size] as ember_detokenize writes text. EMBER_ERR_UNSUPPORTED for a
+   keyword ember does not implement, EMBER_ERR_INVALID_ARGUMENT for a malformed
+   schema; ember_last_error() names the keyword and its JSON Pointer path. */
+EMBER_CAPI ember_status ember_json_schema_to_grammar(const char* json_schema, char* buf, size_t buf_size,
+                                                     size_t* needed);
+
+/* ---- Chat with tools ------------------------------------------------------------
+
+   One chat turn over a conversation, with tools in the OpenAI shape: the model
+   either answers in text or calls tools, whose arguments are valid JSON for
+   their schemas. The application runs the calls and appends them and their
+   results to the conversation, then calls ember_session_chat again. The
+   rendered prompt reuses whatever the session's history shares with it. */
+
+/* A tool the model may call. Plain records (never grow). */
+typedef struct ember_tool {
+    const char* name;        /* [A-Za-z0-9_-]{1,64} */
+    const char* description; /* may be NULL */
+    const char* parameters;  /* JSON Schema of the arguments object (text); NULL = no arguments */
+} ember_tool;
+
+typedef struct ember_tool_call {
+    const char* id;          /* the call's id (ember makes one when the format has none) */
+    const char* name;
+    const char* arguments;   /* a JSON object, as text */
+} ember_tool_call;
+
+/* A message: role "system", "user", "assistant" (content and/or tool_calls) or
+   "tool" (content: a result; tool_call_id: the call it answers; name: the tool). */
+typedef struct ember_chat_turn {
+    const char* role;
+    const char* content;                 /* may be NULL for an assistant message with tool calls */
+    const ember_tool_call* tool_calls;   /* [n_tool_calls] */
+    size_t n_tool_calls;
+    const char* tool_call_id;            /* may be NULL */
+    const char* name;                    /* may be NULL */
+} ember_chat_turn;
+
+typedef enum ember_tool_choice {
+    EMBER_TOOL_CHOICE_AUTO = 0,     /* text or calls (default) */
+    EMBER_TOOL_CHOICE_NONE = 1,     /* text only: the tools are not shown */
+    EMBER_TOOL_CHOICE_REQUIRED = 2, /* at least one call */
+    EMBER_TOOL_CHOICE_FUNCTION = 3  /* a call of tool_choice_name */
+} ember_tool_choice;
+
+typedef struct ember_chat_params {
+    size_t struct_size;           /* sizeof(ember_chat_params); set by ember_chat_params_init */
+    const ember_tool* tools;      /* [n_tools], owned by the caller; default none */
+    size_t n_tools;
+    int32_t tool_choice;          /* an ember_tool_choice (default AUTO) */
+    const char* tool_choice_name; /* the tool, for EMBER_TOOL_CHOICE_FUNCTION */
+    int parallel_tool_calls;      /* nonzero: several calls in one reply (default 1) */
+    const char* response_format;  /* a JSON Schema the text reply must follow ("{\"type\": \"object\"}":
+                                     JSON mode), or NULL; not with tools */
+} ember_chat_params;
+
+EMBER_CAPI ember_status ember_chat_params_init(ember_chat_params* params, size_t struct_size);
+
+/* What a chat turn produced. Set struct_size = sizeof(ember_chat_result) before
+   the call; the pointers are owned by the session and stay valid until its next
+   generate, chat, reset, truncate or free. */
+typedef struct ember_chat_result {
+    size_t struct_size;
+    const char* content;              /* the text of the reply (without the calls' syntax), NUL-terminated */
+    size_t content_len;
+    const ember_tool_call* tool_calls; /* [n_tool_calls] the calls, arguments valid against their schemas */
+    size_t n_tool_calls;
+} ember_chat_result;
+
+/* Renders messages[n_messages] and chat->tools with the model's chat template
+   (Qwen2.5/Hermes, Llama 3.1, Mistral Nemo formats byte for byte as their
+   templates; any other model: a generic JSON format), generates the reply under
+   the tools' constraint, and splits it into text and calls. on_piece receives
+   the reply's text only, never the calls' syntax. gen_result (may be NULL)
+   receives the raw generation as ember_session_generate's result. chat NULL:
+   defaults (no tools). Errors as ember_session_generate, plus
+   EMBER_ERR_INVALID_ARGUMENT for a conversation or tools the format refuses (a
+   role outside the four, a tool_choice naming no tool, response_format with
+   tools), EMBER_ERR_UNSUPPORTED / INVALID_ARGUMENT for a tool's schema. */
+EMBER_CAPI ember_status ember_session_chat(ember_session* session, const ember_chat_turn* messages, size_t n_messages,
+                                           const ember_chat_params* chat, const ember_generate_params* params,
+                                           ember_piece_callback on_piece, void* user_data, ember_chat_result* result,
+                                           ember_generate_result* gen_result);
 
 /* ---- LoRA adapters -----------------------------------------------------------
 

@@ -81,6 +81,10 @@ public:
     // Throws Error(InvalidArgument) for a wrong-sized row, a NaN/+inf logit, or
     // when every token is banned (all -INFINITY after bias and penalties).
     TokenId sample(std::span<const float> logits);
+    // sample() without recording the token: draws as sample() does (the random
+    // source advances alike) and leaves the history as it was, for callers that
+    // may refuse the draw (grammar constraints) and call accept() on the token they keep.
+    TokenId draw(std::span<const float> logits);
 
     // Records a token chosen elsewhere (a prompt token, a forced token) so the
     // penalties see it. Throws Error(InvalidArgument) for an id outside the vocabulary.

@@ -104,6 +104,12 @@ void Sampler::accept(TokenId token) {
 }
 
 TokenId Sampler::sample(std::span<const float> logits) {
+    const TokenId t = draw(logits);
+    accept(t);
+    return t;
+}
+
+TokenId Sampler::draw(std::span<const float> logits) {
     if (logits.size() != n_vocab_)
         invalid(fmt::format("Sampler::sample: the logits row has {} entries but the vocabulary has {}; "
                             "pass one row of the model's output", logits.size(), n_vocab_));
@@ -151,7 +157,6 @@ TokenId Sampler::sample(std::span<const float> logits) {
     if (greedy) {
         cand_[0] = {best, best_logit, 1.0f};
         n_cand_ = 1;
-        accept(best);
         return best;
     }
 
@@ -215,7 +220,6 @@ TokenId Sampler::sample(std::span<const float> logits) {
     // last candidate is taken, or the most likely one if the last weight underflowed to 0.
     if (n_cand_ > 1 && cand_[n_cand_ - 1].id == chosen && cand_[n_cand_ - 1].p == 0.0f)
         chosen = sorted ? cand_[0].id : best;
-    accept(chosen);
     return chosen;
 }
 

@@ -14,6 +14,8 @@
 #include <exception>
 #include <limits>
 #include <new>
+#include <optional>
+#include <random>
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/gpu.hpp"
@@ -21,6 +23,7 @@
 #include "ember/error.hpp"
 #include "ember/utf8.hpp"
 #include "model/forward.hpp"
+#include "runtime/grammar/matcher.hpp"
 
 namespace ember {
 namespace {
@@ -106,6 +109,14 @@ Precision resolve_precision(Precision p) {
 
 }  // namespace
 
+// How a generation is constrained, and what of it the caller sees (chat hides
+// the tool calls' syntax from on_piece).
+struct GenControl {
+    const Constraint* constraint = nullptr;  // null or an empty grammar: free text
+    bool hide_constrained = false;           // text from where the grammar starts is not streamed
+    size_t* grammar_from = nullptr;          // out: byte offset in the text where the grammar started, or npos
+};
+
 struct Session::Impl {
     std::shared_ptr<const Model> model;
     const Model::Impl* m = nullptr;
@@ -154,9 +165,12 @@ struct Session::Impl {
     // runs the history through the model again (without logits) before its own tokens
     bool replay_all = false;
 
+    // the vocabulary as the grammar engine sees it: built at the first constrained call
+    std::shared_ptr<const grammar::TokenVocab> grammar_vocab;
+
     ~Impl();
     void generate(std::span<const TokenId> prompt, const GenerateParams& params, const PieceCallback& on_piece,
-                  GenerateResult& r, bool& in_callback);
+                  GenerateResult& r, bool& in_callback, const GenControl& ctl = {});
     [[noreturn]] void rethrow_as_generate_error(GenerateResult r, bool from_callback);
     void check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const;
     void eval(std::span<const TokenId> ids, bool want_all);
@@ -444,6 +458,16 @@ std::span<const float> Session::all_logits() const noexcept { return impl_->all_
 // Both generate() overloads: every Error becomes a GenerateError carrying what
 // the call produced (r); an exception of the caller's on_piece passes through.
 GenerateResult Session::generate(std::string_view prompt, const GenerateParams& params, const PieceCallback& on_piece) {
+    return generate(prompt, params, Constraint{}, on_piece);
+}
+
+GenerateResult Session::generate(std::span<const TokenId> prompt, const GenerateParams& params,
+                                 const PieceCallback& on_piece) {
+    return generate(prompt, params, Constraint{}, on_piece);
+}
+
+GenerateResult Session::generate(std::string_view prompt, const GenerateParams& params, const Constraint& constraint,
+                                 const PieceCallback& on_piece) {
     GenerateResult r;
     bool in_callback = false;
     try {
@@ -457,27 +481,27 @@ GenerateResult Session::generate(std::string_view prompt, const GenerateParams& 
         opt.add_special = params.add_special && impl_->tokens.empty();
         opt.parse_special = params.parse_special;
         const std::vector<TokenId> ids = impl_->m->tokenizer.tokenize(prompt, opt);
-        impl_->take_cancel_or_throw("Session::generate");  // one that came while a long prompt was tokenized
-        impl_->generate(ids, params, on_piece, r, in_callback);
+        impl_->take_cancel_or_throw("Session::generate");
+        impl_->generate(ids, params, on_piece, r, in_callback, GenControl{.constraint = &constraint});
     } catch (...) {
         impl_->rethrow_as_generate_error(std::move(r), in_callback);
     }
-    impl_->cancel.store(false, std::memory_order_relaxed);  // a cancel sent during the call was for it
+    impl_->cancel.store(false, std::memory_order_relaxed);
     return r;
 }
 
 GenerateResult Session::generate(std::span<const TokenId> prompt, const GenerateParams& params,
-                                 const PieceCallback& on_piece) {
+                                 const Constraint& constraint, const PieceCallback& on_piece) {
     GenerateResult r;
     bool in_callback = false;
     try {
         const CallGuard guard(impl_->in_call, "Session::generate");
         impl_->take_cancel_or_throw("Session::generate");
-        impl_->generate(prompt, params, on_piece, r, in_callback);
+        impl_->generate(prompt, params, on_piece, r, in_callback, GenControl{.constraint = &constraint});
     } catch (...) {
         impl_->rethrow_as_generate_error(std::move(r), in_callback);
     }
-    impl_->cancel.store(false, std::memory_order_relaxed);  // a cancel sent during the call was for it
+    impl_->cancel.store(false, std::memory_order_relaxed);
     return r;
 }
 
@@ -500,7 +524,8 @@ void Session::Impl::rethrow_as_generate_error(GenerateResult r, bool from_callba
 }
 
 void Session::Impl::generate(std::span<const TokenId> prompt, const GenerateParams& params,
-                             const PieceCallback& on_piece, GenerateResult& r, bool& in_callback) {
+                             const PieceCallback& on_piece, GenerateResult& r, bool& in_callback,
+                             const GenControl& ctl) {
     const auto t0 = Clock::now();
     Impl& s = *this;
     const Tokenizer& tok = m->tokenizer;
@@ -520,6 +545,30 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
     for (size_t id = tok.size(); id < m->hp.n_vocab; ++id)
         sp.logit_bias.emplace_back(static_cast<TokenId>(id), -INFINITY);
     Sampler sampler(m->hp.n_vocab, sp);  // validates the sampling parameters
+
+    // The constraint: a matcher from the first token, or (lazy) from a trigger on.
+    const Constraint* cons = ctl.constraint && !ctl.constraint->grammar.empty() ? ctl.constraint : nullptr;
+    const bool lazy = cons && (!cons->trigger_words.empty() || !cons->trigger_tokens.empty());
+    std::optional<grammar::Matcher> matcher;
+    size_t grammar_from = std::string::npos;  // byte of r.text where the grammar starts applying
+    if (cons) {
+        for (size_t i = 0; i < cons->trigger_words.size(); ++i)
+            if (cons->trigger_words[i].empty()) invalid(fmt::format("Constraint.trigger_words[{}] is empty", i));
+        for (TokenId t : cons->trigger_tokens)
+            if (t < 0 || size_t(t) >= tok.size())
+                invalid(fmt::format("Constraint.trigger_tokens: token {} is outside the vocabulary (0..{})", t,
+                                    tok.size() - 1));
+        if (!grammar_vocab) grammar_vocab = grammar::build_token_vocab(tok);
+        // built (and its token references resolved) before the prompt runs: a bad grammar costs nothing
+        grammar::Matcher first(cons->grammar, grammar_vocab);
+        if (!lazy) {
+            matcher.emplace(std::move(first));
+            grammar_from = 0;
+        }
+    }
+    if (ctl.grammar_from) *ctl.grammar_from = grammar_from;
+    size_t trigger_scan = 0;      // trigger words are looked for in r.text from here
+    std::vector<float> masked;    // the logits row with the grammar's mask, when the first draw strays
 
     if (prompt.empty() && s.tokens.empty())
         invalid("Session::generate: the prompt is empty and so is the cache; there is nothing to continue from");
@@ -545,6 +594,10 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
     const bool at_start = s.tokens.empty() || (s.tokens.size() == 1 && s.tokens[0] == tok.bos());
     StreamingDetokenizer detok(tok, /*render_special=*/false, at_start);
     size_t emitted = 0;  // bytes of r.text already passed to on_piece
+    // the end of the text the caller may see (chat hides what the grammar constrains)
+    auto visible = [&](size_t upto) {
+        return ctl.hide_constrained && grammar_from != std::string::npos ? std::min(upto, grammar_from) : upto;
+    };
     auto emit = [&](size_t upto) {
         if (upto <= emitted) return true;
         const std::string_view piece(r.text.data() + emitted, upto - emitted);
@@ -581,7 +634,27 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
                                                 : "the session applies LoRA adapters: try without them, or with "
                                                   "smaller scales; else the model's weights may be corrupt"));
             const auto t_sample = s.profile ? Clock::now() : Clock::time_point{};
-            const TokenId next = sampler.sample(s.logits);
+            TokenId next;
+            if (matcher) {
+                // the model's own choice first: masking the whole vocabulary is needed only when it strays
+                next = sampler.draw(s.logits);
+                if (!matcher->allows(next)) {
+                    masked.assign(s.logits.begin(), s.logits.end());
+                    matcher->apply(masked);
+                    try {
+                        next = sampler.draw(masked);
+                    } catch (const Error&) {
+                        throw Error(ErrorCode::InvalidArgument,
+                                    fmt::format("generate: after {} generated tokens the grammar allows only tokens "
+                                                "that the sampling parameters ban (logit_bias, ignore_eos); unban "
+                                                "them or change the grammar",
+                                                n));
+                    }
+                }
+                sampler.accept(next);
+            } else {
+                next = sampler.sample(s.logits);
+            }
             if (s.profile) s.profile->add_sampling(ns_since(t_sample));
             if (n == 0) r.time_to_first_token_ms = ms_since(t0);
             // the token joins the session's history now and goes through the model when
@@ -595,19 +668,55 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
                 break;
             }
             r.text += detok.push(next);
+            if (matcher) {
+                matcher->accept(next);
+            } else if (lazy) {
+                if (std::find(cons->trigger_tokens.begin(), cons->trigger_tokens.end(), next) !=
+                    cons->trigger_tokens.end()) {
+                    // the grammar applies to the text after the trigger token
+                    matcher.emplace(cons->grammar, grammar_vocab);
+                    grammar_from = r.text.size();
+                } else if (!cons->trigger_words.empty()) {
+                    size_t at = std::string::npos;
+                    size_t longest = 0;
+                    for (const std::string& w : cons->trigger_words) {
+                        at = std::min(at, r.text.find(w, trigger_scan));
+                        longest = std::max(longest, w.size());
+                    }
+                    if (at != std::string::npos) {
+                        // the grammar applies from the word on: the text since it must already fit
+                        grammar::Matcher mt(cons->grammar, grammar_vocab);
+                        if (mt.accept_text(std::string_view(r.text).substr(at))) {
+                            matcher.emplace(std::move(mt));
+                            grammar_from = at;
+                        } else {
+                            trigger_scan = at + 1;  // not a usable start: free text goes on
+                        }
+                    } else if (r.text.size() >= longest) {
+                        trigger_scan = std::max(trigger_scan, r.text.size() - longest + 1);
+                    }
+                }
+                if (ctl.grammar_from) *ctl.grammar_from = grammar_from;
+            }
             if (!params.stop.empty()) {
                 size_t cut = std::string::npos;
                 for (const std::string& stop : params.stop) cut = std::min(cut, r.text.find(stop, emitted));
                 if (cut != std::string::npos) {
                     r.text.resize(cut);
-                    emit(cut);
+                    emit(visible(cut));
                     r.stop_reason = StopReason::StopString;
                     break;
                 }
             }
-            const size_t hold = stop_prefix_tail(std::string_view(r.text).substr(emitted), params.stop);
-            if (!emit(r.text.size() - hold)) {
+            size_t hold = stop_prefix_tail(std::string_view(r.text).substr(emitted), params.stop);
+            if (ctl.hide_constrained && lazy && !matcher)  // a trigger word may be starting: hold it back too
+                hold = std::max(hold, stop_prefix_tail(std::string_view(r.text).substr(emitted), cons->trigger_words));
+            if (!emit(visible(r.text.size() - hold))) {
                 r.stop_reason = StopReason::Callback;
+                break;
+            }
+            if (matcher && matcher->must_end()) {  // the language allows nothing more: done
+                r.stop_reason = StopReason::EndOfGeneration;
                 break;
             }
         }
@@ -630,7 +739,7 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
             r.text.resize(cut);
             if (!failure) r.stop_reason = StopReason::StopString;
         }
-        emit(r.text.size());  // its answer no longer matters: the generation is over
+        emit(visible(r.text.size()));  // its answer no longer matters: the generation is over
     }
     r.generate_ms = ms_since(t_gen);
     if (failure) std::rethrow_exception(failure);
@@ -742,5 +851,109 @@ uint64_t Session::kv_cache_bytes() const noexcept {
 }
 const std::shared_ptr<const Model>& Session::model() const noexcept { return impl_->model; }
 const std::vector<std::string>& Session::warnings() const noexcept { return impl_->warnings; }
+
+
+// ---- chat with tools ----------------------------------------------------------
+
+namespace {
+
+// A call id for formats that write none (the history needs one per call, and
+// Mistral's template insists on nine letters and digits).
+std::string make_call_id(std::mt19937_64& rng) {
+    static constexpr char kAlnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    std::string id(9, 'a');
+    for (char& c : id) c = kAlnum[rng() % (sizeof(kAlnum) - 1)];
+    return id;
+}
+
+}  // namespace
+
+ChatReply Session::chat(const ChatRequest& req, const GenerateParams& params, const PieceCallback& on_piece) {
+    ChatReply reply;
+    Impl& s = *impl_;
+    const Model& model = *s.model;
+    const Tokenizer& tok = s.m->tokenizer;
+    {
+        if (req.messages.empty()) invalid("Session::chat: the conversation has no messages");
+        const bool use_tools = !req.tools.empty() && req.tool_choice.kind != ToolChoice::None;
+        if (req.tool_choice.kind == ToolChoice::Required && req.tools.empty())
+            invalid("Session::chat: tool_choice is 'required' but no tools were given");
+        if (req.tool_choice.kind == ToolChoice::Function) {
+            if (req.tools.empty())
+                invalid(fmt::format("Session::chat: tool_choice names the tool '{}' but no tools were given",
+                                    req.tool_choice.name));
+            if (std::none_of(req.tools.begin(), req.tools.end(),
+                             [&](const ToolDef& t) { return t.name == req.tool_choice.name; }))
+                invalid(fmt::format("Session::chat: tool_choice names the tool '{}', which is not among the tools",
+                                    req.tool_choice.name));
+        }
+        if (use_tools && !req.response_format.empty())
+            invalid("Session::chat: response_format and tools cannot be combined in one request (the reply is "
+                    "either text in the response format or tool calls); drop one, or set tool_choice to none");
+
+        const std::string& tmpl = model.chat_template();
+        const std::optional<ChatFormat> detected = detect_chat_format(tmpl);
+        const ChatFormat base = detected ? *detected
+                                         : (tmpl.empty() && s.m->hp.arch == "gemma3" ? ChatFormat::Gemma
+                                                                                    : ChatFormat::ChatML);
+        const ToolFormat tf = use_tools ? tool_format_for(tmpl) : ToolFormat::Generic;
+        const std::string bos = tok.bos() != kNoToken ? std::string(tok.text(tok.bos())) : std::string();
+        const std::string eos = tok.eos() != kNoToken ? std::string(tok.text(tok.eos())) : std::string();
+        const std::span<const ToolDef> tools =
+            use_tools ? std::span<const ToolDef>(req.tools) : std::span<const ToolDef>();
+        // with tools the format renders them (Generic: as a system message); without, the
+        // conversation renders as the plain template does
+        const RenderedChat rc =
+            render_chat_with_tools(use_tools ? tf : ToolFormat::Generic, base, req.messages, tools, true, bos, eos);
+        const std::vector<TokenId> ids =
+            tok.tokenize(rc.text, TokenizeOptions{.add_special = false, .parse_special = true}, rc.content);
+
+        Constraint cons;
+        if (use_tools)
+            cons = tool_call_constraint(tf, tools, req.tool_choice, req.parallel_tool_calls, &tok);
+        else
+            cons.grammar = req.response_format;
+
+        // reuse what the history shares with the new prompt; at least one prompt token is run
+        // again so that its logits start the reply
+        size_t common = 0;
+        while (common < ids.size() && common < s.tokens.size() && ids[common] == s.tokens[common]) ++common;
+        if (common == ids.size() && common > 0) --common;
+        if (s.in_call.load()) invalid("Session::chat: called while eval() or generate() runs on this session");
+        truncate(common);
+
+        GenerateResult& r = reply.result;
+        bool in_callback = false;
+        try {
+            const CallGuard guard(s.in_call, "Session::chat");
+            s.take_cancel_or_throw("Session::chat");
+            s.generate(std::span<const TokenId>(ids).subspan(common), params, on_piece, r, in_callback,
+                       GenControl{.constraint = &cons, .hide_constrained = use_tools});
+        } catch (...) {
+            s.rethrow_as_generate_error(std::move(r), in_callback);
+        }
+        s.cancel.store(false, std::memory_order_relaxed);
+
+        if (!use_tools) {
+            reply.content = r.text;
+            return reply;
+        }
+        // the reply with control tokens written out ([TOOL_CALLS]), for the parser
+        StreamingDetokenizer detok(tok, /*render_special=*/true, /*at_start=*/false);
+        std::string raw;
+        for (TokenId t : r.tokens)
+            if (!tok.is_eog(t)) raw += detok.push(t);
+        raw += detok.flush();
+        ParsedReply pr = parse_tool_calls(tf, raw);
+        std::mt19937_64 rng(params.sampling.seed ^ (uint64_t(s.tokens.size()) << 32));
+        for (ToolCall& c : pr.tool_calls)
+            if (c.id.empty()) c.id = make_call_id(rng);
+        reply.content = std::move(pr.content);
+        reply.tool_calls = std::move(pr.tool_calls);
+        // Generic replies are one JSON object: their text is known only at the end
+        if (tf == ToolFormat::Generic && on_piece && !reply.content.empty()) on_piece(reply.content);
+        return reply;
+    }
+}
 
 }  // namespace ember
