@@ -51,6 +51,9 @@ struct ember_session {
     std::atomic<uint32_t> magic{kSessionMagic};
     std::optional<ember::Session> session;  // holds its own reference to the model; empty once freed
     ember::GenerateResult last;             // what ember_generate_result of the last generate points into
+    // what ember_chat_result of the last chat points into
+    ember::ChatReply last_chat;
+    std::vector<ember_tool_call> last_calls;
     std::atomic<bool> busy{false};          // a call that runs or changes the session is in progress
 };
 
@@ -64,6 +67,8 @@ constexpr size_t kModelInfoV1 = offsetof(ember_model_info, weight_bytes) + sizeo
 constexpr size_t kSessionParamsV1 = offsetof(ember_session_params, kv_type) + sizeof(int32_t);
 constexpr size_t kGenerateParamsV1 = offsetof(ember_generate_params, parse_special) + sizeof(int);
 constexpr size_t kGenerateResultV1 = offsetof(ember_generate_result, time_to_first_token_ms) + sizeof(double);
+constexpr size_t kChatParamsV1 = offsetof(ember_chat_params, response_format) + sizeof(const char*);
+constexpr size_t kChatResultV1 = offsetof(ember_chat_result, n_tool_calls) + sizeof(size_t);
 
 // The C defaults are the C++ defaults.
 ember_model_params model_params_defaults() {
@@ -84,6 +89,14 @@ ember_session_params session_params_defaults() {
     p.n_threads = d.n_threads;
     p.kv_type = d.kv_type == KvCacheType::F32 ? EMBER_KV_F32 : EMBER_KV_F16;
     p.precision = EMBER_PRECISION_DEFAULT;
+    return p;
+}
+
+ember_chat_params chat_params_defaults() {
+    ember_chat_params p{};
+    p.struct_size = sizeof(p);
+    p.tool_choice = EMBER_TOOL_CHOICE_AUTO;
+    p.parallel_tool_calls = 1;
     return p;
 }
 
@@ -230,7 +243,8 @@ ember_status check_token(const char* fn, const std::string& arg, ember_token id,
 }
 
 // Translates the C generate params (NULL: defaults) into *out.
-ember_status translate(const char* fn, const ember_generate_params* in, GenerateParams* out) {
+ember_status translate(const char* fn, const ember_generate_params* in, GenerateParams* out,
+                       Constraint* constraint = nullptr) {
     ember_generate_params p = generate_params_defaults();
     if (in != nullptr) {
         if (auto s = check_struct_size(fn, "params", in->struct_size, kGenerateParamsV1)) return s;
@@ -264,6 +278,23 @@ ember_status translate(const char* fn, const ember_generate_params* in, Generate
     out->ignore_eos = p.ignore_eos != 0;
     out->add_special = p.add_special != 0;
     out->parse_special = p.parse_special != 0;
+    // constrained output (ABI 5): the fields read as NULL from an older, shorter struct
+    if (p.grammar != nullptr && p.json_schema != nullptr)
+        return invalid(fn, "params->grammar and params->json_schema are both set; pass one of them");
+    if ((p.grammar != nullptr || p.json_schema != nullptr) && constraint == nullptr)
+        return invalid(fn, "params->grammar / params->json_schema are not used by this call (ember_session_chat "
+                           "constrains its reply with chat->tools or chat->response_format); leave them NULL");
+    if (p.grammar != nullptr) {
+        const std::string_view g(p.grammar);
+        if (auto st = check_utf8(fn, "params->grammar", g)) return st;
+        std::string_view root = "root";
+        if (p.grammar_root != nullptr) root = p.grammar_root;
+        constraint->grammar = Grammar::parse(g, root);
+    } else if (p.json_schema != nullptr) {
+        const std::string_view js(p.json_schema);
+        if (auto st = check_utf8(fn, "params->json_schema", js)) return st;
+        constraint->grammar = Grammar::from_json_schema(js);
+    }
     return EMBER_OK;
 }
 
@@ -296,7 +327,8 @@ ember_status generate(const char* fn, ember_session* session, const ember_genera
     session->last.stop_reason = StopReason::Error;  // until the call says otherwise
     write_result(result, session->last);
     GenerateParams gp;
-    if (auto s = translate(fn, params, &gp)) return s;
+    Constraint constraint;
+    if (auto s = translate(fn, params, &gp, &constraint)) return s;
 
     std::string piece;  // NUL-terminated copy of each piece for the C callback
     PieceCallback cb;
@@ -306,7 +338,7 @@ ember_status generate(const char* fn, ember_session* session, const ember_genera
             return on_piece(piece.c_str(), piece.size(), user_data) != 0;
         };
     try {
-        session->last = run(gp, cb);
+        session->last = run(gp, constraint, cb);
     } catch (const GenerateError& e) {
         // a failed or cancelled call keeps what it produced: the result holds it, with
         // stop_reason EMBER_STOP_ERROR (or EMBER_STOP_CANCELLED), and the status says why
@@ -689,8 +721,8 @@ ember_status ember_session_generate(ember_session* session, const char* prompt, 
         const std::string_view text(prompt);
         if (auto s = check_utf8(fn, "prompt", text)) return s;
         return generate(fn, session, params, on_piece, user_data, result,
-                        [&](const ember::GenerateParams& gp, const ember::PieceCallback& cb) {
-                            return session->session->generate(text, gp, cb);
+                        [&](const ember::GenerateParams& gp, const ember::Constraint& c, const ember::PieceCallback& cb) {
+                            return session->session->generate(text, gp, c, cb);
                         });
     });
 }
@@ -714,8 +746,8 @@ ember_status ember_session_generate_tokens(ember_session* session, const ember_t
             if (auto s = check_token(fn, "prompt[" + std::to_string(i) + "]", prompt[i], m)) return s;
         const std::span<const ember::TokenId> ids(prompt, n_prompt);
         return generate(fn, session, params, on_piece, user_data, result,
-                        [&](const ember::GenerateParams& gp, const ember::PieceCallback& cb) {
-                            return session->session->generate(ids, gp, cb);
+                        [&](const ember::GenerateParams& gp, const ember::Constraint& c, const ember::PieceCallback& cb) {
+                            return session->session->generate(ids, gp, c, cb);
                         });
     });
 }
@@ -844,6 +876,170 @@ ember_status ember_session_warning(const ember_session* session, size_t index, c
                         std::string(fn) + ": index " + std::to_string(index) + " is out of range; the session has " +
                             std::to_string(w.size()) + " warnings (ember_session_warning_count)");
         *text = w[index].c_str();
+        return EMBER_OK;
+    });
+}
+
+// ---- grammars, JSON Schemas, chat with tools ---------------------------------------
+
+ember_status ember_grammar_check(const char* grammar, const char* root, size_t* line, size_t* column) {
+    static constexpr const char* fn = "ember_grammar_check";
+    if (line != nullptr) *line = 0;
+    if (column != nullptr) *column = 0;
+    return guarded(fn, [&]() -> ember_status {
+        if (grammar == nullptr) return null_arg(fn, "grammar");
+        const std::string_view g(grammar);
+        if (auto st = check_utf8(fn, "grammar", g)) return st;
+        try {
+            (void)ember::Grammar::parse(g, root != nullptr ? std::string_view(root) : std::string_view("root"));
+        } catch (const ember::GrammarError& e) {
+            if (line != nullptr) *line = e.line();
+            if (column != nullptr) *column = e.column();
+            throw;
+        }
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_json_schema_to_grammar(const char* json_schema, char* buf, size_t buf_size, size_t* needed) {
+    static constexpr const char* fn = "ember_json_schema_to_grammar";
+    return guarded(fn, [&]() -> ember_status {
+        if (needed != nullptr) *needed = 0;
+        if (json_schema == nullptr) return null_arg(fn, "json_schema");
+        const std::string_view js(json_schema);
+        if (auto st = check_utf8(fn, "json_schema", js)) return st;
+        return write_text(fn, ember::Grammar::json_schema_to_gbnf(js), buf, buf_size, needed);
+    });
+}
+
+ember_status ember_chat_params_init(ember_chat_params* params, size_t struct_size) {
+    static constexpr const char* fn = "ember_chat_params_init";
+    return guarded(fn, [&] { return init_params(fn, params, struct_size, kChatParamsV1, chat_params_defaults()); });
+}
+
+ember_status ember_session_chat(ember_session* session, const ember_chat_turn* messages, size_t n_messages,
+                                const ember_chat_params* chat, const ember_generate_params* params,
+                                ember_piece_callback on_piece, void* user_data, ember_chat_result* result,
+                                ember_generate_result* gen_result) {
+    static constexpr const char* fn = "ember_session_chat";
+    return guarded(fn, [&]() -> ember_status {
+        if (auto st = check_session(fn, session)) return st;
+        if (result != nullptr)
+            if (auto s = check_struct_size(fn, "result", result->struct_size, kChatResultV1)) return s;
+        if (gen_result != nullptr)
+            if (auto s = check_struct_size(fn, "gen_result", gen_result->struct_size, kGenerateResultV1)) return s;
+        if (messages == nullptr && n_messages != 0)
+            return invalid(fn, "messages is NULL but n_messages is " + std::to_string(n_messages));
+        ember_chat_params cp = chat_params_defaults();
+        if (chat != nullptr) {
+            if (auto s = check_struct_size(fn, "chat", chat->struct_size, kChatParamsV1)) return s;
+            cp = read_params(chat, cp);
+        }
+        // text arguments: NULL where allowed, UTF-8 always
+        auto text = [&](const char* p, const std::string& arg, bool nullable, std::string* out) -> ember_status {
+            if (p == nullptr) {
+                if (nullable) return EMBER_OK;
+                return null_arg(fn, arg.c_str());
+            }
+            const std::string_view sv(p);
+            if (auto st = check_utf8(fn, arg, sv)) return st;
+            out->assign(sv);
+            return EMBER_OK;
+        };
+        ember::ChatRequest req;
+        req.messages.resize(n_messages);
+        for (size_t i = 0; i < n_messages; ++i) {
+            const ember_chat_turn& in = messages[i];
+            ember::ChatTurn& t = req.messages[i];
+            const std::string at = "messages[" + std::to_string(i) + "]";
+            if (auto st = text(in.role, at + ".role", false, &t.role)) return st;
+            if (auto st = text(in.content, at + ".content", true, &t.content)) return st;
+            if (auto st = text(in.tool_call_id, at + ".tool_call_id", true, &t.tool_call_id)) return st;
+            if (auto st = text(in.name, at + ".name", true, &t.name)) return st;
+            if (in.tool_calls == nullptr && in.n_tool_calls != 0)
+                return invalid(fn, at + ".tool_calls is NULL but n_tool_calls is " + std::to_string(in.n_tool_calls));
+            t.tool_calls.resize(in.n_tool_calls);
+            for (size_t j = 0; j < in.n_tool_calls; ++j) {
+                const std::string cat = at + ".tool_calls[" + std::to_string(j) + "]";
+                if (auto st = text(in.tool_calls[j].id, cat + ".id", true, &t.tool_calls[j].id)) return st;
+                if (auto st = text(in.tool_calls[j].name, cat + ".name", false, &t.tool_calls[j].name)) return st;
+                if (auto st = text(in.tool_calls[j].arguments, cat + ".arguments", true, &t.tool_calls[j].arguments))
+                    return st;
+                if (t.tool_calls[j].arguments.empty()) t.tool_calls[j].arguments = "{}";
+            }
+        }
+        if (cp.tools == nullptr && cp.n_tools != 0)
+            return invalid(fn, "chat->tools is NULL but chat->n_tools is " + std::to_string(cp.n_tools));
+        req.tools.resize(cp.n_tools);
+        for (size_t i = 0; i < cp.n_tools; ++i) {
+            const std::string at = "chat->tools[" + std::to_string(i) + "]";
+            if (auto st = text(cp.tools[i].name, at + ".name", false, &req.tools[i].name)) return st;
+            if (auto st = text(cp.tools[i].description, at + ".description", true, &req.tools[i].description))
+                return st;
+            if (auto st = text(cp.tools[i].parameters, at + ".parameters", true, &req.tools[i].parameters)) return st;
+        }
+        switch (cp.tool_choice) {
+            case EMBER_TOOL_CHOICE_AUTO: req.tool_choice.kind = ember::ToolChoice::Auto; break;
+            case EMBER_TOOL_CHOICE_NONE: req.tool_choice.kind = ember::ToolChoice::None; break;
+            case EMBER_TOOL_CHOICE_REQUIRED: req.tool_choice.kind = ember::ToolChoice::Required; break;
+            case EMBER_TOOL_CHOICE_FUNCTION:
+                req.tool_choice.kind = ember::ToolChoice::Function;
+                if (auto st = text(cp.tool_choice_name, "chat->tool_choice_name", false, &req.tool_choice.name))
+                    return st;
+                break;
+            default:
+                return invalid(fn, "chat->tool_choice is " + std::to_string(cp.tool_choice) +
+                                       "; use EMBER_TOOL_CHOICE_AUTO, _NONE, _REQUIRED or _FUNCTION");
+        }
+        req.parallel_tool_calls = cp.parallel_tool_calls != 0;
+        if (cp.response_format != nullptr) {
+            std::string schema;
+            if (auto st = text(cp.response_format, "chat->response_format", false, &schema)) return st;
+            req.response_format = ember::Grammar::from_json_schema(schema);
+        }
+
+        const Busy busy(session);
+        if (auto st = busy.refuse(fn)) return st;
+        // from here on the results describe this call, also when it fails
+        session->last = ember::GenerateResult{};
+        session->last.stop_reason = ember::StopReason::Error;
+        session->last_chat = ember::ChatReply{};
+        session->last_calls.clear();
+        auto write_chat = [&] {
+            if (result == nullptr) return;
+            session->last_calls.clear();
+            for (const ember::ToolCall& c : session->last_chat.tool_calls)
+                session->last_calls.push_back({c.id.c_str(), c.name.c_str(), c.arguments.c_str()});
+            ember_chat_result c{};
+            c.content = session->last_chat.content.c_str();
+            c.content_len = session->last_chat.content.size();
+            c.tool_calls = session->last_calls.data();
+            c.n_tool_calls = session->last_calls.size();
+            write_struct(result, c);
+        };
+        write_result(gen_result, session->last);
+        write_chat();
+        ember::GenerateParams gp;
+        if (auto s = translate(fn, params, &gp)) return s;
+        std::string piece;
+        ember::PieceCallback cb;
+        if (on_piece != nullptr)
+            cb = [&](std::string_view p) {
+                piece.assign(p);
+                return on_piece(piece.c_str(), piece.size(), user_data) != 0;
+            };
+        try {
+            session->last_chat = session->session->chat(req, gp, cb);
+            session->last = session->last_chat.result;
+        } catch (const ember::GenerateError& e) {
+            session->last = e.result();
+            session->last_chat.content = e.result().text;
+            write_result(gen_result, session->last);
+            write_chat();
+            throw;
+        }
+        write_result(gen_result, session->last);
+        write_chat();
         return EMBER_OK;
     });
 }

@@ -6,9 +6,11 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <random>
+#include <sstream>
 #include <system_error>
 #include <utility>
 
@@ -213,6 +215,20 @@ std::string describe_adapter(const ember::AdapterScale& a) {
                        i.targets.size(), i.targets.size() == 1 ? "x" : "ces", size);
 }
 
+namespace {
+
+// The contents of the file a flag names (a grammar, a schema); UsageError naming it when unreadable.
+std::string read_text_file(const std::string& flag, const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw UsageError(fmt::format("{} '{}': cannot open it ({})", flag, path, std::strerror(errno)));
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    if (in.bad()) throw UsageError(fmt::format("{} '{}': cannot read it", flag, path));
+    return ss.str();
+}
+
+}  // namespace
+
 bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt, bool with_run_flags) {
     if (parse_load_flag(f, args, opt.load)) return true;
     if (parse_lora_flag(f, args, opt.lora)) return true;
@@ -244,7 +260,16 @@ bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt
     else if (f == "--seed") sp.seed = parse_seed(f, args.value(f), opt.random_seed);
     else if (f == "--stop") opt.generate.stop.push_back(args.value(f));
     else if (with_run_flags && f == "--ignore-eos") opt.generate.ignore_eos = true;
-    else return false;
+    else if (f == "--grammar" || f == "--grammar-file" || f == "-j" || f == "--json-schema" || f == "-jf" ||
+             f == "--json-schema-file") {
+        if (!opt.constraint_flag.empty())
+            throw UsageError(fmt::format("{} and {}: give one grammar or JSON Schema", opt.constraint_flag, f));
+        const bool file = f == "--grammar-file" || f == "-jf" || f == "--json-schema-file";
+        std::string text = args.value(f);
+        if (file) text = read_text_file(f, text);
+        (f.find("grammar") != std::string::npos ? opt.grammar : opt.json_schema) = std::move(text);
+        opt.constraint_flag = f;
+    } else return false;
     return true;
 }
 
@@ -257,6 +282,14 @@ void validate(CommonOptions& opt) {
         ember::Sampler check(1, opt.generate.sampling);  // the library's own limits
     } catch (const ember::Error& e) {
         throw UsageError(e.what());
+    }
+    // a grammar or schema is checked before the model loads: its errors say where they are
+    try {
+        if (!opt.grammar.empty()) opt.constraint.grammar = ember::Grammar::parse(opt.grammar);
+        else if (!opt.json_schema.empty()) opt.constraint.grammar = ember::Grammar::from_json_schema(opt.json_schema);
+        else if (!opt.constraint_flag.empty()) throw UsageError(fmt::format("{}: the grammar or schema is empty", opt.constraint_flag));
+    } catch (const ember::Error& e) {
+        throw UsageError(fmt::format("{}: {}", opt.constraint_flag, e.what()));
     }
 }
 
@@ -290,7 +323,12 @@ std::string common_help(const CommonOptions& d, bool with_run_flags) {
         "  --frequency-penalty F     subtracted per occurrence of a seen token (default {})\n"
         "  --seed N                  random seed; -1 = a new one each run (default: a fixed seed,\n"
         "                            so runs repeat)\n"
-        "  --stop STR                end generation where STR appears (repeatable; STR is not printed)\n",
+        "  --stop STR                end generation where STR appears (repeatable; STR is not printed)\n"
+        "  --grammar GBNF            constrain the output to a GBNF grammar (llama.cpp's syntax)\n"
+        "  --grammar-file FILE       ... read from FILE\n"
+        "  -j, --json-schema SCHEMA  constrain the output to JSON valid for a JSON Schema\n"
+        "                            ('{{\"type\": \"object\"}}' for any JSON object)\n"
+        "  -jf, --json-schema-file FILE  ... read from FILE\n",
         d.session.n_batch, d.session.n_threads, d.model.n_gpu_layers, load_help(28), lora_help(28), d.generate.max_tokens, s.temperature,
         s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.penalty_last_n, s.presence_penalty, s.frequency_penalty);
     if (with_run_flags) h += "  --ignore-eos              keep generating past end-of-generation tokens\n";

@@ -47,6 +47,12 @@ struct CommonOptions {
     ember::GenerateParams generate;  // -n, sampling flags, --seed, --stop, --ignore-eos
     bool random_seed = false;        // --seed -1: a fresh seed, chosen by validate()
     std::vector<LoraSpec> lora;      // --lora, --lora-scaled, in the order given
+    // --grammar / --grammar-file (GBNF), -j / --json-schema / -jf / --json-schema-file: the text
+    // as given (a file's contents), and what validate() compiles it into
+    std::string grammar;
+    std::string json_schema;
+    std::string constraint_flag;     // the flag that set it, for messages ("" = none)
+    ember::Constraint constraint;
 };
 
 // Walks argv. "--flag=value" is accepted as well as "--flag value".

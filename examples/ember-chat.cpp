@@ -120,7 +120,7 @@ bool parse(int argc, char** argv, ChatOptions& opt) {
 class Chat {
 public:
     Chat(std::shared_ptr<const ember::Model> model, ember::Session& session, const ChatOptions& opt)
-        : model_(std::move(model)), session_(session), params_(opt.common.generate),
+        : model_(std::move(model)), session_(session), params_(opt.common.generate), constraint_(opt.common.constraint),
           parse_special_(opt.parse_special) {
         if (!opt.system.empty()) history_.push_back({"system", opt.system});
         first_ = history_.size();
@@ -149,7 +149,7 @@ public:
             reused_ = keep;
             ember::GenerateResult r;
             try {
-                r = session_.generate(std::span(prompt).subspan(keep), params_, on_piece);
+                r = session_.generate(std::span(prompt).subspan(keep), params_, constraint_, on_piece);
             } catch (const ember::GenerateError& e) {
                 if (e.code() != ember::ErrorCode::Cancelled || e.result().tokens.empty()) throw;
                 r = e.result();  // a reply stopped by Ctrl-C: what was shown of it stays in the conversation
@@ -209,6 +209,7 @@ private:
     std::shared_ptr<const ember::Model> model_;
     ember::Session& session_;
     ember::GenerateParams params_;
+    const ember::Constraint constraint_;  // --grammar, --json-schema: every reply follows it
     std::vector<ember::ChatMessage> history_;  // [system], user, assistant, ..., user
     size_t first_ = 0;                         // index of the first message that may be dropped
     size_t reused_ = 0;

@@ -128,7 +128,7 @@ int run(const RunOptions& opt) {
         // returns at once as cancelled, and the exit status is 130
         ember_tools::Watch watch(interrupts, session);
         try {
-            result = session.generate(prompt, common.generate, [&](std::string_view piece) {
+            result = session.generate(prompt, common.generate, common.constraint, [&](std::string_view piece) {
                 if (!ember_tools::stream_out(piece)) return false;  // stdout failed: stop generating
                 if (!piece.empty()) last = piece.back();
                 return true;

@@ -1,6 +1,8 @@
 // Python arguments -> ember types (see args.hpp).
 #include "args.hpp"
 
+#include "bindings.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -191,6 +193,170 @@ ember::Precision precision_of(const std::string& precision) {
     if (precision == "fast") return ember::Precision::Fast;
     if (precision == "exact") return ember::Precision::Exact;
     invalid("Session: precision is '" + precision + "'; use 'default' (EMBER_PRECISION, else exact), 'fast' or 'exact'");
+}
+
+namespace {
+
+// obj[key] of a mapping, or None when absent
+py::object get(py::handle obj, const char* key) {
+    if (!PyMapping_HasKeyString(obj.ptr(), key)) return py::none();
+    return py::reinterpret_borrow<py::object>(obj)[key];
+}
+
+std::string opt_text(py::handle v, const std::string& what) {
+    if (v.is_none()) return {};
+    return utf8(v, what.c_str());
+}
+
+// a JSON value given as a dict/list (serialized) or as its text
+std::string json_text(py::handle v) {
+    if (py::isinstance<py::str>(v)) return v.cast<std::string>();
+    return py::module_::import("json").attr("dumps")(v, py::arg("ensure_ascii") = false).cast<std::string>();
+}
+
+}  // namespace
+
+ember::Constraint take_constraint(py::dict& kwargs, const char* fn) {
+    ember::Constraint c;
+    py::object g = kwargs.contains("grammar") ? kwargs.attr("pop")("grammar") : py::none();
+    py::object js = kwargs.contains("json_schema") ? kwargs.attr("pop")("json_schema") : py::none();
+    if (!g.is_none() && !js.is_none()) invalid(std::string(fn) + ": grammar and json_schema are both given; pass one");
+    if (!g.is_none()) {
+        if (py::isinstance<ember::Grammar>(g)) c.grammar = g.cast<ember::Grammar>();
+        else if (py::isinstance<py::str>(g)) c.grammar = ember::Grammar::parse(g.cast<std::string>());
+        else type_error(std::string(fn) + ": grammar", "GBNF text (str) or an ember.Grammar", g);
+    } else if (!js.is_none()) {
+        c.grammar = ember::Grammar::from_json_schema(schema_text(js, fn));
+    }
+    return c;
+}
+
+std::vector<ember::ChatTurn> chat_turns(py::handle obj, const char* fn) {
+    const std::string name = std::string(fn) + ": messages";
+    if (py::isinstance<py::str>(obj) || !py::isinstance<py::sequence>(obj))
+        type_error(name, "a list of dicts {'role': ..., 'content': ...}", obj);
+    std::vector<ember::ChatTurn> out;
+    const auto seq = py::reinterpret_borrow<py::sequence>(obj);
+    for (size_t i = 0; i < seq.size(); ++i) {
+        const py::object msg = seq[i];
+        const std::string at = name + "[" + std::to_string(i) + "]";
+        if (!PyMapping_Check(msg.ptr()) || py::isinstance<py::str>(msg))
+            type_error(at, "a dict with 'role' and 'content'", msg);
+        ember::ChatTurn t;
+        if (!PyMapping_HasKeyString(msg.ptr(), "role")) throw py::type_error(at + " has no 'role'");
+        t.role = utf8(msg["role"], (at + "['role']").c_str());
+        t.content = opt_text(get(msg, "content"), at + "['content']");
+        t.tool_call_id = opt_text(get(msg, "tool_call_id"), at + "['tool_call_id']");
+        t.name = opt_text(get(msg, "name"), at + "['name']");
+        const py::object calls = get(msg, "tool_calls");
+        if (!calls.is_none()) {
+            if (!py::isinstance<py::sequence>(calls)) type_error(at + "['tool_calls']", "a list of tool calls", calls);
+            const auto cs = py::reinterpret_borrow<py::sequence>(calls);
+            for (size_t j = 0; j < cs.size(); ++j) {
+                const py::object c = cs[j];
+                const std::string cat = at + "['tool_calls'][" + std::to_string(j) + "]";
+                if (!PyMapping_Check(c.ptr())) type_error(cat, "a dict {'id', 'type', 'function': {...}}", c);
+                py::object f = get(c, "function");
+                if (f.is_none()) f = c;  // {"name", "arguments"} without the wrapper
+                ember::ToolCall tc;
+                tc.id = opt_text(get(c, "id"), cat + "['id']");
+                tc.name = opt_text(get(f, "name"), cat + "['function']['name']");
+                const py::object args = get(f, "arguments");
+                tc.arguments = args.is_none() ? "{}" : json_text(args);
+                t.tool_calls.push_back(std::move(tc));
+            }
+        }
+        out.push_back(std::move(t));
+    }
+    return out;
+}
+
+ember::ChatRequest take_chat_request(py::dict& kwargs, const char* fn, bool* used) {
+    ember::ChatRequest req;
+    *used = false;
+    const std::string f(fn);
+    if (kwargs.contains("tools")) {
+        py::object tools = kwargs.attr("pop")("tools");
+        *used = true;
+        if (!tools.is_none()) {
+            if (!py::isinstance<py::sequence>(tools)) type_error(f + ": tools", "a list of tool dicts", tools);
+            const auto ts = py::reinterpret_borrow<py::sequence>(tools);
+            for (size_t i = 0; i < ts.size(); ++i) {
+                const py::object t = ts[i];
+                const std::string at = f + ": tools[" + std::to_string(i) + "]";
+                if (!PyMapping_Check(t.ptr())) type_error(at, "a dict {'type': 'function', 'function': {...}}", t);
+                py::object fdef = get(t, "function");
+                if (fdef.is_none()) fdef = t;
+                ember::ToolDef d;
+                d.name = opt_text(get(fdef, "name"), at + "['function']['name']");
+                d.description = opt_text(get(fdef, "description"), at + "['function']['description']");
+                const py::object params = get(fdef, "parameters");
+                if (!params.is_none()) d.parameters = schema_text(params, fn);
+                req.tools.push_back(std::move(d));
+            }
+        }
+    }
+    if (kwargs.contains("tool_choice")) {
+        py::object tc = kwargs.attr("pop")("tool_choice");
+        *used = true;
+        if (tc.is_none()) {
+        } else if (py::isinstance<py::str>(tc)) {
+            const std::string v = tc.cast<std::string>();
+            if (v == "auto") req.tool_choice.kind = ember::ToolChoice::Auto;
+            else if (v == "none") req.tool_choice.kind = ember::ToolChoice::None;
+            else if (v == "required") req.tool_choice.kind = ember::ToolChoice::Required;
+            else invalid(f + ": tool_choice is '" + v + "'; use 'auto', 'none', 'required' or "
+                         "{'type': 'function', 'function': {'name': ...}}");
+        } else if (PyMapping_Check(tc.ptr())) {
+            py::object fdef = get(tc, "function");
+            if (fdef.is_none()) fdef = tc;
+            req.tool_choice.kind = ember::ToolChoice::Function;
+            req.tool_choice.name = opt_text(get(fdef, "name"), f + ": tool_choice['function']['name']");
+        } else {
+            type_error(f + ": tool_choice", "'auto', 'none', 'required' or a dict naming a function", tc);
+        }
+    }
+    if (kwargs.contains("parallel_tool_calls")) {
+        req.parallel_tool_calls = boolean(kwargs.attr("pop")("parallel_tool_calls"), f + ": parallel_tool_calls");
+        *used = true;
+    }
+    if (kwargs.contains("response_format")) {
+        py::object rf = kwargs.attr("pop")("response_format");
+        *used = true;
+        if (rf.is_none()) {
+        } else if (py::isinstance<ember::Grammar>(rf)) {
+            req.response_format = rf.cast<ember::Grammar>();
+        } else if (PyMapping_Check(rf.ptr())) {
+            const std::string type = opt_text(get(rf, "type"), f + ": response_format['type']");
+            if (type == "json_object") {
+                const py::object schema = get(rf, "schema");  // llama.cpp's server accepts one here too
+                req.response_format = schema.is_none() ? ember::Grammar::json_object()
+                                                       : ember::Grammar::from_json_schema(schema_text(schema, fn));
+            } else if (type == "json_schema") {
+                py::object js = get(rf, "json_schema");
+                py::object schema = js.is_none() ? get(rf, "schema") : get(js, "schema");
+                if (schema.is_none())
+                    invalid(f + ": response_format {'type': 'json_schema'} needs 'json_schema': {'schema': {...}}");
+                req.response_format = ember::Grammar::from_json_schema(schema_text(schema, fn));
+            } else if (type != "text") {
+                invalid(f + ": response_format['type'] is '" + type + "'; use 'text', 'json_object' or 'json_schema'");
+            }
+        } else {
+            type_error(f + ": response_format", "a dict {'type': ...} or an ember.Grammar", rf);
+        }
+    }
+    return req;
+}
+
+py::dict tool_call_dict(const ember::ToolCall& c) {
+    py::dict fdef;
+    fdef["name"] = decode(c.name);
+    fdef["arguments"] = decode(c.arguments);
+    py::dict d;
+    d["id"] = decode(c.id);
+    d["type"] = "function";
+    d["function"] = fdef;
+    return d;
 }
 
 }  // namespace ember_py

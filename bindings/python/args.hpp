@@ -39,6 +39,23 @@ std::vector<ember::ChatMessage> chat_messages(py::handle obj, const char* fn);
 // name is a TypeError, as for any Python function.
 ember::GenerateParams generate_params(const py::kwargs& kwargs, const char* fn);
 
+// Takes the constraint keyword arguments out of kwargs (a copy is returned
+// without them): grammar (GBNF str or ember.Grammar) and json_schema (dict or
+// JSON text); both at once is InvalidArgumentError.
+ember::Constraint take_constraint(py::dict& kwargs, const char* fn);
+
+// What Session.chat takes beyond generate()'s keyword arguments, taken out of
+// kwargs: tools (OpenAI shape), tool_choice, parallel_tool_calls,
+// response_format ({"type": "json_object"} / {"type": "json_schema", ...} /
+// ember.Grammar). `used` is set when any of them was given.
+ember::ChatRequest take_chat_request(py::dict& kwargs, const char* fn, bool* used);
+
+// [{"role", "content", "tool_calls", "tool_call_id", "name"}, ...] (OpenAI shape).
+std::vector<ember::ChatTurn> chat_turns(py::handle obj, const char* fn);
+
+// A tool call as OpenAI writes it: {"id", "type": "function", "function": {"name", "arguments"}}.
+py::dict tool_call_dict(const ember::ToolCall& c);
+
 // Session construction arguments, range-checked. kv_type is "f16" or "f32".
 ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_threads, const std::string& kv_type);
 // "default", "fast" or "exact" (InvalidArgumentError otherwise).

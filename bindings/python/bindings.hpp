@@ -7,6 +7,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "ember/gguf.hpp"
 
 namespace ember_py {
@@ -16,7 +18,9 @@ namespace py = pybind11;
 void bind_gguf(py::module_& m);
 void bind_inference(py::module_& m);
 void bind_grammar(py::module_& m);  // grammar_bindings.cpp: Grammar, GrammarError, SchemaError
-void bind_tools(py::module_& m);    // tool_bindings.cpp: tool-call rendering and parsing
+void bind_tools(py::module_& m);
+// A JSON Schema given as a dict (or bool) or as its JSON text, as text; InvalidArgument otherwise.
+std::string schema_text(py::handle schema, const char* fn);    // tool_bindings.cpp: tool-call rendering and parsing
 
 // Every metadata key and value of a GGUF file, in file order (numeric arrays
 // as NumPy arrays, string arrays as lists).

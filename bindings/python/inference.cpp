@@ -213,27 +213,29 @@ std::vector<ember::TokenId> chat_prompt(const ember::Model& model, const std::ve
 // Generates the reply to a conversation, reusing the longest prefix of it the
 // session's cache already holds (at least one token is evaluated, so that the
 // logits are those of the prompt's end) -- as ember-chat does.
-GenerateJob chat_job(std::vector<ember::TokenId> prompt, ember::GenerateParams gp) {
-    return [prompt = std::move(prompt), gp = std::move(gp)](ember::Session& s, const ember::PieceCallback& on_piece) {
+GenerateJob chat_job(std::vector<ember::TokenId> prompt, ember::GenerateParams gp, ember::Constraint c) {
+    return [prompt = std::move(prompt), gp = std::move(gp), c = std::move(c)](ember::Session& s,
+                                                                             const ember::PieceCallback& on_piece) {
         // a held cancel: the call returns at once, and the history must stay as it is
         if (s.cancel_pending()) return s.generate(std::span<const ember::TokenId>(), gp, on_piece);
         const auto cached = s.tokens();
         const auto diverge = std::mismatch(prompt.begin(), prompt.end(), cached.begin(), cached.end()).first;
         const size_t keep = std::min(static_cast<size_t>(diverge - prompt.begin()), prompt.size() - 1);
         s.truncate(keep);
-        return s.generate(std::span(prompt).subspan(keep), gp, on_piece);
+        return s.generate(std::span(prompt).subspan(keep), gp, c, on_piece);
     };
 }
 
-GenerateJob prompt_job(const SessionBox& box, py::handle prompt, ember::GenerateParams gp) {
+GenerateJob prompt_job(const SessionBox& box, py::handle prompt, ember::GenerateParams gp, ember::Constraint c = {}) {
     if (py::isinstance<py::str>(prompt)) {
-        return [text = utf8(prompt, "prompt"), gp = std::move(gp)](ember::Session& s, const ember::PieceCallback& cb) {
-            return s.generate(text, gp, cb);
+        return [text = utf8(prompt, "prompt"), gp = std::move(gp), c = std::move(c)](ember::Session& s,
+                                                                                     const ember::PieceCallback& cb) {
+            return s.generate(text, gp, c, cb);
         };
     }
     (void)box;
-    return [ids = token_ids(prompt, "Session.generate", "the prompt"), gp = std::move(gp)](
-               ember::Session& s, const ember::PieceCallback& cb) { return s.generate(std::span(ids), gp, cb); };
+    return [ids = token_ids(prompt, "Session.generate", "the prompt"), gp = std::move(gp), c = std::move(c)](
+               ember::Session& s, const ember::PieceCallback& cb) { return s.generate(std::span(ids), gp, c, cb); };
 }
 
 // A Generation over `job`, registered as the session's active stream.
@@ -252,12 +254,50 @@ py::str run_now(SessionBox& box, const GenerateJob& job) {
     return decode(r.text);
 }
 
+// Whether a conversation uses tool calls or tool results (it then needs Session::chat's rendering).
+bool has_tool_turns(py::handle messages) {
+    if (!py::isinstance<py::sequence>(messages) || py::isinstance<py::str>(messages)) return false;
+    for (py::handle m : py::reinterpret_borrow<py::sequence>(messages)) {
+        if (!PyMapping_Check(m.ptr()) || py::isinstance<py::str>(m)) continue;
+        if (PyMapping_HasKeyString(m.ptr(), "tool_calls") && !py::reinterpret_borrow<py::object>(m)["tool_calls"].is_none())
+            return true;
+        if (PyMapping_HasKeyString(m.ptr(), "role") && py::str(py::reinterpret_borrow<py::object>(m)["role"]).equal(py::str("tool")))
+            return true;
+    }
+    return false;
+}
+
 py::object chat(const SessionPtr& box, py::handle messages, bool stream, const py::kwargs& kwargs, const char* fn) {
-    ember::GenerateParams gp = generate_params(kwargs, fn);
+    py::dict kw = kwargs.attr("copy")();
+    bool tool_args = false;
+    ember::ChatRequest req = take_chat_request(kw, fn, &tool_args);
+    ember::Constraint c = take_constraint(kw, fn);
+    ember::GenerateParams gp = generate_params(py::reinterpret_borrow<py::kwargs>(kw), fn);
+    if (tool_args || has_tool_turns(messages)) {
+        // Session::chat: tools, tool turns, response_format
+        if (!c.grammar.empty())
+            throw ember::Error(ember::ErrorCode::InvalidArgument, std::string(fn) + ": grammar/json_schema cannot be combined with tools or response_format; use "
+                    "response_format={'type': 'json_schema', 'json_schema': {'schema': ...}} instead");
+        const bool with_tools = !req.tools.empty();
+        if (stream && with_tools)
+            throw ember::Error(ember::ErrorCode::InvalidArgument, std::string(fn) + ": stream=True is not available with tools yet (the reply's calls are known "
+                    "only at its end); call without stream");
+        req.messages = chat_turns(messages, fn);
+        auto out = std::make_shared<ember::ChatReply>();
+        GenerateJob job = [req = std::move(req), gp = std::move(gp), out](ember::Session& s,
+                                                                          const ember::PieceCallback& cb) {
+            *out = s.chat(req, gp, cb);
+            return out->result;
+        };
+        if (stream) return py::cast(start_stream(box, std::move(job)));
+        run_now(*box, job);
+        if (with_tools) return py::cast(*out);
+        return decode(out->content);
+    }
     // in a chat, parse_special is about the messages' contents, and off unless asked for
-    const bool parse_special = kwargs.contains("parse_special") && gp.parse_special;
-    GenerateJob job =
-        chat_job(chat_prompt(*box->model->model, chat_messages(messages, fn), parse_special), std::move(gp));
+    const bool parse_special = kw.contains("parse_special") && gp.parse_special;
+    GenerateJob job = chat_job(chat_prompt(*box->model->model, chat_messages(messages, fn), parse_special),
+                               std::move(gp), std::move(c));
     if (stream) return py::cast(start_stream(box, std::move(job)));
     return run_now(*box, job);
 }
@@ -395,6 +435,37 @@ void bind_inference(py::module_& m) {
                    ember::stop_reason_name(r.stop_reason) + "')";
         });
 
+    py::class_<ember::ChatReply>(m, "ChatReply", "A chat reply with tools (Session.chat(..., tools=...)).")
+        .def_property_readonly("content", [](const ember::ChatReply& r) { return decode(r.content); },
+                               "The text of the reply, without the calls.")
+        .def_property_readonly(
+            "tool_calls",
+            [](const ember::ChatReply& r) {
+                py::list out;
+                for (const ember::ToolCall& c : r.tool_calls) out.append(tool_call_dict(c));
+                return out;
+            },
+            "The calls, in the OpenAI shape: [{'id', 'type': 'function', 'function': {'name', 'arguments'}}]; "
+            "arguments is JSON text valid against the tool's parameters schema. Append {'role': 'assistant', "
+            "'content': reply.content, 'tool_calls': reply.tool_calls} and one {'role': 'tool', 'tool_call_id', "
+            "'name', 'content'} per result to the messages, then call chat() again.")
+        .def_property_readonly("result", [](const ember::ChatReply& r) { return r.result; },
+                               "The raw generation (GenerateResult: text with the calls' syntax, tokens, timings).")
+        .def("message",
+             [](const ember::ChatReply& r) {
+                 py::dict d;
+                 d["role"] = "assistant";
+                 d["content"] = decode(r.content);
+                 py::list calls;
+                 for (const ember::ToolCall& c : r.tool_calls) calls.append(tool_call_dict(c));
+                 if (!r.tool_calls.empty()) d["tool_calls"] = calls;
+                 return d;
+             },
+             "The reply as a message to append to the conversation.")
+        .def("__repr__", [](const ember::ChatReply& r) {
+            return "<ember.ChatReply " + std::to_string(r.content.size()) + " bytes of text, " +
+                   std::to_string(r.tool_calls.size()) + " tool calls>";
+        });
     py::class_<Stream, StreamPtr>(m, "Generation", R"doc(A generation in progress: an iterator of str pieces (Session.generate, chat(stream=True)).
 
 Each next() releases the GIL while the next token is computed and returns the
@@ -686,8 +757,10 @@ from next(), whose `result` (and this `result`) holds what was generated
         .def(
             "generate",
             [](const SessionPtr& box, py::handle prompt, const py::kwargs& kwargs) {
-                ember::GenerateParams gp = generate_params(kwargs, "Session.generate");
-                return start_stream(box, prompt_job(*box, prompt, std::move(gp)));
+                py::dict kw = kwargs.attr("copy")();
+                ember::Constraint c = take_constraint(kw, "Session.generate");
+                ember::GenerateParams gp = generate_params(py::reinterpret_borrow<py::kwargs>(kw), "Session.generate");
+                return start_stream(box, prompt_job(*box, prompt, std::move(gp), std::move(c)));
             },
             py::arg("prompt"), kGenerateDoc)
         .def(

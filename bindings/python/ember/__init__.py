@@ -12,6 +12,12 @@
     # chat: the model's own template; the whole conversation every turn
     reply = session.chat([{"role": "user", "content": "Hi!"}], max_tokens=64)
 
+    # output a program can trust: a grammar, a JSON Schema, tool calls
+    text = session.generate("Yes or no?", grammar='root ::= "yes" | "no"').result.text
+    data = session.chat(messages, response_format={"type": "json_object"})
+    reply = session.chat(messages, tools=[{"type": "function", "function": {...}}])
+    for call in reply.tool_calls: ...   # {"id", "type": "function", "function": {"name", "arguments"}}
+
     # tokens and logits: a NumPy view of the session's buffer, no copy
     session.reset()
     session.eval(model.tokenize("Hello"))
@@ -29,10 +35,13 @@ from ._ember import (
     BackendError,
     Adapter,
     CancelledError,
+    ChatReply,
     Error,
     GenerateResult,
     Generation,
     GGUFFile,
+    Grammar,
+    GrammarError,
     InternalError,
     InvalidArgumentError,
     InvalidFileError,
@@ -41,6 +50,7 @@ from ._ember import (
     ModelInfo,
     NotFoundError,
     OutOfMemoryError,
+    SchemaError,
     Session,
     TypeMismatchError,
     UnsupportedError,
@@ -53,10 +63,13 @@ __all__ = [
     "Adapter",
     "BackendError",
     "CancelledError",
+    "ChatReply",
     "Error",
     "GenerateResult",
     "Generation",
     "GGUFFile",
+    "Grammar",
+    "GrammarError",
     "InternalError",
     "InvalidArgumentError",
     "InvalidFileError",
@@ -65,6 +78,7 @@ __all__ = [
     "ModelInfo",
     "NotFoundError",
     "OutOfMemoryError",
+    "SchemaError",
     "Session",
     "TypeMismatchError",
     "UnsupportedError",
