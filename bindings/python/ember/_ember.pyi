@@ -11,7 +11,10 @@ import numpy.typing as npt
 
 _Path = str | os.PathLike[str]
 _Ids = Iterable[int] | npt.NDArray[np.integer[Any]]
-_Messages = Sequence[Mapping[str, str]]
+_Messages = Sequence[Mapping[str, Any]]  # OpenAI shape: role, content, tool_calls, tool_call_id, name
+_Schema = Mapping[str, Any] | bool | str  # a JSON Schema (dict) or its JSON text
+_Tools = Sequence[Mapping[str, Any]]      # [{"type": "function", "function": {"name", "description", "parameters"}}]
+_ToolChoice = Literal["auto", "none", "required"] | Mapping[str, Any]
 
 def version() -> str:
     """The ember version, e.g. '0.2.0'."""
@@ -63,6 +66,45 @@ class CancelledError(Error):
     arrives while nothing runs stops the next call at once; reset() withdraws it)."""
 
 # --- GGUF files ---------------------------------------------------------------
+
+class GrammarError(InvalidArgumentError):
+    """A GBNF grammar that does not parse or is not usable; `line` and `column` (from 1) say where."""
+    line: int
+    column: int
+
+class SchemaError(Error, ValueError):
+    """A JSON Schema ember cannot turn into a grammar: `keyword` and its JSON Pointer `path`."""
+    keyword: str
+    path: str
+
+class Grammar:
+    """A compiled GBNF grammar (llama.cpp's syntax); immutable, shareable."""
+    def __init__(self, gbnf: str, root: str = "root") -> None: ...
+    @staticmethod
+    def from_json_schema(schema: _Schema) -> Grammar: ...
+    @staticmethod
+    def json_object() -> Grammar: ...
+    @staticmethod
+    def json_schema_to_gbnf(schema: _Schema) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def root(self) -> str: ...
+    def matches(self, text: str) -> bool: ...
+    def is_prefix(self, text: str) -> bool: ...
+    def random_string(self, seed: int, max_bytes: int = 4096) -> str: ...
+
+class ChatReply:
+    """A chat reply with tools: text and calls."""
+    @property
+    def content(self) -> str: ...
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        """[{"id", "type": "function", "function": {"name", "arguments" (JSON text)}}]"""
+    @property
+    def result(self) -> GenerateResult: ...
+    def message(self) -> dict[str, Any]:
+        """{"role": "assistant", "content", "tool_calls"} to append to the conversation."""
 
 class GGUFFile:
     """A GGUF file, mapped read-only and validated."""
@@ -233,8 +275,39 @@ class Model:
         logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
         parse_special: bool = False,
+        grammar: str | Grammar | None = None,
+        json_schema: _Schema | None = None,
+        response_format: Mapping[str, Any] | Grammar | None = None,
     ) -> str:
         """The assistant's reply in a new session."""
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        stream: Literal[False] = False,
+        tools: _Tools,
+        tool_choice: _ToolChoice = "auto",
+        parallel_tool_calls: bool = True,
+        n_ctx: int = 0,
+        n_batch: int = 512,
+        n_threads: int = 0,
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        penalty_last_n: int = 64,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        ignore_eos: bool = False,
+        parse_special: bool = False,
+    ) -> ChatReply:
+        """The reply with tools: its text and its calls (arguments valid against their schemas)."""
     @overload
     def chat(
         self,
@@ -258,6 +331,9 @@ class Model:
         logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
         parse_special: bool = False,
+        grammar: str | Grammar | None = None,
+        json_schema: _Schema | None = None,
+        response_format: Mapping[str, Any] | Grammar | None = None,
     ) -> Generation:
         """The assistant's reply in a new session, streamed."""
 
@@ -329,6 +405,8 @@ class Session:
         ignore_eos: bool = False,
         add_special: bool = True,
         parse_special: bool = True,
+        grammar: str | Grammar | None = None,
+        json_schema: _Schema | None = None,
     ) -> Generation:
         """Generates text after `prompt`, streaming it as a Generation of str pieces."""
     @overload
@@ -351,8 +429,36 @@ class Session:
         logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
         parse_special: bool = False,
+        grammar: str | Grammar | None = None,
+        json_schema: _Schema | None = None,
+        response_format: Mapping[str, Any] | Grammar | None = None,
     ) -> str:
         """The assistant's reply to the whole conversation (the cached prefix is reused)."""
+    @overload
+    def chat(
+        self,
+        messages: _Messages,
+        *,
+        stream: Literal[False] = False,
+        tools: _Tools,
+        tool_choice: _ToolChoice = "auto",
+        parallel_tool_calls: bool = True,
+        max_tokens: int = 128,
+        temperature: float = 0.8,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        penalty_last_n: int = 64,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        logit_bias: Mapping[int, float] | None = None,
+        ignore_eos: bool = False,
+        parse_special: bool = False,
+    ) -> ChatReply:
+        """The reply with tools: its text and its calls (arguments valid against their schemas)."""
     @overload
     def chat(
         self,
@@ -373,6 +479,9 @@ class Session:
         logit_bias: Mapping[int, float] | None = None,
         ignore_eos: bool = False,
         parse_special: bool = False,
+        grammar: str | Grammar | None = None,
+        json_schema: _Schema | None = None,
+        response_format: Mapping[str, Any] | Grammar | None = None,
     ) -> Generation:
         """The assistant's reply to the whole conversation, streamed."""
     def reset(self) -> None:
