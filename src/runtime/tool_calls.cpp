@@ -1,1 +1,377 @@
-// (being written)
+// Tool calls at generation time: which format a template uses, the grammar
+// that makes a reply a valid use of the tools, and the calls parsed back out of
+// the reply (the rendering side is src/tokenizer/chat_tools.cpp).
+#include "ember/tool_calls.hpp"
+
+#include <fmt/format.h>
+
+#include <string>
+#include <vector>
+
+#include "ember/error.hpp"
+#include "runtime/grammar/json_schema.hpp"
+#include "tokenizer/chat_tools_impl.hpp"
+
+namespace ember {
+namespace {
+
+using tools_detail::Json;
+using tools_detail::py_json_dumps;
+
+bool has(std::string_view hay, std::string_view needle) { return hay.find(needle) != std::string_view::npos; }
+
+[[noreturn]] void invalid(ToolFormat f, const std::string& what) {
+    throw Error(ErrorCode::InvalidArgument, fmt::format("tool format {}: {}", tool_format_name(f), what));
+}
+
+// ---- the constraint ---------------------------------------------------------------------------
+
+// White space the models write between JSON tokens and around the call blocks
+// (bounded, so that a constrained model cannot stall in white space).
+constexpr const char* kRules =
+    "tc-ws ::= [ \\t\\n]{0,8}\n"
+    "tc-string ::= \"\\\"\" ( [^\"\\\\\\x00-\\x1f] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} ) )* \"\\\"\"\n";
+
+struct Opening {
+    std::string gbnf;              // what the grammar writes for it ("" when it is the trigger token)
+    std::optional<int32_t> token;  // the control token, when it is one
+};
+
+// The grammar of the calls of one format: `call` rules for the allowed tools,
+// their arguments' rules, and the format's framing.
+struct Builder {
+    ToolFormat f;
+    std::vector<const ToolDef*> allowed;
+    std::string rules;
+
+    // One alternative per allowed tool: "NAME" ws , ws "KEY" ws : ws ARGS
+    std::string name_and_args(std::string_view args_key) {
+        std::string alts;
+        for (size_t i = 0; i < allowed.size(); ++i) {
+            const ToolDef& t = *allowed[i];
+            const std::string prefix = fmt::format("tc-args{}-", i);
+            std::string value;
+            if (t.parameters.empty()) {
+                value = "\"{\" tc-ws \"}\"";
+            } else {
+                rules += grammar::json_schema_rules(t.parameters, prefix);
+                value = prefix + "value";
+            }
+            if (!alts.empty()) alts += " | ";
+            // Tool names are [A-Za-z0-9_-]: nothing to escape in a GBNF literal.
+            alts += fmt::format("\"\\\"{}\\\"\" tc-ws \",\" tc-ws \"\\\"{}\\\"\" tc-ws \":\" tc-ws {}", t.name,
+                                args_key, value);
+        }
+        return "( " + alts + " )";
+    }
+};
+
+bool valid_name(std::string_view n) {
+    if (n.empty() || n.size() > 64) return false;
+    for (char c : n)
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return false;
+    return true;
+}
+
+// A control token of the vocabulary with exactly this text, if there is one.
+std::optional<int32_t> control_token(const Tokenizer* tok, std::string_view text) {
+    if (tok == nullptr) return std::nullopt;
+    const auto id = tok->find(text);
+    if (!id || tok->type(*id) != TokenType::Control) return std::nullopt;
+    return static_cast<int32_t>(*id);
+}
+
+// ---- parsing --------------------------------------------------------------------------------------
+
+bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+std::string_view trim_ws(std::string_view s) {
+    while (!s.empty() && is_ws(s.front())) s.remove_prefix(1);
+    while (!s.empty() && is_ws(s.back())) s.remove_suffix(1);
+    return s;
+}
+
+// A call object {"name": ..., KEY: {...}} (KEY "arguments", or "parameters" for
+// Llama 3.1) -> ToolCall; nullopt when it is not one. Arguments given as a string
+// holding a JSON object (some models write that) are accepted too.
+std::optional<ToolCall> to_call(const Json& obj, std::initializer_list<const char*> keys, bool want_id) {
+    if (!obj.is_object() || !obj.contains("name") || !obj["name"].is_string()) return std::nullopt;
+    ToolCall c;
+    c.name = obj["name"].get<std::string>();
+    if (!valid_name(c.name)) return std::nullopt;
+    const Json* args = nullptr;
+    for (const char* k : keys)
+        if (obj.contains(k)) args = &obj[k];
+    if (args == nullptr) return std::nullopt;
+    Json parsed;
+    if (args->is_string()) {
+        if (!tools_detail::parse_json(args->get_ref<const std::string&>(), parsed)) return std::nullopt;
+        args = &parsed;
+    }
+    if (!args->is_object()) return std::nullopt;
+    c.arguments = py_json_dumps(*args);
+    if (want_id && obj.contains("id") && obj["id"].is_string()) c.id = obj["id"].get<std::string>();
+    return c;
+}
+
+// Content pieces joined: each trimmed of the white space next to a call.
+struct ContentBuilder {
+    std::string out;
+    void add(std::string_view piece) {
+        piece = trim_ws(piece);
+        if (piece.empty()) return;
+        if (!out.empty()) out += "\n";
+        out += piece;
+    }
+};
+
+ParsedReply parse_hermes(std::string_view text) {
+    constexpr std::string_view kOpen = "<tool_call>", kClose = "</tool_call>";
+    ParsedReply r;
+    ContentBuilder content;
+    size_t pos = 0, plain_from = 0;
+    while ((pos = text.find(kOpen, pos)) != std::string_view::npos) {
+        const size_t body = pos + kOpen.size();
+        size_t end = text.find(kClose, body);
+        // A reply cut at EOS may lack the closing tag: the object must then end the text.
+        const bool closed = end != std::string_view::npos;
+        const std::string_view inner = trim_ws(text.substr(body, closed ? end - body : std::string_view::npos));
+        Json obj;
+        std::optional<ToolCall> call;
+        if (tools_detail::parse_json(inner, obj)) call = to_call(obj, {"arguments"}, false);
+        if (!call) {
+            pos = body;
+            continue;
+        }
+        content.add(text.substr(plain_from, pos - plain_from));
+        r.tool_calls.push_back(std::move(*call));
+        plain_from = pos = closed ? end + kClose.size() : text.size();
+    }
+    content.add(text.substr(plain_from));
+    r.content = std::move(content.out);
+    return r;
+}
+
+ParsedReply parse_llama31(std::string_view text) {
+    ParsedReply r;
+    ContentBuilder content;
+    size_t pos = 0, plain_from = 0;
+    while ((pos = text.find('{', pos)) != std::string_view::npos) {
+        const size_t n = tools_detail::json_extent(text.substr(pos));
+        Json obj;
+        std::optional<ToolCall> call;
+        if (n > 0 && tools_detail::parse_json(text.substr(pos, n), obj))
+            call = to_call(obj, {"parameters", "arguments"}, false);
+        if (!call) {
+            ++pos;
+            continue;
+        }
+        std::string_view before = text.substr(plain_from, pos - plain_from);
+        before = trim_ws(before);
+        constexpr std::string_view kPythonTag = "<|python_tag|>";
+        if (before.ends_with(kPythonTag)) before.remove_suffix(kPythonTag.size());
+        // Several calls may be separated by ';'.
+        if (!r.tool_calls.empty() && before == ";") before = {};
+        content.add(before);
+        r.tool_calls.push_back(std::move(*call));
+        plain_from = pos = pos + n;
+    }
+    content.add(text.substr(plain_from));
+    r.content = std::move(content.out);
+    return r;
+}
+
+ParsedReply parse_mistral(std::string_view text) {
+    constexpr std::string_view kOpen = "[TOOL_CALLS]";
+    ParsedReply r;
+    ContentBuilder content;
+    size_t pos = 0, plain_from = 0;
+    while ((pos = text.find(kOpen, pos)) != std::string_view::npos) {
+        size_t start = pos + kOpen.size();
+        while (start < text.size() && is_ws(text[start])) ++start;
+        const size_t n = tools_detail::json_extent(text.substr(start));
+        Json arr;
+        std::vector<ToolCall> calls;
+        bool ok = n > 0 && tools_detail::parse_json(text.substr(start, n), arr) && arr.is_array() && !arr.empty();
+        if (ok) {
+            for (const Json& e : arr) {
+                auto c = to_call(e, {"arguments"}, true);
+                if (!c) {
+                    ok = false;
+                    break;
+                }
+                calls.push_back(std::move(*c));
+            }
+        }
+        if (!ok) {
+            pos = start;
+            continue;
+        }
+        content.add(text.substr(plain_from, pos - plain_from));
+        for (ToolCall& c : calls) r.tool_calls.push_back(std::move(c));
+        plain_from = pos = start + n;
+    }
+    content.add(text.substr(plain_from));
+    r.content = std::move(content.out);
+    return r;
+}
+
+ParsedReply parse_generic(std::string_view text) {
+    ParsedReply r;
+    Json obj;
+    if (!tools_detail::parse_json(trim_ws(text), obj) || !obj.is_object()) {
+        r.content = std::string(trim_ws(text));
+        return r;
+    }
+    std::vector<ToolCall> calls;
+    bool ok = true;
+    if (obj.contains("tool_calls")) {
+        const Json& arr = obj["tool_calls"];
+        ok = arr.is_array();
+        if (ok) {
+            for (const Json& e : arr) {
+                auto c = to_call(e, {"arguments"}, false);
+                if (!c) {
+                    ok = false;
+                    break;
+                }
+                calls.push_back(std::move(*c));
+            }
+        }
+    }
+    const bool has_response = obj.contains("response") && obj["response"].is_string();
+    if (!ok || (!has_response && !obj.contains("tool_calls"))) {
+        r.content = std::string(trim_ws(text));
+        return r;
+    }
+    if (has_response) r.content = obj["response"].get<std::string>();
+    r.tool_calls = std::move(calls);
+    return r;
+}
+
+}  // namespace
+
+const char* tool_format_name(ToolFormat f) noexcept {
+    switch (f) {
+        case ToolFormat::Hermes: return "hermes";
+        case ToolFormat::Llama31: return "llama3.1";
+        case ToolFormat::MistralNemo: return "mistral-nemo";
+        case ToolFormat::Generic: return "generic";
+    }
+    return "unknown";
+}
+
+ToolFormat tool_format_for(std::string_view t) noexcept {
+    const std::optional<ChatFormat> base = detect_chat_format(t);
+    if (!base) return ToolFormat::Generic;
+    switch (*base) {
+        case ChatFormat::ChatML:
+        case ChatFormat::Qwen2:
+        case ChatFormat::Qwen25:
+        case ChatFormat::SmolLM2:
+            // Qwen 2.5 and Hermes 2 Pro / 3: calls in <tool_call> blocks, tools listed in <tools>.
+            return has(t, "<tool_call>") && has(t, "<tools>") && has(t, "tools") ? ToolFormat::Hermes
+                                                                                 : ToolFormat::Generic;
+        case ChatFormat::Llama31:
+            return has(t, "dictionary of argument name and its value") ? ToolFormat::Llama31 : ToolFormat::Generic;
+        case ChatFormat::MistralV3Tekken:
+            return has(t, "[TOOL_CALLS]") && has(t, "[AVAILABLE_TOOLS]") ? ToolFormat::MistralNemo
+                                                                         : ToolFormat::Generic;
+        default: return ToolFormat::Generic;
+    }
+}
+
+Constraint tool_call_constraint(ToolFormat f, std::span<const ToolDef> tools, const ToolChoice& choice,
+                                bool parallel_tool_calls, const Tokenizer* tokenizer) {
+    if (choice.kind == ToolChoice::None) return {};
+    if (tools.empty()) {
+        if (choice.kind == ToolChoice::Auto) return {};  // nothing to call: free text
+        invalid(f, "tool_choice requires a tool call, but no tools were given");
+    }
+    Builder b{f, {}, kRules};
+    for (size_t i = 0; i < tools.size(); ++i) {
+        if (!valid_name(tools[i].name))
+            invalid(f, fmt::format("tool {} has no valid name (1 to 64 of A-Z a-z 0-9 _ -)", i));
+        if (choice.kind != ToolChoice::Function || tools[i].name == choice.name) b.allowed.push_back(&tools[i]);
+    }
+    if (b.allowed.empty())
+        invalid(f, fmt::format("tool_choice names the function \"{}\", which is not among the tools",
+                               choice.name.substr(0, 64)));
+    const bool lazy = choice.kind == ToolChoice::Auto && f != ToolFormat::Generic;
+    // Further calls after the first: any number, or none when parallel calls are off.
+    const auto more_calls = [&](std::string_view sep) {
+        return parallel_tool_calls ? fmt::format(" ( {} tc-call )*", sep) : std::string();
+    };
+    Constraint c;
+    std::string root;
+    switch (f) {
+        case ToolFormat::Hermes: {
+            b.rules += "tc-call ::= tc-ws \"{\" tc-ws \"\\\"name\\\"\" tc-ws \":\" tc-ws " +
+                       b.name_and_args("arguments") + " tc-ws \"}\" tc-ws \"</tool_call>\"\n";
+            // <tool_call> is a control token in some Qwen vocabularies: then it is the trigger and,
+            // inside the grammar, a token reference; otherwise text.
+            const std::optional<int32_t> tok = control_token(tokenizer, "<tool_call>");
+            const std::string open = tok ? fmt::format("<[{}]>", *tok) : "\"<tool_call>\"";
+            const std::string more = more_calls("tc-ws " + open);
+            if (lazy && tok) {
+                c.trigger_tokens.push_back(*tok);
+                root = "tc-call" + more;
+            } else {
+                if (lazy) c.trigger_words.push_back("<tool_call>");
+                root = open + " tc-call" + more;
+            }
+            break;
+        }
+        case ToolFormat::Llama31: {
+            b.rules += "tc-call ::= \"{\" tc-ws \"\\\"name\\\"\" tc-ws \":\" tc-ws " + b.name_and_args("parameters") +
+                       " tc-ws \"}\"\n";
+            if (lazy) c.trigger_words.push_back("{\"name\"");
+            root = "tc-call" + more_calls("tc-ws \";\" tc-ws");
+            break;
+        }
+        case ToolFormat::MistralNemo: {
+            const std::optional<int32_t> tok = control_token(tokenizer, "[TOOL_CALLS]");
+            if (!tok)
+                invalid(f, tokenizer ? "the model's vocabulary has no [TOOL_CALLS] control token; use "
+                                       "ToolFormat::Generic for this model"
+                                     : "the constraint needs the model's tokenizer (to find the [TOOL_CALLS] "
+                                       "token); pass it");
+            b.rules += "tc-call ::= \"{\" tc-ws \"\\\"name\\\"\" tc-ws \":\" tc-ws " + b.name_and_args("arguments") +
+                       " tc-ws \",\" tc-ws \"\\\"id\\\"\" tc-ws \":\" tc-ws \"\\\"\" [a-zA-Z0-9]{9} \"\\\"\" tc-ws "
+                       "\"}\"\n";
+            const std::string array = "\"[\" tc-ws tc-call" + more_calls("tc-ws \",\" tc-ws") + " tc-ws \"]\"";
+            if (lazy) {
+                c.trigger_tokens.push_back(*tok);
+                root = array;
+            } else {
+                root = fmt::format("<[{}]> {}", *tok, array);
+            }
+            break;
+        }
+        case ToolFormat::Generic: {
+            b.rules += "tc-call ::= \"{\" tc-ws \"\\\"name\\\"\" tc-ws \":\" tc-ws " + b.name_and_args("arguments") +
+                       " tc-ws \"}\"\n";
+            root = "\"{\" tc-ws \"\\\"tool_calls\\\"\" tc-ws \":\" tc-ws \"[\" tc-ws tc-call" +
+                   more_calls("tc-ws \",\" tc-ws") + " tc-ws \"]\" tc-ws \"}\"";
+            if (choice.kind == ToolChoice::Auto)
+                root += " | \"{\" tc-ws \"\\\"response\\\"\" tc-ws \":\" tc-ws tc-string tc-ws \"}\"";
+            break;
+        }
+        default: invalid(f, "not a ToolFormat value");
+    }
+    c.grammar = Grammar::parse("root ::= " + root + "\n" + b.rules);
+    return c;
+}
+
+ParsedReply parse_tool_calls(ToolFormat f, std::string_view text) {
+    switch (f) {
+        case ToolFormat::Hermes: return parse_hermes(text);
+        case ToolFormat::Llama31: return parse_llama31(text);
+        case ToolFormat::MistralNemo: return parse_mistral(text);
+        case ToolFormat::Generic: return parse_generic(text);
+    }
+    return {std::string(text), {}};
+}
+
+}  // namespace ember
