@@ -199,8 +199,8 @@ static void test_without_model(void) {
     int flag = 0;
     char buf[64];
 
-    CHECK(ember_abi_version() == 4);
-    CHECK(EMBER_ABI_VERSION == 4);
+    CHECK(ember_abi_version() == 5);
+    CHECK(EMBER_ABI_VERSION == 5);
 
     /* _init: NULL, 0, too small; defaults */
     CHECK_INVALID(ember_model_params_init(NULL, sizeof mp), "ember_model_params_init: params is NULL");
@@ -1227,6 +1227,187 @@ static void test_load_modes(const char* path) {
     }
 }
 
+/* Grammars and JSON Schemas without a model: the checks, the errors' positions. */
+static void test_grammar_without_model(void) {
+    size_t line = 99, column = 99, needed = 0;
+    char buf[8192];
+    ember_chat_params cp;
+    ember_generate_params gp;
+
+    CHECK_OK(ember_grammar_check("root ::= \"yes\" | \"no\"", NULL, &line, &column));
+    CHECK(line == 0 && column == 0);
+    CHECK_OK(ember_grammar_check("start ::= [a-z]+", "start", NULL, NULL));
+    CHECK_INVALID(ember_grammar_check("root ::= \"a\"\nb ::= (\"x\"", NULL, &line, &column), "grammar:2:");
+    CHECK(line == 2 && column > 1);
+    CHECK_INVALID(ember_grammar_check("root ::= value", NULL, &line, &column), "undefined rule 'value'");
+    CHECK(line == 1);
+    CHECK_INVALID(ember_grammar_check("root ::= root \"x\" | \"y\"", NULL, NULL, NULL), "left-recursive");
+    CHECK_INVALID(ember_grammar_check(NULL, NULL, NULL, NULL), "ember_grammar_check: grammar is NULL");
+    CHECK_INVALID(ember_grammar_check("root ::= \"\xff\"", NULL, NULL, NULL), "UTF-8");
+
+    CHECK_OK(ember_json_schema_to_grammar("{\"type\": \"integer\", \"minimum\": 1, \"maximum\": 7}", buf, sizeof buf,
+                                          &needed));
+    CHECK(needed == strlen(buf) + 1 && strstr(buf, "root") != NULL);
+    CHECK_OK(ember_grammar_check(buf, NULL, NULL, NULL)); /* what it builds parses */
+    CHECK_STATUS(ember_json_schema_to_grammar("{\"type\": \"object\", \"patternProperties\": {}}", buf, sizeof buf,
+                                              &needed),
+                 EMBER_ERR_UNSUPPORTED, "patternProperties");
+    CHECK_INVALID(ember_json_schema_to_grammar("{\"type\": ", buf, sizeof buf, &needed), "");
+    CHECK_STATUS(ember_json_schema_to_grammar("{\"type\": \"string\"}", buf, 4, &needed), EMBER_ERR_BUFFER_TOO_SMALL,
+                 "");
+    CHECK(needed > 4);
+
+    CHECK_OK(ember_chat_params_init(&cp, sizeof cp));
+    CHECK(cp.struct_size == sizeof cp && cp.tools == NULL && cp.n_tools == 0 &&
+          cp.tool_choice == EMBER_TOOL_CHOICE_AUTO && cp.parallel_tool_calls == 1 && cp.response_format == NULL);
+    CHECK_OK(ember_generate_params_init(&gp, sizeof gp));
+    CHECK(gp.grammar == NULL && gp.grammar_root == NULL && gp.json_schema == NULL);
+}
+
+/* Constrained generation and chat with tools on the model. */
+static const char* kGroceryTools[] = {"add_to_shopping_list", "order_groceries"};
+
+static void test_constrained(ember_model* model) {
+    ember_session_params sp;
+    ember_session* session = NULL;
+    ember_generate_params gp;
+    ember_generate_result res;
+    ember_chat_params cp;
+    ember_chat_result cr;
+    ember_tool tools[2];
+    ember_chat_turn msgs[4];
+    ember_tool_call call;
+    size_t i;
+    int named;
+
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 1024;
+    sp.n_threads = 2;
+    CHECK_OK(ember_session_new(model, &sp, &session));
+    if (session == NULL) return;
+
+    /* a grammar: the text is one of its strings, and generation ends with it */
+    ember_generate_params_init(&gp, sizeof gp);
+    gp.max_tokens = 32;
+    gp.temperature = 0.8f;
+    gp.grammar = "root ::= (\"yes\" | \"no\") \".\"";
+    res.struct_size = sizeof res;
+    CHECK_OK(ember_session_generate(session, "Is water wet? Answer:", &gp, NULL, NULL, &res));
+    CHECK(strcmp(res.text, "yes.") == 0 || strcmp(res.text, "no.") == 0);
+    CHECK(res.stop_reason == EMBER_STOP_EOG);
+
+    /* a JSON Schema: an integer in range */
+    ember_session_reset(session);
+    gp.grammar = NULL;
+    gp.json_schema = "{\"type\": \"integer\", \"minimum\": 10, \"maximum\": 99}";
+    CHECK_OK(ember_session_generate(session, "Pick a number:", &gp, NULL, NULL, &res));
+    CHECK(res.text_len == 2 && atoi(res.text) >= 10 && atoi(res.text) <= 99);
+
+    /* errors: both set, a bad grammar (with its position), an unsupported keyword */
+    ember_session_reset(session);
+    gp.grammar = "root ::= \"x\"";
+    CHECK_INVALID(ember_session_generate(session, "Hi", &gp, NULL, NULL, &res), "both set");
+    gp.json_schema = NULL;
+    gp.grammar = "root ::= (\"x\"";
+    CHECK_INVALID(ember_session_generate(session, "Hi", &gp, NULL, NULL, &res), "grammar:1:");
+    CHECK(res.stop_reason == EMBER_STOP_ERROR && res.n_tokens == 0);
+    gp.grammar = NULL;
+    gp.json_schema = "{\"type\": \"string\", \"contentEncoding\": \"base64\"}";
+    CHECK_STATUS(ember_session_generate(session, "Hi", &gp, NULL, NULL, &res), EMBER_ERR_UNSUPPORTED,
+                 "contentEncoding");
+
+    /* chat with tools: tool_choice FUNCTION forces a call of that tool, with valid arguments */
+    tools[0].name = kGroceryTools[0];
+    tools[0].description = "Adds an item to the shopping list";
+    tools[0].parameters = "{\"type\": \"object\", \"properties\": {\"item\": {\"type\": \"string\", \"maxLength\": 30}, "
+                          "\"quantity\": {\"type\": \"integer\", \"minimum\": 1, \"maximum\": 20}}, "
+                          "\"required\": [\"item\", \"quantity\"], \"additionalProperties\": false}";
+    tools[1].name = kGroceryTools[1];
+    tools[1].description = "Orders the groceries on the list";
+    tools[1].parameters = NULL;
+    memset(msgs, 0, sizeof msgs);
+    msgs[0].role = "user";
+    msgs[0].content = "Add two bottles of milk to my list.";
+    ember_chat_params_init(&cp, sizeof cp);
+    cp.tools = tools;
+    cp.n_tools = 2;
+    cp.tool_choice = EMBER_TOOL_CHOICE_FUNCTION;
+    cp.tool_choice_name = "add_to_shopping_list";
+    ember_generate_params_init(&gp, sizeof gp);
+    gp.max_tokens = 200;
+    gp.temperature = 0.0f;
+    cr.struct_size = sizeof cr;
+    ember_session_reset(session);
+    CHECK_OK(ember_session_chat(session, msgs, 1, &cp, &gp, NULL, NULL, &cr, &res));
+    CHECK(cr.n_tool_calls >= 1 && cr.tool_calls != NULL);
+    named = 1;
+    for (i = 0; i < cr.n_tool_calls; ++i)
+        if (strcmp(cr.tool_calls[i].name, "add_to_shopping_list") != 0 || cr.tool_calls[i].arguments[0] != '{' ||
+            strstr(cr.tool_calls[i].arguments, "\"item\"") == NULL || strlen(cr.tool_calls[i].id) != 9)
+            named = 0;
+    CHECK(named);
+    CHECK(res.stop_reason == EMBER_STOP_EOG);
+
+    /* the call and a result go back in; tool_choice NONE: a text reply */
+    if (cr.n_tool_calls >= 1) {
+        call.id = cr.tool_calls[0].id;
+        call.name = cr.tool_calls[0].name;
+        call.arguments = cr.tool_calls[0].arguments;
+        msgs[1].role = "assistant";
+        msgs[1].content = NULL;
+        msgs[1].tool_calls = &call;
+        msgs[1].n_tool_calls = 1;
+        msgs[2].role = "tool";
+        msgs[2].content = "{\"ok\": true}";
+        msgs[2].tool_call_id = call.id;
+        msgs[2].name = call.name;
+        cp.tool_choice = EMBER_TOOL_CHOICE_NONE;
+        gp.max_tokens = 24;
+        /* the strings the result points into are overwritten by this call: copy what we pass first */
+        {
+            char id[64], name[64], args[512];
+            snprintf(id, sizeof id, "%s", call.id);
+            snprintf(name, sizeof name, "%s", call.name);
+            snprintf(args, sizeof args, "%s", call.arguments);
+            call.id = id;
+            call.name = name;
+            call.arguments = args;
+            msgs[2].tool_call_id = id;
+            msgs[2].name = name;
+            CHECK_OK(ember_session_chat(session, msgs, 3, &cp, &gp, NULL, NULL, &cr, NULL));
+            CHECK(cr.n_tool_calls == 0 && cr.content != NULL && strlen(cr.content) == cr.content_len);
+        }
+    }
+
+    /* hostile arguments: each refused with a message naming it */
+    cp.tool_choice = 7;
+    CHECK_INVALID(ember_session_chat(session, msgs, 1, &cp, &gp, NULL, NULL, &cr, NULL), "chat->tool_choice is 7");
+    cp.tool_choice = EMBER_TOOL_CHOICE_FUNCTION;
+    cp.tool_choice_name = "launch_rockets";
+    CHECK_INVALID(ember_session_chat(session, msgs, 1, &cp, &gp, NULL, NULL, &cr, NULL), "launch_rockets");
+    cp.tool_choice = EMBER_TOOL_CHOICE_AUTO;
+    tools[0].parameters = "{\"type\": \"object\", \"patternProperties\": {}}";
+    CHECK_STATUS(ember_session_chat(session, msgs, 1, &cp, &gp, NULL, NULL, &cr, NULL), EMBER_ERR_UNSUPPORTED,
+                 "patternProperties");
+    tools[0].parameters = NULL;
+    msgs[0].role = "wizard";
+    CHECK_INVALID(ember_session_chat(session, msgs, 1, &cp, &gp, NULL, NULL, &cr, NULL), "wizard");
+    msgs[0].role = NULL;
+    CHECK_INVALID(ember_session_chat(session, msgs, 1, &cp, &gp, NULL, NULL, &cr, NULL), "messages[0].role is NULL");
+    msgs[0].role = "user";
+    CHECK_INVALID(ember_session_chat(session, NULL, 1, &cp, &gp, NULL, NULL, &cr, NULL), "messages is NULL");
+    CHECK_INVALID(ember_session_chat(session, msgs, 0, &cp, &gp, NULL, NULL, &cr, NULL), "no messages");
+    cp.response_format = "{\"type\": \"object\"}";
+    CHECK_INVALID(ember_session_chat(session, msgs, 1, &cp, &gp, NULL, NULL, &cr, NULL), "response_format");
+    /* JSON mode without tools */
+    cp.n_tools = 0;
+    gp.max_tokens = 300;
+    CHECK_OK(ember_session_chat(session, msgs, 1, &cp, &gp, NULL, NULL, &cr, &res));
+    CHECK(cr.content_len > 1 && cr.content[0] == '{');
+    CHECK(res.stop_reason == EMBER_STOP_EOG);
+    ember_session_free(session);
+}
+
 int main(void) {
     const char* dir = getenv("EMBER_MODELS_DIR");
     char path[4096];
@@ -1235,6 +1416,7 @@ int main(void) {
     FILE* f;
 
     test_without_model();
+    test_grammar_without_model();
     test_bad_files();
 
     snprintf(path, sizeof path, "%s/%s", dir && dir[0] ? dir : "models", MODEL_FILE);
@@ -1278,6 +1460,7 @@ int main(void) {
     test_generate(model, &info);
     test_misuse(model);
     test_adapters(model, path);
+    test_constrained(model);
     ember_model_free(model);
     /* a freed model: refused, and a second free too */
     CHECK_MISUSE(ember_model_get_info(model, &info), "ember_model_get_info: model was already freed (ember_model_free)");

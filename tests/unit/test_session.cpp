@@ -931,3 +931,171 @@ TEST_CASE("session: generated text is valid UTF-8 -- byte tokens that form no ch
     s.reset();
     CHECK_NOTHROW((void)s.generate(r.text, GenerateParams{.max_tokens = 1}));
 }
+
+// ---- constrained generation ----------------------------------------------------------
+// The tiny model's weights are random and its vocabulary is mostly single bytes
+// (<0xNN>), so at a high temperature it strays from any grammar at almost every
+// step, and multi-byte characters arrive a byte at a time: the mask and the
+// partial-UTF-8 handling are both exercised on every draw.
+
+TEST_CASE("session: a grammar holds on a random model (masking, partial UTF-8, ending)") {
+    auto model = Model::load(write_tiny("grammar.gguf"));
+    Session s(model, {.n_ctx = 128, .n_threads = 1});
+    const Grammar g = Grammar::parse(R"(root ::= "{" [a-z]{1,6} ":" ("é" | "ß" | "€")+ "}")");
+    Constraint c{.grammar = g};
+    for (uint64_t seed = 1; seed <= 12; ++seed) {
+        GenerateParams gp = any_token(64);
+        gp.ignore_eos = false;
+        gp.sampling.seed = seed;
+        s.reset();
+        const GenerateResult r = s.generate("a", gp, c);
+        INFO("seed " << seed << ": '" << r.text << "'");
+        CHECK(g.matches(r.text));
+        CHECK(r.stop_reason == StopReason::EndOfGeneration);
+    }
+    // with end-of-generation tokens banned, the grammar's end still ends it
+    GenerateParams gp = any_token(64);
+    s.reset();
+    const GenerateResult r = s.generate("a", gp, c);
+    CHECK(g.matches(r.text));
+    CHECK(r.stop_reason == StopReason::EndOfGeneration);
+    CHECK(!model->tokenizer().is_eog(r.tokens.back()));
+    // the unconstrained overload is unchanged: the same seed gives the same text as before the constraint API
+    s.reset();
+    const GenerateResult free1 = s.generate("a", any_token(8));
+    s.reset();
+    const GenerateResult free2 = s.generate("a", any_token(8), Constraint{});
+    CHECK(free1.tokens == free2.tokens);
+}
+
+TEST_CASE("session: a JSON Schema holds on a random model") {
+    auto model = Model::load(write_tiny("schema.gguf"));
+    Session s(model, {.n_ctx = 256, .n_threads = 1});
+    const Grammar g = Grammar::from_json_schema(
+        R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": -5, "maximum": 120},
+            "unit": {"enum": ["l", "kg"]}}, "required": ["n", "unit"], "additionalProperties": false})");
+    for (uint64_t seed = 1; seed <= 6; ++seed) {
+        GenerateParams gp = any_token(120);
+        gp.sampling.temperature = 1.0f;
+        gp.sampling.seed = seed;
+        s.reset();
+        const GenerateResult r = s.generate("a", gp, Constraint{.grammar = g});
+        INFO("seed " << seed << ": '" << r.text << "'");
+        CHECK(g.matches(r.text));
+        CHECK(r.stop_reason == StopReason::EndOfGeneration);
+    }
+}
+
+TEST_CASE("session: lazy constraints start at a trigger token or word") {
+    auto model = Model::load(write_tiny("lazy.gguf"));
+    const Tokenizer& tok = model->tokenizer();
+    Session s(model, {.n_ctx = 128, .n_threads = 1});
+    const TokenId hash = *tok.find("<0x23>");  // '#'
+    const TokenId a = *tok.find("<0x61>");     // 'a'
+    // a trigger token: the grammar applies to the text after it
+    {
+        GenerateParams gp = any_token(60);
+        gp.sampling.logit_bias = {{hash, 30.0f}};  // p(#) ~ 1/3 a token at temperature 5: early, not always first
+        Constraint c{.grammar = Grammar::parse(R"(root ::= [0-9]{3} ";")"), .trigger_tokens = {hash}};
+        for (uint64_t seed = 1; seed <= 5; ++seed) {
+            gp.sampling.seed = seed;
+            s.reset();
+            const GenerateResult r = s.generate("a", gp, c);
+            const size_t at = r.text.find('#');
+            INFO("seed " << seed << ": '" << r.text << "'");
+            REQUIRE(at != std::string::npos);
+            CHECK(r.text.substr(at + 1).size() == 4);
+            CHECK(Grammar::parse(R"(root ::= [0-9]{3} ";")").matches(r.text.substr(at + 1)));
+            CHECK(r.stop_reason == StopReason::EndOfGeneration);
+        }
+    }
+    // a trigger word: the grammar applies from the word on (its language starts with it)
+    {
+        GenerateParams gp = any_token(60);
+        gp.sampling.logit_bias = {{a, 28.0f}};  // p(a) ~ 1/2: "aa" comes soon
+        const Grammar g = Grammar::parse(R"(root ::= "aa" [0-9]{2} ".")");
+        Constraint c{.grammar = g, .trigger_words = {"aa"}};
+        for (uint64_t seed = 1; seed <= 5; ++seed) {
+            gp.sampling.seed = seed;
+            s.reset();
+            const GenerateResult r = s.generate("b", gp, c);
+            const size_t at = r.text.find("aa");
+            INFO("seed " << seed << ": '" << r.text << "'");
+            REQUIRE(at != std::string::npos);
+            CHECK(g.matches(r.text.substr(at)));
+            CHECK(r.stop_reason == StopReason::EndOfGeneration);
+        }
+    }
+    // bad triggers are refused before anything runs
+    CHECK(contains(error_of([&] { s.generate("a", any_token(4), Constraint{.grammar = Grammar::parse("root ::= \"x\""),
+                                                                          .trigger_tokens = {100000}}); },
+                            ErrorCode::InvalidArgument),
+                   "outside the vocabulary"));
+    CHECK(contains(error_of([&] { s.generate("a", any_token(4), Constraint{.grammar = Grammar::parse("root ::= \"x\""),
+                                                                          .trigger_words = {""}}); },
+                            ErrorCode::InvalidArgument),
+                   "trigger_words[0] is empty"));
+}
+
+TEST_CASE("session: a grammar the sampling parameters cannot satisfy is an error, not a hang") {
+    auto model = Model::load(write_tiny("unsat.gguf"));
+    const Tokenizer& tok = model->tokenizer();
+    Session s(model, {.n_ctx = 64, .n_threads = 1});
+    GenerateParams gp = any_token(8);
+    gp.sampling.logit_bias = {{*tok.find("<0x78>"), -INFINITY}};  // 'x' banned
+    const std::string msg = error_of([&] { s.generate("a", gp, Constraint{.grammar = Grammar::parse("root ::= \"x\"")}); },
+                                     ErrorCode::InvalidArgument);
+    CHECK(contains(msg, "the grammar allows only tokens that the sampling parameters ban"));
+    // the session stays usable
+    CHECK(s.generate("a", any_token(2)).tokens.size() == 2);
+}
+
+TEST_CASE("session: chat with tools on a random model (generic format: calls valid, syntax hidden)") {
+    auto model = Model::load(write_tiny("chat_tools.gguf"));
+    Session s(model, {.n_ctx = 512, .n_threads = 1});
+    ChatRequest req;
+    req.messages = {{"user", "add milk"}};
+    req.tools = {{"add_item", "Adds an item",
+                  R"({"type": "object", "properties": {"item": {"type": "string", "maxLength": 8},
+                      "qty": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["item", "qty"],
+                      "additionalProperties": false})"},
+                 {"order", "Orders", ""}};
+    req.tool_choice.kind = ToolChoice::Required;
+    const Grammar args_item = Grammar::from_json_schema(req.tools[0].parameters);
+    for (uint64_t seed = 1; seed <= 4; ++seed) {
+        GenerateParams gp = any_token(300);
+        gp.sampling.temperature = 1.0f;
+        gp.sampling.seed = seed;
+        std::string streamed;
+        const ChatReply r = s.chat(req, gp, [&](std::string_view p) {
+            streamed += p;
+            return true;
+        });
+        INFO("seed " << seed << ": '" << r.result.text << "'");
+        CHECK(r.result.stop_reason == StopReason::EndOfGeneration);
+        REQUIRE(!r.tool_calls.empty());
+        for (const ToolCall& c : r.tool_calls) {
+            CHECK((c.name == "add_item" || c.name == "order"));
+            if (c.name == "add_item") CHECK(args_item.matches(c.arguments));
+            CHECK(c.id.size() == 9);
+        }
+        CHECK(streamed.empty());  // the calls' syntax is never streamed
+    }
+    // errors: a tool_choice naming no tool, a role outside the four, response_format with tools
+    req.tool_choice = {ToolChoice::Function, "launch"};
+    CHECK(contains(error_of([&] { s.chat(req); }, ErrorCode::InvalidArgument), "'launch'"));
+    req.tool_choice = {};
+    req.response_format = Grammar::json_object();
+    CHECK(contains(error_of([&] { s.chat(req); }, ErrorCode::InvalidArgument), "response_format and tools"));
+    // response_format alone: the text reply is a JSON object, streamed as it comes
+    req.tools.clear();
+    GenerateParams gp = any_token(200);
+    gp.sampling.temperature = 1.0f;
+    std::string streamed;
+    const ChatReply r = s.chat(req, gp, [&](std::string_view p) {
+        streamed += p;
+        return true;
+    });
+    CHECK(Grammar::json_object().matches(r.content));
+    CHECK(streamed == r.content);
+}
