@@ -33,6 +33,10 @@ std::string gbnf_class_char(char32_t cp);
 // `set` (raw where JSON allows it, else one escape such as \" \\ \n \u001f);
 // "" when no code point of the set can appear in a JSON string.
 std::string json_chars_gbnf(const CodePointSet& set);
+// The JSON text of one code point inside a string (raw, or \" \\ \n ... \u001f).
+std::string json_encode_cp(char32_t cp);
+// UTF-8 -> code points ({} when the text is not valid UTF-8).
+std::u32string decode_utf8(std::string_view s);
 
 // Adds a rule (base name without the prefix; the converter makes it unique) and
 // returns its full name.
