@@ -135,6 +135,21 @@ public:
     template <class F>
     uint32_t step_token(uint32_t set, F&& matches);
 
+    // Non-ASCII characters all lead to the same set (every class on top either
+    // holds all of them or none, as in JSON strings or '.'): that set, else -1.
+    int64_t uniform_non_ascii(uint32_t set) {
+        SetInfo& s = sets_[set];
+        if (s.na_next == kUnknown) compute_non_ascii(set);
+        return sets_[set].na_next;
+    }
+    // The characters after which the set is itself again (a loop, like the
+    // inside of a string): ASCII as a bitmap, non-ASCII all or none.
+    struct Loop {
+        uint64_t ascii[2];
+        bool non_ascii;
+    };
+    const Loop& loop(uint32_t set);
+
     bool accepting(uint32_t set) const { return sets_[set].accepting; }
     bool has_class_top(uint32_t set) const { return sets_[set].class_tops; }
     bool has_token_top(uint32_t set) const { return sets_[set].token_tops; }
@@ -152,6 +167,9 @@ private:
     struct SetInfo {
         std::vector<uint32_t> stacks;  // sorted stack ids
         std::array<int32_t, 128> ascii;  // cached ASCII transitions, -1 unknown
+        int64_t na_next = kUnknown;  // uniform_non_ascii's answer
+        bool loop_ready = false;
+        Loop loop{{0, 0}, false};
         bool accepting = false;
         bool class_tops = false;
         bool token_tops = false;
@@ -164,7 +182,9 @@ private:
         }
     };
 
+    static constexpr int64_t kUnknown = -2;
     uint32_t step_slow(uint32_t set, uint32_t cp);
+    void compute_non_ascii(uint32_t set);
     void expand(Stack stack, std::vector<Stack>& out, size_t& steps) const;
     // Pops the matched top and expands what follows.
     void advance(const Stack& s, std::vector<Stack>& out, size_t& steps) const;
@@ -237,6 +257,7 @@ struct Utf8Partial {
 };
 
 // The vocabulary as the matcher sees it (matcher.cpp).
+struct TokenVocab;
 struct VocabEntry {
     std::string text;   // as stored in the vocabulary (for <name> references)
     std::string bytes;  // what the token appends to the text ("" for a control token)
