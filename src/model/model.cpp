@@ -110,7 +110,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
         stage = "building the tokenizer";
         Tokenizer tok = Tokenizer::from_gguf(file);  // names its own out-of-memory
         auto impl = std::unique_ptr<Impl>(new Impl{path, std::move(file), std::move(hp0), std::move(tok), {}, {},
-                                                   std::move(w), std::move(owned_f32), {}, {}, {}, {}, 0, 0.0, {}});
+                                                   std::move(w), std::move(owned_f32), {}, {}, {}, {}, 0, 0.0, {}, {}, {}});
         impl->chat_template = impl->file.get_or<std::string>("tokenizer.chat_template", "");
         stage = "copying the offloaded weights to the GPU";
         offload_weights(*impl, params.n_gpu_layers, gpu);

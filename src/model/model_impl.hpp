@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,10 @@ struct Model::Impl {
     double pack_seconds = 0.0;
     // the shared_ptr Model::load returned (Model::load_adapter gives adapters a reference)
     std::weak_ptr<const Model> self;
+    // Derived data the runtime builds once per model on first use and shares between its
+    // sessions (the grammar engine's view of the vocabulary); opaque here, guarded by the mutex.
+    mutable std::mutex runtime_cache_mu;
+    mutable std::shared_ptr<const void> grammar_vocab;
 };
 
 // Repacks the CPU-run matrices whose type the CPU kernels multiply packed

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <random>
@@ -558,7 +559,12 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
             if (t < 0 || size_t(t) >= tok.size())
                 invalid(fmt::format("Constraint.trigger_tokens: token {} is outside the vocabulary (0..{})", t,
                                     tok.size() - 1));
-        if (!grammar_vocab) grammar_vocab = grammar::build_token_vocab(tok);
+        if (!grammar_vocab) {
+            // built once per model (tens of ms at a large vocabulary), shared by its sessions
+            std::lock_guard<std::mutex> lock(m->runtime_cache_mu);
+            if (!m->grammar_vocab) m->grammar_vocab = grammar::build_token_vocab(tok);
+            grammar_vocab = std::static_pointer_cast<const grammar::TokenVocab>(m->grammar_vocab);
+        }
         // built (and its token references resolved) before the prompt runs: a bad grammar costs nothing
         grammar::Matcher first(cons->grammar, grammar_vocab);
         if (!lazy) {
