@@ -21,7 +21,9 @@
 //                calls are [TOOL_CALLS][{"name": ..., "arguments": {...}, "id": "abcdefghi"}];
 //                results are [TOOL_RESULTS] blocks.
 //   Generic      every other template: the tools are described in a system message and the
-//                whole reply is one JSON object, {"tool_calls": [...]} or {"response": "..."}.
+//                whole reply is one line of JSON, {"tool_calls": [...]} or {"response": "..."}
+//                (also with tool_choice None, then always {"response": ...}); a reply cut inside
+//                its response string (max_tokens) still gives the text so far as content.
 // The first three render byte for byte what the model's Jinja template renders
 // (tests/python/test_tool_templates.py checks it against jinja2 and the real
 // templates); the calls' arguments are constrained by their JSON Schemas.
@@ -87,6 +89,7 @@ EMBER_API RenderedChat render_chat_with_tools(ToolFormat f, ChatFormat base, std
 // The constraint that makes the model's reply a valid use of the tools:
 // lazy (free text until the format's call opening) for Auto in Hermes, Llama31
 // and MistralNemo; from the first token for Required / Function and Generic.
+// None: no constraint, except in Generic, where the reply is {"response": "..."}.
 // Throws SchemaError for a tool's parameters ember cannot constrain.
 // tokenizer: the model's, to find openings that are control tokens ([TOOL_CALLS]);
 // InvalidArgument when the format needs one and it is null or lacks the token.

@@ -881,7 +881,12 @@ ChatReply Session::chat(const ChatRequest& req, const GenerateParams& params, co
     const Tokenizer& tok = s.m->tokenizer;
     {
         if (req.messages.empty()) invalid("Session::chat: the conversation has no messages");
-        const bool use_tools = !req.tools.empty() && req.tool_choice.kind != ToolChoice::None;
+        const std::string& tmpl = model.chat_template();
+        const ToolFormat tf = req.tools.empty() ? ToolFormat::Generic : tool_format_for(tmpl);
+        // tool_choice none hides the tools, except in the generic format, whose replies are all
+        // JSON: there the tools stay described and the reply is {"response": "..."}
+        const bool use_tools =
+            !req.tools.empty() && (req.tool_choice.kind != ToolChoice::None || tf == ToolFormat::Generic);
         if (req.tool_choice.kind == ToolChoice::Required && req.tools.empty())
             invalid("Session::chat: tool_choice is 'required' but no tools were given");
         if (req.tool_choice.kind == ToolChoice::Function) {
@@ -897,12 +902,10 @@ ChatReply Session::chat(const ChatRequest& req, const GenerateParams& params, co
             invalid("Session::chat: response_format and tools cannot be combined in one request (the reply is "
                     "either text in the response format or tool calls); drop one, or set tool_choice to none");
 
-        const std::string& tmpl = model.chat_template();
         const std::optional<ChatFormat> detected = detect_chat_format(tmpl);
         const ChatFormat base = detected ? *detected
                                          : (tmpl.empty() && s.m->hp.arch == "gemma3" ? ChatFormat::Gemma
                                                                                     : ChatFormat::ChatML);
-        const ToolFormat tf = use_tools ? tool_format_for(tmpl) : ToolFormat::Generic;
         const std::string bos = tok.bos() != kNoToken ? std::string(tok.text(tok.bos())) : std::string();
         const std::string eos = tok.eos() != kNoToken ? std::string(tok.text(tok.eos())) : std::string();
         const std::span<const ToolDef> tools =

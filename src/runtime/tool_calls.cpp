@@ -31,6 +31,19 @@ bool has(std::string_view hay, std::string_view needle) { return hay.find(needle
 constexpr const char* kRules =
     "tc-ws ::= [ \\t\\n]{0,8}\n"
     "tc-string ::= \"\\\"\" ( [^\"\\\\\\x00-\\x1f] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} ) )* \"\\\"\"\n";
+// The generic format is ember's own: one line of JSON as json.dumps writes it (a
+// space after ':' and ','), which costs small models the fewest tokens.
+constexpr const char* kGenericRules =
+    "tc-ws ::= \" \"?\n"
+    "tc-string ::= \"\\\"\" ( [^\"\\\\\\x00-\\x1f] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} ) )* \"\\\"\"\n";
+
+// The JSON Schema rules' white space made compact as kGenericRules's (a space at most).
+void compact_space(std::string& rules, std::string_view prefix) {
+    const std::string from = std::string(prefix) + "space ::= | \" \" | \"\\n\" [ \\t]{0,20}";
+    const std::string to = std::string(prefix) + "space ::= | \" \"";
+    for (size_t at = rules.find(from); at != std::string::npos; at = rules.find(from, at + to.size()))
+        rules.replace(at, from.size(), to);
+}
 
 struct Opening {
     std::string gbnf;              // what the grammar writes for it ("" when it is the trigger token)
@@ -54,7 +67,9 @@ struct Builder {
             if (t.parameters.empty()) {
                 value = "\"{\" tc-ws \"}\"";
             } else {
-                rules += grammar::json_schema_rules(t.parameters, prefix);
+                std::string r = grammar::json_schema_rules(t.parameters, prefix);
+                if (f == ToolFormat::Generic) compact_space(r, prefix);
+                rules += r;
                 value = prefix + "value";
             }
             if (!alts.empty()) alts += " | ";
@@ -217,11 +232,63 @@ ParsedReply parse_mistral(std::string_view text) {
     return r;
 }
 
+// The text of a {"response": "..." reply that was cut before its end (max_tokens,
+// a full context): the string's characters so far, unescaped; nullopt when the
+// text is not such a beginning.
+std::optional<std::string> cut_response(std::string_view t) {
+    auto skip_ws = [&](size_t i) {
+        while (i < t.size() && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) ++i;
+        return i;
+    };
+    size_t i = skip_ws(0);
+    if (i >= t.size() || t[i] != '{') return std::nullopt;
+    i = skip_ws(i + 1);
+    static constexpr std::string_view kKey = "\"response\"";
+    if (t.substr(i, kKey.size()) != kKey) return std::nullopt;
+    i = skip_ws(i + kKey.size());
+    if (i >= t.size() || t[i] != ':') return std::nullopt;
+    i = skip_ws(i + 1);
+    if (i >= t.size() || t[i] != '"') return std::nullopt;
+    std::string out;
+    for (++i; i < t.size(); ++i) {
+        const char c = t[i];
+        if (c == '"') return std::nullopt;  // the string ended: not a cut reply
+        if (c != '\\') {
+            out += c;
+            continue;
+        }
+        if (i + 1 >= t.size()) break;
+        const char e = t[++i];
+        switch (e) {
+            case 'n': out += '\n'; break;
+            case 't': out += '\t'; break;
+            case 'r': out += '\r'; break;
+            case 'b': out += '\b'; break;
+            case 'f': out += '\f'; break;
+            case 'u': {
+                if (i + 4 >= t.size()) return out;
+                Json j;
+                // one escaped code unit (a lone surrogate half becomes U+FFFD)
+                if (tools_detail::parse_json("\"" + std::string(t.substr(i - 1, 6)) + "\"", j) && j.is_string())
+                    out += j.get<std::string>();
+                else
+                    out += "\xEF\xBF\xBD";
+                i += 4;
+                break;
+            }
+            default: out += e;
+        }
+    }
+    return out;
+}
+
 ParsedReply parse_generic(std::string_view text) {
     ParsedReply r;
     Json obj;
     if (!tools_detail::parse_json(trim_ws(text), obj) || !obj.is_object()) {
-        r.content = std::string(trim_ws(text));
+        // a reply cut inside its response string still says something: keep that text
+        if (std::optional<std::string> partial = cut_response(text)) r.content = std::move(*partial);
+        else r.content = std::string(trim_ws(text));
         return r;
     }
     std::vector<ToolCall> calls;
@@ -284,12 +351,19 @@ ToolFormat tool_format_for(std::string_view t) noexcept {
 
 Constraint tool_call_constraint(ToolFormat f, std::span<const ToolDef> tools, const ToolChoice& choice,
                                 bool parallel_tool_calls, const Tokenizer* tokenizer) {
-    if (choice.kind == ToolChoice::None) return {};
+    if (choice.kind == ToolChoice::None) {
+        // the generic format's replies are JSON objects: a text reply is {"response": "..."}
+        if (f != ToolFormat::Generic || tools.empty()) return {};
+        Constraint c;
+        c.grammar = Grammar::parse(std::string("root ::= \"{\" tc-ws \"\\\"response\\\"\" tc-ws \":\" tc-ws tc-string "
+                                               "tc-ws \"}\"\n") + kGenericRules);
+        return c;
+    }
     if (tools.empty()) {
         if (choice.kind == ToolChoice::Auto) return {};  // nothing to call: free text
         invalid(f, "tool_choice requires a tool call, but no tools were given");
     }
-    Builder b{f, {}, kRules};
+    Builder b{f, {}, f == ToolFormat::Generic ? kGenericRules : kRules};
     for (size_t i = 0; i < tools.size(); ++i) {
         if (!valid_name(tools[i].name))
             invalid(f, fmt::format("tool {} has no valid name (1 to 64 of A-Z a-z 0-9 _ -)", i));

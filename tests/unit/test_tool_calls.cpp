@@ -247,3 +247,25 @@ TEST_CASE("tool calls format detection and names") {
     CHECK(tool_format_for("<|im_start|>{% if tools %}<tools>{{ tools }}</tools><tool_call>{% endif %}") ==
           ToolFormat::Hermes);
 }
+
+TEST_CASE("tool calls generic: compact JSON, tool_choice none, a cut reply") {
+    const std::vector<ToolDef> tools = {
+        {"set", "Sets it", R"({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})"}};
+    const Constraint c = tool_call_constraint(ToolFormat::Generic, tools, {}, true);
+    // one line, as json.dumps writes it; no pretty-printing a small model would spend its tokens on
+    CHECK(c.grammar.matches(R"({"tool_calls": [{"name": "set", "arguments": {"n": 3}}]})"));
+    CHECK(c.grammar.matches(R"({"tool_calls":[{"name":"set","arguments":{"n":3}}]})"));
+    CHECK_FALSE(c.grammar.matches("{\"tool_calls\": [{\"name\": \"set\", \"arguments\": {\n    \"n\": 3\n}}]}"));
+    CHECK_FALSE(c.grammar.matches(R"({"tool_calls":  [{"name": "set", "arguments": {"n": 3}}]})"));
+    // tool_choice none: the reply is a response object, never a call
+    const Constraint none = tool_call_constraint(ToolFormat::Generic, tools, {ToolChoice::None, ""}, true);
+    CHECK(none.grammar.matches(R"({"response": "Done."})"));
+    CHECK_FALSE(none.grammar.matches(R"({"tool_calls": [{"name": "set", "arguments": {"n": 3}}]})"));
+    CHECK(tool_call_constraint(ToolFormat::Hermes, tools, {ToolChoice::None, ""}, true).grammar.empty());
+    // a reply cut inside its response string keeps the text so far
+    CHECK(parse_tool_calls(ToolFormat::Generic, R"({"response": "It is 4 \u00b0C in the fri)").content ==
+          "It is 4 \xc2\xb0" "C in the fri");
+    CHECK(parse_tool_calls(ToolFormat::Generic, R"({"response": "a\nb\)").content == "a\nb");
+    CHECK(parse_tool_calls(ToolFormat::Generic, R"({"tool_calls": [{"name": "se)").content ==
+          R"({"tool_calls": [{"name": "se)");
+}
