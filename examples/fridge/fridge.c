@@ -26,7 +26,7 @@
 #include <string.h>
 
 #include "ember.h"
-#include "fridge_tools.h" /* fridge_tools_json: examples/fridge/tools.json, compiled in */
+#include <fridge_tools.h> /* generated in the build tree: fridge_tools_json, examples/fridge/tools.json compiled in */
 
 #define DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define MAX_TOOLS 8            /* tools.json holds 4 */
