@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ember/error.hpp"
+#include "tokenizer/chat_tools_impl.hpp"
 
 namespace ember {
 namespace {
@@ -51,46 +52,9 @@ bool has(std::string_view hay, std::string_view needle) {
     return false;
 }
 
-// Code points for which Python's str.isspace() is true: what Jinja's trim filter and
-// str.strip() remove.
-bool is_py_space(uint32_t c) {
-    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
-           c == 0x3000;
-}
-
-// Length in bytes of the white-space code point starting at s[i], or 0 if there is
-// none there (other characters and malformed UTF-8 both stop the strip).
-size_t space_at(std::string_view s, size_t i) {
-    const auto b = [&](size_t k) { return static_cast<uint8_t>(s[k]); };
-    const uint8_t c = b(i);
-    size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return 0;
-    uint32_t cp = len == 1 ? c : c & (0x7F >> len);
-    for (size_t k = 1; k < len; ++k) {
-        if ((b(i + k) & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (b(i + k) & 0x3F);
-    }
-    return is_py_space(cp) ? len : 0;
-}
-
-// Python's str.strip() on UTF-8 text.
-std::string_view strip(std::string_view s) {
-    size_t begin = 0;
-    while (begin < s.size()) {
-        const size_t n = space_at(s, begin);
-        if (n == 0) break;
-        begin += n;
-    }
-    size_t end = s.size();
-    while (end > begin) {
-        size_t start = end - 1;  // back up to the first byte of the last code point
-        while (start > begin && end - start < 4 && (static_cast<uint8_t>(s[start]) & 0xC0) == 0x80) --start;
-        if (space_at(s, start) != end - start) break;
-        end = start;
-    }
-    return s.substr(begin, end - begin);
-}
+// Python's str.strip() on UTF-8 text (what Jinja's trim filter removes): shared with the
+// tool-call rendering.
+using tools_detail::py_strip;
 
 // ---- checking a conversation ------------------------------------------------------
 
@@ -187,7 +151,7 @@ RenderedChat render_llama2(std::span<const ChatMessage> messages, std::string_vi
         const ChatMessage& m = t.turns[i];
         if (m.role == "assistant") {
             out += " ";
-            out.content(strip(m.content));
+            out.content(py_strip(m.content));
             out += " ";
             out += eos;
             continue;
@@ -196,9 +160,9 @@ RenderedChat render_llama2(std::span<const ChatMessage> messages, std::string_vi
         out += "[INST] ";
         if (i == 0 && t.system) {  // the template strips the whole "<<SYS>>...U" text (no control tokens in it)
             const std::string content = fmt::format("<<SYS>>\n{}\n<</SYS>>\n\n{}", t.system->content, m.content);
-            out.content(strip(content));
+            out.content(py_strip(content));
         } else {
-            out.content(strip(m.content));
+            out.content(py_strip(m.content));
         }
         out += " [/INST]";
     }
@@ -209,7 +173,7 @@ void llama3_turn(Out& out, std::string_view role, std::string_view content) {
     out += "<|start_header_id|>";
     out += role;
     out += "<|end_header_id|>\n\n";
-    out.content(strip(content));
+    out.content(py_strip(content));
     out += "<|eot_id|>";
 }
 
@@ -225,7 +189,7 @@ RenderedChat render_llama31(std::span<const ChatMessage> messages, bool gen, std
     Out out(bos);
     out += "<|start_header_id|>system<|end_header_id|>\n\n";
     out += "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
-    if (has_system) out.content(strip(messages[0].content));
+    if (has_system) out.content(py_strip(messages[0].content));
     out += "<|eot_id|>";
     for (const ChatMessage& m : messages.subspan(has_system ? 1 : 0)) llama3_turn(out, m.role, m.content);
     if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
@@ -251,7 +215,7 @@ RenderedChat render_mistral(ChatFormat f, const MistralStyle& s, std::span<const
         const ChatMessage& m = t.turns[i];
         if (m.role == "assistant") {
             out += s.reply_prefix;
-            out.content(s.strip_reply ? strip(m.content) : std::string_view(m.content));
+            out.content(s.strip_reply ? py_strip(m.content) : std::string_view(m.content));
             out += eos;
             continue;
         }
@@ -299,7 +263,7 @@ RenderedChat render_gemma(std::span<const ChatMessage> messages, bool gen, std::
             out.content(t.system->content);
             out += "\n\n";
         }
-        out.content(strip(m.content));
+        out.content(py_strip(m.content));
         out += "<end_of_turn>\n";
     }
     if (gen) out += "<start_of_turn>model\n";
@@ -395,7 +359,7 @@ RenderedChat render_chat(std::string_view jinja_template, std::span<const ChatMe
     std::optional<ChatFormat> f = detect_chat_format(jinja_template);
     if (!f) {
         if (warning) {
-            *warning = strip(jinja_template).empty()
+            *warning = py_strip(jinja_template).empty()
                            ? "the model has no chat template (tokenizer.chat_template is missing or empty); the "
                              "conversation was rendered as ChatML, which may not be the format the model was "
                              "trained on: choose the format with format_chat() if replies look wrong"

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <random>
 
+#include "common/utf8.hpp"
 #include "runtime/grammar/engine.hpp"
 
 namespace ember {
@@ -269,23 +270,6 @@ uint32_t run_text(Engine& e, std::string_view text, bool& complete) {
     return set;
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-        out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-        out += static_cast<char>(0xC0 | (cp >> 6));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        out += static_cast<char>(0xE0 | (cp >> 12));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-        out += static_cast<char>(0xF0 | (cp >> 18));
-        out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-        out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-        out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-}
 
 
 // A random member of a class: a range chosen uniformly, split by UTF-8 length
@@ -396,7 +380,7 @@ std::string Grammar::random_string(uint64_t seed, size_t max_bytes) const {
         switch (e.kind) {
             case Elem::Class: {
                 const uint32_t cp = random_char(g.classes[e.arg], rng, budget);
-                append_utf8(out, cp);
+                utf8_append(out, cp);
                 break;
             }
             case Elem::Rule: {
