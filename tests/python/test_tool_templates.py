@@ -277,6 +277,8 @@ def test_constraint_shape():
     req = _ember.tool_call_constraint("llama3.1", tools, {"type": "function", "function": {"name": "web-search"}},
                                       False)
     assert req["trigger_words"] == [] and "get_weather" not in req["gbnf"]
-    assert _ember.tool_call_constraint("generic", tools, "none", True)["gbnf"] == ""
+    assert _ember.tool_call_constraint("hermes", tools, "none", True)["gbnf"] == ""
+    # the generic format's replies are all JSON: with tool_choice none, a response object
+    assert _ember.tool_call_constraint("generic", tools, "none", True)["gbnf"].startswith('root ::= "{" tc-ws "\\"response')
     with pytest.raises(ValueError):
         _ember.tool_call_constraint("mistral-nemo", tools, "auto", True)  # needs the tokenizer
