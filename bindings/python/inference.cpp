@@ -279,9 +279,6 @@ py::object chat(const SessionPtr& box, py::handle messages, bool stream, const p
             throw ember::Error(ember::ErrorCode::InvalidArgument, std::string(fn) + ": grammar/json_schema cannot be combined with tools or response_format; use "
                     "response_format={'type': 'json_schema', 'json_schema': {'schema': ...}} instead");
         const bool with_tools = !req.tools.empty();
-        if (stream && with_tools)
-            throw ember::Error(ember::ErrorCode::InvalidArgument, std::string(fn) + ": stream=True is not available with tools yet (the reply's calls are known "
-                    "only at its end); call without stream");
         req.messages = chat_turns(messages, fn);
         auto out = std::make_shared<ember::ChatReply>();
         GenerateJob job = [req = std::move(req), gp = std::move(gp), out](ember::Session& s,
@@ -289,7 +286,11 @@ py::object chat(const SessionPtr& box, py::handle messages, bool stream, const p
             *out = s.chat(req, gp, cb);
             return out->result;
         };
-        if (stream) return py::cast(start_stream(box, std::move(job)));
+        if (stream) {
+            StreamPtr st = start_stream(box, std::move(job));
+            if (with_tools) st->reply = out;  // Generation.reply: the calls, once it has ended
+            return py::cast(st);
+        }
         run_now(*box, job);
         if (with_tools) return py::cast(*out);
         return decode(out->content);
@@ -504,6 +505,15 @@ from next(), whose `result` (and this `result`) holds what was generated
                 return py::cast(s.result());
             },
             "The GenerateResult once the generation has ended (None before).")
+        .def_property_readonly(
+            "reply",
+            [](Stream& s) -> py::object {
+                if (!s.done() || !s.reply) return py::none();
+                return py::cast(*s.reply);
+            },
+            "chat(..., tools=..., stream=True): the ChatReply (text and tool calls) once the generation has "
+            "ended; the pieces carry the reply's text only, never the calls' syntax. None before, and for "
+            "other generations.")
         .def_property_readonly(
             "stop_reason",
             [](Stream& s) -> py::object {

@@ -89,6 +89,8 @@ public:
     bool done() const;
     // Valid once next() returned End.
     const ember::GenerateResult& result() const { return result_; }
+    // A chat with tools: the reply (text and calls) its job fills in when it ends; null otherwise.
+    std::shared_ptr<ember::ChatReply> reply;
     // The exception the generation threw (nullptr if none); returned once.
     std::exception_ptr take_error();
 

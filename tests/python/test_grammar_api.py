@@ -144,6 +144,17 @@ def test_chat_with_tools_required_and_named(session):
     assert r2.tool_calls == [] and isinstance(r2.content, str)
 
 
+def test_chat_with_tools_streamed(session):
+    g = session.chat([{"role": "user", "content": "Set the freezer to minus 18."}], tools=TOOLS, stream=True,
+                     tool_choice="required", parallel_tool_calls=False, max_tokens=200, temperature=0)
+    assert g.reply is None  # not before the end
+    pieces = list(g)
+    r = g.reply
+    check_calls(r)
+    assert len(r.tool_calls) == 1 and "".join(pieces) == r.content
+    assert "tool_calls" not in "".join(pieces)  # the calls' syntax is never streamed
+
+
 def test_chat_with_tools_auto_many_seeds(session):
     # whatever the model chooses, every call it makes is valid
     prompts = ["Set the freezer to minus 18 degrees.", "What is the capital of France?",
@@ -183,8 +194,6 @@ def test_errors_say_what_and_where(session):
                      tool_choice={"type": "function", "function": {"name": "launch"}})
     with pytest.raises(ember.InvalidArgumentError, match="tool_choice"):
         session.chat([{"role": "user", "content": "hi"}], tools=TOOLS, tool_choice="sometimes")
-    with pytest.raises(ember.InvalidArgumentError, match="stream=True"):
-        session.chat([{"role": "user", "content": "hi"}], tools=TOOLS, stream=True)
     with pytest.raises(ember.InvalidArgumentError, match="wizard"):
         session.chat([{"role": "wizard", "content": "hi"}], tools=TOOLS)
     # the session is still usable

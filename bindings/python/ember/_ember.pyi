@@ -210,6 +210,10 @@ class Generation(Iterator[str]):
     @property
     def stop_reason(self) -> str | None:
         """GenerateResult.stop_reason once the generation has ended (None before)."""
+    @property
+    def reply(self) -> ChatReply | None:
+        """chat(..., tools=..., stream=True): the ChatReply once the generation has ended."""
+
 
 class Model:
     """A loaded GGUF model, immutable and shareable between sessions and threads."""
