@@ -669,7 +669,9 @@ void Session::Impl::generate(std::span<const TokenId> prompt, const GeneratePara
             s.tokens.push_back(next);
             s.logits_valid = false;
             r.tokens.push_back(next);
-            if (tok.is_eog(next) && !params.ignore_eos) {
+            // an end-of-generation token ends it -- unless a grammar that cannot end yet asked for
+            // this very token (a token reference such as <end_of_turn> mid-rule), and goes on after it
+            if (tok.is_eog(next) && !params.ignore_eos && !(matcher && !matcher->can_end())) {
                 r.stop_reason = StopReason::EndOfGeneration;
                 break;
             }
@@ -863,6 +865,14 @@ const std::vector<std::string>& Session::warnings() const noexcept { return impl
 
 namespace {
 
+// Text without the white space around it (what separates a reply's text from its calls).
+std::string_view trim_json_ws(std::string_view t) {
+    const auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+    while (!t.empty() && ws(t.front())) t.remove_prefix(1);
+    while (!t.empty() && ws(t.back())) t.remove_suffix(1);
+    return t;
+}
+
 // A call id for formats that write none (the history needs one per call, and
 // Mistral's template insists on nine letters and digits).
 std::string make_call_id(std::mt19937_64& rng) {
@@ -932,12 +942,13 @@ ChatReply Session::chat(const ChatRequest& req, const GenerateParams& params, co
         truncate(common);
 
         GenerateResult& r = reply.result;
+        size_t grammar_from = std::string::npos;  // where in r.text the calls' grammar took over
         bool in_callback = false;
         try {
             const CallGuard guard(s.in_call, "Session::chat");
             s.take_cancel_or_throw("Session::chat");
             s.generate(std::span<const TokenId>(ids).subspan(common), params, on_piece, r, in_callback,
-                       GenControl{.constraint = &cons, .hide_constrained = use_tools});
+                       GenControl{.constraint = &cons, .hide_constrained = use_tools, .grammar_from = &grammar_from});
         } catch (...) {
             s.rethrow_as_generate_error(std::move(r), in_callback);
         }
@@ -953,7 +964,16 @@ ChatReply Session::chat(const ChatRequest& req, const GenerateParams& params, co
         for (TokenId t : r.tokens)
             if (!tok.is_eog(t)) raw += detok.push(t);
         raw += detok.flush();
-        ParsedReply pr = parse_tool_calls(tf, raw);
+        // Calls count only from where the grammar applied (so they are valid by construction); the
+        // text is what came before it -- also when max_tokens cut a call short. Generic replies are
+        // all grammar: their text is the response string (or what a cut one had written).
+        ParsedReply pr;
+        if (grammar_from != std::string::npos) pr = parse_tool_calls(tf, raw);
+        if (tf == ToolFormat::Generic) {
+            if (pr.tool_calls.empty() && pr.content == trim_json_ws(raw)) pr.content.clear();  // a cut call
+        } else {
+            pr.content = std::string(trim_json_ws(std::string_view(r.text).substr(0, std::min(grammar_from, r.text.size()))));
+        }
         std::mt19937_64 rng(params.sampling.seed ^ (uint64_t(s.tokens.size()) << 32));
         for (ToolCall& c : pr.tool_calls)
             if (c.id.empty()) c.id = make_call_id(rng);

@@ -27,15 +27,16 @@ bool has(std::string_view hay, std::string_view needle) { return hay.find(needle
 // ---- the constraint ---------------------------------------------------------------------------
 
 // White space the models write between JSON tokens and around the call blocks
-// (bounded, so that a constrained model cannot stall in white space).
+// (bounded, so that a constrained model cannot stall in white space); JSON strings
+// whose \u escapes are never surrogates (a lone half would not parse back).
 constexpr const char* kRules =
     "tc-ws ::= [ \\t\\n]{0,8}\n"
-    "tc-string ::= \"\\\"\" ( [^\"\\\\\\x00-\\x1f] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} ) )* \"\\\"\"\n";
+    "tc-string ::= \"\\\"\" ( [^\"\\\\\\x00-\\x1f] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" ( [0-9a-cA-CefEF] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} ) ) )* \"\\\"\"\n";
 // The generic format is ember's own: one line of JSON as json.dumps writes it (a
 // space after ':' and ','), which costs small models the fewest tokens.
 constexpr const char* kGenericRules =
     "tc-ws ::= \" \"?\n"
-    "tc-string ::= \"\\\"\" ( [^\"\\\\\\x00-\\x1f] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} ) )* \"\\\"\"\n";
+    "tc-string ::= \"\\\"\" ( [^\"\\\\\\x00-\\x1f] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" ( [0-9a-cA-CefEF] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} ) ) )* \"\\\"\"\n";
 
 // The JSON Schema rules' white space made compact as kGenericRules's (a space at most).
 void compact_space(std::string& rules, std::string_view prefix) {
@@ -146,22 +147,34 @@ ParsedReply parse_hermes(std::string_view text) {
     ParsedReply r;
     ContentBuilder content;
     size_t pos = 0, plain_from = 0;
+    int unterminated = 0;  // objects that never close cost a scan to the end each: a few are enough
+    auto skip_ws = [&](size_t i) {
+        while (i < text.size() && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r')) ++i;
+        return i;
+    };
     while ((pos = text.find(kOpen, pos)) != std::string_view::npos) {
         const size_t body = pos + kOpen.size();
-        size_t end = text.find(kClose, body);
-        // A reply cut at EOS may lack the closing tag: the object must then end the text.
-        const bool closed = end != std::string_view::npos;
-        const std::string_view inner = trim_ws(text.substr(body, closed ? end - body : std::string_view::npos));
-        Json obj;
+        // the call's object ends where its braces balance (a string argument may hold "</tool_call>")
+        const size_t obj = skip_ws(body);
+        size_t n = 0;
+        if (obj < text.size() && text[obj] == '{' && unterminated < 16) {
+            n = tools_detail::json_extent(text.substr(obj));
+            if (n == 0) ++unterminated;
+        }
+        Json parsed;
         std::optional<ToolCall> call;
-        if (tools_detail::parse_json(inner, obj)) call = to_call(obj, {"arguments"}, false);
+        if (n > 0 && tools_detail::parse_json(text.substr(obj, n), parsed)) call = to_call(parsed, {"arguments"}, false);
         if (!call) {
             pos = body;
             continue;
         }
         content.add(text.substr(plain_from, pos - plain_from));
         r.tool_calls.push_back(std::move(*call));
-        plain_from = pos = closed ? end + kClose.size() : text.size();
+        // then the closing tag (a reply cut at EOS may lack it)
+        size_t after = skip_ws(obj + n);
+        if (text.substr(after, kClose.size()) == kClose) after += kClose.size();
+        else after = obj + n;
+        plain_from = pos = after;
     }
     content.add(text.substr(plain_from));
     r.content = std::move(content.out);

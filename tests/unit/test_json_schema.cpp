@@ -438,3 +438,39 @@ TEST_CASE("json schema: JSON mode (any object)") {
         CHECK_MESSAGE(g.matches(t), t);
     for (const char* t : {"[]", "1", "\"x\"", R"({"a"})", R"({a: 1})", R"({"a": 1,})"}) CHECK_MESSAGE(!g.matches(t), t);
 }
+
+TEST_CASE("json schema: large enums match as a prefix tree; huge integers are refused (hostile review)") {
+    // 5000 values sharing a prefix: a flat alternation kept every value alive at once and ran
+    // past the engine's stack limit part-way through generation
+    std::string vals;
+    for (int i = 0; i < 5000; ++i) vals += (i ? ", " : "") + std::string("\"c") + std::to_string(i) + "\"";
+    const Grammar g = Grammar::from_json_schema(R"({"type": "object", "properties": {"code": {"enum": [)" + vals +
+                                                R"(]}}, "required": ["code"]})");
+    CHECK(g.matches(R"({"code": "c42"})"));
+    CHECK(g.matches(R"({"code": "c4999"})"));
+    CHECK_FALSE(g.matches(R"({"code": "c5000"})"));
+    CHECK_FALSE(g.matches(R"({"code": "c"})"));
+    for (uint64_t seed = 0; seed < 50; ++seed) {
+        const std::string s = g.random_string(seed);
+        const size_t q = s.find("\"c", 8);
+        REQUIRE(q != std::string::npos);
+        const int n = std::stoi(s.substr(q + 2));
+        CHECK((n >= 0 && n < 5000));
+    }
+    // mixed values: prefixes of each other, numbers, non-ASCII
+    std::string mixed = R"("a", "ab", "abc", "", 1, 12, 123, null, true, "\u00e9", "\u00e9a", "\u65e5\u672c")";
+    for (int i = 0; i < 40; ++i) mixed += ", \"x" + std::to_string(i) + "\"";
+    const Grammar m = Grammar::from_json_schema("{\"enum\": [" + mixed + "]}");
+    for (const char* v : {"\"a\"", "\"ab\"", "\"abc\"", "\"\"", "1", "12", "123", "null", "true", "\"\xc3\xa9\"",
+                          "\"\xc3\xa9" "a\"", "\"\xe6\x97\xa5\xe6\x9c\xac\"", "\"x39\""})
+        CHECK_MESSAGE(m.matches(v), v);
+    for (const char* v : {"\"abcd\"", "2", "1234", "false", "\"x40\"", "\"\xe6\x97\xa5\""}) CHECK_FALSE_MESSAGE(m.matches(v), v);
+    // an integer beyond 64 bits would come back as a float: refused, naming the keyword
+    try {
+        (void)Grammar::from_json_schema(R"({"const": 123456789012345678901234567890})");
+        FAIL("no error");
+    } catch (const SchemaError& e) {
+        CHECK(e.keyword() == "const");
+        CHECK(std::string(e.what()).find("64 bits") != std::string::npos);
+    }
+}

@@ -1099,3 +1099,28 @@ TEST_CASE("session: chat with tools on a random model (generic format: calls val
     CHECK(Grammar::json_object().matches(r.content));
     CHECK(streamed == r.content);
 }
+
+TEST_CASE("session: constrained output, hostile cases (cut calls, end-of-generation tokens in a grammar)") {
+    auto model = Model::load(write_tiny("hostile_grammar.gguf"));
+    Session s(model, {.n_ctx = 2048, .n_threads = 1});
+    // a reply cut by max_tokens inside a call: no call, and no call syntax in the text
+    ChatRequest req;
+    req.messages = {{"user", "x"}};
+    req.tools = {{"f", "", R"({"type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]})"}};
+    req.tool_choice.kind = ToolChoice::Required;
+    GenerateParams gp = any_token(12);
+    gp.sampling.temperature = 1.0f;
+    const ChatReply r = s.chat(req, gp);
+    CHECK(r.result.stop_reason == StopReason::MaxTokens);
+    CHECK(r.tool_calls.empty());
+    CHECK(r.content.empty());
+    // a grammar that asks for an end-of-generation token mid-text goes on after it
+    GenerateParams eg = any_token(16);
+    eg.ignore_eos = false;
+    eg.sampling.logit_bias = {{2, 40.0f}};  // </s>
+    s.reset();
+    const GenerateResult g = s.generate("a", eg, Constraint{.grammar = Grammar::parse(R"(root ::= "b" <[2]> "c")")});
+    CHECK(g.text == "bc");
+    CHECK(g.stop_reason == StopReason::EndOfGeneration);
+    CHECK(std::find(g.tokens.begin(), g.tokens.end(), 2) != g.tokens.end());
+}

@@ -269,3 +269,20 @@ TEST_CASE("tool calls generic: compact JSON, tool_choice none, a cut reply") {
     CHECK(parse_tool_calls(ToolFormat::Generic, R"({"tool_calls": [{"name": "se)").content ==
           R"({"tool_calls": [{"name": "se)");
 }
+
+TEST_CASE("tool calls: hostile replies (hostile review)") {
+    // a string argument holding the closing tag: the call ends where its braces balance
+    ParsedReply r = parse_tool_calls(
+        ToolFormat::Hermes, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"s\": \"}</tool_call>{\"}}\n</tool_call> after");
+    REQUIRE(r.tool_calls.size() == 1);
+    CHECK(r.tool_calls[0].arguments == R"({"s": "}</tool_call>{"})");
+    CHECK(r.content == "after");
+    // many openings, or objects that never close: no quadratic scan (this returns at once)
+    std::string many;
+    for (int i = 0; i < 40000; ++i) many += "<tool_call>{";
+    CHECK(parse_tool_calls(ToolFormat::Hermes, many).tool_calls.empty());
+    // the generic grammar never writes a lone surrogate escape (it would not parse back)
+    const Constraint c = tool_call_constraint(ToolFormat::Generic, std::vector<ToolDef>{{"f", "", ""}}, {}, true);
+    CHECK_FALSE(c.grammar.matches(R"({"response": "a\ud800b"})"));
+    CHECK(c.grammar.matches(R"({"response": "a\u00e9b"})"));
+}

@@ -253,6 +253,8 @@ private:
         }
     }
 
+    int enum_rules_ = 0;  // branching points of enum/const prefix trees, for their rules' names
+
     std::string add_rule(const std::string& base, const std::string& body) {
         std::string name = unique_name(base, body);
         if (!rules_.count(name)) set_rule(name, body);
@@ -425,17 +427,67 @@ private:
             }
             values = {c};
         }
-        std::string out;
-        std::set<std::string> seen;
+        const char* kw = s.contains("const") ? "const" : "enum";
+        std::set<std::string> texts;  // the values as they are written, compact
         for (auto& v : values) {
             if (!has_type(v, types)) continue;
-            std::string lit = gbnf_literal(v.dump(-1, ' ', false, ojson::error_handler_t::strict));
-            if (!seen.insert(lit).second) continue;
-            { out += out.empty() ? std::string("") : std::string(" | "); out += lit; }
+            if (v.is_number_float() && std::fabs(v.get<double>()) >= 9007199254740992.0 &&
+                std::nearbyint(v.get<double>()) == v.get<double>())
+                invalid(kw, path, "the integer " + v.dump() + " does not fit in 64 bits: its digits would not be kept "
+                                  "exactly; write it as a string");
+            texts.insert(v.dump(-1, ' ', false, ojson::error_handler_t::strict));
         }
-        const char* kw = s.contains("const") ? "const" : "enum";
-        if (out.empty()) invalid(kw, path, "no value has a type that 'type' allows: the schema accepts nothing");
-        return out;
+        if (texts.empty()) invalid(kw, path, "no value has a type that 'type' allows: the schema accepts nothing");
+        // a prefix tree of the values, not a flat alternation: with many values sharing a prefix
+        // ("c1", "c2", ... "c5000") a flat list keeps every value alive at once while matching
+        std::vector<std::string> in_order;  // a short list stays readable: the values in the schema's order
+        std::set<std::string> listed;
+        for (auto& v : values) {
+            if (!has_type(v, types)) continue;
+            std::string t = v.dump(-1, ' ', false, ojson::error_handler_t::strict);
+            if (listed.insert(t).second) in_order.push_back(std::move(t));
+        }
+        if (in_order.size() <= 32) {
+            std::string out;
+            for (const std::string& t : in_order) out += (out.empty() ? "" : " | ") + gbnf_literal(t);
+            return out;
+        }
+        const std::vector<std::string> sorted(texts.begin(), texts.end());
+        return literal_tree(sorted, 0, sorted.size(), 0, path);
+    }
+
+    // Bytes of the UTF-8 sequence starting with lead byte c (1 for a stray byte).
+    static size_t cp_len(unsigned char c) { return c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
+
+    // GBNF for the strings v[lo, hi) (sorted, distinct) with their first `at` bytes already
+    // matched: the common prefix as a literal, then one branch per next code point.
+    std::string literal_tree(const std::vector<std::string>& v, size_t lo, size_t hi, size_t at,
+                             const std::string& path) {
+        // the common prefix of the range, cut at a code-point boundary
+        size_t end = at;
+        const std::string& a = v[lo];
+        const std::string& z = v[hi - 1];  // sorted: the first and last share what all share
+        while (end < a.size() && end < z.size() && a[end] == z[end]) end += cp_len(uint8_t(a[end]));
+        end = std::min({end, a.size(), z.size()});
+        while (end > at && (a.compare(at, end - at, z, at, end - at) != 0)) --end;
+        std::string out = end > at ? gbnf_literal(a.substr(at, end - at)) : std::string();
+        if (hi - lo == 1 && end == a.size()) return out.empty() ? "\"\"" : out;
+        // branches: the value that ends here (an empty rest), then one group per next code point
+        std::vector<std::string> alts;
+        size_t i = lo;
+        if (v[i].size() == end) alts.push_back("\"\""), ++i;
+        while (i < hi) {
+            const size_t n = cp_len(uint8_t(v[i][end]));
+            size_t j = i + 1;
+            while (j < hi && v[j].compare(end, n, v[i], end, n) == 0) ++j;
+            alts.push_back(literal_tree(v, i, j, end, path));
+            i = j;
+        }
+        std::string body;
+        for (const std::string& alt : alts) body += (body.empty() ? "" : " | ") + alt;
+        // each branching point its own rule: no nesting depth to bound
+        const std::string rule = add_rule("enum" + std::to_string(++enum_rules_), body);
+        return out.empty() ? rule : out + " " + rule;
     }
 
     std::string ref_rule(const ojson& ref_v, const std::string& path, int depth) {
@@ -554,7 +606,10 @@ private:
                     invalid("required", part.path, "must be an array of property names (strings)");
             }
             if (part.schema->contains("properties")) {
-                for (auto& [pn, ps] : part.schema->at("properties").items()) {
+                for (auto& item : part.schema->at("properties").items()) {
+                    // named copies: a lambda may not capture a structured binding (clang 14)
+                    const std::string pn = item.key();
+                    const ojson& ps = item.value();
                     auto same = std::find_if(props.begin(), props.end(), [&](const Prop& q) { return q.name == pn; });
                     if (same == props.end()) {
                         props.push_back({pn, &ps, part.path + "/properties/" + ptr_escape(pn)});
@@ -1001,11 +1056,15 @@ Grammar Grammar::from_json_schema(std::string_view schema_json) {
     try {
         return Grammar::parse(gbnf);
     } catch (const GrammarError& e) {
-        // e.g. a cycle of $refs that consumes no text (left recursion)
+        // e.g. a cycle of $refs that consumes no text, or a pattern like (a*)* (both left recursion),
+        // or a grammar past the engine's limits; the GBNF is Grammar::json_schema_to_gbnf's
+        const bool cycle = std::string_view(e.what()).find("left-recursive") != std::string_view::npos;
         throw SchemaError(ErrorCode::InvalidArgument,
                           std::string("the grammar built from the JSON Schema is not usable: ") + e.what() +
-                              " (a $ref cycle that consumes no text?); fix the schema",
-                          "$ref", "");
+                              (cycle ? " (a $ref cycle that consumes no text, or a pattern with a repeated part "
+                                       "that can be empty, such as (a*)*); fix the schema"
+                                     : "; simplify the schema (Grammar::json_schema_to_gbnf shows the grammar)"),
+                          "", "");
     }
 }
 
