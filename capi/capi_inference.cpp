@@ -1032,8 +1032,8 @@ ember_status ember_session_chat(ember_session* session, const ember_chat_turn* m
             session->last_chat = session->session->chat(req, gp, cb);
             session->last = session->last_chat.result;
         } catch (const ember::GenerateError& e) {
+            // what was generated before the failure is in gen_result; no text or call is made of it
             session->last = e.result();
-            session->last_chat.content = e.result().text;
             write_result(gen_result, session->last);
             write_chat();
             throw;

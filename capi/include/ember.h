@@ -596,7 +596,8 @@ typedef struct ember_chat_result {
    templates; any other model: a generic JSON format), generates the reply under
    the tools' constraint, and splits it into text and calls. on_piece receives
    the reply's text only, never the calls' syntax. gen_result (may be NULL)
-   receives the raw generation as ember_session_generate's result. chat NULL:
+   receives the raw generation as ember_session_generate's result (also when
+   the call fails or is cancelled; result then holds no text and no calls). chat NULL:
    defaults (no tools). Errors as ember_session_generate, plus
    EMBER_ERR_INVALID_ARGUMENT for a conversation or tools the format refuses (a
    role outside the four, a tool_choice naming no tool, response_format with
