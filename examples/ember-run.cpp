@@ -114,6 +114,10 @@ int run(const RunOptions& opt) {
     ember::Session session(model, common.session);
     session.set_precision(common.precision);
     if (!adapters.empty()) session.set_adapters(adapters);
+    // From here on Ctrl-C cancels the session (held until generate() takes it, which then
+    // returns at once as cancelled: exit status 130), never kills the process: the line below
+    // tells a script the session exists, and a Ctrl-C right after it must find the watch in place.
+    ember_tools::Watch watch(interrupts, session);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-run: warning: {}\n", w);
     fmt::print(stderr, "ember-run: {}\n", ember_tools::describe(*model, session));
     for (const auto& a : adapters) fmt::print(stderr, "ember-run: lora: {}\n", ember_tools::describe_adapter(a));
@@ -126,7 +130,6 @@ int run(const RunOptions& opt) {
     if (echoed) {
         // a Ctrl-C while the prompt is tokenized is held by the session: generate() then
         // returns at once as cancelled, and the exit status is 130
-        ember_tools::Watch watch(interrupts, session);
         try {
             result = session.generate(prompt, common.generate, common.constraint, [&](std::string_view piece) {
                 if (!ember_tools::stream_out(piece)) return false;  // stdout failed: stop generating
