@@ -60,7 +60,22 @@ struct RopeParams {
     bool operator==(const RopeParams&) const = default;  // freq_factors by address (model-owned)
 };
 
-enum class KvType { F16, F32 };
+// How the KV cache stores its rows: F16/F32 elementwise; Q8_0/Q4_0 in blocks of
+// 32 values as the GGUF types of the same name (an f16 scale, then 32 int8 /
+// 16 bytes of nibbles), each head's slice a whole number of blocks.
+enum class KvType { F16, F32, Q8_0, Q4_0 };
+
+// Bytes of one cache row of `width` values (width % 32 == 0 for the block types).
+inline size_t kv_row_bytes(KvType t, int64_t width) {
+    const auto w = static_cast<size_t>(width);
+    switch (t) {
+        case KvType::F16: return w * 2;
+        case KvType::F32: return w * 4;
+        case KvType::Q8_0: return w / 32 * 34;
+        case KvType::Q4_0: return w / 32 * 18;
+    }
+    return 0;
+}
 
 // The KV cache of one session: per layer a K and a V buffer, each
 // [cells, width] in `type`. A layer of full attention has n_ctx cells, row p
@@ -70,7 +85,8 @@ enum class KvType { F16, F32 };
 // tokens still reads), row p % cells holding position p.
 // Allocated and owned by a backend (alloc_kv); this struct only describes it.
 struct KvCache {
-    KvType type = KvType::F16;
+    KvType type_k = KvType::F16;  // the keys' rows
+    KvType type_v = KvType::F16;  // the values' rows
     int64_t n_ctx = 0;
     int64_t n_layer = 0;
     int64_t k_width = 0;  // n_head_kv * head_dim_k
@@ -102,11 +118,21 @@ public:
     virtual std::string_view name() const noexcept = 0;
 
     // Buffers: owned by the backend, freed with it, and NOT zeroed (every op
-    // writes its output before anything reads it; the KV cache rows are read
-    // only after kv_store wrote them).
+    // writes its output before anything reads it).
     virtual float* alloc_f32(size_t n) = 0;
-    // Allocates cache->k / cache->v for the shape and type already set in *cache.
+    // Allocates cache->k / cache->v for the shape and types already set in *cache,
+    // zero-filled (the memory is committed now, not at the first store). Q8_0 / Q4_0
+    // need k_width / v_width (and, in attention, the head dims) multiples of 32:
+    // Error(InvalidArgument) otherwise.
     virtual void alloc_kv(KvCache* cache) = 0;
+    // Raw rows of the KV cache (for saving and restoring a session's state):
+    // copies rows [row0, row0 + n_rows) of layer's keys (value = false) or values
+    // (value = true), kv_row_bytes(type, width) bytes each, to / from host memory
+    // (waits for the backend's pending work first).
+    virtual void kv_read(const KvCache& cache, int64_t layer, bool value, int64_t row0, int64_t n_rows,
+                         void* dst) = 0;
+    virtual void kv_write(const KvCache& cache, int64_t layer, bool value, int64_t row0, int64_t n_rows,
+                          const void* src) = 0;
     // Copies n floats from a backend buffer to host memory (waits for the
     // backend's pending work first).
     virtual void to_host(const float* src, float* dst, size_t n) = 0;

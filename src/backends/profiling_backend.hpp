@@ -70,6 +70,13 @@ public:
     std::string_view name() const noexcept override { return inner_.name(); }
     float* alloc_f32(size_t n) override { return inner_.alloc_f32(n); }
     void alloc_kv(KvCache* cache) override { inner_.alloc_kv(cache); }
+    void kv_read(const KvCache& cache, int64_t layer, bool value, int64_t row0, int64_t n_rows, void* dst) override {
+        inner_.kv_read(cache, layer, value, row0, n_rows, dst);
+    }
+    void kv_write(const KvCache& cache, int64_t layer, bool value, int64_t row0, int64_t n_rows,
+                  const void* src) override {
+        inner_.kv_write(cache, layer, value, row0, n_rows, src);
+    }
     void to_host(const float* src, float* dst, size_t n) override { inner_.to_host(src, dst, n); }
     void from_host(const float* src, float* dst, size_t n) override { inner_.from_host(src, dst, n); }
     void begin_step(int64_t n_tok) override { inner_.begin_step(n_tok); }

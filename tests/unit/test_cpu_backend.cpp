@@ -325,7 +325,7 @@ TEST_CASE("cpu backend: sliding-window attention over a ring KV cache matches wi
             const std::string set = ks->name;
             CAPTURE(set);
             KvCache c;
-            c.type = type;
+            c.type_k = c.type_v = type;
             c.n_ctx = n_ctx;
             c.n_layer = 2;
             c.k_width = n_head_kv * hd;
@@ -442,7 +442,7 @@ TEST_CASE("cpu backend: causal grouped-query attention over an F32 and an F16 ca
         const std::string set = ks->name;
         CAPTURE(set);
         KvCache c;
-        c.type = type;
+        c.type_k = c.type_v = type;
         c.n_ctx = n_ctx;
         c.n_layer = n_layer;
         c.k_width = n_head_kv * hdk;

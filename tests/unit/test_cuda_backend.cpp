@@ -355,7 +355,7 @@ TEST_CASE("CUDA backend: kv_store + causal grouped-query attention, F16 and F32 
             Gpu g;
             auto cpu = reference();
             KvCache hc, dc;
-            hc.type = type;
+            hc.type_k = hc.type_v = type;
             hc.n_ctx = n_ctx;
             hc.n_layer = 2;
             hc.k_width = int64_t{s.n_head_kv} * s.dk;
@@ -430,7 +430,7 @@ TEST_CASE("CUDA backend: sliding-window attention over a ring KV cache, batches 
                 // layer 0: a full cache of n_ctx rows; layer 1: the ring
                 const std::vector<int64_t> cells = {cs.n_ctx, cs.cells};
                 KvCache hc, dc;
-                hc.type = type;
+                hc.type_k = hc.type_v = type;
                 hc.n_ctx = cs.n_ctx;
                 hc.n_layer = 2;
                 hc.k_width = int64_t{s.n_head_kv} * s.dk;
@@ -507,7 +507,7 @@ TEST_CASE("CUDA backend: a ring KV cache rejects batches it cannot hold") {
     const int32_t n_head = 4, n_head_kv = 2, hd = 64;
     const std::vector<int64_t> cells = {32, 9};
     KvCache c;
-    c.type = KvType::F16;
+    c.type_k = c.type_v = KvType::F16;
     c.n_ctx = 32;
     c.n_layer = 2;
     c.k_width = c.v_width = int64_t{n_head_kv} * hd;
@@ -574,7 +574,7 @@ struct MiniBlock {
     float *x, *h, *q, *k, *v, *attn, *o, *gate, *up;
 
     void alloc(KvType type) {
-        cache.type = type;
+        cache.type_k = cache.type_v = type;
         cache.n_ctx = n_ctx;
         cache.n_layer = 1;
         cache.k_width = n_head_kv * hd;

@@ -83,6 +83,15 @@ public:
 
     float* alloc_f32(size_t n) override { return cpu_.alloc_f32(n); }
     void alloc_kv(KvCache* cache) override { cpu_.alloc_kv(cache); }
+    void kv_read(const KvCache& cache, int64_t layer, bool value, int64_t row0, int64_t n_rows, void* dst) override {
+        outside("kv_read");
+        cpu_.kv_read(cache, layer, value, row0, n_rows, dst);
+    }
+    void kv_write(const KvCache& cache, int64_t layer, bool value, int64_t row0, int64_t n_rows,
+                  const void* src) override {
+        outside("kv_write");
+        cpu_.kv_write(cache, layer, value, row0, n_rows, src);
+    }
     void to_host(const float* src, float* dst, size_t n) override {
         outside("to_host");
         ++copies;

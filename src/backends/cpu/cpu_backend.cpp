@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
+
+#include <fmt/format.h>
 
 #include "ember/error.hpp"
 #include "ember/quant.hpp"
@@ -18,6 +21,75 @@ namespace {
 constexpr int64_t kGemmMinTokens = 16;
 // From this many tokens on, attention runs in tiles (attention_tiled).
 constexpr int64_t kFlashMinTokens = 16;
+
+// Rows of a quantized cache converted to floats at a time (attention's scratch
+// holds this many rows of a head); the tiled path's key block is as long.
+constexpr int64_t kKvChunk = 64;
+
+bool kv_quantized(KvType t) { return t == KvType::Q8_0 || t == KvType::Q4_0; }
+TensorType kv_tensor_type(KvType t) { return t == KvType::Q8_0 ? TensorType::Q8_0 : TensorType::Q4_0; }
+
+// One KV head of a layer's K or V buffer: row r's dim values start at
+// head + r * row_bytes (kv_row_bytes of the cache width; the head's slice is whole
+// blocks of a quantized type, so it starts at kv_row_bytes(type, kvh * dim)).
+struct KvHead {
+    KvType type;
+    const uint8_t* head;
+    size_t row_bytes;
+    int64_t dim;
+    const uint8_t* row(int64_t r) const { return head + static_cast<size_t>(r) * row_bytes; }
+};
+
+KvHead kv_head(const KvCache& c, int64_t layer, bool value, int64_t kvh, int64_t dim) {
+    const KvType t = value ? c.type_v : c.type_k;
+    const auto* base = static_cast<const uint8_t*>(value ? c.v[layer] : c.k[layer]);
+    return {t, base + kv_row_bytes(t, kvh * dim), kv_row_bytes(t, value ? c.v_width : c.k_width), dim};
+}
+
+// s[i * lds + j] = scale * q_i . row (row0 + j) of the head, for j < n, i < nq. F16 and
+// F32 rows go straight to their kernels; quantized ones are converted kKvChunk rows at
+// a time into buf ([kKvChunk, dim]) for the f32 kernel.
+void kv_scores(const KernelSet& k, float* s, int64_t lds, const float* q, int64_t ldq, int64_t nq, const KvHead& h,
+               int64_t row0, int64_t n, float scale, float* buf) {
+    switch (h.type) {
+        case KvType::F16:
+            return k.attn_scores_f16(s, lds, q, ldq, nq, reinterpret_cast<const uint16_t*>(h.row(row0)),
+                                     h.row_bytes / 2, n, h.dim, scale);
+        case KvType::F32:
+            return k.attn_scores_f32(s, lds, q, ldq, nq, reinterpret_cast<const float*>(h.row(row0)), h.row_bytes / 4,
+                                     n, h.dim, scale);
+        case KvType::Q8_0:
+        case KvType::Q4_0: break;
+    }
+    for (int64_t j0 = 0; j0 < n; j0 += kKvChunk) {
+        const int64_t nc = std::min(kKvChunk, n - j0);
+        for (int64_t j = 0; j < nc; ++j) k.dequant_kv(kv_tensor_type(h.type), h.row(row0 + j0 + j), buf + j * h.dim, h.dim);
+        k.attn_scores_f32(s + j0, lds, q, ldq, nq, buf, static_cast<size_t>(h.dim), nc, h.dim, scale);
+    }
+}
+
+// out[i * dim + d] = sum_j w[i * ldw + j] * row (row0 + j)[d], for j < n, i < nq
+// (written, not added to). Quantized rows as in kv_scores, each chunk after the
+// first summed in tmp ([nq, dim]) and added.
+void kv_values(const KernelSet& k, float* out, const float* w, int64_t ldw, int64_t nq, const KvHead& h, int64_t row0,
+               int64_t n, float* buf, float* tmp) {
+    switch (h.type) {
+        case KvType::F16:
+            return k.attn_values_f16(out, h.dim, w, ldw, nq, reinterpret_cast<const uint16_t*>(h.row(row0)),
+                                     h.row_bytes / 2, n, h.dim);
+        case KvType::F32:
+            return k.attn_values_f32(out, h.dim, w, ldw, nq, reinterpret_cast<const float*>(h.row(row0)),
+                                     h.row_bytes / 4, n, h.dim);
+        case KvType::Q8_0:
+        case KvType::Q4_0: break;
+    }
+    for (int64_t j0 = 0; j0 < n; j0 += kKvChunk) {
+        const int64_t nc = std::min(kKvChunk, n - j0);
+        for (int64_t j = 0; j < nc; ++j) k.dequant_kv(kv_tensor_type(h.type), h.row(row0 + j0 + j), buf + j * h.dim, h.dim);
+        k.attn_values_f32(j0 == 0 ? out : tmp, h.dim, w + j0, ldw, nq, buf, static_cast<size_t>(h.dim), nc, h.dim);
+        if (j0 > 0) k.add(out, tmp, nq * h.dim);
+    }
+}
 
 // YaRN's ramp between the correction dims: 1 below `low`, 0 above `high`.
 inline double yarn_ramp(double low, double high, int64_t pair) {
@@ -62,18 +134,54 @@ float* CpuBackend::alloc_f32(size_t n) {
 }
 
 void CpuBackend::alloc_kv(KvCache* c) {
-    const size_t elt = c->type == KvType::F16 ? 2 : 4;
+    for (const auto& [type, width, what] : {std::tuple{c->type_k, c->k_width, "k_width"},
+                                             std::tuple{c->type_v, c->v_width, "v_width"}})
+        if (kv_quantized(type) && width % 32 != 0)
+            throw Error(ErrorCode::InvalidArgument,
+                        fmt::format("alloc_kv: a Q8_0 / Q4_0 cache needs rows of whole blocks of 32, but {} is {}; "
+                                    "use an f16 cache",
+                                    what, width));
     kv_ptrs_.assign(static_cast<size_t>(2 * c->n_layer), nullptr);
+    const size_t k_row = kv_row_bytes(c->type_k, c->k_width), v_row = kv_row_bytes(c->type_v, c->v_width);
     for (int64_t l = 0; l < c->n_layer; ++l) {
-        const int64_t rows = kv_cells(*c, l);
-        // not zeroed: attention only reads rows that kv_store wrote, so untouched pages stay unmapped
-        kv_buffers_.emplace_back(new uint8_t[static_cast<size_t>(rows * c->k_width) * elt]);
+        const auto rows = static_cast<size_t>(kv_cells(*c, l));
+        // zeroed, which commits the pages now: a session that was created does not die
+        // later of the OOM killer for lack of memory for its cache (Session checks first)
+        kv_buffers_.emplace_back(new uint8_t[rows * k_row]());
         kv_ptrs_[static_cast<size_t>(l)] = kv_buffers_.back().get();
-        kv_buffers_.emplace_back(new uint8_t[static_cast<size_t>(rows * c->v_width) * elt]);
+        kv_buffers_.emplace_back(new uint8_t[rows * v_row]());
         kv_ptrs_[static_cast<size_t>(c->n_layer + l)] = kv_buffers_.back().get();
     }
     c->k = kv_ptrs_.data();
     c->v = kv_ptrs_.data() + c->n_layer;
+}
+
+namespace {
+
+// Bytes per row of layer's keys (value = false) or values, after checking that rows
+// row0 .. row0 + n_rows - 1 are rows of the layer (they come from a saved state).
+size_t kv_rows(const KvCache& c, int64_t layer, bool value, int64_t row0, int64_t n_rows, const char* op) {
+    const int64_t cells = layer >= 0 && layer < c.n_layer ? kv_cells(c, layer) : 0;
+    if (cells <= 0 || row0 < 0 || n_rows < 0 || row0 + n_rows > cells)
+        throw Error(ErrorCode::InvalidArgument,
+                    fmt::format("{}: layer {}, rows {}..{} are outside the cache ({} layers, {} rows in this layer)",
+                                op, layer, row0, row0 + n_rows - 1, c.n_layer, cells));
+    return value ? kv_row_bytes(c.type_v, c.v_width) : kv_row_bytes(c.type_k, c.k_width);
+}
+
+}  // namespace
+
+void CpuBackend::kv_read(const KvCache& c, int64_t layer, bool value, int64_t row0, int64_t n_rows, void* dst) {
+    const size_t row = kv_rows(c, layer, value, row0, n_rows, "kv_read");
+    const auto* base = static_cast<const uint8_t*>(value ? c.v[layer] : c.k[layer]);
+    std::memcpy(dst, base + static_cast<size_t>(row0) * row, static_cast<size_t>(n_rows) * row);
+}
+
+void CpuBackend::kv_write(const KvCache& c, int64_t layer, bool value, int64_t row0, int64_t n_rows,
+                          const void* src) {
+    const size_t row = kv_rows(c, layer, value, row0, n_rows, "kv_write");
+    auto* base = static_cast<uint8_t*>(value ? c.v[layer] : c.k[layer]);
+    std::memcpy(base + static_cast<size_t>(row0) * row, src, static_cast<size_t>(n_rows) * row);
 }
 
 void CpuBackend::to_host(const float* src, float* dst, size_t n) {
@@ -399,12 +507,25 @@ void CpuBackend::fill_rope_table(RopeTable& table, const int32_t* pos, int64_t n
 void CpuBackend::kv_store(const KvCache& c, int64_t layer, const float* k, const float* v, int64_t pos0,
                           int64_t n_tok) {
     const int64_t cells = kv_cells(c, layer);
-    auto store = [&](void* base, const float* src, int64_t width) {
+    auto store = [&](void* base, const float* src, int64_t width, KvType type) {
+        const size_t row_bytes = kv_row_bytes(type, width);
+        if (kv_quantized(type)) {
+            // the GGUF reference quantizer, a row at a time (the blocks are independent, so
+            // a head's slice is the same as quantizing the head alone); a prompt's rows spread
+            // over the threads
+            pool_.parallel_for(n_tok, 8, [&](int64_t begin, int64_t end, int) {
+                for (int64_t t = begin; t < end; ++t)
+                    quantize_row(kv_tensor_type(type), src + t * width,
+                                 static_cast<uint8_t*>(base) + static_cast<size_t>((pos0 + t) % cells) * row_bytes,
+                                 width);
+            });
+            return;
+        }
         // rows (pos0 + t) % cells: at most two runs when the batch wraps around a ring
         for (int64_t t = 0; t < n_tok;) {
             const int64_t row = (pos0 + t) % cells;
             const int64_t run = std::min(n_tok - t, cells - row);
-            if (c.type == KvType::F32)
+            if (type == KvType::F32)
                 std::memcpy(static_cast<float*>(base) + row * width, src + t * width,
                             static_cast<size_t>(run * width) * sizeof(float));
             else
@@ -412,30 +533,40 @@ void CpuBackend::kv_store(const KvCache& c, int64_t layer, const float* k, const
             t += run;
         }
     };
-    store(c.k[layer], k, c.k_width);
-    store(c.v[layer], v, c.v_width);
+    store(c.k[layer], k, c.k_width, c.type_k);
+    store(c.v[layer], v, c.v_width, c.type_v);
 }
 
 void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int64_t n_tok, int64_t pos0,
                            const AttnParams& p, float* out) {
+    if ((kv_quantized(c.type_k) && p.head_dim_k % 32 != 0) || (kv_quantized(c.type_v) && p.head_dim_v % 32 != 0))
+        throw Error(ErrorCode::InvalidArgument,
+                    fmt::format("attention: head dims {}/{} are not whole blocks of 32 of the Q8_0 / Q4_0 cache; "
+                                "use an f16 cache",
+                                p.head_dim_k, p.head_dim_v));
     if (n_tok >= kFlashMinTokens && tiled_attention_) return attention_tiled(c, layer, q, n_tok, pos0, p, out);
     const int64_t gqa = p.n_head / p.n_head_kv;
     // The query heads that share a KV head read its cached rows once, as a group,
     // when that still leaves the threads several items each; else one head per item.
-    const int64_t group = n_tok * p.n_head_kv >= 4 * static_cast<int64_t>(pool_.size()) ? gqa : 1;
+    // A quantized cache groups as long as every thread has an item: each item converts
+    // its KV head's rows to floats, which costs more than the rows' products.
+    const bool quant = kv_quantized(c.type_k) || kv_quantized(c.type_v);
+    const int64_t min_items = (quant ? 1 : 4) * static_cast<int64_t>(pool_.size());
+    const int64_t group = n_tok * p.n_head_kv >= min_items ? gqa : 1;
     const int64_t groups_per_tok = p.n_head / group;
-    const bool f16 = c.type == KvType::F16;
-    const size_t elt = f16 ? 2 : 4;
-    const uint8_t* kbase = static_cast<const uint8_t*>(c.k[layer]);
-    const uint8_t* vbase = static_cast<const uint8_t*>(c.v[layer]);
     const int64_t cells = kv_cells(c, layer);
     // the most positions one query sees
     const int64_t n_max = p.n_swa > 0 ? std::min<int64_t>(pos0 + n_tok, p.n_swa) : pos0 + n_tok;
+    // a quantized cache's rows converted a chunk at a time: [kKvChunk, widest head] floats,
+    // and [group, head_dim_v] for the chunks after a run's first
+    const int64_t n_conv = quant ? kKvChunk * std::max(p.head_dim_k, p.head_dim_v) + group * p.head_dim_v : 0;
     pool_.parallel_for(n_tok * groups_per_tok, 1, [&](int64_t begin, int64_t end, int thread) {
         // [group, n_max] scores, [group] 1 / softmax denominators, [group, head_dim_v] the second run's values
-        float* scores = scratch(thread, static_cast<size_t>(group * (n_max + 1 + p.head_dim_v)));
+        float* scores = scratch(thread, static_cast<size_t>(group * (n_max + 1 + p.head_dim_v) + n_conv));
         float* inv = scores + group * n_max;
         float* tail = inv + group;
+        float* conv = tail + group * p.head_dim_v;
+        float* conv_sum = conv + (quant ? kKvChunk * std::max(p.head_dim_k, p.head_dim_v) : 0);
         for (int64_t item = begin; item < end; ++item) {
             const int64_t t = item / groups_per_tok;
             const int64_t h0 = (item % groups_per_tok) * group;  // first query head of the group
@@ -445,24 +576,14 @@ void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int6
             const int64_t n_kv = pos - lo + 1;
             const float* qh = q + t * p.n_head * p.head_dim_k + h0 * p.head_dim_k;  // [group, head_dim_k]
             float* oh = out + t * p.n_head * p.head_dim_v + h0 * p.head_dim_v;      // [group, head_dim_v]
-            // row r of this head's keys / values: [cells, width] rows, the head at column kvh * head_dim
-            const uint8_t* k0 = kbase + static_cast<size_t>(kvh * p.head_dim_k) * elt;
-            const uint8_t* v0 = vbase + static_cast<size_t>(kvh * p.head_dim_v) * elt;
+            const KvHead kh = kv_head(c, layer, false, kvh, p.head_dim_k);
+            const KvHead vh = kv_head(c, layer, true, kvh, p.head_dim_v);
             // positions lo..pos are rows lo % cells onwards: one run, or two where the ring wraps
             const int64_t row0 = lo % cells;
             const int64_t run0 = std::min(n_kv, cells - row0);
             const int64_t runs[2][3] = {{0, row0, run0}, {run0, 0, n_kv - run0}};  // {score index, row, length}
-            for (const auto& r : runs) {
-                if (r[2] == 0) continue;
-                const size_t kr = static_cast<size_t>(r[1] * c.k_width) * elt;
-                if (f16)
-                    k_.attn_scores_f16(scores + r[0], n_max, qh, p.head_dim_k, group,
-                                       reinterpret_cast<const uint16_t*>(k0 + kr), c.k_width, r[2], p.head_dim_k,
-                                       p.scale);
-                else
-                    k_.attn_scores_f32(scores + r[0], n_max, qh, p.head_dim_k, group,
-                                       reinterpret_cast<const float*>(k0 + kr), c.k_width, r[2], p.head_dim_k, p.scale);
-            }
+            for (const auto& r : runs)
+                if (r[2] > 0) kv_scores(k_, scores + r[0], n_max, qh, p.head_dim_k, group, kh, r[1], r[2], p.scale, conv);
             for (int64_t i = 0; i < group; ++i) {
                 float* si = scores + i * n_max;
                 float mx = -INFINITY;
@@ -472,14 +593,7 @@ void CpuBackend::attention(const KvCache& c, int64_t layer, const float* q, int6
             for (int run = 0; run < 2; ++run) {  // the second run's values go to `tail`, then are added
                 const int64_t* r = runs[run];
                 if (r[2] == 0) continue;
-                const size_t vr = static_cast<size_t>(r[1] * c.v_width) * elt;
-                float* dst = run == 0 ? oh : tail;
-                if (f16)
-                    k_.attn_values_f16(dst, p.head_dim_v, scores + r[0], n_max, group,
-                                       reinterpret_cast<const uint16_t*>(v0 + vr), c.v_width, r[2], p.head_dim_v);
-                else
-                    k_.attn_values_f32(dst, p.head_dim_v, scores + r[0], n_max, group,
-                                       reinterpret_cast<const float*>(v0 + vr), c.v_width, r[2], p.head_dim_v);
+                kv_values(k_, run == 0 ? oh : tail, scores + r[0], n_max, group, vh, r[1], r[2], conv, conv_sum);
                 if (run == 1) k_.add(oh, tail, group * p.head_dim_v);
             }
             for (int64_t i = 0; i < group; ++i)
@@ -504,14 +618,13 @@ void CpuBackend::attention_tiled(const KvCache& c, int64_t layer, const float* q
     const int64_t tb = std::clamp<int64_t>(32 / gqa, 1, n_tok);  // tokens per item
     const int64_t n_tb = (n_tok + tb - 1) / tb;
     const int64_t mq_max = tb * gqa;
-    const bool f16 = c.type == KvType::F16;
-    const size_t elt = f16 ? 2 : 4;
-    const uint8_t* kbase = static_cast<const uint8_t*>(c.k[layer]);
-    const uint8_t* vbase = static_cast<const uint8_t*>(c.v[layer]);
     const int64_t cells = kv_cells(c, layer);
-    // per thread: Q block, K^T block, a converted key row, scores, output, the block's values, max, sum
+    static_assert(kKeyBlock <= kKvChunk, "a key block's quantized values convert in one chunk");
+    const int64_t n_conv = kv_quantized(c.type_v) ? kKeyBlock * dv : 0;
+    // per thread: Q block, K^T block, a converted key row, scores, output, the block's values, max, sum,
+    // and a block of quantized values converted to floats
     const size_t need = static_cast<size_t>(mq_max * dk + dk * kKeyBlock + dk + mq_max * kKeyBlock + 2 * mq_max * dv +
-                                            2 * mq_max);
+                                            2 * mq_max + n_conv);
     pool_.parallel_for(n_tb * p.n_head_kv, 1, [&](int64_t begin, int64_t end, int thread) {
         float* qb = scratch(thread, need);
         float* kt = qb + mq_max * dk;
@@ -521,9 +634,12 @@ void CpuBackend::attention_tiled(const KvCache& c, int64_t layer, const float* q
         float* pv = o + mq_max * dv;
         float* mx = pv + mq_max * dv;
         float* l = mx + mq_max;
+        float* vconv = l + mq_max;
         for (int64_t item = begin; item < end; ++item) {
             // items of the same KV head are neighbours: consecutive items share its cached rows
             const int64_t kvh = item / n_tb;
+            const KvHead kh = kv_head(c, layer, false, kvh, dk);
+            const KvHead vh = kv_head(c, layer, true, kvh, dv);
             const int64_t t0 = (item % n_tb) * tb, t1 = std::min(n_tok, t0 + tb);
             const int64_t mq = (t1 - t0) * gqa;
             for (int64_t t = t0; t < t1; ++t)  // query i = (t - t0) * gqa + g is head kvh * gqa + g of token t
@@ -541,11 +657,14 @@ void CpuBackend::attention_tiled(const KvCache& c, int64_t layer, const float* q
                         for (int64_t d = 0; d < dk; ++d) kt[d * kKeyBlock + j] = 0.0f;
                         continue;
                     }
-                    const uint8_t* row = kbase + (static_cast<size_t>(((kb + j) % cells) * c.k_width + kvh * dk)) * elt;
+                    const uint8_t* row = kh.row((kb + j) % cells);
                     const float* kr = reinterpret_cast<const float*>(row);
-                    if (f16) {
+                    if (kh.type == KvType::F16) {
                         std::fill(krow, krow + dk, 0.0f);
                         k_.axpy_f16(krow, 1.0f, reinterpret_cast<const uint16_t*>(row), dk);
+                        kr = krow;
+                    } else if (kh.type != KvType::F32) {
+                        k_.dequant_kv(kv_tensor_type(kh.type), row, krow, dk);
                         kr = krow;
                     }
                     for (int64_t d = 0; d < dk; ++d) kt[d * kKeyBlock + j] = kr[d];
@@ -575,13 +694,8 @@ void CpuBackend::attention_tiled(const KvCache& c, int64_t layer, const float* q
                 const int64_t runs[2][3] = {{0, row0, run0}, {run0, 0, nk - run0}};  // {key index, row, length}
                 for (const auto& r : runs) {
                     if (r[2] == 0) continue;
-                    const uint8_t* v0 = vbase + (static_cast<size_t>(r[1] * c.v_width + kvh * dv)) * elt;
-                    if (f16)
-                        k_.attn_values_f16(pv, dv, sc + r[0], kKeyBlock, mq, reinterpret_cast<const uint16_t*>(v0),
-                                           c.v_width, r[2], dv);
-                    else
-                        k_.attn_values_f32(pv, dv, sc + r[0], kKeyBlock, mq, reinterpret_cast<const float*>(v0),
-                                           c.v_width, r[2], dv);
+                    // r[2] <= kKvChunk: no chunk after the first, so no sum buffer
+                    kv_values(k_, pv, sc + r[0], kKeyBlock, mq, vh, r[1], r[2], vconv, nullptr);
                     k_.add(o, pv, mq * dv);
                 }
             }

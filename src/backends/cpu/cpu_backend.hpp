@@ -35,6 +35,9 @@ public:
 
     float* alloc_f32(size_t n) override;
     void alloc_kv(KvCache* cache) override;
+    void kv_read(const KvCache& cache, int64_t layer, bool value, int64_t row0, int64_t n_rows, void* dst) override;
+    void kv_write(const KvCache& cache, int64_t layer, bool value, int64_t row0, int64_t n_rows,
+                  const void* src) override;
     void to_host(const float* src, float* dst, size_t n) override;
     void from_host(const float* src, float* dst, size_t n) override;
 

@@ -121,12 +121,14 @@ void attn_scores_t(float* s, int64_t lds, const float* q, int64_t ldq, int64_t n
         }
 }
 
+void dequant_kv(TensorType type, const uint8_t* src, float* dst, int64_t n) { dequantize_row(type, src, dst, n); }
+
 const KernelSet kScalar = {
     "scalar",    nullptr,   nullptr,  nullptr,  nullptr,  nullptr,     dot_f32,   dot_f16,  axpy_f32, axpy_f16,
     to_f16,      sum_squares, scale_mul, silu_mul, gelu_mul,  add,     scale,    softcap,  exp_sum,
     attn_scores<uint16_t, dot_f16>, attn_scores<float, dot_f32_rev>,
     attn_values<uint16_t, axpy_f16>, attn_values<float, axpy_f32>,
-    nullptr,     nullptr,   attn_scores_t, nullptr,
+    nullptr,     nullptr,   attn_scores_t, nullptr,   dequant_kv,
 };
 
 const KernelSet* best() {

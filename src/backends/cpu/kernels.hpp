@@ -136,6 +136,12 @@ struct KernelSet {
     // ones (xq[t].q8, d, sum, sum32).
     void (*matvec_packed)(TensorType type, const uint8_t* packed, int64_t lo, int64_t hi, int64_t n,
                           const QuantizedRow* xq, int64_t n_tok, float* y, int64_t ldy, bool exact);
+
+    // --- the quantized KV cache (every set) ---
+    // n values (n % 32 == 0) of Q8_0 or Q4_0 blocks at src to floats, equal to
+    // dequantize_row's (each value is one product d * q, rounded once): attention
+    // over such a cache converts a block of rows with it, then runs the f32 kernels.
+    void (*dequant_kv)(TensorType type, const uint8_t* src, float* dst, int64_t n);
 };
 
 // The u8 panel: weight rows unpacked by unpack_row_u8 (quant/unpack.hpp), in

@@ -1023,6 +1023,36 @@ void k_gemm_u8(const uint8_t* panel, int64_t n_rows, int64_t n, const int8_t* xq
         gemm_u8_any<false>(panel, n_rows, n, xq, xd, xs, n_tok, y, ldy);
 }
 
+// ---- the quantized KV cache ---------------------------------------------------
+
+// Q8_0 / Q4_0 blocks to floats, 8 values at a time as (float) q * d: the same single
+// rounded product as the scalar dequantize_row, so the results are equal bit for bit.
+void k_dequant_kv(TensorType type, const uint8_t* src, float* dst, int64_t n) {
+    if (type == TensorType::Q8_0) {
+        for (int64_t b = 0; b < n / 32; ++b, src += 34, dst += 32) {
+            const float d = V::h2f(rd16(src));
+            for (int k = 0; k < 4; ++k) V::s8x8_to_f32(src + 2 + 8 * k, d, dst + 8 * k);
+        }
+        return;
+    }
+    // Q4_0: element j is the low nibble of byte j, j + 16 the high one; each becomes the
+    // int8 nibble - 8, eight at a time in a 64-bit word: n - 8 is n ^ 8 with bits 4..7
+    // set where bit 3 of n is clear (then n - 8 < 0); (bit 3) * 0x1E sets them, no carry.
+    constexpr uint64_t kLo = 0x0F0F0F0F0F0F0F0Full, kBit3 = 0x0808080808080808ull;
+    const auto minus8 = [](uint64_t nib) { return (nib ^ kBit3) | ((~nib & kBit3) * 0x1E); };
+    uint64_t q[4];  // the 32 values as int8
+    for (int64_t b = 0; b < n / 32; ++b, src += 18, dst += 32) {
+        const float d = V::h2f(rd16(src));
+        uint64_t w[2];
+        __builtin_memcpy(w, src + 2, 16);
+        q[0] = minus8(w[0] & kLo);
+        q[1] = minus8(w[1] & kLo);
+        q[2] = minus8((w[0] >> 4) & kLo);
+        q[3] = minus8((w[1] >> 4) & kLo);
+        for (int k = 0; k < 4; ++k) V::s8x8_to_f32(reinterpret_cast<const uint8_t*>(q + k), d, dst + 8 * k);
+    }
+}
+
 // The packed-row product where the set's traits have one (x86), else null (a
 // template, so that the requires-expression is checked, not an error, for T).
 template <class T>
@@ -1038,5 +1068,5 @@ constexpr KernelSet make_kernel_set(const char* name) {
                      k_axpy_f32,  k_axpy_f16,     k_to_f16,      k_sum_squares, k_scale_mul, k_silu_mul,
                      k_gelu_mul,  k_add,          k_scale,       k_softcap,     k_exp_sum,      k_attn_scores<uint16_t>, k_attn_scores<float>,
                      k_attn_values<uint16_t>, k_attn_values<float>, k_quantize_row8_16, k_gemm_u8,
-                     k_attn_scores_t, packed_member<V>()};
+                     k_attn_scores_t, packed_member<V>(), k_dequant_kv};
 }

@@ -1,4 +1,5 @@
-// Causal grouped-query attention over an F16 or F32 KV cache, flash style:
+// Causal grouped-query attention over an F16, F32, Q8_0 or Q4_0 KV cache (keys
+// and values each of their own type), flash style:
 // one pass over the cached keys in tiles, with an online softmax, so no
 // [n_tok, n_kv] score matrix is ever stored and any context length works.
 // A sliding window (n_swa > 0) limits the query at position p to positions
@@ -13,11 +14,12 @@
 //
 // Block: 4 warps. Per tile of kTile = 32 positions the block stages K and V in
 // shared memory as floats ([kTile, dk + 1]: the +1 pad makes lane j's reads of
-// row j conflict-free), then each warp takes its rows (row w + 4i of the
-// block's kRows for warp w): lane j computes the score of key j for each row,
-// the warp reduces max and sum (shuffles), and every lane accumulates output
-// dims lane, lane + 32, ... (up to 256) in registers, with the probabilities
-// broadcast by shuffle.
+// row j conflict-free; Q8_0 / Q4_0 rows dequantized on the way, each value the
+// one product d * q of quant/dequantize.cpp), then each warp takes its rows
+// (row w + 4i of the block's kRows for warp w): lane j computes the score of
+// key j for each row, the warp reduces max and sum (shuffles), and every lane
+// accumulates output dims lane, lane + 32, ... (up to 256) in registers, with
+// the probabilities broadcast by shuffle.
 //
 // With more than one KV split (a token step over a long context: few rows,
 // many positions), each block writes its un-normalised output plus its max and
@@ -30,6 +32,7 @@
 #include <cstdint>
 
 #include "backends/cuda/cuda_kernels.cuh"
+#include "backends/cuda/cuda_quant.cuh"
 
 namespace ember::cuda {
 namespace {
@@ -44,9 +47,10 @@ constexpr int kMaxSplits = 64;
 constexpr int64_t kMinSplitLen = 128;  // positions a split gets at least
 
 struct KernelArgs {
-    const void* k;
-    const void* v;
-    int64_t k_width, v_width;
+    const uint8_t* k;  // the layer's rows, the first KV head's slice at the start of each
+    const uint8_t* v;
+    int64_t k_row, v_row;    // bytes per row (kv_row_bytes of the width)
+    int64_t k_head, v_head;  // bytes from one KV head's slice to the next (kv_row_bytes of dk / dv)
     int64_t cells;    // rows of k and v: position j is row j % cells
     int64_t window;   // a query at p sees p - window < j <= p (INT64_MAX: all of 0..p)
     int64_t kv_base;  // the first position split 0 covers (the first one the batch's first token sees)
@@ -60,8 +64,24 @@ struct KernelArgs {
     int use_partials;  // 1: write partials, 0: write the normalised output
 };
 
-__device__ __forceinline__ float to_f32(__half h) { return __half2float(h); }
-__device__ __forceinline__ float to_f32(float f) { return f; }
+// Element d of a head's slice that starts at `row`, in cache type T (a KvType as int).
+// A quantized slice is whole blocks: element d is value d % 32 of block d / 32.
+template <int T>
+__device__ __forceinline__ float kv_load(const uint8_t* row, int d) {
+    if constexpr (T == static_cast<int>(KvType::F16)) {
+        return __half2float(reinterpret_cast<const __half*>(row)[d]);
+    } else if constexpr (T == static_cast<int>(KvType::F32)) {
+        return reinterpret_cast<const float*>(row)[d];
+    } else if constexpr (T == static_cast<int>(KvType::Q8_0)) {
+        const uint8_t* b = row + (d >> 5) * 34;  // BlockQ8_0: f16 d, int8 qs[32]
+        return __fmul_rn(static_cast<float>(static_cast<int8_t>(b[2 + (d & 31)])), ld_f16(b));
+    } else {
+        const uint8_t* b = row + (d >> 5) * 18;  // BlockQ4_0: f16 d, qs[16]: element j low nibble, j + 16 high
+        const int j = d & 31;
+        const int q = j < 16 ? (b[2 + j] & 0x0F) : (b[2 + j - 16] >> 4);
+        return __fmul_rn(ld_f16(b), static_cast<float>(q - 8));
+    }
+}
 
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
@@ -74,7 +94,7 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-template <class T>
+template <int TK, int TV>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
     extern __shared__ float smem[];
     const int dk = a.dk, dv = a.dv;
@@ -94,8 +114,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
     const int64_t first_seen = a.pos0 + t_first - a.window + 1;  // may be negative: then split_lo >= 0 wins
     const int64_t kv_lo = max(split_lo, first_seen);
     const int64_t kv_hi = min(split_lo + a.chunk, a.pos0 + t_last + 1);
-    const T* kbase = static_cast<const T*>(a.k) + static_cast<int64_t>(kvh) * dk;
-    const T* vbase = static_cast<const T*>(a.v) + static_cast<int64_t>(kvh) * dv;
+    const uint8_t* kbase = a.k + static_cast<int64_t>(kvh) * a.k_head;
+    const uint8_t* vbase = a.v + static_cast<int64_t>(kvh) * a.v_head;
 
     for (int e = tid; e < kRows * dk; e += blockDim.x) {
         const int r = e / dk, d = e % dk;
@@ -132,13 +152,13 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(KernelArgs a) {
             int64_t r = r0 + j;
             if (r >= a.cells) r -= a.cells;
             // rows past the range are zeros, never garbage: p = 0 times a NaN would still be NaN
-            ks[j * (dk + 1) + d] = j < n_in ? to_f32(kbase[r * a.k_width + d]) : 0.0f;
+            ks[j * (dk + 1) + d] = j < n_in ? kv_load<TK>(kbase + r * a.k_row, d) : 0.0f;
         }
         for (int e = tid; e < kTile * dv; e += blockDim.x) {
             const int j = e / dv, d = e % dv;
             int64_t r = r0 + j;
             if (r >= a.cells) r -= a.cells;
-            vs[e] = j < n_in ? to_f32(vbase[r * a.v_width + d]) : 0.0f;
+            vs[e] = j < n_in ? kv_load<TV>(vbase + r * a.v_row, d) : 0.0f;
         }
         __syncthreads();
 
@@ -233,6 +253,26 @@ __global__ void attention_combine_kernel(const float* __restrict__ partials, int
     }
 }
 
+using AttentionKernel = void (*)(KernelArgs);
+
+// The kernel for a pair of cache types (KvType's values as the template arguments).
+template <int TK>
+AttentionKernel kernel_for(int tv) {
+    return tv == 0 ? attention_kernel<TK, 0> : tv == 1 ? attention_kernel<TK, 1> : tv == 2 ? attention_kernel<TK, 2>
+                                                                                           : attention_kernel<TK, 3>;
+}
+AttentionKernel attention_kernel_for(KvType tk, KvType tv) {
+    const int v = static_cast<int>(tv);
+    switch (tk) {
+        case KvType::F16: return kernel_for<0>(v);
+        case KvType::F32: return kernel_for<1>(v);
+        case KvType::Q8_0: return kernel_for<2>(v);
+        case KvType::Q4_0: return kernel_for<3>(v);
+    }
+    return nullptr;
+}
+constexpr KvType kKvTypes[] = {KvType::F16, KvType::F32, KvType::Q8_0, KvType::Q4_0};
+
 }  // namespace
 
 size_t attention_smem_bytes(int dk, int dv) {
@@ -241,11 +281,14 @@ size_t attention_smem_bytes(int dk, int dv) {
 }
 
 cudaError_t attention_set_smem_limit(size_t bytes) {
-    cudaError_t e = cudaFuncSetAttribute(attention_kernel<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(bytes));
-    if (e != cudaSuccess) return e;
-    return cudaFuncSetAttribute(attention_kernel<float>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                static_cast<int>(bytes));
+    for (KvType tk : kKvTypes)
+        for (KvType tv : kKvTypes) {
+            const cudaError_t e = cudaFuncSetAttribute(attention_kernel_for(tk, tv),
+                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                       static_cast<int>(bytes));
+            if (e != cudaSuccess) return e;
+        }
+    return cudaSuccess;
 }
 
 cudaError_t launch_attention(const AttnArgs& a, cudaStream_t stream) {
@@ -256,6 +299,9 @@ cudaError_t launch_attention(const AttnArgs& a, cudaStream_t stream) {
     const int64_t gqa = a.n_head / a.n_head_kv;
     const int64_t n_row_blocks = (a.n_tok * gqa + kRows - 1) / kRows;
     if (a.cells <= 0 || a.n_swa < 0) return cudaErrorInvalidValue;
+    const auto quantized = [](KvType t) { return t == KvType::Q8_0 || t == KvType::Q4_0; };
+    if ((quantized(a.type_k) && a.dk % 32 != 0) || (quantized(a.type_v) && a.dv % 32 != 0))
+        return cudaErrorInvalidValue;  // a head's slice must be whole blocks
     // the positions the batch reads: from the first token's first to the last token's own
     const int64_t kv_base = a.n_swa > 0 && a.pos0 >= a.n_swa ? a.pos0 - a.n_swa + 1 : 0;
     const int64_t n_kv = a.pos0 + a.n_tok - kv_base;
@@ -278,16 +324,31 @@ cudaError_t launch_attention(const AttnArgs& a, cudaStream_t stream) {
     }
     if (n_row_blocks > 0x7fffffff) return cudaErrorInvalidValue;
 
-    KernelArgs k{a.k,     a.v,       a.k_width,  a.v_width, a.cells, a.n_swa > 0 ? a.n_swa : INT64_MAX,
-                 kv_base, a.q,       a.out,      a.partials, a.n_tok, a.pos0,    a.n_head, static_cast<int>(gqa),
-                 a.dk,    a.dv,      a.scale,    chunk,      use_partials ? 1 : 0};
+    KernelArgs k{static_cast<const uint8_t*>(a.k),
+                 static_cast<const uint8_t*>(a.v),
+                 static_cast<int64_t>(kv_row_bytes(a.type_k, a.k_width)),
+                 static_cast<int64_t>(kv_row_bytes(a.type_v, a.v_width)),
+                 static_cast<int64_t>(kv_row_bytes(a.type_k, a.dk)),
+                 static_cast<int64_t>(kv_row_bytes(a.type_v, a.dv)),
+                 a.cells,
+                 a.n_swa > 0 ? a.n_swa : INT64_MAX,
+                 kv_base,
+                 a.q,
+                 a.out,
+                 a.partials,
+                 a.n_tok,
+                 a.pos0,
+                 a.n_head,
+                 static_cast<int>(gqa),
+                 a.dk,
+                 a.dv,
+                 a.scale,
+                 chunk,
+                 use_partials ? 1 : 0};
     const dim3 grid(static_cast<unsigned>(n_row_blocks), static_cast<unsigned>(n_split),
                     static_cast<unsigned>(a.n_head_kv));
     const size_t smem = attention_smem_bytes(a.dk, a.dv);
-    if (a.f16)
-        attention_kernel<__half><<<grid, kWarps * 32, smem, stream>>>(k);
-    else
-        attention_kernel<float><<<grid, kWarps * 32, smem, stream>>>(k);
+    attention_kernel_for(a.type_k, a.type_v)<<<grid, kWarps * 32, smem, stream>>>(k);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || !use_partials) return e;
     attention_combine_kernel<<<static_cast<unsigned>(n_out_rows), 128, 0, stream>>>(

@@ -29,6 +29,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "backends/backend.hpp"
@@ -183,7 +184,13 @@ public:
 
     void alloc_kv(KvCache* c) override {
         no_capture("alloc_kv");
-        const size_t elt = c->type == KvType::F16 ? 2 : 4;
+        const size_t k_row = kv_row_bytes(c->type_k, c->k_width), v_row = kv_row_bytes(c->type_v, c->v_width);
+        for (const auto& [type, width, what] : {std::tuple{c->type_k, c->k_width, "k_width"},
+                                                 std::tuple{c->type_v, c->v_width, "v_width"}})
+            if ((type == KvType::Q8_0 || type == KvType::Q4_0) && width % 32 != 0)
+                fail(ErrorCode::InvalidArgument, std::string("alloc_kv: a Q8_0 / Q4_0 cache needs rows of whole "
+                                                             "blocks of 32, but ") + what + " is " +
+                                                     std::to_string(width) + "; use an f16 cache");
         for (int64_t l = 0; l < c->n_layer; ++l) {
             const int64_t cells = kv_cells(*c, l);
             if (cells <= 0 || cells > c->n_ctx)
@@ -194,14 +201,39 @@ public:
         std::vector<void*> ptrs(static_cast<size_t>(2 * c->n_layer), nullptr);
         for (int64_t l = 0; l < c->n_layer; ++l) {
             const int64_t cells = kv_cells(*c, l);  // a sliding-window layer's ring, or n_ctx rows
-            ptrs[static_cast<size_t>(l)] =
-                device_alloc(static_cast<size_t>(cells * c->k_width) * elt, "cudaMalloc (KV cache, keys)");
+            // zeroed (device_alloc): a row read before kv_store wrote it (a restored session's
+            // gaps) is zeros, never NaN garbage
+            ptrs[static_cast<size_t>(l)] = device_alloc(static_cast<size_t>(cells) * k_row, "cudaMalloc (KV cache, keys)");
             ptrs[static_cast<size_t>(c->n_layer + l)] =
-                device_alloc(static_cast<size_t>(cells * c->v_width) * elt, "cudaMalloc (KV cache, values)");
+                device_alloc(static_cast<size_t>(cells) * v_row, "cudaMalloc (KV cache, values)");
         }
         kv_ptrs_.push_back(std::move(ptrs));
         c->k = kv_ptrs_.back().data();
         c->v = kv_ptrs_.back().data() + c->n_layer;
+    }
+
+    void kv_read(const KvCache& c, int64_t layer, bool value, int64_t row0, int64_t n_rows, void* dst) override {
+        no_capture("kv_read");
+        const size_t row = kv_rows(c, layer, value, row0, n_rows, "kv_read");
+        if (n_rows == 0) return;
+        const auto* base = static_cast<const uint8_t*>(value ? c.v[layer] : c.k[layer]);
+        check(cudaMemcpyAsync(dst, base + static_cast<size_t>(row0) * row, static_cast<size_t>(n_rows) * row,
+                              cudaMemcpyDeviceToHost, stream_),
+              "cudaMemcpyAsync (KV rows to host)");
+        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (KV rows to host)");
+    }
+
+    void kv_write(const KvCache& c, int64_t layer, bool value, int64_t row0, int64_t n_rows,
+                  const void* src) override {
+        no_capture("kv_write");
+        const size_t row = kv_rows(c, layer, value, row0, n_rows, "kv_write");
+        if (n_rows == 0) return;
+        auto* base = static_cast<uint8_t*>(value ? c.v[layer] : c.k[layer]);
+        check(cudaMemcpyAsync(base + static_cast<size_t>(row0) * row, src, static_cast<size_t>(n_rows) * row,
+                              cudaMemcpyHostToDevice, stream_),
+              "cudaMemcpyAsync (KV rows from host)");
+        // the caller may reuse src as soon as this returns
+        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (KV rows from host)");
     }
 
     void to_host(const float* src, float* dst, size_t n) override {
@@ -314,11 +346,10 @@ public:
         if (n_tok <= 0) return;
         // the batch's rows must be distinct rows of the ring
         check_cache(c, layer, pos0, n_tok, n_tok, "kv_store");
-        const bool f16 = c.type == KvType::F16;
         const int64_t cells = kv_cells(c, layer);
-        check(cuda::launch_kv_store(k, c.k[layer], f16, c.k_width, cells, pos0, n_tok, stream_),
+        check(cuda::launch_kv_store(k, c.k[layer], c.type_k, c.k_width, cells, pos0, n_tok, stream_),
               "kv_store kernel (keys)");
-        check(cuda::launch_kv_store(v, c.v[layer], f16, c.v_width, cells, pos0, n_tok, stream_),
+        check(cuda::launch_kv_store(v, c.v[layer], c.type_v, c.v_width, cells, pos0, n_tok, stream_),
               "kv_store kernel (values)");
     }
 
@@ -342,10 +373,16 @@ public:
                                              std::to_string(p.head_dim_v) +
                                              " are more than this GPU's kernels handle (at most 256); run the "
                                              "layers on the CPU (lower n_gpu_layers, -ngl)");
+        const auto quantized = [](KvType t) { return t == KvType::Q8_0 || t == KvType::Q4_0; };
+        if ((quantized(c.type_k) && p.head_dim_k % 32 != 0) || (quantized(c.type_v) && p.head_dim_v % 32 != 0))
+            fail(ErrorCode::InvalidArgument, "attention: head dims " + std::to_string(p.head_dim_k) + "/" +
+                                                 std::to_string(p.head_dim_v) +
+                                                 " are not whole blocks of 32 of the Q8_0 / Q4_0 cache; use an f16 cache");
         cuda::AttnArgs a;
         a.k = c.k[layer];
         a.v = c.v[layer];
-        a.f16 = c.type == KvType::F16;
+        a.type_k = c.type_k;
+        a.type_v = c.type_v;
         a.k_width = c.k_width;
         a.v_width = c.v_width;
         a.cells = kv_cells(c, layer);
@@ -485,6 +522,18 @@ private:
                      std::to_string(pos0 + n_tok - 1) + " (" + std::to_string(span) +
                      " positions held at once) do not fit the cache (" + std::to_string(c.n_layer) + " layers, " +
                      std::to_string(cells) + " cells in this layer, n_ctx " + std::to_string(c.n_ctx) + ")");
+    }
+
+    // Bytes per row of layer's keys (value = false) or values, after checking that rows
+    // row0 .. row0 + n_rows - 1 are rows of the layer.
+    size_t kv_rows(const KvCache& c, int64_t layer, bool value, int64_t row0, int64_t n_rows, const char* op) {
+        const int64_t cells = layer >= 0 && layer < c.n_layer ? kv_cells(c, layer) : 0;
+        if (cells <= 0 || row0 < 0 || n_rows < 0 || row0 + n_rows > cells)
+            fail(ErrorCode::InvalidArgument, std::string(op) + ": layer " + std::to_string(layer) + ", rows " +
+                                                 std::to_string(row0) + ".." + std::to_string(row0 + n_rows - 1) +
+                                                 " are outside the cache (" + std::to_string(c.n_layer) + " layers, " +
+                                                 std::to_string(cells) + " rows in this layer)");
+        return value ? kv_row_bytes(c.type_v, c.v_width) : kv_row_bytes(c.type_k, c.k_width);
     }
 
     // Zeroed device memory owned by the backend.

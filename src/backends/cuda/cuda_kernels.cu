@@ -282,6 +282,58 @@ __global__ void kv_store_f32_kernel(const float* __restrict__ src, float* __rest
     for (int64_t i = global_index(); i < n; i += global_stride()) dst[i] = src[i];
 }
 
+// One thread per block of 32 values: row t's block b goes to row (row0 + t) % cells.
+// The reference quantizer's steps (quant/quantize.cpp), each rounded on its own
+// (__fdiv_rn, __fmul_rn, __fadd_rn: nothing fused), so the bytes equal the CPU's.
+//   Q8_0: d = amax / 127, q = round(x / d) (half away from zero), clipped to +-127;
+//   Q4_0: d = (the element of largest magnitude, sign kept) / -8,
+//         q = trunc(x / d + 8.5) clipped to 0..15.
+template <bool kQ8>
+__global__ void kv_store_q_kernel(const float* __restrict__ src, uint8_t* __restrict__ dst, int64_t width,
+                                  int64_t cells, int64_t row0, int64_t n_blocks) {
+    const int64_t per_row = width / 32;
+    constexpr int kBytes = kQ8 ? 34 : 18;
+    for (int64_t idx = global_index(); idx < n_blocks; idx += global_stride()) {
+        const int64_t t = idx / per_row, b = idx % per_row;
+        const float* x = src + t * width + b * 32;
+        uint8_t* y = dst + ((row0 + t) % cells) * (per_row * kBytes) + b * kBytes;
+        float d;
+        if (kQ8) {
+            float amax = 0.0f;
+            for (int j = 0; j < 32; ++j) amax = fmaxf(amax, fabsf(x[j]));
+            d = __fdiv_rn(amax, 127.0f);
+        } else {
+            float amax = 0.0f, max = 0.0f;
+            for (int j = 0; j < 32; ++j)
+                if (amax < fabsf(x[j])) {
+                    amax = fabsf(x[j]);
+                    max = x[j];
+                }
+            d = __fdiv_rn(max, -8.0f);
+        }
+        const float id = d == 0.0f ? 0.0f : __fdiv_rn(1.0f, d);
+        const unsigned short h = __half_as_ushort(__float2half_rn(d));
+        y[0] = static_cast<uint8_t>(h & 0xff);
+        y[1] = static_cast<uint8_t>(h >> 8);
+        if (kQ8) {
+            for (int j = 0; j < 32; ++j) {
+                const float r = roundf(__fmul_rn(x[j], id));  // |r| <= 127 unless x holds NaN / inf
+                const int q = r >= -127.0f && r <= 127.0f ? static_cast<int>(r) : (r > 0.0f ? 127 : r < 0.0f ? -127 : 0);
+                y[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(q));
+            }
+        } else {
+            for (int j = 0; j < 16; ++j) {
+                int q[2];
+                for (int h2 = 0; h2 < 2; ++h2) {
+                    const float v = __fadd_rn(__fmul_rn(x[j + 16 * h2], id), 8.5f);
+                    q[h2] = !(v >= 0.0f) ? 0 : v >= 15.0f ? 15 : static_cast<int>(v);  // NaN gives 0
+                }
+                y[2 + j] = static_cast<uint8_t>(q[0] | (q[1] << 4));
+            }
+        }
+    }
+}
+
 __global__ void to_f16_kernel(const float* __restrict__ x, __half* __restrict__ y, int64_t n) {
     for (int64_t i = global_index(); i < n; i += global_stride()) y[i] = __float2half_rn(x[i]);
 }
@@ -439,10 +491,23 @@ cudaError_t launch_rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_di
     return cudaGetLastError();
 }
 
-cudaError_t launch_kv_store(const float* src, void* dst, bool f16, int64_t width, int64_t cells, int64_t pos0,
+cudaError_t launch_kv_store(const float* src, void* dst, KvType type, int64_t width, int64_t cells, int64_t pos0,
                             int64_t n_tok, cudaStream_t stream) {
     if (n_tok <= 0 || width <= 0) return cudaSuccess;
     if (cells <= 0 || n_tok > cells || pos0 < 0) return cudaErrorInvalidValue;
+    if (type == KvType::Q8_0 || type == KvType::Q4_0) {
+        if (width % 32 != 0) return cudaErrorInvalidValue;
+        const int64_t n_blocks = n_tok * (width / 32);
+        auto* d = static_cast<uint8_t*>(dst);
+        if (type == KvType::Q8_0)
+            kv_store_q_kernel<true><<<grid_for(n_blocks), kThreads, 0, stream>>>(src, d, width, cells, pos0 % cells,
+                                                                                n_blocks);
+        else
+            kv_store_q_kernel<false><<<grid_for(n_blocks), kThreads, 0, stream>>>(src, d, width, cells, pos0 % cells,
+                                                                                 n_blocks);
+        return cudaGetLastError();
+    }
+    const bool f16 = type == KvType::F16;
     // the rows from pos0 % cells to the end of the ring, then (when the batch wraps) from row 0
     const int64_t row0 = pos0 % cells;
     const int64_t first = std::min(n_tok, cells - row0);

@@ -55,10 +55,13 @@ cudaError_t launch_rms_norm(const float* x, const float* weight, int64_t n_tok, 
 cudaError_t launch_rope(float* x, int64_t n_tok, int64_t n_head, int64_t head_dim, int64_t pos0,
                         const RopeParams& p, cudaStream_t stream);
 
-// dst row (pos0 + t) % cells = src row t for t < n_tok, as fp16 or f32: a ring of
-// `cells` rows (0 < n_tok <= cells), written as at most two contiguous runs.
-// src: [n_tok, width], dst: [cells, width]
-cudaError_t launch_kv_store(const float* src, void* dst, bool f16, int64_t width, int64_t cells, int64_t pos0,
+// dst row (pos0 + t) % cells = src row t for t < n_tok, in `type`: a ring of
+// `cells` rows (0 < n_tok <= cells). F16 / F32 are written as at most two
+// contiguous runs; Q8_0 / Q4_0 (width % 32 == 0) a block of 32 per thread, with
+// the arithmetic of the scalar reference quantizer (quant/quantize.cpp), so the
+// rows equal the CPU backend's bit for bit.
+// src: [n_tok, width], dst: [cells, kv_row_bytes(type, width)] bytes
+cudaError_t launch_kv_store(const float* src, void* dst, KvType type, int64_t width, int64_t cells, int64_t pos0,
                             int64_t n_tok, cudaStream_t stream);
 
 // out = silu(gate) * up;  out = gelu_tanh(gate) * up;  x += y   (n floats; out may alias gate or up)
@@ -77,9 +80,9 @@ cudaError_t launch_softcap(float* x, float cap, int64_t n, cudaStream_t stream);
 // reads is still in the ring after its own kv_store:
 //   pos0 + n_tok - 1 - attn_first_pos(pos0, n_swa) < cells.
 struct AttnArgs {
-    const void* k = nullptr;  // [cells, k_width] f16 or f32: the layer's key rows
-    const void* v = nullptr;  // [cells, v_width]
-    bool f16 = true;
+    const void* k = nullptr;  // [cells, k_width] in type_k (kv_row_bytes per row): the layer's key rows
+    const void* v = nullptr;  // [cells, v_width] in type_v
+    KvType type_k = KvType::F16, type_v = KvType::F16;  // the block types need dk / dv % 32 == 0
     int64_t k_width = 0, v_width = 0;
     int64_t cells = 0;        // rows of k and v (kv_cells)
     int n_swa = 0;            // sliding window (0: full causal attention)
