@@ -6,6 +6,7 @@
 #include "ember/error.hpp"
 #include "ember/gguf.hpp"
 #include "ember/grammar.hpp"
+#include "ember/memory.hpp"
 #include "ember/model.hpp"
 #include "ember/quant.hpp"
 #include "ember/sampler.hpp"

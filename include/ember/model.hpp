@@ -86,6 +86,12 @@ public:
     // The same with the options of LoadOptions (load(path, params) uses the defaults).
     static std::shared_ptr<const Model> load(const std::string& path, const ModelParams& params,
                                              const LoadOptions& options);
+    // The same under a memory budget (bytes; 0 = none): when the model's part of
+    // the estimate (ember/memory.hpp: MemoryEstimate::model_host) exceeds it, the
+    // load is refused with Error(OutOfMemory) before the weights are read, repacked
+    // or copied, giving the estimate, the budget and what to change.
+    static std::shared_ptr<const Model> load(const std::string& path, const ModelParams& params,
+                                             const LoadOptions& options, uint64_t memory_budget);
 
     ~Model();
     Model(const Model&) = delete;

@@ -36,6 +36,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,9 +53,15 @@
 namespace ember {
 
 enum class KvCacheType {
-    F16,  // default: half the memory, the precision llama.cpp uses
+    F16,   // default: half the memory, the precision llama.cpp uses
     F32,
+    Q8_0,  // 8.5 bits a value (blocks of 32 with an f16 scale, as GGUF's Q8_0): 53% of F16
+    Q4_0,  // 4.5 bits a value (GGUF's Q4_0): 28% of F16, at a measurable accuracy cost
+           // (docs/MEMORY.md has the perplexity of each type)
 };
+EMBER_API const char* kv_cache_type_name(KvCacheType t) noexcept;  // "f16", "f32", "q8_0", "q4_0"
+// Parses "f16", "f32", "q8_0", "q4_0" (as llama.cpp's -ctk / -ctv); InvalidArgument otherwise.
+EMBER_API KvCacheType parse_kv_cache_type(std::string_view name);
 
 // How the CPU multiplies quantized weights by activations.
 enum class Precision {
@@ -82,6 +89,20 @@ struct SessionParams {
     KvCacheType kv_type = KvCacheType::F16;
     // (no precision here: a member added to this struct would change its size for
     // callers built against the older header; see Session::set_precision)
+};
+
+// What SessionParams cannot hold without changing its size for callers built
+// against an older header: separate K and V cache types and a memory budget.
+// Pass it to Session(model, params, options).
+struct SessionOptions {
+    // The keys' / values' cache types (llama.cpp's -ctk / -ctv); unset: params.kv_type.
+    std::optional<KvCacheType> kv_type_k{};
+    std::optional<KvCacheType> kv_type_v{};
+    // Bytes the model and this session may use together (ember/memory.hpp's
+    // estimate: the model's part plus this session's); 0 = no budget. A session
+    // that would exceed it is refused before anything is allocated, with
+    // Error(OutOfMemory) giving the estimate, the budget and what to change.
+    uint64_t memory_budget = 0;
 };
 
 enum class StopReason {
@@ -159,7 +180,16 @@ class EMBER_API Session {
 public:
     // Allocates the KV cache and starts the threads. Throws InvalidArgument for
     // a null model or out-of-range params, OutOfMemory when the cache does not fit.
+    //
+    // The KV cache is committed (its pages touched) at creation, so that a session
+    // that was created never dies later of the kernel's OOM killer for lack of
+    // memory for its cache. Before allocating, the session's estimate
+    // (ember/memory.hpp) is checked: against options.memory_budget when one is
+    // set, else against the memory the process can get (MemAvailable + free swap,
+    // and the cgroup's memory.max minus its current use): OutOfMemory saying
+    // what it needs, what there is, and what to change.
     explicit Session(std::shared_ptr<const Model> model, const SessionParams& params = {});
+    Session(std::shared_ptr<const Model> model, const SessionParams& params, const SessionOptions& options);
     ~Session();
     Session(Session&&) noexcept;
     Session& operator=(Session&&) noexcept;
@@ -260,6 +290,26 @@ public:
         set_adapters(std::span<const AdapterScale>(adapters.begin(), adapters.size()));
     }
     const std::vector<AdapterScale>& adapters() const noexcept;
+
+    // ---- saved state (docs/SESSION_STATE.md has the file format) ----
+    // Writes the session's state: the history, the K and V rows of the tokens
+    // evaluated (sliding-window layers' ring cells included), the last logits and
+    // the adapter set, with the model's fingerprint and a checksum. The file is
+    // written to a temporary beside `path` and renamed over it, so a crash never
+    // leaves a half-written file. Io for a file that cannot be written;
+    // InvalidArgument during a call on this session.
+    void save(const std::string& path) const;
+    std::vector<uint8_t> save() const;  // the same bytes, in memory
+    // Replaces the session's state with a saved one. Refused, with nothing changed,
+    // for a file that is not a state file, of another version, truncated or
+    // corrupted (checksum), saved from another model (fingerprint), with another K
+    // or V cache type, more tokens than this session's n_ctx, or another adapter
+    // set than this session's: InvalidFile / InvalidArgument saying which.
+    void load(const std::string& path);
+    void load(std::span<const uint8_t> state);
+
+    KvCacheType kv_type_k() const noexcept;
+    KvCacheType kv_type_v() const noexcept;
 
     // Bytes of the KV cache (host and device): full-attention layers hold n_ctx
     // cells, sliding-window layers a ring of window + n_batch cells.

@@ -48,6 +48,8 @@ struct Model::Impl {
     // sessions (the grammar engine's view of the vocabulary); opaque here, guarded by the mutex.
     mutable std::mutex runtime_cache_mu;
     mutable std::shared_ptr<const void> grammar_vocab;
+    // the weights are the file's mapping (LoadOptions::use_mmap), not anonymous memory
+    bool mapped = true;
 };
 
 // Repacks the CPU-run matrices whose type the CPU kernels multiply packed

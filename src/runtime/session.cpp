@@ -17,6 +17,7 @@
 #include <new>
 #include <optional>
 #include <random>
+#include <tuple>
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/gpu.hpp"
@@ -25,6 +26,9 @@
 #include "ember/utf8.hpp"
 #include "model/forward.hpp"
 #include "runtime/grammar/matcher.hpp"
+#include "runtime/memory_impl.hpp"
+#include "runtime/session_impl.hpp"
+#include "common/thread_pool.hpp"
 
 namespace ember {
 namespace {
@@ -110,82 +114,48 @@ Precision resolve_precision(Precision p) {
 
 }  // namespace
 
-// How a generation is constrained, and what of it the caller sees (chat hides
-// the tool calls' syntax from on_piece).
-struct GenControl {
-    const Constraint* constraint = nullptr;  // null or an empty grammar: free text
-    bool hide_constrained = false;           // text from where the grammar starts is not streamed
-    size_t* grammar_from = nullptr;          // out: byte offset in the text where the grammar started, or npos
-};
+namespace {
 
-struct Session::Impl {
-    std::shared_ptr<const Model> model;
-    const Model::Impl* m = nullptr;
-    uint32_t n_ctx = 0;
-    uint32_t n_batch = 0;
-    std::vector<std::string> warnings;
-    Precision precision = Precision::Exact;  // resolved
-    std::unique_ptr<CpuBackend> backend;  // the token embedding, the CPU's layers, the head unless offloaded
-    std::unique_ptr<ProfilingBackend> profile;  // EMBER_PROFILE: wraps backend in the CPU stages; else null
-    KvCache cache;                        // the CPU's layers
-    ForwardBuffers buf;
-    std::unique_ptr<Backend> gpu;         // the offloaded layers (Model::Impl::offload), or null
-    KvCache gpu_cache;
-    ForwardBuffers gpu_buf;
-    std::vector<Stage> stages;            // the forward pass's split over the two
-    std::vector<float> staging;           // host copy of the residual stream where it crosses
-    // [n_past] the session's tokens. The first n_evaluated have their K/V in
-    // the cache; the rest are pending (generate's last sampled token, or
-    // tokens pending before an eval that was cancelled or failed) and go
-    // through the model at the next eval. A cancelled eval's own tokens that
-    // did not get through are dropped (Impl::eval).
-    std::vector<TokenId> tokens;
-    size_t n_evaluated = 0;
-    // Sliding-window layers keep a ring of their last cells (KvCache::cells):
-    // after a rewind (truncate) to a point whose window the ring no longer
-    // holds, the kept tokens are evaluated again from position 0.
-    std::vector<int64_t> cpu_cells, gpu_cells;  // [layers of the stage] rows per layer
-    int64_t ring_cells = 0;       // the smallest ring (0: no sliding-window layer)
-    int64_t max_written = -1;     // the highest position whose K/V rows were written
-    void replay_if_window_lost();
-    std::vector<float> logits;      // [n_vocab] the row of tokens[n_evaluated - 1]
-    bool logits_valid = false;      // logits belong to the last token and nothing is pending
-    std::vector<float> all_logits;  // [n, n_vocab] rows of the last eval(..., true)
-    // set by cancel(); cleared when a call ends (a cancel that came while it ran was
-    // meant for it, whether or not it reached another check), so only one that
-    // arrives while no call runs is held for the next call; reset() clears it too
-    std::atomic<bool> cancel{false};
-    void take_cancel_or_throw(const char* fn);  // a held cancel: clear it, throw Error(Cancelled)
-    // an eval() or generate() is running (set_adapters is refused then; so is a
-    // second call, e.g. from on_piece)
-    std::atomic<bool> in_call{false};
-    // LoRA: the adapters and their pairs for the CPU's stages and the GPU's
-    std::vector<AdapterScale> adapters;
-    LoraSet lora_host, lora_gpu;
-    // set_adapters changed the list: the cache's K/V rows are stale, and the next eval
-    // runs the history through the model again (without logits) before its own tokens
-    bool replay_all = false;
+KvType to_kv_type(KvCacheType t, const char* what) {
+    switch (t) {
+        case KvCacheType::F16: return KvType::F16;
+        case KvCacheType::F32: return KvType::F32;
+        case KvCacheType::Q8_0: return KvType::Q8_0;
+        case KvCacheType::Q4_0: return KvType::Q4_0;
+    }
+    invalid(fmt::format("Session: {} is not one of KvCacheType::F16, F32, Q8_0, Q4_0", what));
+}
 
-    // the vocabulary as the grammar engine sees it: built at the first constrained call
-    std::shared_ptr<const grammar::TokenVocab> grammar_vocab;
+KvCacheType from_kv_type(KvType t) {
+    switch (t) {
+        case KvType::F16: return KvCacheType::F16;
+        case KvType::F32: return KvCacheType::F32;
+        case KvType::Q8_0: return KvCacheType::Q8_0;
+        case KvType::Q4_0: return KvCacheType::Q4_0;
+    }
+    return KvCacheType::F16;
+}
 
-    ~Impl();
-    void generate(std::span<const TokenId> prompt, const GenerateParams& params, const PieceCallback& on_piece,
-                  GenerateResult& r, bool& in_callback, const GenControl& ctl = {});
-    [[noreturn]] void rethrow_as_generate_error(GenerateResult r, bool from_callback);
-    void check_tokens(std::span<const TokenId> ids, const char* fn, const char* what) const;
-    void eval(std::span<const TokenId> ids, bool want_all);
-    void run_forward(size_t n, bool want_all, float* out);  // tokens[n_evaluated, +n) through the model
-    bool has_logits() const { return logits_valid && n_evaluated == tokens.size() && !tokens.empty(); }
-};
+}  // namespace
 
-Session::Session(std::shared_ptr<const Model> model, const SessionParams& params) : impl_(std::make_unique<Impl>()) {
-    if (!model) invalid("Session: the model is null; load one with Model::load first");
-    Impl& s = *impl_;
-    s.model = std::move(model);
-    s.m = &s.model->impl();
-    const Hparams& hp = s.m->hp;
+const char* kv_cache_type_name(KvCacheType t) noexcept {
+    switch (t) {
+        case KvCacheType::F16: return "f16";
+        case KvCacheType::F32: return "f32";
+        case KvCacheType::Q8_0: return "q8_0";
+        case KvCacheType::Q4_0: return "q4_0";
+    }
+    return "unknown";
+}
 
+KvCacheType parse_kv_cache_type(std::string_view name) {
+    for (KvCacheType t : {KvCacheType::F16, KvCacheType::F32, KvCacheType::Q8_0, KvCacheType::Q4_0})
+        if (name == kv_cache_type_name(t)) return t;
+    invalid(fmt::format("'{}' is not a KV cache type; use f16, f32, q8_0 or q4_0", name));
+}
+
+mem::SessionShape resolve_session_shape(const Hparams& hp, const SessionParams& params, const SessionOptions& options,
+                                        std::vector<std::string>* warnings) {
     if (params.n_threads < 0)
         invalid(fmt::format("Session: n_threads is {}; use 0 for one thread per core, or a positive count",
                             params.n_threads));
@@ -194,17 +164,23 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     if (params.n_batch == 0) invalid("Session: n_batch is 0; it must be at least 1 (512 is a good default)");
     if (params.n_ctx > kMaxCtx)
         invalid(fmt::format("Session: n_ctx is {}; at most {} tokens are supported", params.n_ctx, kMaxCtx));
-    if (params.kv_type != KvCacheType::F16 && params.kv_type != KvCacheType::F32)
-        invalid("Session: kv_type is not one of KvCacheType::F16, KvCacheType::F32");
+    mem::SessionShape sh;
+    sh.type_k = to_kv_type(options.kv_type_k.value_or(params.kv_type), "the K cache type");
+    sh.type_v = to_kv_type(options.kv_type_v.value_or(params.kv_type), "the V cache type");
+    // the block types quantize each head's slice of a row in blocks of 32 values
+    for (const auto& [type, dim, which] : {std::tuple{sh.type_k, hp.head_dim_k, "K"}, {sh.type_v, hp.head_dim_v, "V"}})
+        if ((type == KvType::Q8_0 || type == KvType::Q4_0) && dim % 32 != 0)
+            invalid(fmt::format("Session: the {} cache cannot be {}: the model's heads have {} values, not a "
+                                "multiple of 32 (the block size); use f16 or f32",
+                                which, type == KvType::Q8_0 ? "q8_0" : "q4_0", dim));
 
-    s.precision = resolve_precision(Precision::Default);
-    s.n_ctx = params.n_ctx;
-    if (s.n_ctx == 0) s.n_ctx = hp.n_ctx_train ? std::min(hp.n_ctx_train, kDefaultCtxCap) : kDefaultCtxCap;
-    if (hp.n_ctx_train && s.n_ctx > hp.n_ctx_train)
-        s.warnings.push_back(fmt::format("n_ctx {} is larger than the {} tokens the model was trained with; "
-                                         "quality may drop beyond that length",
-                                         s.n_ctx, hp.n_ctx_train));
-    s.n_batch = std::min(params.n_batch, s.n_ctx);
+    sh.n_ctx = params.n_ctx;
+    if (sh.n_ctx == 0) sh.n_ctx = hp.n_ctx_train ? std::min(hp.n_ctx_train, kDefaultCtxCap) : kDefaultCtxCap;
+    if (warnings != nullptr && hp.n_ctx_train && sh.n_ctx > hp.n_ctx_train)
+        warnings->push_back(fmt::format("n_ctx {} is larger than the {} tokens the model was trained with; "
+                                        "quality may drop beyond that length",
+                                        sh.n_ctx, hp.n_ctx_train));
+    sh.n_batch = std::min(params.n_batch, sh.n_ctx);
     int n_threads = params.n_threads == 0 ? ThreadPool::hardware_threads() : params.n_threads;
     // more threads than cores: the pool's workers spin waiting for each other (-t 128 on
     // 2 cores took 34x the time, -t 1024 did not finish), so the count is capped unless
@@ -212,16 +188,47 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     if (const int cores = ThreadPool::hardware_threads(); n_threads > cores) {
         const char* env = std::getenv("EMBER_OVERSUBSCRIBE");
         if (env != nullptr && std::strcmp(env, "1") == 0) {
-            s.warnings.push_back(fmt::format("n_threads {} is more than the {} cores this process may use; kept "
-                                             "because EMBER_OVERSUBSCRIBE=1 (expect it to be slower than {})",
-                                             n_threads, cores, cores));
+            if (warnings != nullptr)
+                warnings->push_back(fmt::format("n_threads {} is more than the {} cores this process may use; kept "
+                                                "because EMBER_OVERSUBSCRIBE=1 (expect it to be slower than {})",
+                                                n_threads, cores, cores));
         } else {
-            s.warnings.push_back(fmt::format(
-                "n_threads {} is more than the {} cores this process may use (its CPU affinity and cgroup quota); "
-                "using {} (more threads than cores only wait for each other; set EMBER_OVERSUBSCRIBE=1 to keep {})",
-                n_threads, cores, cores, n_threads));
+            if (warnings != nullptr)
+                warnings->push_back(fmt::format(
+                    "n_threads {} is more than the {} cores this process may use (its CPU affinity and cgroup "
+                    "quota); using {} (more threads than cores only wait for each other; set "
+                    "EMBER_OVERSUBSCRIBE=1 to keep {})",
+                    n_threads, cores, cores, n_threads));
             n_threads = cores;
         }
+    }
+    sh.n_threads = n_threads;
+    return sh;
+}
+
+Session::Session(std::shared_ptr<const Model> model, const SessionParams& params)
+    : Session(std::move(model), params, SessionOptions{}) {}
+
+Session::Session(std::shared_ptr<const Model> model, const SessionParams& params, const SessionOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+    if (!model) invalid("Session: the model is null; load one with Model::load first");
+    Impl& s = *impl_;
+    s.model = std::move(model);
+    s.m = &s.model->impl();
+    const Hparams& hp = s.m->hp;
+
+    const mem::SessionShape shape = resolve_session_shape(hp, params, options, &s.warnings);
+    s.precision = resolve_precision(Precision::Default);
+    s.n_ctx = shape.n_ctx;
+    s.n_batch = shape.n_batch;
+    const int n_threads = shape.n_threads;
+    {
+        // refused before anything is allocated: over the budget, or (without one) more
+        // than the process can get -- never left for the OOM killer to find later
+        MemoryEstimate e;
+        mem::add_model_parts(e, *s.m);
+        mem::add_session_parts(e, hp, s.m->offload, shape);
+        mem::check_session(e, options.memory_budget, "Session", hp, s.m->offload, shape);
     }
 
     const OffloadPlan& plan = s.m->offload;
@@ -230,7 +237,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
     // overwrites what its own first token still reads), full layers n_ctx
     const int64_t swa_cells = std::min<int64_t>(s.n_ctx, int64_t{hp.n_swa} + s.n_batch);
     auto describe = [&](KvCache& c, std::vector<int64_t>& cells, int64_t first, int64_t n_layer) {
-        c.type = params.kv_type == KvCacheType::F32 ? KvType::F32 : KvType::F16;
+        c.type_k = shape.type_k;
+        c.type_v = shape.type_v;
         c.n_ctx = s.n_ctx;
         c.n_layer = n_layer;
         c.k_width = hp.n_embd_k_gqa();
@@ -254,10 +262,11 @@ Session::Session(std::shared_ptr<const Model> model, const SessionParams& params
         s.logits.resize(hp.n_vocab);
         s.tokens.reserve(s.n_ctx);
     } catch (const std::bad_alloc&) {
-        double rows = 0;
-        for (int64_t c : s.cpu_cells) rows += static_cast<double>(c);
-        const double kv_mib = rows * static_cast<double>(s.cache.k_width + s.cache.v_width) *
-                              (s.cache.type == KvType::F16 ? 2 : 4) / (1024.0 * 1024.0);
+        double bytes = 0;
+        for (int64_t c : s.cpu_cells)
+            bytes += static_cast<double>(c) * static_cast<double>(kv_row_bytes(s.cache.type_k, s.cache.k_width) +
+                                                                  kv_row_bytes(s.cache.type_v, s.cache.v_width));
+        const double kv_mib = bytes / (1024.0 * 1024.0);
         throw Error(ErrorCode::OutOfMemory,
                     fmt::format("Session: out of memory allocating the KV cache ({:.0f} MiB for n_ctx {}) and "
                                 "buffers for n_batch {}; lower n_ctx or n_batch",
@@ -852,11 +861,13 @@ uint64_t Session::kv_cache_bytes() const noexcept {
     const Impl& s = *impl_;
     uint64_t n = 0;
     for (const KvCache* c : {&s.cache, &s.gpu_cache}) {
-        const uint64_t row = static_cast<uint64_t>(c->k_width + c->v_width) * (c->type == KvType::F16 ? 2 : 4);
+        const uint64_t row = kv_row_bytes(c->type_k, c->k_width) + kv_row_bytes(c->type_v, c->v_width);
         for (int64_t l = 0; l < c->n_layer; ++l) n += row * static_cast<uint64_t>(kv_cells(*c, l));
     }
     return n;
 }
+KvCacheType Session::kv_type_k() const noexcept { return from_kv_type(impl_->cache.type_k); }
+KvCacheType Session::kv_type_v() const noexcept { return from_kv_type(impl_->cache.type_v); }
 const std::shared_ptr<const Model>& Session::model() const noexcept { return impl_->model; }
 const std::vector<std::string>& Session::warnings() const noexcept { return impl_->warnings; }
 
