@@ -13,12 +13,14 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "capi_internal.hpp"
 #include "ember.h"
 #include "ember/adapter.hpp"
+#include "ember/memory.hpp"
 #include "ember/model.hpp"
 #include "ember/session.hpp"
 
@@ -77,6 +79,7 @@ ember_model_params model_params_defaults() {
     p.struct_size = sizeof p;
     p.n_gpu_layers = d.n_gpu_layers;
     p.use_mmap = ember::LoadOptions{}.use_mmap ? 1 : 0;
+    p.memory_budget = 0;
     return p;
 }
 
@@ -89,6 +92,9 @@ ember_session_params session_params_defaults() {
     p.n_threads = d.n_threads;
     p.kv_type = d.kv_type == KvCacheType::F32 ? EMBER_KV_F32 : EMBER_KV_F16;
     p.precision = EMBER_PRECISION_DEFAULT;
+    p.kv_type_k = -1;
+    p.kv_type_v = -1;
+    p.memory_budget = 0;
     return p;
 }
 
@@ -357,6 +363,50 @@ using namespace ember::capi;
 
 extern "C" {
 
+namespace {
+
+ember_status kv_type_from_c(const char* fn, const char* field, int32_t v, ember::KvCacheType& out) {
+    switch (v) {
+        case EMBER_KV_F16: out = ember::KvCacheType::F16; return EMBER_OK;
+        case EMBER_KV_F32: out = ember::KvCacheType::F32; return EMBER_OK;
+        case EMBER_KV_Q8_0: out = ember::KvCacheType::Q8_0; return EMBER_OK;
+        case EMBER_KV_Q4_0: out = ember::KvCacheType::Q4_0; return EMBER_OK;
+        default:
+            return invalid(fn, std::string("params->") + field + " = " + std::to_string(v) +
+                                   " is not an ember_kv_type (EMBER_KV_F16 = 0, EMBER_KV_F32 = 1, EMBER_KV_Q8_0 = 2, "
+                                   "EMBER_KV_Q4_0 = 3)");
+    }
+}
+
+// ember_session_params (read with its defaults) as the C++ params, options and precision.
+ember_status to_session_params(const char* fn, const ember_session_params& p, ember::SessionParams& sp,
+                               ember::SessionOptions& so, ember::Precision& precision) {
+    sp.n_ctx = p.n_ctx;
+    sp.n_batch = p.n_batch;
+    sp.n_threads = p.n_threads;
+    if (auto st = kv_type_from_c(fn, "kv_type", p.kv_type, sp.kv_type)) return st;
+    for (const auto& [v, field, dst] : {std::tuple{p.kv_type_k, "kv_type_k", &so.kv_type_k},
+                                        std::tuple{p.kv_type_v, "kv_type_v", &so.kv_type_v}}) {
+        if (v == -1) continue;  // the same as kv_type
+        ember::KvCacheType t{};
+        if (auto st = kv_type_from_c(fn, field, v, t)) return st;
+        *dst = t;
+    }
+    so.memory_budget = p.memory_budget;
+    switch (p.precision) {
+        case EMBER_PRECISION_DEFAULT: precision = ember::Precision::Default; break;
+        case EMBER_PRECISION_FAST: precision = ember::Precision::Fast; break;
+        case EMBER_PRECISION_EXACT: precision = ember::Precision::Exact; break;
+        default:
+            return invalid(fn, "params->precision = " + std::to_string(p.precision) +
+                                   " is not an ember_precision (EMBER_PRECISION_DEFAULT = 0, "
+                                   "EMBER_PRECISION_FAST = 1, EMBER_PRECISION_EXACT = 2)");
+    }
+    return EMBER_OK;
+}
+
+}  // namespace
+
 // ---- models ------------------------------------------------------------------
 
 ember_status ember_model_params_init(ember_model_params* params, size_t struct_size) {
@@ -380,7 +430,7 @@ ember_status ember_model_load(const char* path, const ember_model_params* params
         ember::LoadOptions lo;
         lo.use_mmap = p.use_mmap != 0;
         auto handle = std::make_unique<ember_model>();
-        handle->model = ember::Model::load(path, mp, lo);
+        handle->model = ember::Model::load(path, mp, lo, p.memory_budget);
         *out = handle.release();
         return EMBER_OK;
     });
@@ -607,27 +657,10 @@ ember_status ember_session_new(const ember_model* model, const ember_session_par
             p = read_params(params, p);
         }
         ember::SessionParams sp;
-        sp.n_ctx = p.n_ctx;
-        sp.n_batch = p.n_batch;
-        sp.n_threads = p.n_threads;
-        switch (p.kv_type) {
-            case EMBER_KV_F16: sp.kv_type = ember::KvCacheType::F16; break;
-            case EMBER_KV_F32: sp.kv_type = ember::KvCacheType::F32; break;
-            default:
-                return invalid(fn, "params->kv_type = " + std::to_string(p.kv_type) +
-                                       " is not an ember_kv_type (EMBER_KV_F16 = 0, EMBER_KV_F32 = 1)");
-        }
+        ember::SessionOptions so;
         ember::Precision precision = ember::Precision::Default;
-        switch (p.precision) {
-            case EMBER_PRECISION_DEFAULT: break;
-            case EMBER_PRECISION_FAST: precision = ember::Precision::Fast; break;
-            case EMBER_PRECISION_EXACT: precision = ember::Precision::Exact; break;
-            default:
-                return invalid(fn, "params->precision = " + std::to_string(p.precision) +
-                                       " is not an ember_precision (EMBER_PRECISION_DEFAULT = 0, "
-                                       "EMBER_PRECISION_FAST = 1, EMBER_PRECISION_EXACT = 2)");
-        }
-        auto session = std::make_unique<ember_session>(ember::Session(model->model, sp));
+        if (auto st = to_session_params(fn, p, sp, so, precision)) return st;
+        auto session = std::make_unique<ember_session>(ember::Session(model->model, sp, so));
         if (precision != ember::Precision::Default) session->session->set_precision(precision);
         *out = session.release();
         return EMBER_OK;
@@ -1040,6 +1073,131 @@ ember_status ember_session_chat(ember_session* session, const ember_chat_turn* m
         }
         write_result(gen_result, session->last);
         write_chat();
+        return EMBER_OK;
+    });
+}
+
+// ---- memory and saved state ---------------------------------------------------
+
+ember_status ember_estimate_memory(const char* path, const ember_model_params* model_params,
+                                   const ember_session_params* session_params, ember_memory_estimate* out) {
+    static constexpr const char* fn = "ember_estimate_memory";
+    return guarded(fn, [&]() -> ember_status {
+        if (path == nullptr) return null_arg(fn, "path");
+        if (out == nullptr) return null_arg(fn, "out");
+        constexpr size_t kFirst = offsetof(ember_memory_estimate, gpu_total) + sizeof(uint64_t);
+        if (auto s = check_struct_size(fn, "out", out->struct_size, kFirst)) return s;
+        ember_model_params mp = model_params_defaults();
+        if (model_params != nullptr) {
+            if (auto s = check_struct_size(fn, "model_params", model_params->struct_size, kModelParamsV1)) return s;
+            mp = read_params(model_params, mp);
+        }
+        ember_session_params p = session_params_defaults();
+        if (session_params != nullptr) {
+            if (auto s = check_struct_size(fn, "session_params", session_params->struct_size, kSessionParamsV1))
+                return s;
+            p = read_params(session_params, p);
+        }
+        ember::SessionParams sp;
+        ember::SessionOptions so;
+        ember::Precision precision = ember::Precision::Default;
+        if (auto st = to_session_params(fn, p, sp, so, precision)) return st;
+        ember::ModelParams cmp;
+        cmp.n_gpu_layers = mp.n_gpu_layers;
+        ember::LoadOptions lo;
+        lo.use_mmap = mp.use_mmap != 0;
+        const ember::MemoryEstimate e = ember::estimate_memory(path, cmp, sp, so, lo);
+        ember_memory_estimate r{};
+        r.struct_size = out->struct_size;
+        r.weights_file = e.weights_file;
+        r.weights_resident = e.weights_resident;
+        r.weights_repacked = e.weights_repacked;
+        r.weights_gpu = e.weights_gpu;
+        r.tokenizer = e.tokenizer;
+        r.runtime = e.runtime;
+        r.kv_cache = e.kv_cache;
+        r.kv_cache_gpu = e.kv_cache_gpu;
+        r.kv_full_layers = e.kv_full_layers;
+        r.kv_swa_layers = e.kv_swa_layers;
+        r.activations = e.activations;
+        r.activations_gpu = e.activations_gpu;
+        r.n_ctx = e.n_ctx;
+        r.n_threads = e.n_threads;
+        r.model_host = e.model_host();
+        r.session_host = e.session_host();
+        r.host_total = e.host_total();
+        r.gpu_total = e.gpu_total();
+        std::memcpy(out, &r, std::min(out->struct_size, sizeof r));
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_available_memory(uint64_t* bytes) {
+    static constexpr const char* fn = "ember_available_memory";
+    return guarded(fn, [&]() -> ember_status {
+        if (bytes == nullptr) return null_arg(fn, "bytes");
+        *bytes = ember::available_memory();
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_save(const ember_session* session, const char* path) {
+    static constexpr const char* fn = "ember_session_save";
+    return guarded(fn, [&]() -> ember_status {
+        if (auto st = check_session(fn, session)) return st;
+        if (path == nullptr) return null_arg(fn, "path");
+        auto* s = const_cast<ember_session*>(session);  // busy is the only thing touched
+        const Busy busy(s);
+        if (auto st = busy.refuse(fn)) return st;
+        s->session->save(std::string(path));
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_save_buffer(const ember_session* session, void* buf, size_t buf_size, size_t* needed) {
+    static constexpr const char* fn = "ember_session_save_buffer";
+    return guarded(fn, [&]() -> ember_status {
+        if (auto st = check_session(fn, session)) return st;
+        if (needed == nullptr) return null_arg(fn, "needed");
+        *needed = 0;
+        if (buf == nullptr && buf_size > 0) return null_arg(fn, "buf");
+        auto* s = const_cast<ember_session*>(session);
+        const Busy busy(s);
+        if (auto st = busy.refuse(fn)) return st;
+        const std::vector<uint8_t> bytes = s->session->save();
+        *needed = bytes.size();
+        if (buf == nullptr) return EMBER_OK;  // a size query
+        if (buf_size < bytes.size())
+            return fail(EMBER_ERR_BUFFER_TOO_SMALL, std::string(fn) + ": buf_size " + std::to_string(buf_size) +
+                                                        " is too small; the state takes " +
+                                                        std::to_string(bytes.size()) + " bytes (see *needed)");
+        std::memcpy(buf, bytes.data(), bytes.size());
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_load(ember_session* session, const char* path) {
+    static constexpr const char* fn = "ember_session_load";
+    return guarded(fn, [&]() -> ember_status {
+        if (auto st = check_session(fn, session)) return st;
+        if (path == nullptr) return null_arg(fn, "path");
+        const Busy busy(session);
+        if (auto st = busy.refuse(fn)) return st;
+        session->session->load(std::string(path));
+        session->last = ember::GenerateResult{};
+        return EMBER_OK;
+    });
+}
+
+ember_status ember_session_load_buffer(ember_session* session, const void* data, size_t size) {
+    static constexpr const char* fn = "ember_session_load_buffer";
+    return guarded(fn, [&]() -> ember_status {
+        if (auto st = check_session(fn, session)) return st;
+        if (data == nullptr && size > 0) return null_arg(fn, "data");
+        const Busy busy(session);
+        if (auto st = busy.refuse(fn)) return st;
+        session->session->load(std::span<const uint8_t>(static_cast<const uint8_t*>(data), size));
+        session->last = ember::GenerateResult{};
         return EMBER_OK;
     });
 }

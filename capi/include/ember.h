@@ -81,7 +81,7 @@ extern "C" {
 #endif
 
 /* Bumped when functions are added; never reset. */
-#define EMBER_ABI_VERSION 5  /* 2: models, sessions, tokenizer, generation;
+#define EMBER_ABI_VERSION 6  /* 2: models, sessions, tokenizer, generation;
                                 3: EMBER_ERR_MISUSE, thread caps and session warnings,
                                    EMBER_STOP_ERROR, held cancels, use_mmap;
                                 4: LoRA adapters (ember_adapter_load, ember_adapter_free,
@@ -89,7 +89,14 @@ extern "C" {
                                 5: grammars and JSON Schemas (ember_generate_params.grammar,
                                    .grammar_root, .json_schema; ember_grammar_check,
                                    ember_json_schema_to_grammar), chat with tools
-                                   (ember_session_chat, ember_chat_params_init) */
+                                   (ember_session_chat, ember_chat_params_init);
+                                6: memory (ember_estimate_memory, ember_available_memory,
+                                   ember_model_params.memory_budget,
+                                   ember_session_params.memory_budget), quantized KV
+                                   caches (EMBER_KV_Q8_0, EMBER_KV_Q4_0,
+                                   ember_session_params.kv_type_k / kv_type_v), session
+                                   state (ember_session_save, ember_session_save_buffer,
+                                   ember_session_load, ember_session_load_buffer) */
 
 typedef enum ember_status {
     EMBER_OK = 0,
@@ -163,6 +170,11 @@ typedef struct ember_model_params {
                              the process with SIGBUS). 0: read the weights into memory at
                              load (costs the file's size in resident memory; the file may then
                              change without harm); llama.cpp's --no-mmap */
+    /* -- ABI version 6 -- */
+    uint64_t memory_budget; /* bytes the model may use (its part of ember_estimate_memory:
+                               model_host); 0 (default) = none. Over it, the load is refused
+                               with EMBER_ERR_OUT_OF_MEMORY before the weights are read, giving
+                               the estimate and what to change */
 } ember_model_params;
 
 /* Fills *params with the defaults. struct_size is sizeof(*params) as the
@@ -301,8 +313,10 @@ typedef struct ember_session ember_session;
 
 /* Values of ember_session_params.kv_type. */
 typedef enum ember_kv_type {
-    EMBER_KV_F16 = 0, /* default: half the memory */
-    EMBER_KV_F32 = 1
+    EMBER_KV_F16 = 0,  /* default: half the memory */
+    EMBER_KV_F32 = 1,
+    EMBER_KV_Q8_0 = 2, /* (ABI 6) 8.5 bits a value: 53% of F16 */
+    EMBER_KV_Q4_0 = 3  /* (ABI 6) 4.5 bits a value: 28% of F16, at an accuracy cost */
 } ember_kv_type;
 
 /* Values of ember_session_params.precision: how the CPU multiplies quantized
@@ -323,6 +337,15 @@ typedef struct ember_session_params {
     int32_t precision;  /* an ember_precision; default EMBER_PRECISION_DEFAULT (appended after
                            kv_type: a caller built with an older header, whose struct_size
                            ends before it, gets the default) */
+    /* -- ABI version 6 -- */
+    int32_t kv_type_k;  /* the keys' cache type, an ember_kv_type; -1 (default) = kv_type */
+    int32_t kv_type_v;  /* the values' cache type; -1 (default) = kv_type */
+    uint64_t memory_budget; /* bytes the model and this session may use together (ember_estimate_memory's
+                               model_host + session_host); 0 (default) = none. Over it, or (without a
+                               budget) when the session needs more than the process can get, the session
+                               is refused with EMBER_ERR_OUT_OF_MEMORY before anything is allocated. The
+                               KV cache is committed at creation: a session that was created never dies
+                               later of the OOM killer for lack of memory for its cache */
 } ember_session_params;
 
 /* Fills *params with the defaults; as ember_model_params_init. */
@@ -670,6 +693,73 @@ EMBER_CAPI ember_status ember_session_n_threads(const ember_session* session, in
    EMBER_ERR_INVALID_ARGUMENT: a NULL pointer, or index >= count. */
 EMBER_CAPI ember_status ember_session_warning_count(const ember_session* session, size_t* count);
 EMBER_CAPI ember_status ember_session_warning(const ember_session* session, size_t index, const char** text);
+
+/* ------------------------------------------------------------------------ */
+/* Memory and saved state (ABI version 6)                                    */
+/* ------------------------------------------------------------------------ */
+
+/* What a model and one session will use, in bytes (see ember/memory.hpp).
+   Set struct_size = sizeof(ember_memory_estimate) before the call; fields past
+   the caller's struct_size are not written. */
+typedef struct ember_memory_estimate {
+    size_t struct_size;
+    /* the model (once per process) */
+    uint64_t weights_file;      /* weight tensors in the file */
+    uint64_t weights_resident;  /* of those, resident on the host once the model ran */
+    uint64_t weights_repacked;  /* the CPU's repacked copies */
+    uint64_t weights_gpu;       /* device copies of the offloaded layers */
+    uint64_t tokenizer;         /* vocabulary, merges, tables, metadata */
+    uint64_t runtime;           /* the library's fixed cost */
+    /* one session */
+    uint64_t kv_cache;          /* host KV cache (committed at creation) */
+    uint64_t kv_cache_gpu;      /* device KV cache */
+    uint64_t kv_full_layers;    /* of the two: full-attention layers */
+    uint64_t kv_swa_layers;     /* sliding-window layers */
+    uint64_t activations;       /* host buffers, logits, thread scratch */
+    uint64_t activations_gpu;
+    uint32_t n_ctx;             /* the context after resolving 0 */
+    uint32_t n_threads;         /* after resolving 0 */
+    /* totals */
+    uint64_t model_host;        /* weights_resident + weights_repacked + tokenizer + runtime */
+    uint64_t session_host;      /* kv_cache + activations */
+    uint64_t host_total;        /* model_host + session_host: the expected peak RSS */
+    uint64_t gpu_total;
+} ember_memory_estimate;
+
+/* Reads only the metadata of the GGUF file at path and fills *out with what
+   ember_model_load(path, model_params) and one ember_session_new(model,
+   session_params) would use. model_params / session_params may be NULL for the
+   defaults. Errors as ember_model_load for the file; EMBER_ERR_INVALID_ARGUMENT
+   for params a session would refuse, a NULL path or out, out->struct_size too
+   small. */
+EMBER_CAPI ember_status ember_estimate_memory(const char* path, const ember_model_params* model_params,
+                                              const ember_session_params* session_params,
+                                              ember_memory_estimate* out);
+
+/* *bytes receives the memory this process can still get: the smaller of
+   MemAvailable + SwapFree and the cgroup's limit minus its use (UINT64_MAX when
+   neither can be read). EMBER_ERR_INVALID_ARGUMENT: bytes NULL. */
+EMBER_CAPI ember_status ember_available_memory(uint64_t* bytes);
+
+/* Saves the session's state -- its history, the KV rows of the evaluated
+   tokens, the last logits, the adapter set -- with the model's fingerprint and
+   a checksum, to a temporary file beside path renamed over path (a crash never
+   leaves a half-written file). EMBER_ERR_IO when it cannot be written;
+   EMBER_ERR_MISUSE during another call on the session. */
+EMBER_CAPI ember_status ember_session_save(const ember_session* session, const char* path);
+/* The same bytes into buf[buf_size]; *needed (required) receives their size.
+   buf may be NULL when buf_size is 0 (a size query); EMBER_ERR_BUFFER_TOO_SMALL
+   when they do not fit (nothing is written then). */
+EMBER_CAPI ember_status ember_session_save_buffer(const ember_session* session, void* buf, size_t buf_size,
+                                                  size_t* needed);
+/* Replaces the session's state with a saved one. Refused, with the session
+   unchanged: EMBER_ERR_INVALID_FILE for a file that is not a state file, of
+   another version, truncated or corrupted; EMBER_ERR_INVALID_ARGUMENT for a
+   state of another model, another K or V cache type, more tokens than the
+   session's n_ctx, or another adapter set (the message says which);
+   EMBER_ERR_NOT_FOUND / EMBER_ERR_IO for a file that cannot be read. */
+EMBER_CAPI ember_status ember_session_load(ember_session* session, const char* path);
+EMBER_CAPI ember_status ember_session_load_buffer(ember_session* session, const void* data, size_t size);
 
 #ifdef __cplusplus
 }

@@ -199,8 +199,8 @@ static void test_without_model(void) {
     int flag = 0;
     char buf[64];
 
-    CHECK(ember_abi_version() == 5);
-    CHECK(EMBER_ABI_VERSION == 5);
+    CHECK(ember_abi_version() == 6);
+    CHECK(EMBER_ABI_VERSION == 6);
 
     /* _init: NULL, 0, too small; defaults */
     CHECK_INVALID(ember_model_params_init(NULL, sizeof mp), "ember_model_params_init: params is NULL");
@@ -1411,6 +1411,137 @@ static void test_constrained(ember_model* model) {
     ember_session_free(session);
 }
 
+/* ---- ABI 6: memory estimate, budgets, quantized KV caches, saved state ------- */
+
+static void test_memory_and_state(ember_model* model, const char* path) {
+    ember_memory_estimate e, e_q8;
+    ember_session_params sp;
+    ember_model_params mp;
+    ember_session *a = NULL, *b = NULL;
+    ember_generate_params gp = greedy(6);
+    ember_generate_result r1, r2;
+    collector c1, c2;
+    size_t needed = 0, n_vocab = 0, n_past_a = 0, n_past_b = 0;
+    const float *la = NULL, *lb = NULL;
+    unsigned char* buf;
+    uint64_t avail = 0;
+    char state_path[4096];
+    ember_model* tiny = NULL;
+
+    /* the estimate, from the metadata: the parts add up, q8_0 takes 34/64 of f16 */
+    memset(&e, 0, sizeof e);
+    e.struct_size = sizeof e;
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 4096;
+    CHECK_OK(ember_estimate_memory(path, NULL, &sp, &e));
+    CHECK(e.n_ctx == 4096 && e.kv_cache > 0 && e.weights_file > 0);
+    CHECK(e.kv_cache == (uint64_t)30 * 2 * 192 * 4096 * 2); /* SmolLM2: 30 layers, 3 KV heads of 64, f16 */
+    CHECK(e.host_total == e.model_host + e.session_host);
+    CHECK(e.session_host == e.kv_cache + e.activations);
+    memset(&e_q8, 0, sizeof e_q8);
+    e_q8.struct_size = sizeof e_q8;
+    sp.kv_type = EMBER_KV_Q8_0;
+    CHECK_OK(ember_estimate_memory(path, NULL, &sp, &e_q8));
+    CHECK(e_q8.kv_cache * 64 == e.kv_cache * 34);
+    sp.kv_type = EMBER_KV_F16;
+    sp.kv_type_v = EMBER_KV_Q4_0; /* keys f16, values q4_0 */
+    CHECK_OK(ember_estimate_memory(path, NULL, &sp, &e_q8));
+    CHECK(e_q8.kv_cache * 128 == e.kv_cache * (64 + 18));
+    sp.kv_type_v = 9;
+    CHECK_INVALID(ember_estimate_memory(path, NULL, &sp, &e_q8), "params->kv_type_v = 9");
+    CHECK_INVALID(ember_estimate_memory(NULL, NULL, NULL, &e), "path is NULL");
+    CHECK_INVALID(ember_estimate_memory(path, NULL, NULL, NULL), "out is NULL");
+    e.struct_size = 8;
+    CHECK_INVALID(ember_estimate_memory(path, NULL, NULL, &e), "out->struct_size is 8");
+    e.struct_size = sizeof e;
+    CHECK_STATUS(ember_estimate_memory("/nonexistent/model.gguf", NULL, NULL, &e), EMBER_ERR_NOT_FOUND, "");
+    CHECK_OK(ember_available_memory(&avail));
+    CHECK(avail > 0);
+    CHECK_INVALID(ember_available_memory(NULL), "bytes is NULL");
+
+    /* budgets: a session over it, and a load over it, refused with the numbers */
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 32768;
+    sp.memory_budget = (uint64_t)64 << 20;
+    CHECK_STATUS(ember_session_new(model, &sp, &a), EMBER_ERR_OUT_OF_MEMORY, "memory budget");
+    CHECK(a == NULL);
+    ember_model_params_init(&mp, sizeof mp);
+    mp.memory_budget = (uint64_t)1 << 20;
+    CHECK_STATUS(ember_model_load(path, &mp, &tiny), EMBER_ERR_OUT_OF_MEMORY, "memory budget");
+    CHECK(tiny == NULL);
+
+    /* saved state: a round trip through a buffer and a file gives the same logits
+       and the same continuation */
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 256;
+    sp.kv_type = EMBER_KV_Q8_0;
+    CHECK_OK(ember_session_new(model, &sp, &a));
+    CHECK_OK(ember_session_new(model, &sp, &b));
+    if (a == NULL || b == NULL) {
+        ember_session_free(a);
+        ember_session_free(b);
+        return;
+    }
+    r1.struct_size = sizeof r1;
+    r2.struct_size = sizeof r2;
+    collector_reset(&c1, 0);
+    collector_reset(&c2, 0);
+    CHECK_OK(ember_session_generate(a, "The fridge holds milk, eggs and", &gp, NULL, NULL, &r1));
+    CHECK_OK(ember_session_save_buffer(a, NULL, 0, &needed));
+    CHECK(needed > 1000);
+    buf = (unsigned char*)malloc(needed);
+    CHECK_STATUS(ember_session_save_buffer(a, buf, needed - 1, &needed), EMBER_ERR_BUFFER_TOO_SMALL, "too small");
+    CHECK_OK(ember_session_save_buffer(a, buf, needed, &needed));
+    CHECK_OK(ember_session_load_buffer(b, buf, needed));
+    CHECK_OK(ember_session_n_past(a, &n_past_a));
+    CHECK_OK(ember_session_n_past(b, &n_past_b));
+    CHECK(n_past_a == n_past_b);
+    CHECK_OK(ember_session_generate(a, " and", &gp, collect, &c1, &r1));
+    CHECK_OK(ember_session_generate(b, " and", &gp, collect, &c2, &r2));
+    CHECK(strcmp(c1.text, c2.text) == 0 && c1.text[0] != '\0');
+    /* corrupted: refused, the session unchanged */
+    buf[needed / 2] ^= 0x5A;
+    CHECK_OK(ember_session_n_past(b, &n_past_b));
+    CHECK_STATUS(ember_session_load_buffer(b, buf, needed), EMBER_ERR_INVALID_FILE, "checksum");
+    CHECK_OK(ember_session_n_past(b, &n_past_a));
+    CHECK(n_past_a == n_past_b);
+    CHECK_STATUS(ember_session_load_buffer(b, buf, 10), EMBER_ERR_INVALID_FILE, "");
+    CHECK_INVALID(ember_session_load_buffer(b, NULL, 5), "data is NULL");
+    free(buf);
+    /* through a file */
+    snprintf(state_path, sizeof state_path, "%s/ember_c_state_%d.bin", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid());
+    CHECK_OK(ember_session_save(a, state_path));
+    CHECK_OK(ember_session_load(b, state_path));
+    CHECK_OK(ember_session_eval(a, &(ember_token){42}, 1));
+    CHECK_OK(ember_session_eval(b, &(ember_token){42}, 1));
+    CHECK_OK(ember_session_logits(a, &la, &n_vocab));
+    CHECK_OK(ember_session_logits(b, &lb, &n_vocab));
+    CHECK(la != NULL && lb != NULL && memcmp(la, lb, n_vocab * sizeof(float)) == 0);
+    CHECK_STATUS(ember_session_load(b, "/nonexistent/dir/state.bin"), EMBER_ERR_NOT_FOUND, "");
+    CHECK_STATUS(ember_session_save(a, "/nonexistent/dir/state.bin"), EMBER_ERR_IO, "");
+    CHECK_INVALID(ember_session_save(a, NULL), "path is NULL");
+    remove(state_path);
+    ember_session_free(a);
+    ember_session_free(b);
+    /* another K/V type: refused saying which */
+    ember_session_params_init(&sp, sizeof sp);
+    sp.n_ctx = 256;
+    CHECK_OK(ember_session_new(model, &sp, &a));
+    sp.kv_type = EMBER_KV_Q4_0;
+    CHECK_OK(ember_session_new(model, &sp, &b));
+    if (a && b) {
+        CHECK_OK(ember_session_eval(a, &(ember_token){1}, 1));
+        CHECK_OK(ember_session_save_buffer(a, NULL, 0, &needed));
+        buf = (unsigned char*)malloc(needed);
+        CHECK_OK(ember_session_save_buffer(a, buf, needed, &needed));
+        CHECK_INVALID(ember_session_load_buffer(b, buf, needed), "f16");
+        free(buf);
+    }
+    ember_session_free(a);
+    ember_session_free(b);
+}
+
 int main(void) {
     const char* dir = getenv("EMBER_MODELS_DIR");
     char path[4096];
@@ -1464,6 +1595,7 @@ int main(void) {
     test_misuse(model);
     test_adapters(model, path);
     test_constrained(model);
+    test_memory_and_state(model, path);
     ember_model_free(model);
     /* a freed model: refused, and a second free too */
     CHECK_MISUSE(ember_model_get_info(model, &info), "ember_model_get_info: model was already freed (ember_model_free)");
