@@ -170,6 +170,16 @@ ember::GenerateParams generate_params(const py::kwargs& kwargs, const char* fn) 
     return gp;
 }
 
+namespace {
+ember::KvCacheType kv_cache_type(const std::string& name, const char* arg) {
+    try {
+        return ember::parse_kv_cache_type(name);
+    } catch (const ember::Error&) {
+        invalid(std::string("Session: ") + arg + " is '" + name + "'; use 'f16' (the default), 'f32', 'q8_0' or 'q4_0'");
+    }
+}
+}  // namespace
+
 ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_threads, const std::string& kv_type) {
     ember::SessionParams p;
     if (n_ctx < 0 || n_ctx > std::numeric_limits<uint32_t>::max())
@@ -182,10 +192,43 @@ ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_th
     p.n_ctx = static_cast<uint32_t>(n_ctx);
     p.n_batch = static_cast<uint32_t>(n_batch);
     p.n_threads = static_cast<int32_t>(n_threads);  // negative: the C++ constructor says so
-    if (kv_type == "f16") p.kv_type = ember::KvCacheType::F16;
-    else if (kv_type == "f32") p.kv_type = ember::KvCacheType::F32;
-    else invalid("Session: kv_type is '" + kv_type + "'; use 'f16' (the default) or 'f32'");
+    p.kv_type = kv_cache_type(kv_type, "kv_type");
     return p;
+}
+
+uint64_t memory_budget_of(py::handle value, const char* fn) {
+    if (value.is_none()) return 0;
+    if (py::isinstance<py::str>(value)) {
+        try {
+            return ember::parse_memory_size(value.cast<std::string>());
+        } catch (const ember::Error& e) {
+            invalid(std::string(fn) + ": memory_budget: " + e.what());
+        }
+    }
+    if (py::isinstance<py::bool_>(value) || !py::isinstance<py::int_>(value))
+        throw py::type_error(std::string(fn) + ": memory_budget must be an int (bytes) or a str such as '512M'");
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+    if (overflow < 0 || (overflow == 0 && v < 0))
+        invalid(std::string(fn) + ": memory_budget is " + std::string(py::str(value)) +
+                "; use a count of bytes >= 0 (0 = no budget) or a size such as '512M'");
+    if (overflow > 0) {  // past int64: still a uint64?
+        const unsigned long long u = PyLong_AsUnsignedLongLong(value.ptr());
+        if (PyErr_Occurred()) {
+            PyErr_Clear();
+            invalid(std::string(fn) + ": memory_budget is " + std::string(py::str(value)) + "; it must fit in 64 bits");
+        }
+        return u;
+    }
+    return static_cast<uint64_t>(v);
+}
+
+ember::SessionOptions session_options(py::handle kv_type_k, py::handle kv_type_v, py::handle memory_budget) {
+    ember::SessionOptions o;
+    if (!kv_type_k.is_none()) o.kv_type_k = kv_cache_type(kv_type_k.cast<std::string>(), "kv_type_k");
+    if (!kv_type_v.is_none()) o.kv_type_v = kv_cache_type(kv_type_v.cast<std::string>(), "kv_type_v");
+    o.memory_budget = memory_budget_of(memory_budget, "Session");
+    return o;
 }
 
 ember::Precision precision_of(const std::string& precision) {

@@ -56,8 +56,13 @@ std::vector<ember::ChatTurn> chat_turns(py::handle obj, const char* fn);
 // A tool call as OpenAI writes it: {"id", "type": "function", "function": {"name", "arguments"}}.
 py::dict tool_call_dict(const ember::ToolCall& c);
 
-// Session construction arguments, range-checked. kv_type is "f16" or "f32".
+// Session construction arguments, range-checked. kv_type is "f16", "f32", "q8_0" or "q4_0".
 ember::SessionParams session_params(int64_t n_ctx, int64_t n_batch, int64_t n_threads, const std::string& kv_type);
+// kv_type_k / kv_type_v (None or a type name) and memory_budget (bytes as an int >= 0,
+// or a size such as "512M"), for SessionOptions.
+ember::SessionOptions session_options(py::handle kv_type_k, py::handle kv_type_v, py::handle memory_budget);
+// A memory budget: an int >= 0 (bytes) or a str such as "512M" (ember::parse_memory_size).
+uint64_t memory_budget_of(py::handle value, const char* fn);
 // "default", "fast" or "exact" (InvalidArgumentError otherwise).
 ember::Precision precision_of(const std::string& precision);
 

@@ -122,14 +122,17 @@ void set_adapters(SessionBox& box, AdapterList list) {
 }
 
 SessionPtr make_session(const ModelPtr& model, int64_t n_ctx, int64_t n_batch, int64_t n_threads,
-                        const std::string& kv_type, const std::string& precision, py::handle adapters) {
+                        const std::string& kv_type, const std::string& precision, py::handle adapters,
+                        py::handle kv_type_k = py::none(), py::handle kv_type_v = py::none(),
+                        py::handle memory_budget = py::none()) {
     const ember::SessionParams p = session_params(n_ctx, n_batch, n_threads, kv_type);
+    const ember::SessionOptions o = session_options(kv_type_k, kv_type_v, memory_budget);
     const ember::Precision prec = precision_of(precision);
     AdapterList list = adapter_list(adapters, "Session");
     SessionPtr box;
     {
         py::gil_scoped_release release;  // allocates the KV cache, starts the threads
-        box = std::make_shared<SessionBox>(model, p);
+        box = std::make_shared<SessionBox>(model, p, o);
     }
     box->session.set_precision(prec);
     if (!list.empty()) set_adapters(*box, std::move(list));
@@ -523,23 +526,28 @@ from next(), whose `result` (and this `result`) holds what was generated
             "GenerateResult.stop_reason once the generation has ended (None before).");
 
     py::class_<ModelBox, ModelPtr>(m, "Model", kModelDoc)
-        .def(py::init([](const std::filesystem::path& path, int32_t n_gpu_layers, bool use_mmap) {
+        .def(py::init([](const std::filesystem::path& path, int32_t n_gpu_layers, bool use_mmap,
+                         py::handle memory_budget) {
                  ember::ModelParams p;
                  p.n_gpu_layers = n_gpu_layers;
                  ember::LoadOptions lo;
                  lo.use_mmap = use_mmap;
+                 const uint64_t budget = memory_budget_of(memory_budget, "Model");
                  auto box = std::make_shared<ModelBox>();
                  py::gil_scoped_release release;
-                 box->model = ember::Model::load(path.string(), p, lo);
+                 box->model = ember::Model::load(path.string(), p, lo, budget);
                  return box;
              }),
              py::arg("path"), py::arg("n_gpu_layers") = 0, py::kw_only(), py::arg("use_mmap") = true,
+             py::arg("memory_budget") = py::none(),
              "Loads the GGUF model at `path` (str or os.PathLike). n_gpu_layers: layers to run on the GPU, "
              "counted from the last. use_mmap=False reads the weights into memory instead of mapping the file "
              "(costs the file's size in memory; the file may then change without harm -- a mapped file must be "
              "replaced by renaming a new file over it, never rewritten in place). Raises NotFoundError/IoError for a missing or unreadable file, "
              "InvalidFileError for a corrupt one, UnsupportedError for an architecture or tensor type ember "
-             "cannot run (or GPU layers without a GPU build).")
+             "cannot run (or GPU layers without a GPU build). memory_budget (bytes, or a size such as '512M'): "
+             "OutOfMemoryError, before the weights are read, when the model's estimate exceeds it "
+             "(ember.estimate_memory).")
         .def_property_readonly("path", [](const ModelBox& b) { return b.model->path(); }, "The path it was loaded from.")
         .def_property_readonly("info", [](const ModelBox& b) { return b.model->info(); },
                                "A ModelInfo: architecture, name, vocabulary size, dimensions, parameter count.")
@@ -617,7 +625,8 @@ from next(), whose `result` (and this `result`) holds what was generated
             "refuses (e.g. no messages).")
         .def("session", &make_session, py::kw_only(), py::arg("n_ctx") = 0, py::arg("n_batch") = 512,
              py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("precision") = "default",
-             py::arg("adapters") = py::none(),
+             py::arg("adapters") = py::none(), py::arg("kv_type_k") = py::none(), py::arg("kv_type_v") = py::none(),
+             py::arg("memory_budget") = py::none(),
              "A new Session over this model; the same as ember.Session(model, ...).")
         .def(
             "load_adapter",
@@ -691,10 +700,14 @@ from next(), whose `result` (and this `result`) holds what was generated
     py::class_<SessionBox, SessionPtr>(m, "Session", kSessionDoc)
         .def(py::init(&make_session), py::arg("model"), py::kw_only(), py::arg("n_ctx") = 0, py::arg("n_batch") = 512,
              py::arg("n_threads") = 0, py::arg("kv_type") = "f16", py::arg("precision") = "default",
-             py::arg("adapters") = py::none(),
+             py::arg("adapters") = py::none(), py::arg("kv_type_k") = py::none(), py::arg("kv_type_v") = py::none(),
+             py::arg("memory_budget") = py::none(),
              "Allocates the KV cache and starts the threads. n_ctx: tokens the cache holds (0 = the model's "
              "training context, capped at 4096). n_batch: prompt tokens per forward pass. n_threads: 0 = one "
-             "per core. kv_type: 'f16' or 'f32'. precision: how quantized weights are multiplied, "
+             "per core. kv_type: 'f16' (default), 'f32', 'q8_0' or 'q4_0' (keys and values; kv_type_k / kv_type_v "
+             "set one of them, llama.cpp's -ctk / -ctv). memory_budget: bytes (or '512M') the model and this session "
+             "may use: OutOfMemoryError before allocating when the estimate exceeds it (without one, when the KV "
+             "cache cannot fit in the memory the process can get). precision: how quantized weights are multiplied, "
              "'fast' (8-bit activations, llama.cpp's; ~2x prompt speed) or 'exact' (16-bit); 'default' = EMBER_PRECISION, "
              "else 'exact'. adapters: LoRA adapters to apply, [(Adapter, scale), ...] (see set_adapters). "
              "InvalidArgumentError for out-of-range values, "
@@ -789,6 +802,61 @@ from next(), whose `result` (and this `result`) holds what was generated
             "Ctrl-C stops a non-streaming reply within ~0.1 s (KeyboardInterrupt); a failure part-way "
             "raises an ember.Error whose `result` holds the reply so far.")
         .def(
+            "save",
+            [](SessionBox& box, py::object path) -> py::object {
+                close_active(box);
+                if (path.is_none()) {
+                    std::vector<uint8_t> bytes;
+                    {
+                        py::gil_scoped_release release;
+                        std::lock_guard<std::mutex> lock(box.mu);
+                        bytes = box.session.save();
+                    }
+                    return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+                }
+                const std::string p = path.cast<std::filesystem::path>().string();
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(box.mu);
+                box.session.save(p);
+                return py::none();
+            },
+            py::arg("path") = py::none(),
+            "Saves the session's state (history, the KV rows in use, the last logits, the adapter set; with the "
+            "model's fingerprint and a checksum): to `path` (str or os.PathLike; written to a temporary file and "
+            "renamed over it), or, without a path, returned as bytes. Ends an unfinished Generation first.")
+        .def(
+            "load",
+            [](SessionBox& box, py::handle source) {
+                close_active(box);
+                if (py::isinstance<py::bytes>(source) || py::isinstance<py::bytearray>(source) ||
+                    py::isinstance<py::memoryview>(source)) {
+                    const py::buffer_info info = py::buffer(py::reinterpret_borrow<py::object>(source)).request();
+                    const auto* data = static_cast<const uint8_t*>(info.ptr);
+                    const auto n = static_cast<size_t>(info.size * info.itemsize);
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(box.mu);
+                    box.session.load(std::span<const uint8_t>(data, n));
+                    return;
+                }
+                const std::string p = source.cast<std::filesystem::path>().string();
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(box.mu);
+                box.session.load(p);
+            },
+            py::arg("source"),
+            "Replaces the session's state with one saved by save(): a path, or bytes. Refused with the session "
+            "unchanged: InvalidFileError for a file that is not a state file, truncated or corrupted; "
+            "InvalidArgumentError for a state of another model, another K or V cache type, more tokens than "
+            "n_ctx, or another adapter set.")
+        .def_property_readonly("kv_type_k",
+                               [](const SessionBox& b) { return ember::kv_cache_type_name(b.session.kv_type_k()); },
+                               "The keys' cache type: 'f16', 'f32', 'q8_0' or 'q4_0'.")
+        .def_property_readonly("kv_type_v",
+                               [](const SessionBox& b) { return ember::kv_cache_type_name(b.session.kv_type_v()); },
+                               "The values' cache type.")
+        .def_property_readonly("kv_cache_bytes", [](const SessionBox& b) { return b.session.kv_cache_bytes(); },
+                               "Bytes of the KV cache (host and device).")
+        .def(
             "reset",
             [](SessionBox& box) {
                 close_active(box);
@@ -854,6 +922,61 @@ from next(), whose `result` (and this `result`) holds what was generated
             return "<ember.Session n_ctx=" + std::to_string(b.session.n_ctx()) +
                    " n_threads=" + std::to_string(b.session.n_threads()) + ">";
         });
+
+    m.def(
+        "estimate_memory",
+        [](const std::filesystem::path& path, int32_t n_gpu_layers, bool use_mmap, int64_t n_ctx, int64_t n_batch,
+           int64_t n_threads, const std::string& kv_type, py::handle kv_type_k, py::handle kv_type_v) {
+            ember::ModelParams mp;
+            mp.n_gpu_layers = n_gpu_layers;
+            ember::LoadOptions lo;
+            lo.use_mmap = use_mmap;
+            const ember::SessionParams sp = session_params(n_ctx, n_batch, n_threads, kv_type);
+            const ember::SessionOptions so = session_options(kv_type_k, kv_type_v, py::none());
+            ember::MemoryEstimate e;
+            {
+                py::gil_scoped_release release;
+                e = ember::estimate_memory(path.string(), mp, sp, so, lo);
+            }
+            py::dict d;
+            d["weights_file"] = e.weights_file;
+            d["weights_resident"] = e.weights_resident;
+            d["weights_repacked"] = e.weights_repacked;
+            d["weights_gpu"] = e.weights_gpu;
+            d["tokenizer"] = e.tokenizer;
+            d["runtime"] = e.runtime;
+            d["kv_cache"] = e.kv_cache;
+            d["kv_cache_gpu"] = e.kv_cache_gpu;
+            d["kv_full_layers"] = e.kv_full_layers;
+            d["kv_swa_layers"] = e.kv_swa_layers;
+            d["activations"] = e.activations;
+            d["activations_gpu"] = e.activations_gpu;
+            d["n_ctx"] = e.n_ctx;
+            d["n_threads"] = e.n_threads;
+            d["model_host"] = e.model_host();
+            d["session_host"] = e.session_host();
+            d["host_total"] = e.host_total();
+            d["gpu_total"] = e.gpu_total();
+            d["table"] = e.describe();
+            return d;
+        },
+        py::arg("path"), py::kw_only(), py::arg("n_gpu_layers") = 0, py::arg("use_mmap") = true, py::arg("n_ctx") = 0,
+        py::arg("n_batch") = 512, py::arg("n_threads") = 0, py::arg("kv_type") = "f16",
+        py::arg("kv_type_k") = py::none(), py::arg("kv_type_v") = py::none(),
+        "What Model(path, n_gpu_layers, use_mmap=...) and one Session(model, n_ctx=..., kv_type=...) would use, "
+        "in bytes, from the file's metadata alone (no weights are read): a dict of the parts (weights_resident, "
+        "weights_repacked, tokenizer, runtime, kv_cache, kv_full_layers, kv_swa_layers, activations, their GPU "
+        "parts), the totals model_host, session_host, host_total (the expected peak RSS), gpu_total, and 'table' "
+        "(a readable table). Errors as Model for the file, InvalidArgumentError for session arguments a Session "
+        "would refuse.");
+    m.def(
+        "available_memory", [] { return ember::available_memory(); },
+        "Bytes this process can still get: the smaller of MemAvailable + SwapFree and the cgroup's limit minus its "
+        "use (2**64 - 1 when neither can be read).");
+    m.def(
+        "parse_memory_size", [](const std::string& text) { return ember::parse_memory_size(text); }, py::arg("text"),
+        "'512M', '1.5G', '64k', '2GiB' or '1048576' as bytes (K/M/G/T are powers of 1024); InvalidArgumentError "
+        "otherwise.");
 }
 
 }  // namespace ember_py

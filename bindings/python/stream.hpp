@@ -51,7 +51,8 @@ class Stream;
 
 // An ember::Session as the Python Session object holds it.
 struct SessionBox {
-    SessionBox(std::shared_ptr<ModelBox> m, const ember::SessionParams& p) : model(std::move(m)), session(model->model, p) {}
+    SessionBox(std::shared_ptr<ModelBox> m, const ember::SessionParams& p, const ember::SessionOptions& o = {})
+        : model(std::move(m)), session(model->model, p, o) {}
 
     std::shared_ptr<ModelBox> model;
     ember::Session session;

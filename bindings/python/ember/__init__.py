@@ -54,8 +54,11 @@ from ._ember import (
     Session,
     TypeMismatchError,
     UnsupportedError,
+    available_memory,
     build_info,
     device_info,
+    estimate_memory,
+    parse_memory_size,
     version,
 )
 
@@ -82,8 +85,11 @@ __all__ = [
     "Session",
     "TypeMismatchError",
     "UnsupportedError",
+    "available_memory",
     "build_info",
     "device_info",
+    "estimate_memory",
+    "parse_memory_size",
     "version",
 ]
 __version__ = version()

@@ -22,6 +22,26 @@ def version() -> str:
 def build_info() -> str:
     """Version, CPU features and kernel set, whether the CUDA module was built; one item a line. Does not load CUDA."""
 
+_KvType = Literal["f16", "f32", "q8_0", "q4_0"]
+
+def estimate_memory(
+    path: _Path,
+    *,
+    n_gpu_layers: int = 0,
+    use_mmap: bool = True,
+    n_ctx: int = 0,
+    n_batch: int = 512,
+    n_threads: int = 0,
+    kv_type: _KvType = "f16",
+    kv_type_k: _KvType | None = None,
+    kv_type_v: _KvType | None = None,
+) -> dict[str, Any]:
+    """What Model(path) and one Session would use, in bytes, from the metadata alone: the parts,
+    model_host, session_host, host_total, gpu_total, and 'table'."""
+def available_memory() -> int:
+    """Bytes this process can still get (MemAvailable + SwapFree, the cgroup's limit)."""
+def parse_memory_size(text: str) -> int:
+    """'512M', '1.5G', '1048576' as bytes."""
 def device_info() -> str:
     """The GPUs the CUDA module sees, one line each, or why there are none. Opens the CUDA module."""
 
@@ -217,8 +237,11 @@ class Generation(Iterator[str]):
 
 class Model:
     """A loaded GGUF model, immutable and shareable between sessions and threads."""
-    def __init__(self, path: _Path, n_gpu_layers: int = 0, *, use_mmap: bool = True) -> None:
-        """Loads the model; NotFoundError, InvalidFileError, UnsupportedError, ... on failure."""
+    def __init__(
+        self, path: _Path, n_gpu_layers: int = 0, *, use_mmap: bool = True, memory_budget: int | str | None = None
+    ) -> None:
+        """Loads the model; NotFoundError, InvalidFileError, UnsupportedError, ... on failure;
+        OutOfMemoryError before the weights are read when its estimate exceeds memory_budget."""
     @property
     def path(self) -> str: ...
     @property
@@ -248,9 +271,12 @@ class Model:
         n_ctx: int = 0,
         n_batch: int = 512,
         n_threads: int = 0,
-        kv_type: Literal["f16", "f32"] = "f16",
+        kv_type: _KvType = "f16",
         precision: Literal["default", "fast", "exact"] = "default",
         adapters: _Adapters | None = None,
+        kv_type_k: _KvType | None = None,
+        kv_type_v: _KvType | None = None,
+        memory_budget: int | str | None = None,
     ) -> Session:
         """A new Session over this model."""
     def load_adapter(self, path: _Path) -> Adapter:
@@ -374,9 +400,12 @@ class Session:
         n_ctx: int = 0,
         n_batch: int = 512,
         n_threads: int = 0,
-        kv_type: Literal["f16", "f32"] = "f16",
+        kv_type: _KvType = "f16",
         precision: Literal["default", "fast", "exact"] = "default",
         adapters: _Adapters | None = None,
+        kv_type_k: _KvType | None = None,
+        kv_type_v: _KvType | None = None,
+        memory_budget: int | str | None = None,
     ) -> None: ...
     def set_adapters(self, adapters: _Adapters) -> None:
         """Applies LoRA adapters [(Adapter, scale), ...], stacked; [] removes them. A new list keeps the
@@ -488,6 +517,22 @@ class Session:
         response_format: Mapping[str, Any] | Grammar | None = None,
     ) -> Generation:
         """The assistant's reply to the whole conversation, streamed."""
+    @overload
+    def save(self, path: _Path) -> None: ...
+    @overload
+    def save(self, path: None = None) -> bytes: ...
+    def save(self, path: _Path | None = None) -> bytes | None:
+        """Saves the state (history, KV rows in use, last logits, adapter set) to `path`, atomically,
+        or returns it as bytes."""
+    def load(self, source: _Path | bytes | bytearray | memoryview) -> None:
+        """Replaces the state with a saved one; InvalidFileError / InvalidArgumentError (session unchanged)
+        for a corrupt file or one of another model, KV type, larger context or adapter set."""
+    @property
+    def kv_type_k(self) -> _KvType: ...
+    @property
+    def kv_type_v(self) -> _KvType: ...
+    @property
+    def kv_cache_bytes(self) -> int: ...
     def reset(self) -> None:
         """Empties the history."""
     def truncate(self, n: int) -> None:
