@@ -111,6 +111,60 @@ std::string load_help(int column) {
                        "--no-mmap", w, pad, pad, pad, "-lm, --load-mode MODE", w);
 }
 
+bool parse_memory_flag(const std::string& f, ArgReader& args, uint64_t& budget) {
+    if (f != "--mem-budget") return false;
+    const std::string v = args.value(f);
+    try {
+        budget = ember::parse_memory_size(v);
+    } catch (const ember::Error& e) {
+        throw UsageError(fmt::format("{}: {}", f, e.what()));
+    }
+    return true;
+}
+
+std::string memory_help(int column) {
+    const int w = std::max(column - 2, 1);
+    const std::string pad(static_cast<size_t>(column), ' ');
+    return fmt::format("  {:<{}}memory the model and its session may use, e.g. 512M or 1.5G\n"
+                       "{}(K/M/G are powers of 1024): refused before allocating, with the\n"
+                       "{}estimate and what to change, when they would need more (default:\n"
+                       "{}none; a session is still refused when its KV cache cannot fit in\n"
+                       "{}the memory this process can get)\n",
+                       "--mem-budget SIZE", w, pad, pad, pad, pad);
+}
+
+bool parse_kv_flag(const std::string& f, ArgReader& args, ember::SessionParams& session,
+                   ember::SessionOptions& options) {
+    const bool both = f == "--kv-type", k = f == "-ctk" || f == "--cache-type-k",
+               v = f == "-ctv" || f == "--cache-type-v";
+    if (!both && !k && !v) return false;
+    const std::string value = args.value(f);
+    ember::KvCacheType t;
+    try {
+        t = ember::parse_kv_cache_type(value);
+    } catch (const ember::Error&) {
+        throw UsageError(fmt::format("{} must be f16, f32, q8_0 or q4_0, got '{}'", f, value));
+    }
+    if (both) {
+        session.kv_type = t;
+        options.kv_type_k.reset();
+        options.kv_type_v.reset();
+    } else {
+        (k ? options.kv_type_k : options.kv_type_v) = t;
+    }
+    return true;
+}
+
+std::string kv_help(int column) {
+    const int w = std::max(column - 2, 1);
+    const std::string pad(static_cast<size_t>(column), ' ');
+    return fmt::format("  {:<{}}KV cache type of keys and values: f16 (default), f32, q8_0 (53%\n"
+                       "{}of f16's memory) or q4_0 (28%; docs/MEMORY.md has the accuracy cost)\n"
+                       "  {:<{}}the keys' type alone (llama.cpp's --cache-type-k)\n"
+                       "  {:<{}}the values' type alone (llama.cpp's --cache-type-v)\n",
+                       "--kv-type TYPE", w, pad, "-ctk, --cache-type-k TYPE", w, "-ctv, --cache-type-v TYPE", w);
+}
+
 namespace {
 
 // The items of a comma-separated list, as llama.cpp's parse_csv_row reads them:
@@ -232,6 +286,8 @@ std::string read_text_file(const std::string& flag, const std::string& path) {
 bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt, bool with_run_flags) {
     if (parse_load_flag(f, args, opt.load)) return true;
     if (parse_lora_flag(f, args, opt.lora)) return true;
+    if (parse_memory_flag(f, args, opt.session_options.memory_budget)) return true;
+    if (parse_kv_flag(f, args, opt.session, opt.session_options)) return true;
     auto& sp = opt.generate.sampling;
     auto int_value = [&](int64_t lo, int64_t hi) { return parse_int(f, args.value(f), lo, hi); };
     auto i32_value = [&] { return static_cast<int32_t>(int_value(kI32Min, kI32Max)); };
@@ -242,12 +298,7 @@ bool parse_common_flag(const std::string& f, ArgReader& args, CommonOptions& opt
     else if (f == "-c" || f == "--ctx-size") opt.session.n_ctx = static_cast<uint32_t>(int_value(0, kU32Max));
     else if (f == "-b" || f == "--batch-size") opt.session.n_batch = static_cast<uint32_t>(int_value(0, kU32Max));
     else if (f == "-t" || f == "--threads") opt.session.n_threads = static_cast<int32_t>(int_value(0, kI32Max));
-    else if (f == "--kv-type") {
-        const std::string v = args.value(f);
-        if (v == "f16") opt.session.kv_type = ember::KvCacheType::F16;
-        else if (v == "f32") opt.session.kv_type = ember::KvCacheType::F32;
-        else throw UsageError(fmt::format("--kv-type must be f16 or f32, got '{}'", v));
-    } else if (f == "--precision") opt.precision = parse_precision(f, args.value(f));
+    else if (f == "--precision") opt.precision = parse_precision(f, args.value(f));
     else if (f == "-n" || f == "--n-predict") opt.generate.max_tokens = static_cast<int32_t>(int_value(-1, kI32Max));
     else if (f == "--temp") sp.temperature = float_value();
     else if (f == "--top-k") sp.top_k = i32_value();
@@ -302,7 +353,7 @@ std::string common_help(const CommonOptions& d, bool with_run_flags) {
         "                            at most 4096)\n"
         "  -b, --batch-size N        prompt tokens evaluated per forward pass (default {})\n"
         "  -t, --threads N           threads; 0 = one per core (default {})\n"
-        "  --kv-type f16|f32         KV cache precision (default f16)\n"
+        "{}"
         "  --precision fast|exact    quantized products: fast = 8-bit activations (llama.cpp's; an\n"
         "                            8-bit GEMM for prompts), exact = 16-bit and a float GEMM for\n"
         "                            prompts (default: EMBER_PRECISION, else exact)\n"
@@ -329,7 +380,7 @@ std::string common_help(const CommonOptions& d, bool with_run_flags) {
         "  -j, --json-schema SCHEMA  constrain the output to JSON valid for a JSON Schema\n"
         "                            ('{{\"type\": \"object\"}}' for any JSON object)\n"
         "  -jf, --json-schema-file FILE  ... read from FILE\n",
-        d.session.n_batch, d.session.n_threads, d.model.n_gpu_layers, load_help(28), lora_help(28), d.generate.max_tokens, s.temperature,
+        d.session.n_batch, d.session.n_threads, kv_help(28), d.model.n_gpu_layers, load_help(28) + memory_help(28), lora_help(28), d.generate.max_tokens, s.temperature,
         s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.penalty_last_n, s.presence_penalty, s.frequency_penalty);
     if (with_run_flags) h += "  --ignore-eos              keep generating past end-of-generation tokens\n";
     return h;

@@ -43,6 +43,7 @@ struct CommonOptions {
     ember::ModelParams model;        // -ngl
     ember::LoadOptions load;         // --no-mmap, --load-mode (-lm)
     ember::SessionParams session;    // -c, -b, -t, --kv-type
+    ember::SessionOptions session_options;  // -ctk, -ctv, --mem-budget (memory_budget: the model's load too)
     ember::Precision precision = ember::Precision::Default;  // --precision (Session::set_precision)
     ember::GenerateParams generate;  // -n, sampling flags, --seed, --stop, --ignore-eos
     bool random_seed = false;        // --seed -1: a fresh seed, chosen by validate()
@@ -94,6 +95,20 @@ bool parse_load_flag(const std::string& flag, ArgReader& args, ember::LoadOption
 // The help lines of those flags (each line indented by two spaces, the
 // descriptions starting at column `column`).
 std::string load_help(int column = 28);
+
+// --mem-budget SIZE, for every tool that loads a model: the bytes the model (and
+// its session) may use ("512M", "1.5G", "1048576"; K/M/G/T are powers of 1024;
+// 0 = none). The load and the session are refused before allocating when the
+// estimate (ember/memory.hpp) exceeds it. Returns false for any other flag;
+// UsageError for a bad size.
+bool parse_memory_flag(const std::string& flag, ArgReader& args, uint64_t& budget);
+std::string memory_help(int column = 28);
+// The KV cache type flags: --kv-type (K and V), -ctk / --cache-type-k, -ctv /
+// --cache-type-v (llama.cpp's), each f16|f32|q8_0|q4_0. Returns false for any
+// other flag; UsageError for a bad type.
+bool parse_kv_flag(const std::string& flag, ArgReader& args, ember::SessionParams& session,
+                   ember::SessionOptions& options);
+std::string kv_help(int column = 28);
 
 // LoRA adapters, as current llama.cpp spells the flags: --lora FILE[,FILE...]
 // (scale 1) and --lora-scaled FILE:SCALE[,FILE:SCALE...]; both may repeat and

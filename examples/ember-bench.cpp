@@ -54,6 +54,8 @@ struct BenchOptions {
     ember::Precision precision = ember::Precision::Default;  // --precision
     bool profile = false;    // --profile: EMBER_PROFILE=1 for the session (its report goes to stderr)
     std::vector<ember_tools::LoraSpec> lora;  // --lora, --lora-scaled
+    ember::SessionParams kv;                  // --kv-type (kv_type only)
+    ember::SessionOptions session_options;    // -ctk, -ctv, --mem-budget
 };
 
 constexpr int64_t kMaxTokens = 1 << 17;  // -p / -n upper bound: beyond it the KV cache alone is absurd
@@ -77,7 +79,8 @@ std::string help() {
            "  --precision fast|exact  quantized products: 8-bit activations (llama.cpp's; an 8-bit\n"
            "                        GEMM for prompts) or 16-bit (a float GEMM for prompts)\n"
            "                        (default: EMBER_PRECISION, else exact)\n"
-           + ember_tools::load_help(24) + ember_tools::lora_help(24) +
+           + ember_tools::load_help(24) + ember_tools::lora_help(24) + ember_tools::kv_help(24) +
+           ember_tools::memory_help(24) +
            "                        (the adapters are named in the header line, in a 'lora'\n"
            "                        column of the table and in the JSON's \"adapters\")\n"
            "  --json                print a JSON array of results on stdout instead of the table\n"
@@ -112,6 +115,8 @@ bool parse(int argc, char** argv, BenchOptions& opt) {
             opt.n_gpu_layers = static_cast<int32_t>(int_value(0, std::numeric_limits<int32_t>::max()));
         else if (ember_tools::parse_load_flag(f, args, opt.load)) continue;
         else if (ember_tools::parse_lora_flag(f, args, opt.lora)) continue;
+        else if (ember_tools::parse_memory_flag(f, args, opt.session_options.memory_budget)) continue;
+        else if (ember_tools::parse_kv_flag(f, args, opt.kv, opt.session_options)) continue;
         else if (f == "--json") opt.json = true;
         else if (f == "--bandwidth") opt.bandwidth = true;
         else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
@@ -279,9 +284,10 @@ int run(const BenchOptions& opt) {
     }
 
     if (!opt.model_path.empty()) {
-        const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers}, opt.load);
+        const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers}, opt.load,
+                                              opt.session_options.memory_budget);
         const auto adapters = ember_tools::load_adapters(model, opt.lora);
-        ember::SessionParams sp;
+        ember::SessionParams sp = opt.kv;  // --kv-type
         // one session for both tests: room for the longer one, batches as large as the prompt
         sp.n_ctx = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt + opt.n_gen, 1));
         sp.n_batch = static_cast<uint32_t>(std::max<int64_t>(opt.n_prompt, 1));
@@ -289,7 +295,7 @@ int run(const BenchOptions& opt) {
         // the session reads EMBER_PROFILE when it is made, and prints its report when it ends
         if (opt.profile && setenv("EMBER_PROFILE", "1", 1) != 0)
             throw std::runtime_error("--profile: cannot set EMBER_PROFILE in the environment");
-        ember::Session session(model, sp);
+        ember::Session session(model, sp, opt.session_options);
         session.set_precision(opt.precision);
         if (!adapters.empty()) session.set_adapters(adapters);
         for (const auto& w : session.warnings()) fmt::print(stderr, "ember-bench: warning: {}\n", w);

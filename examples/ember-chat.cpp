@@ -7,7 +7,9 @@
 // tokenizes it, keeps the longest prefix the session's KV cache already holds
 // and evaluates only the rest, so a long conversation costs only its new part.
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <fstream>
 #include <iterator>
@@ -36,6 +38,8 @@ struct ChatOptions {
     std::string system;  // -sys / -sysf
     bool timings = false;  // --timings
     bool parse_special = false;  // --parse-special: control-token text in messages is parsed
+    std::string save_path;       // --save FILE: the conversation after each reply
+    std::string load_path;       // --load FILE: the conversation to continue
     ChatOptions() { common.generate.max_tokens = -1; }  // a reply ends where the model ends it
 };
 
@@ -66,7 +70,14 @@ std::string help() {
            "                            cache and a timing line (prompt here = the new part only)\n"
            "  --parse-special           control-token text typed in a message (e.g. <|im_start|>)\n"
            "                            becomes the control token; by default it stays text, so a\n"
-           "                            message cannot open a turn of another role\n" +
+           "                            message cannot open a turn of another role\n"
+           "  --load FILE               continue the conversation saved in FILE (its messages and\n"
+           "                            the session state: nothing is evaluated again); the same\n"
+           "                            model, -c at least as large and the same --kv-type are\n"
+           "                            needed. The saved system prompt is kept\n"
+           "  --save FILE               after each reply (and /reset), save the conversation to FILE,\n"
+           "                            atomically (a temporary file renamed over it), so that a\n"
+           "                            restart with --load FILE goes on where it stopped\n" +
            ember_tools::common_help(ChatOptions{}.common, /*with_run_flags=*/false) +
            "other:\n"
            "  -h, --help                print this help\n"
@@ -102,6 +113,10 @@ bool parse(int argc, char** argv, ChatOptions& opt) {
             opt.timings = true;
         else if (f == "--parse-special")
             opt.parse_special = true;
+        else if (f == "--save")
+            opt.save_path = args.value(f);
+        else if (f == "--load")
+            opt.load_path = args.value(f);
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -165,6 +180,93 @@ public:
     // Tokens of the last turn's prompt that the cache already held.
     size_t reused() const { return reused_; }
 
+    // The conversation file of --save / --load: "EMBRCHAT", a version, the messages
+    // (role and content, each a u32 length and its bytes), a 64-bit hash of them,
+    // then the session's state (Session::save's bytes, with their own checksum).
+    void save(const std::string& path) const {
+        std::string out = kChatMagic;
+        put_u32(out, kChatVersion);
+        put_u32(out, static_cast<uint32_t>(history_.size()));
+        put_u32(out, static_cast<uint32_t>(first_));
+        for (const auto& m : history_) {
+            put_str(out, m.role);
+            put_str(out, m.content);
+        }
+        put_u64(out, hash(std::string_view(out).substr(8)));
+        const std::vector<uint8_t> state = session_.save();
+        put_u64(out, state.size());
+        out.append(reinterpret_cast<const char*>(state.data()), state.size());
+        write_atomically(path, out);
+    }
+
+    void load(const std::string& path) {
+        std::ifstream in(path, std::ios::binary);
+        if (!in) throw ember::Error(ember::ErrorCode::NotFound, fmt::format("--load '{}': cannot open it", path));
+        const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        size_t at = 0;
+        auto need = [&](size_t n) {
+            if (data.size() - at < n)
+                throw ember::Error(ember::ErrorCode::InvalidFile,
+                                   fmt::format("--load '{}': truncated at byte {} (the file has {})", path, at,
+                                               data.size()));
+        };
+        auto u32 = [&] {
+            need(4);
+            uint32_t v = 0;
+            std::memcpy(&v, data.data() + at, 4);
+            at += 4;
+            return v;
+        };
+        auto u64 = [&] {
+            need(8);
+            uint64_t v = 0;
+            std::memcpy(&v, data.data() + at, 8);
+            at += 8;
+            return v;
+        };
+        auto str = [&] {
+            const uint32_t n = u32();
+            need(n);
+            std::string v = data.substr(at, n);
+            at += n;
+            return v;
+        };
+        need(8);
+        if (data.compare(0, 8, kChatMagic) != 0)
+            throw ember::Error(ember::ErrorCode::InvalidFile,
+                               fmt::format("--load '{}': not a conversation saved by ember-chat --save", path));
+        at = 8;
+        if (const uint32_t v = u32(); v != kChatVersion)
+            throw ember::Error(ember::ErrorCode::InvalidFile,
+                               fmt::format("--load '{}': conversation format version {}; this ember-chat reads {}",
+                                           path, v, kChatVersion));
+        const uint32_t n = u32();
+        const uint32_t first = u32();
+        if (first > n || n > data.size() / 8)
+            throw ember::Error(ember::ErrorCode::InvalidFile, fmt::format("--load '{}': corrupted (counts)", path));
+        std::vector<ember::ChatMessage> messages;
+        for (uint32_t i = 0; i < n; ++i) {
+            std::string role = str();
+            std::string content = str();
+            messages.push_back({std::move(role), std::move(content)});
+        }
+        const size_t end = at;
+        if (u64() != hash(std::string_view(data).substr(8, end - 8)))
+            throw ember::Error(ember::ErrorCode::InvalidFile,
+                               fmt::format("--load '{}': corrupted (the messages' checksum does not match)", path));
+        const uint64_t state_size = u64();
+        need(state_size);
+        if (data.size() - at != state_size)
+            throw ember::Error(ember::ErrorCode::InvalidFile,
+                               fmt::format("--load '{}': {} bytes after the session state", path,
+                                           data.size() - at - state_size));
+        session_.load(std::span(reinterpret_cast<const uint8_t*>(data.data()) + at, state_size));
+        history_ = std::move(messages);
+        first_ = first;
+    }
+
+    size_t n_messages() const { return history_.size(); }
+
 private:
     // The conversation as tokens, after dropping the oldest exchanges (a user
     // message and its reply) while it leaves too little room for a reply.
@@ -206,6 +308,37 @@ private:
         return tokens;
     }
 
+    static constexpr const char* kChatMagic = "EMBRCHAT";
+    static constexpr uint32_t kChatVersion = 1;
+    static void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
+    static void put_u64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+    static void put_str(std::string& out, const std::string& v) {
+        put_u32(out, static_cast<uint32_t>(v.size()));
+        out += v;
+    }
+    // FNV-1a: the messages are small; the session state has its own (fast) checksum
+    static uint64_t hash(std::string_view bytes) {
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
+        return h;
+    }
+    static void write_atomically(const std::string& path, const std::string& bytes) {
+        const std::string tmp = fmt::format("{}.tmp.{}", path, static_cast<long>(getpid()));
+        std::FILE* f = std::fopen(tmp.c_str(), "wb");
+        if (f == nullptr)
+            throw ember::Error(ember::ErrorCode::Io,
+                               fmt::format("--save '{}': cannot create '{}': {}", path, tmp, std::strerror(errno)));
+        const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
+                        fsync(fileno(f)) == 0;
+        const int err = errno;
+        const bool closed = std::fclose(f) == 0;
+        if (!ok || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
+            const int e = ok && closed ? errno : err;
+            std::remove(tmp.c_str());
+            throw ember::Error(ember::ErrorCode::Io, fmt::format("--save '{}': {}", path, std::strerror(e)));
+        }
+    }
+
     std::shared_ptr<const ember::Model> model_;
     ember::Session& session_;
     ember::GenerateParams params_;
@@ -237,9 +370,10 @@ bool blank(std::string_view s) {
 int chat(const ChatOptions& opt) {
     const bool tty = isatty(STDIN_FILENO) != 0;
     ember_tools::Interrupts interrupts;  // Ctrl-C outside a reply exits
-    const auto model = ember::Model::load(opt.common.model_path, opt.common.model, opt.common.load);
+    const auto model = ember::Model::load(opt.common.model_path, opt.common.model, opt.common.load,
+                                          opt.common.session_options.memory_budget);
     const auto adapters = ember_tools::load_adapters(model, opt.common.lora);  // --lora, --lora-scaled
-    ember::Session session(model, opt.common.session);
+    ember::Session session(model, opt.common.session, opt.common.session_options);
     session.set_precision(opt.common.precision);
     if (!adapters.empty()) session.set_adapters(adapters);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-chat: warning: {}\n", w);
@@ -249,6 +383,21 @@ int chat(const ChatOptions& opt) {
     if (tty) fmt::print(stderr, "ember-chat: type a message; /reset forgets the conversation, /quit exits\n");
 
     Chat conversation(model, session, opt);
+    if (!opt.load_path.empty()) {
+        conversation.load(opt.load_path);
+        fmt::print(stderr, "ember-chat: continuing the conversation of '{}': {} messages, {} tokens in the cache\n",
+                   opt.load_path, conversation.n_messages(), session.n_past());
+        if (!opt.system.empty()) fmt::print(stderr, "ember-chat: warning: -sys ignored: the loaded conversation keeps its own\n");
+    }
+    // --save: after each reply; a failure to save is said and the chat goes on
+    auto save = [&] {
+        if (opt.save_path.empty()) return;
+        try {
+            conversation.save(opt.save_path);
+        } catch (const ember::Error& e) {
+            fmt::print(stderr, "ember-chat: warning: the conversation was not saved: {}\n", e.what());
+        }
+    };
     std::string line;
     size_t sent = 0, failed = 0;  // messages, and those that got an error instead of a reply
     for (;;) {
@@ -265,6 +414,7 @@ int chat(const ChatOptions& opt) {
         if (line == "/quit" || line == "/exit") break;
         if (line == "/reset") {
             conversation.reset();
+            save();
             if (tty) ember_tools::write_out("(conversation cleared)\n");
             continue;
         }
@@ -301,6 +451,7 @@ int chat(const ChatOptions& opt) {
             fmt::print(stderr, "ember-chat: the context is full: the reply was cut; the oldest exchanges will be "
                                "dropped next turn (/reset starts over)\n");
         }
+        if (r) save();
         if (r && opt.timings)
             fmt::print(stderr, "ember-chat: reused {} cached tokens | {}\n", conversation.reused(),
                        ember_tools::timing_line(*r));

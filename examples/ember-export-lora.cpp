@@ -57,13 +57,14 @@ struct Options {
     std::optional<TensorType> type;          // --type
     int n_threads = 0;                       // -t
     ember::LoadOptions load;                 // --no-mmap, --load-mode: how BASE is read
+    uint64_t memory_budget = 0;              // --mem-budget: for loading BASE
 };
 
 std::string help() {
     return fmt::format(
         "usage: ember-export-lora -m BASE.gguf -o OUT.gguf --lora FILE[,FILE...]\n"
         "                         [--lora-scaled FILE:SCALE[,FILE:SCALE...]] [--type TYPE] [-t N]\n"
-        "                         [--no-mmap | -lm mmap|none]\n"
+        "                         [--no-mmap | -lm mmap|none] [--mem-budget SIZE]\n"
         "Merges LoRA adapters into their base model and writes the merged model, as llama.cpp's\n"
         "llama-export-lora: each adapted matrix becomes W + sum of SCALE * alpha / rank * B A\n"
         "(SCALE alone when alpha is 0), what ember-run --lora computes without changing W.\n"
@@ -87,6 +88,9 @@ std::string help() {
         "  -t, --threads N       threads (default: one per core)\n"
         "  --no-mmap             read BASE into memory first instead of mapping it (default: mapped)\n"
         "  -lm, --load-mode MODE  mmap (the default) or none (as --no-mmap)\n"
+        "  --mem-budget SIZE     memory BASE may use once loaded (e.g. 512M): refused before\n"
+        "                        reading it when its estimate is larger (the merged matrices\n"
+        "                        come on top, see Memory below)\n"
         "  -h, --help            print this help\n"
         "  --version             print ember's version and build\n"
         "Memory: the merged matrices are held in memory (their size in the output type) until\n"
@@ -111,6 +115,7 @@ bool parse(int argc, char** argv, Options& opt) {
             opt.n_threads = static_cast<int>(ember_tools::parse_int(f, args.value(f), 1, 1024));
         else if (ember_tools::parse_lora_flag(f, args, opt.lora)) continue;
         else if (ember_tools::parse_load_flag(f, args, opt.load)) continue;
+        else if (ember_tools::parse_memory_flag(f, args, opt.memory_budget)) continue;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -262,7 +267,7 @@ int run(const Options& opt) {
     // weights are read from its file as they are stored, so it must not repack them (repacking
     // gives the file's pages back, which --no-mmap's memory copy cannot read again)
     if (::setenv("EMBER_REPACK", "0", 1) != 0) throw std::runtime_error("cannot set EMBER_REPACK in the environment");
-    const auto model = ember::Model::load(opt.base, {}, opt.load);
+    const auto model = ember::Model::load(opt.base, {}, opt.load, opt.memory_budget);
     const auto adapters = ember_tools::load_adapters(model, opt.lora);
     for (const auto& a : adapters)
         fmt::print(stderr, "ember-export-lora: lora: {}\n", ember_tools::describe_adapter(a));

@@ -25,6 +25,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "common_args.hpp"
 #include "common_stdout.hpp"
 #include "ember/ember.hpp"
 
@@ -38,6 +39,8 @@ constexpr size_t kShowChars = 96;      // string bytes shown in text mode
 
 constexpr const char* kUsage =
     "usage: ember-inspect FILE [--json] [--full] [-m BASE]\n"
+    "       ember-inspect FILE --memory [-c N] [-b N] [-t N] [--kv-type T | -ctk T -ctv T]\n"
+    "                     [-ngl N] [--no-mmap] [--mem-budget SIZE] [--json]\n"
     "       ember-inspect --version\n"
     "Prints a GGUF file's version, metadata and tensor table. For a LoRA adapter\n"
     "(general.type \"adapter\") also what it adapts: architecture, alpha, ranks, and per\n"
@@ -49,6 +52,11 @@ constexpr const char* kUsage =
     "  -m, --model BASE  load BASE and check FILE against it as ember applies adapters\n"
     "           (Model::load_adapter): the architecture, every target tensor, shapes, ranks\n"
     "           and types. An adapter that does not fit is an error (exit status 1)\n"
+    "  --memory what loading FILE and one session would use (ember::estimate_memory:\n"
+    "           the metadata only, no weights are read), part by part, for the session\n"
+    "           flags given (as ember-run's: -c, -b, -t, --kv-type, -ctk, -ctv, -ngl,\n"
+    "           --no-mmap); with --mem-budget SIZE, whether it fits (exit status 1 when\n"
+    "           it does not, with what to change)\n"
     "Exit status: 0 on success; 1 when FILE cannot be read, an adapter cannot be applied\n"
     "(without -m: what no base model could fix, such as half of a pair missing), or\n"
     "stdout cannot be written; 2 for a wrong command line.\n";
@@ -492,13 +500,88 @@ void print_json(const ember::gguf::File& f, const AdapterSummary* adapter) {
     ember_tools::write_out("\n");
 }
 
+// --memory: the estimate for the flags after FILE; the exit status.
+int print_memory(const std::string& path, const std::vector<std::string>& flags, bool json) {
+    std::vector<char*> argv{const_cast<char*>("ember-inspect")};
+    for (const auto& f : flags) argv.push_back(const_cast<char*>(f.c_str()));
+    ember_tools::ArgReader args(static_cast<int>(argv.size()), argv.data());
+    ember::ModelParams mp;
+    ember::LoadOptions lo;
+    ember::SessionParams sp;
+    ember::SessionOptions so;
+    while (!args.done()) {
+        const std::string f = args.next();
+        auto int_value = [&](int64_t lo_, int64_t hi) { return ember_tools::parse_int(f, args.value(f), lo_, hi); };
+        if (f == "-c" || f == "--ctx-size") sp.n_ctx = static_cast<uint32_t>(int_value(0, UINT32_MAX));
+        else if (f == "-b" || f == "--batch-size") sp.n_batch = static_cast<uint32_t>(int_value(1, UINT32_MAX));
+        else if (f == "-t" || f == "--threads") sp.n_threads = static_cast<int32_t>(int_value(0, INT32_MAX));
+        else if (f == "-ngl" || f == "--n-gpu-layers") mp.n_gpu_layers = static_cast<int32_t>(int_value(0, INT32_MAX));
+        else if (ember_tools::parse_load_flag(f, args, lo)) continue;
+        else if (ember_tools::parse_kv_flag(f, args, sp, so)) continue;
+        else if (ember_tools::parse_memory_flag(f, args, so.memory_budget)) continue;
+        else throw ember_tools::UsageError(fmt::format("--memory: unknown argument '{}'", f));
+    }
+    const ember::MemoryEstimate e = ember::estimate_memory(path, mp, sp, so, lo);
+    const bool fits = so.memory_budget == 0 || e.host_total() <= so.memory_budget;
+    if (json) {
+        nlohmann::ordered_json j;
+        j["weights_file"] = e.weights_file;
+        j["weights_resident"] = e.weights_resident;
+        j["weights_repacked"] = e.weights_repacked;
+        j["weights_gpu"] = e.weights_gpu;
+        j["tokenizer"] = e.tokenizer;
+        j["runtime"] = e.runtime;
+        j["kv_cache"] = e.kv_cache;
+        j["kv_cache_gpu"] = e.kv_cache_gpu;
+        j["kv_full_layers"] = e.kv_full_layers;
+        j["kv_swa_layers"] = e.kv_swa_layers;
+        j["activations"] = e.activations;
+        j["activations_gpu"] = e.activations_gpu;
+        j["n_ctx"] = e.n_ctx;
+        j["n_threads"] = e.n_threads;
+        j["model_host"] = e.model_host();
+        j["session_host"] = e.session_host();
+        j["host_total"] = e.host_total();
+        j["gpu_total"] = e.gpu_total();
+        if (so.memory_budget > 0) {
+            j["memory_budget"] = so.memory_budget;
+            j["fits"] = fits;
+        }
+        ember_tools::write_out(j.dump(1) + "\n");
+    } else {
+        ember_tools::write_out(e.describe());
+        if (so.memory_budget > 0)
+            ember_tools::print_out("budget {:.1f} MiB: {}\n", static_cast<double>(so.memory_budget) / 1048576.0,
+                                   fits ? "fits" : "does not fit");
+    }
+    if (fits) return 0;
+    ember_tools::flush_out();
+    fmt::print(stderr, "ember-inspect: error: {} needs {:.1f} MiB, more than the budget of {:.1f} MiB; use a smaller "
+                       "-c, a quantized KV cache (--kv-type q8_0 or q4_0) or fewer GPU layers\n",
+               path, static_cast<double>(e.host_total()) / 1048576.0,
+               static_cast<double>(so.memory_budget) / 1048576.0);
+    return 1;
+}
+
 // Returns the exit status; stdout's failures are thrown (see common_stdout.hpp).
 int inspect(int argc, char** argv) {
     std::string path, base;
-    bool json = false, full = false;
+    bool json = false, full = false, memory = false;
+    std::vector<std::string> memory_flags;  // the session flags of --memory, parsed there
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--json") json = true;
+        if (memory && a != "--json" && !a.empty() && a[0] == '-') {
+            memory_flags.push_back(a);
+            // each of these flags takes a value ("--flag=value" is one argument)
+            static const char* const kValued[] = {"-c", "--ctx-size", "-b", "--batch-size", "-t", "--threads",
+                                                  "-ngl", "--n-gpu-layers", "--kv-type", "-ctk", "--cache-type-k",
+                                                  "-ctv", "--cache-type-v", "--mem-budget", "-lm", "--load-mode"};
+            for (const char* v : kValued)
+                if (a == v && i + 1 < argc) memory_flags.push_back(argv[++i]);
+            continue;
+        }
+        if (a == "--memory") memory = true;
+        else if (a == "--json") json = true;
         else if (a == "--full") full = true;
         else if (a == "-m" || a == "--model" || a.starts_with("--model=")) {
             if (a.starts_with("--model=")) base = a.substr(8);
@@ -526,6 +609,18 @@ int inspect(int argc, char** argv) {
     if (path.empty()) {
         std::fputs(kUsage, stderr);
         return 2;
+    }
+    if (memory) {
+        if (!base.empty() || full) {
+            fmt::print(stderr, "ember-inspect: --memory does not combine with -m or --full\n{}", kUsage);
+            return 2;
+        }
+        try {
+            return print_memory(path, memory_flags, json);
+        } catch (const ember_tools::UsageError& e) {
+            fmt::print(stderr, "ember-inspect: {}\n{}", e.what(), kUsage);
+            return 2;
+        }
     }
     const auto t0 = std::chrono::steady_clock::now();
     const auto f = ember::gguf::File::open(path);

@@ -44,12 +44,15 @@ struct Options {
     ember::LoadOptions load;  // --no-mmap, --load-mode
     ember::Precision precision = ember::Precision::Default;  // --precision
     std::vector<ember_tools::LoraSpec> lora;  // --lora, --lora-scaled
+    ember::SessionParams kv;                  // --kv-type (kv_type only)
+    ember::SessionOptions session_options;    // -ctk, -ctv, --mem-budget
 };
 
 std::string help() {
     return "usage: ember-perplexity -m FILE -f TEXT [-c 512] [-b N] [-t N] [--chunks N] [-ngl N]\n"
            "                        [--precision fast|exact] [--no-mmap | -lm mmap|none]\n"
            "                        [--lora FILE[,FILE...]] [--lora-scaled FILE:SCALE[,...]]\n"
+           "                        [--kv-type T | -ctk T -ctv T] [--mem-budget SIZE]\n"
            "Perplexity of the model on TEXT, by llama.cpp's method: chunks of c tokens, each from\n"
            "an empty cache starting with BOS, the second half of each chunk scored.\n"
            "  -m, --model FILE        the GGUF model\n"
@@ -59,7 +62,8 @@ std::string help() {
            "  -t, --threads N         threads (default 0 = one per core)\n"
            "  --chunks N              evaluate only the first N chunks (default: all)\n"
            "  -ngl, --n-gpu-layers N  layers to run on the GPU (default 0)\n"
-           + ember_tools::load_help(26) + ember_tools::lora_help(26) +
+           + ember_tools::load_help(26) + ember_tools::lora_help(26) + ember_tools::memory_help(26) +
+           ember_tools::kv_help(26) +
            "  --precision fast|exact  quantized products: 8-bit activations (batches under 16 tokens,\n"
            "                          see -b; and an 8-bit GEMM for larger ones) or 16-bit and a float\n"
            "                          GEMM (default: EMBER_PRECISION, else exact)\n"
@@ -86,6 +90,8 @@ bool parse(int argc, char** argv, Options& opt) {
         else if (f == "--precision") opt.precision = ember_tools::parse_precision(f, args.value(f));
         else if (ember_tools::parse_load_flag(f, args, opt.load)) continue;
         else if (ember_tools::parse_lora_flag(f, args, opt.lora)) continue;
+        else if (ember_tools::parse_memory_flag(f, args, opt.session_options.memory_budget)) continue;
+        else if (ember_tools::parse_kv_flag(f, args, opt.kv, opt.session_options)) continue;
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -121,7 +127,8 @@ double nll_of(std::span<const float> row, ember::TokenId target) {
 
 int run(const Options& opt) {
     const std::string text = read_text(opt.text_path);
-    const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers}, opt.load);
+    const auto model = ember::Model::load(opt.model_path, {.n_gpu_layers = opt.n_gpu_layers}, opt.load,
+                                          opt.session_options.memory_budget);
     const auto adapters = ember_tools::load_adapters(model, opt.lora);
     const ember::Tokenizer& tok = model->tokenizer();
 
@@ -138,18 +145,20 @@ int run(const Options& opt) {
     if (opt.n_chunks > 0) n_chunks = std::min(n_chunks, static_cast<size_t>(opt.n_chunks));
     const bool bos_first = tok.add_bos() && tok.bos() != ember::kNoToken;
 
-    ember::SessionParams sp;
+    ember::SessionParams sp = opt.kv;  // --kv-type
     sp.n_ctx = static_cast<uint32_t>(n_ctx);
     sp.n_batch = static_cast<uint32_t>(opt.n_batch > 0 ? std::min(opt.n_batch, opt.n_ctx) : opt.n_ctx);
     sp.n_threads = opt.n_threads;
-    ember::Session session(model, sp);
+    ember::Session session(model, sp, opt.session_options);
     session.set_precision(opt.precision);
     if (!adapters.empty()) session.set_adapters(adapters);
     for (const auto& w : session.warnings()) fmt::print(stderr, "ember-perplexity: warning: {}\n", w);
     for (const auto& a : adapters) fmt::print(stderr, "ember-perplexity: lora: {}\n", ember_tools::describe_adapter(a));
     fmt::print(stderr,
-               "ember-perplexity: {} tokens in {:.2f} s; {} chunks of {} tokens, batch {}, {} threads{}\n",
+               "ember-perplexity: {} tokens in {:.2f} s; {} chunks of {} tokens, batch {}, {} threads, KV cache "
+               "{}/{}{}\n",
                tokens.size(), tok_s, n_chunks, n_ctx, sp.n_batch, session.n_threads(),
+               ember::kv_cache_type_name(session.kv_type_k()), ember::kv_cache_type_name(session.kv_type_v()),
                bos_first ? ", BOS first" : "");
 
     ember_tools::Interrupts interrupts;

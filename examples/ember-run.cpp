@@ -7,8 +7,14 @@
 // flushed piece by piece; everything else -- the model line, warnings, errors
 // and the closing timing line -- goes to stderr. When the reader of stdout goes
 // away (`| head -c 100`), the generation stops there and the tool ends with 0.
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <span>
+#include <system_error>
+#include <vector>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -33,6 +39,7 @@ struct RunOptions {
     std::string prompt_file;  // -f
     bool have_prompt = false;
     bool echo = false;
+    std::string prompt_cache;  // --prompt-cache FILE
 };
 
 std::string help() {
@@ -46,7 +53,12 @@ std::string help() {
            "  -p, --prompt TEXT         the prompt (special tokens such as <|im_start|> are parsed;\n"
            "                            BOS is added when the model asks for it)\n"
            "  -f, --file FILE           read the prompt from FILE ('-' = standard input)\n"
-           "  --echo                    print the prompt before the generated text\n" +
+           "  --echo                    print the prompt before the generated text\n"
+           "  --prompt-cache FILE       reuse the session state saved in FILE (the longest prefix of\n"
+           "                            the prompt it holds is not evaluated again), then save the\n"
+           "                            state after the prompt into FILE (llama.cpp's flag); a FILE\n"
+           "                            that cannot be used (another model, -c, --kv-type; corrupt)\n"
+           "                            is said on stderr and replaced\n" +
            ember_tools::common_help(RunOptions{}.common, /*with_run_flags=*/true) +
            "other:\n"
            "  -h, --help                print this help\n"
@@ -67,6 +79,7 @@ bool parse(int argc, char** argv, RunOptions& opt) {
             opt.have_prompt = true;
         } else if (f == "-f" || f == "--file") opt.prompt_file = args.value(f);
         else if (f == "--echo") opt.echo = true;
+        else if (f == "--prompt-cache") opt.prompt_cache = args.value(f);
         else if (f == "-h" || f == "--help") {
             ember_tools::write_out(help());
             return false;
@@ -99,6 +112,58 @@ std::string read_file(const std::string& path) {
     return text;
 }
 
+// --prompt-cache: loads the state saved in `path` (when there is one and it fits this
+// session), keeps the longest prefix of the prompt's tokens it holds, evaluates the
+// rest, saves the state (the whole prompt evaluated) back to `path`, and returns
+// what is left for generate(): nothing, as the prompt is then in the cache.
+std::vector<ember::TokenId> prompt_from_cache(ember::Session& session, const std::string& prompt,
+                                              const ember_tools::CommonOptions& common, const std::string& path) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const ember::GenerateParams& gp = common.generate;
+    ember::TokenizeOptions to;
+    to.add_special = gp.add_special;
+    to.parse_special = gp.parse_special;
+    const std::vector<ember::TokenId> tokens = session.model()->tokenize(prompt, to);
+    if (tokens.empty()) return tokens;  // generate() says what is wrong with an empty prompt
+    size_t reused = 0;
+    std::error_code ec;
+    if (std::filesystem::exists(path, ec)) {
+        try {
+            session.load(path);
+            const auto cached = session.tokens();
+            const size_t same = static_cast<size_t>(
+                std::mismatch(tokens.begin(), tokens.end(), cached.begin(), cached.end()).first - tokens.begin());
+            // the whole prompt cached, and nothing after it: its logits were saved with it;
+            // otherwise at least the prompt's last token is evaluated, for its logits
+            const bool exact = same == tokens.size() && cached.size() == tokens.size() && !session.logits().empty();
+            reused = exact ? same : std::min(same, tokens.size() - 1);
+            session.truncate(reused);
+        } catch (const ember::Error& e) {
+            if (e.code() == ember::ErrorCode::Cancelled) throw;
+            fmt::print(stderr, "ember-run: prompt cache '{}' not used: {}\n", path, e.what());
+            session.reset();
+            reused = 0;
+        }
+    }
+    const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const auto t1 = std::chrono::steady_clock::now();
+    if (reused < tokens.size()) session.eval(std::span(tokens).subspan(reused));
+    const double eval_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
+    const auto t2 = std::chrono::steady_clock::now();
+    std::string saved = "saved";
+    try {
+        session.save(path);
+    } catch (const ember::Error& e) {
+        saved = fmt::format("not saved: {}", e.what());  // generation still goes on
+    }
+    const double save_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t2).count();
+    fmt::print(stderr,
+               "ember-run: prompt cache '{}': {} of {} prompt tokens reused ({:.1f} ms to load), {} evaluated "
+               "({:.1f} ms), {} ({:.1f} ms)\n",
+               path, reused, tokens.size(), load_ms, tokens.size() - reused, eval_ms, saved, save_ms);
+    return {};
+}
+
 int run(const RunOptions& opt) {
     std::string prompt = opt.have_prompt ? opt.prompt : read_file(opt.prompt_file);
     if (const size_t at = ember_tools::utf8_error_at(prompt); at < prompt.size())
@@ -109,9 +174,10 @@ int run(const RunOptions& opt) {
     if (common.random_seed) fmt::print(stderr, "ember-run: seed {}\n", common.generate.sampling.seed);
 
     ember_tools::Interrupts interrupts;  // before loading: Ctrl-C during the load just exits
-    const auto model = ember::Model::load(common.model_path, common.model, common.load);
+    const auto model =
+        ember::Model::load(common.model_path, common.model, common.load, common.session_options.memory_budget);
     const auto adapters = ember_tools::load_adapters(model, common.lora);  // --lora, --lora-scaled
-    ember::Session session(model, common.session);
+    ember::Session session(model, common.session, common.session_options);
     session.set_precision(common.precision);
     if (!adapters.empty()) session.set_adapters(adapters);
     // From here on Ctrl-C cancels the session (held until generate() takes it, which then
@@ -130,14 +196,22 @@ int run(const RunOptions& opt) {
     if (echoed) {
         // a Ctrl-C while the prompt is tokenized is held by the session: generate() then
         // returns at once as cancelled, and the exit status is 130
+        const auto on_piece = [&](std::string_view piece) {
+            if (!ember_tools::stream_out(piece)) return false;  // stdout failed: stop generating
+            if (!piece.empty()) last = piece.back();
+            return true;
+        };
         try {
-            result = session.generate(prompt, common.generate, common.constraint, [&](std::string_view piece) {
-                if (!ember_tools::stream_out(piece)) return false;  // stdout failed: stop generating
-                if (!piece.empty()) last = piece.back();
-                return true;
-            });
+            if (opt.prompt_cache.empty()) {
+                result = session.generate(prompt, common.generate, common.constraint, on_piece);
+            } else {
+                const std::vector<ember::TokenId> tokens = prompt_from_cache(session, prompt, common, opt.prompt_cache);
+                result = session.generate(tokens, common.generate, common.constraint, on_piece);
+            }
         } catch (const ember::GenerateError& e) {
             result = e.result();  // what was generated before the cancel or the error
+            if (e.code() != ember::ErrorCode::Cancelled) failure = e.what();
+        } catch (const ember::Error& e) {  // --prompt-cache's evaluation of the prompt
             if (e.code() != ember::ErrorCode::Cancelled) failure = e.what();
         }
         by_ctrl_c = interrupts.interrupted();
