@@ -35,6 +35,8 @@ constexpr uint64_t kMiB = uint64_t{1} << 20;
 double mib(uint64_t b) { return static_cast<double>(b) / static_cast<double>(kMiB); }
 
 std::string format_mib(uint64_t b) {
+    if (b < 1024) return fmt::format("{} bytes", b);
+    if (b < kMiB) return fmt::format("{:.1f} KiB", static_cast<double>(b) / 1024.0);
     return b < 10 * kMiB ? fmt::format("{:.1f} MiB", mib(b)) : fmt::format("{:.0f} MiB", mib(b));
 }
 
@@ -293,6 +295,21 @@ void check_vocab_fits(const gguf::File& f, const Hparams& hp) {
 
 namespace {
 
+// Model::Impl::data_samples: 64 bytes at the start, the middle and the end of
+// each tensor's data (fewer for a smaller tensor), in file order -- the part of
+// the session state's fingerprint (runtime/session_state.cpp) that reads the
+// weights, read here while they are still the file's bytes.
+std::vector<uint8_t> sample_tensor_data(const gguf::File& f) {
+    std::vector<uint8_t> out;
+    for (const gguf::TensorInfo& t : f.tensors()) {
+        const uint64_t piece = std::min<uint64_t>(64, t.n_bytes);
+        if (t.data == nullptr || piece == 0) continue;
+        for (const uint64_t at : {uint64_t{0}, (t.n_bytes - piece) / 2, t.n_bytes - piece})
+            out.insert(out.end(), t.data + at, t.data + at + piece);
+    }
+    return out;
+}
+
 // Plans the CPU/GPU split and copies the offloaded weights to the device.
 void offload_weights(Model::Impl& m, int32_t n_gpu_layers, const GpuInfo& gpu) {
     m.offload = plan_offload(m.w, m.hp, n_gpu_layers);
@@ -394,6 +411,8 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelPar
         auto impl = std::unique_ptr<Impl>(new Impl{path, std::move(file), std::move(hp0), std::move(tok), {}, {},
                                                    std::move(w), std::move(owned_f32), {}, {}, {}, {}, 0, 0.0, {}, {}, {}});
         impl->chat_template = impl->file.get_or<std::string>("tokenizer.chat_template", "");
+        stage = "sampling the weights";
+        impl->data_samples = sample_tensor_data(impl->file);
         stage = "copying the offloaded weights to the GPU";
         offload_weights(*impl, params.n_gpu_layers, gpu);
         stage = "repacking the weights";

@@ -50,6 +50,12 @@ struct Model::Impl {
     mutable std::shared_ptr<const void> grammar_vocab;
     // the weights are the file's mapping (LoadOptions::use_mmap), not anonymous memory
     bool mapped = true;
+    // 64 bytes at the start, the middle and the end of each tensor's data (fewer for
+    // a smaller tensor), in file order, taken at load before the weights are offloaded
+    // or repacked: repacking gives the file's pages back, and with use_mmap off they are
+    // then no longer the file's bytes. The session state's fingerprint hashes these, so
+    // that it does not depend on how the model was loaded.
+    std::vector<uint8_t> data_samples{};  // (an initialiser: Model::load aggregate-initialises the fields above)
 };
 
 // Repacks the CPU-run matrices whose type the CPU kernels multiply packed

@@ -17,6 +17,9 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -185,8 +188,13 @@ void hash_value(Hash64& h, const gguf::Value& v) {
     }
 }
 
-uint64_t file_fingerprint(const gguf::File& f) {
+// `samples` (a model's Model::Impl::data_samples), when given, stands for the
+// tensors' data: a model's weights may no longer be the file's bytes once it is
+// loaded (repacked, read in with use_mmap off), and its fingerprint must not
+// depend on how it was loaded. An adapter's are read where they are.
+uint64_t file_fingerprint(const gguf::File& f, const std::vector<uint8_t>* samples = nullptr) {
     Hash64 h(0x454d424552475546ull);  // "EMBERGUF": not the seed of the checksums
+    size_t sampled = 0;  // bytes of *samples hashed so far
     h.u64(f.metadata().size());
     for (const gguf::KeyValue& kv : f.metadata()) {
         h.str(kv.key);
@@ -200,8 +208,14 @@ uint64_t file_fingerprint(const gguf::File& f) {
         for (int64_t d : t.shape) h.u64(static_cast<uint64_t>(d));
         h.u64(t.offset);
         const uint64_t piece = std::min<uint64_t>(64, t.n_bytes);
-        if (t.data != nullptr && piece > 0)
+        if (t.data == nullptr || piece == 0) continue;
+        if (samples != nullptr) {  // the same three pieces, taken at load
+            const size_t n = std::min<size_t>(3 * static_cast<size_t>(piece), samples->size() - sampled);
+            h.update(samples->data() + sampled, n);
+            sampled += n;
+        } else {
             for (const uint64_t at : {uint64_t{0}, (t.n_bytes - piece) / 2, t.n_bytes - piece}) h.update(t.data + at, piece);
+        }
     }
     return h.digest();
 }
@@ -210,7 +224,8 @@ uint64_t file_fingerprint(const gguf::File& f) {
 // vocabulary of 262144 strings takes milliseconds) and kept while it lives. An
 // entry whose model was freed is recomputed, never reused for another model
 // loaded at the same address (the weak pointer tells them apart).
-uint64_t model_fingerprint(const std::shared_ptr<const Model>& model) {
+uint64_t model_fingerprint(const Session::Impl& s) {
+    const std::shared_ptr<const Model>& model = s.model;
     static std::mutex mu;
     static std::map<const Model*, std::pair<std::weak_ptr<const Model>, uint64_t>> known;
     {
@@ -218,7 +233,7 @@ uint64_t model_fingerprint(const std::shared_ptr<const Model>& model) {
         const auto it = known.find(model.get());
         if (it != known.end() && it->second.first.lock() == model) return it->second.second;
     }
-    const uint64_t fp = file_fingerprint(model->file());
+    const uint64_t fp = file_fingerprint(model->file(), &s.m->data_samples);
     std::lock_guard<std::mutex> lock(mu);
     std::erase_if(known, [](const auto& e) { return e.second.first.expired(); });
     known[model.get()] = {model, fp};
@@ -344,13 +359,35 @@ bool same_adapters(const std::vector<SavedAdapter>& a, const std::vector<SavedAd
            });
 }
 
+// Whether the session's next call runs its history through the model again
+// because a ring no longer holds the window of the next position
+// (Session::Impl::replay_if_window_lost, after a truncate): the position is
+// n_evaluated, or the one before when generate() runs the last token again for
+// its logits (the earlier of the two: the rule that loses the window sooner).
+// A row of a ring of `cells` holds position j only while nothing past
+// j + cells - 1 was written.
+bool window_lost(const Session::Impl& s) {
+    if (s.n_evaluated == 0 || s.max_written < 0) return false;
+    int64_t p = static_cast<int64_t>(s.n_evaluated);
+    if (!s.has_logits() && s.n_evaluated == s.tokens.size()) --p;
+    const int64_t oldest_needed = std::max<int64_t>(0, p - static_cast<int64_t>(s.m->hp.n_swa) + 1);
+    for (int64_t l = 0; l < model_layers(s); ++l) {
+        const int64_t cells = layer_cache(s, l).cells();
+        if (cells < s.n_ctx && s.max_written >= oldest_needed + cells) return true;
+    }
+    return false;
+}
+
 // The state of a session as it will be saved. A session whose adapters changed
 // since its cache was written (replay_all) saves its history as pending: its
 // rows are stale, and the next call runs it through the model again either way.
+// So does one whose ring lost the window its next position reads (window_lost):
+// the rows it has are not the ones that call will use, and a session that keeps
+// the whole layer could not take them.
 Header describe_session(const Session::Impl& s) {
     Header h;
     const Hparams& hp = s.m->hp;
-    h.fingerprint = model_fingerprint(s.model);
+    h.fingerprint = model_fingerprint(s);
     h.model_name = model_label(*s.model);
     h.n_layer = static_cast<uint32_t>(model_layers(s));
     h.n_vocab = hp.n_vocab;
@@ -363,9 +400,10 @@ Header describe_session(const Session::Impl& s) {
     h.k_width = static_cast<uint64_t>(s.cache.k_width);
     h.v_width = static_cast<uint64_t>(s.cache.v_width);
     h.n_tokens = s.tokens.size();
-    const int64_t n_ev = s.replay_all ? 0 : static_cast<int64_t>(s.n_evaluated);
+    const bool pending = s.replay_all || window_lost(s);
+    const int64_t n_ev = pending ? 0 : static_cast<int64_t>(s.n_evaluated);
     h.n_evaluated = static_cast<uint64_t>(n_ev);
-    h.logits_valid = !s.replay_all && s.has_logits();
+    h.logits_valid = !pending && s.has_logits();
     for (int64_t l = 0; l < static_cast<int64_t>(h.n_layer); ++l) {
         const int64_t cells = layer_cache(s, l).cells();
         SavedLayer sl{cells, 0};
@@ -621,6 +659,12 @@ Parsed parse_state(std::span<const uint8_t> b, const std::string& where) {
         bad_file(fmt::format("Session::load: {} is a session state of format version {}; this ember reads version {} "
                              "(save the state again with the ember that loads it)",
                              where, version, kVersion));
+    uint32_t flags;
+    std::memcpy(&flags, b.data() + 12, 4);
+    if (flags != 0)
+        bad_file(fmt::format("Session::load: {} is corrupted: its flags field (bytes 12..15) is {:#x}; version {} "
+                             "has no flags (0)",
+                             where, flags, kVersion));
     if (size < total)
         bad_file(fmt::format("Session::load: {} is truncated at byte {} of {} expected", where, size, total));
     if (size > total)
@@ -692,7 +736,17 @@ Parsed parse_state(std::span<const uint8_t> b, const std::string& where) {
     if (h.logits_valid && (h.n_tokens == 0 || h.n_evaluated != h.n_tokens))
         bad_file(fmt::format("Session::load: {} is corrupted: logits for {} tokens of which {} are evaluated", where,
                              h.n_tokens, h.n_evaluated));
-    if (h.logits_valid) p.logits = in.take(4ull * h.n_vocab, "the logits");
+    if (h.logits_valid) {
+        p.logits = in.take(4ull * h.n_vocab, "the logits");
+        // a NaN or an infinity here would surface at generate() as a fault of the weights
+        for (size_t i = 0; i < h.n_vocab; ++i) {
+            float x;
+            std::memcpy(&x, p.logits.data() + 4 * i, 4);
+            if (!std::isfinite(x))
+                bad_file(fmt::format("Session::load: {} is corrupted (non-finite logits): logit {} is {}", where, i,
+                                     x));
+        }
+    }
     const uint32_t n_adapters = in.u32("the adapter count");
     if (n_adapters > kMaxAdapters)
         bad_file(fmt::format("Session::load: {} is corrupted: {} adapters", where, n_adapters));
@@ -724,7 +778,7 @@ Parsed parse_state(std::span<const uint8_t> b, const std::string& where) {
 // context, layout, adapters, then its tokens against the vocabulary.
 void check_fits(const Session::Impl& s, const Parsed& p, const std::string& where) {
     const Header& h = p.h;
-    const uint64_t fp = model_fingerprint(s.model);
+    const uint64_t fp = model_fingerprint(s);
     if (h.fingerprint != fp)
         invalid(fmt::format("Session::load: {} was saved from another model (fingerprint {:016x}, model '{}'), not "
                             "from this session's '{}' (fingerprint {:016x}); load it into a session of the model it "
@@ -851,16 +905,47 @@ void Session::save(const std::string& path) const {
     Impl& s = *impl_;
     const StateGuard guard(s.in_call, "Session::save");
     if (path.empty()) invalid("Session::save: the path is empty");
+    // What is replaced: a symbolic link stays one, and its target gets the state
+    // (renaming over the link would turn it into a file); a device, a FIFO, a folder
+    // is never replaced by a file; a file keeps its permission bits (a 0600 state
+    // stays private). A new file gets 0666 less the umask.
+    std::string target = path;
+    bool keep_mode = false;
+    mode_t mode = 0;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+        if (S_ISLNK(st.st_mode)) {
+            char resolved[PATH_MAX];
+            if (::realpath(path.c_str(), resolved) == nullptr) {
+                const int err = errno;
+                throw Error(ErrorCode::Io, fmt::format("Session::save: '{}' is a symbolic link that cannot be "
+                                                       "resolved ({}); not replaced",
+                                                       path, std::strerror(err)));
+            }
+            target = resolved;
+            if (::stat(target.c_str(), &st) != 0) {
+                const int err = errno;
+                throw Error(ErrorCode::Io, fmt::format("Session::save: cannot read '{}' (the target of '{}'): {}",
+                                                       target, path, std::strerror(err)));
+            }
+        }
+        if (!S_ISREG(st.st_mode))
+            throw Error(ErrorCode::Io, fmt::format("Session::save: '{}'{} is not a regular file; not replaced", path,
+                                                   target == path ? "" : fmt::format(" (-> '{}')", target)));
+        keep_mode = true;
+        mode = st.st_mode & 0777;
+    }
     const Header h = describe_session(s);
-    // a new file beside the path, never one that is there (O_EXCL: not a stale
-    // file, nor a link planted to be written through): PATH.tmp.PID, else
-    // PATH.tmp.PID.1, ...; renamed over the path once complete and synced
+    // a new file beside the target, never one that is there (O_EXCL: not a stale
+    // file, nor a link planted to be written through): TARGET.tmp.PID, else
+    // TARGET.tmp.PID.1, ...; renamed over the target once complete and synced
     static std::atomic<unsigned> serial{0};
     std::string tmp;
     int fd = -1;
     for (int k = 0; k < 100 && fd < 0; ++k) {
         const unsigned n = serial.fetch_add(1);
-        tmp = n == 0 ? fmt::format("{}.tmp.{}", path, ::getpid()) : fmt::format("{}.tmp.{}.{}", path, ::getpid(), n);
+        tmp = n == 0 ? fmt::format("{}.tmp.{}", target, ::getpid())
+                     : fmt::format("{}.tmp.{}.{}", target, ::getpid(), n);
         fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
         if (fd < 0 && errno != EEXIST) break;
     }
@@ -871,6 +956,12 @@ void Session::save(const std::string& path) const {
                                                tmp, path, std::strerror(err)));
     }
     try {
+        if (keep_mode && ::fchmod(fd, mode) != 0) {
+            const int err = errno;
+            throw Error(ErrorCode::Io, fmt::format("Session::save: cannot give '{}' (for '{}') the mode {:o} of the "
+                                                   "file it replaces: {}",
+                                                   tmp, path, mode, std::strerror(err)));
+        }
         FileOut fo(fd, fmt::format("'{}' (for '{}')", tmp, path));
         write_state(s, h, fo);
         fo.flush();
@@ -892,15 +983,15 @@ void Session::save(const std::string& path) const {
         throw Error(ErrorCode::Io, fmt::format("Session::save: closing '{}' (for '{}') failed: {}", tmp, path,
                                                std::strerror(err)));
     }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
         const int err = errno;
         ::unlink(tmp.c_str());
-        throw Error(ErrorCode::Io, fmt::format("Session::save: cannot rename '{}' to '{}': {}", tmp, path,
+        throw Error(ErrorCode::Io, fmt::format("Session::save: cannot rename '{}' to '{}': {}", tmp, target,
                                                std::strerror(err)));
     }
     // the rename itself reaches the disk with its folder (best effort: a folder
     // that cannot be opened for reading still has the file)
-    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    const std::filesystem::path parent = std::filesystem::path(target).parent_path();
     const int dir = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir >= 0) {
         (void)::fsync(dir);
@@ -917,7 +1008,9 @@ void Session::load(std::span<const uint8_t> state) {
 void Session::load(const std::string& path) {
     Impl& s = *impl_;
     const StateGuard guard(s.in_call, "Session::load");
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO for reading would wait for a writer; it is refused
+    // below, as is every file that is not a regular one (no effect on those)
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         const int err = errno;
         throw Error(err == ENOENT ? ErrorCode::NotFound : ErrorCode::Io,
@@ -934,28 +1027,45 @@ void Session::load(const std::string& path) {
     }
     if (!S_ISREG(st.st_mode))
         throw Error(ErrorCode::Io, fmt::format("Session::load: '{}' is not a regular file", path));
-    // the whole file into memory first (not mapped: a file truncated meanwhile must
+    const std::string where = fmt::format("'{}'", path);
+    // reads up to n bytes at dst; fewer only at the end of the file
+    const auto read_in = [&](uint8_t* dst, size_t n) {
+        size_t got = 0;
+        while (got < n) {
+            const ssize_t r = ::read(fd, dst + got, n - got);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) {
+                const int err = errno;
+                throw Error(ErrorCode::Io,
+                            fmt::format("Session::load: reading '{}' failed: {}", path, std::strerror(err)));
+            }
+            if (r == 0) break;  // shorter than it was: the checks below say truncated
+            got += static_cast<size_t>(r);
+        }
+        return got;
+    };
+    // the magic first: another file (a model passed by mistake) is refused after 8
+    // bytes, not after reading gigabytes into memory
+    uint8_t head[sizeof kMagic];
+    const size_t got_head = read_in(head, sizeof head);
+    if (got_head < sizeof head) {
+        load_bytes(s, std::span<const uint8_t>(head, got_head), where);  // refused: not a state, or truncated
+        return;
+    }
+    if (std::memcmp(head, kMagic, sizeof head) != 0) parse_state(std::span<const uint8_t>(head, sizeof head), where);
+    // then the whole file into memory (not mapped: a file truncated meanwhile must
     // not kill the process), checked there before the session changes
-    const auto size = static_cast<size_t>(st.st_size);
+    const auto size = std::max(static_cast<size_t>(st.st_size), sizeof head);
     std::unique_ptr<uint8_t[]> bytes;
     try {
-        bytes.reset(new uint8_t[std::max<size_t>(size, 1)]);
+        bytes.reset(new uint8_t[size]);
     } catch (const std::bad_alloc&) {
         throw Error(ErrorCode::OutOfMemory,
                     fmt::format("Session::load: out of memory reading '{}' ({} bytes)", path, size));
     }
-    size_t got = 0;
-    while (got < size) {
-        const ssize_t r = ::read(fd, bytes.get() + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            const int err = errno;
-            throw Error(ErrorCode::Io, fmt::format("Session::load: reading '{}' failed: {}", path, std::strerror(err)));
-        }
-        if (r == 0) break;  // shorter than it was: the checks below say truncated
-        got += static_cast<size_t>(r);
-    }
-    load_bytes(s, std::span<const uint8_t>(bytes.get(), got), fmt::format("'{}'", path));
+    std::memcpy(bytes.get(), head, sizeof head);
+    const size_t got = sizeof head + read_in(bytes.get() + sizeof head, size - sizeof head);
+    load_bytes(s, std::span<const uint8_t>(bytes.get(), got), where);
 }
 
 }  // namespace ember

@@ -5,10 +5,12 @@
 // sizes), with adapters; every refusal (not a state, another version, each
 // kind of truncation, a flipped byte, another model, K or V type, a smaller
 // context, another adapter set, a call running) leaves the session as it was;
-// and a failed save leaves the file it would have replaced intact. The checksum
+// and a failed save leaves the file it would have replaced intact, a link a
+// link, a FIFO a FIFO and a file its mode. The checksum
 // is recomputed here from docs/SESSION_STATE.md's description.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -21,7 +23,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <random>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -547,6 +551,11 @@ TEST_CASE("session state: every refusal names its reason and leaves the session 
         {[&](std::vector<uint8_t>& y) { wr32(y, L.logits_flag, 2); }, "logits flag is 2"},
         {[&](std::vector<uint8_t>& y) { wr32(y, L.tokens + 8, 99999); }, "token 99999 (at index 2)"},
         {[](std::vector<uint8_t>& y) { y.insert(y.end() - 8, 4, 0); }, "sections end at byte"},
+        {[](std::vector<uint8_t>& y) { wr32(y, 12, 1); }, "flags field (bytes 12..15) is 0x1"},
+        {[&](std::vector<uint8_t>& y) { wr32(y, L.logits_flag + 4 + 4 * 5, 0x7fc00000u); },
+         "corrupted (non-finite logits): logit 5 is nan"},
+        {[&](std::vector<uint8_t>& y) { wr32(y, L.logits_flag + 4, 0xff800000u); },
+         "corrupted (non-finite logits): logit 0 is -inf"},
     };
     for (const auto& [edit, want] : forged) {
         x = st;
@@ -940,4 +949,224 @@ TEST_CASE("session state benchmark: loading 2,000 tokens vs evaluating them" * d
                             load_file_ms, 100.0 * load_file_ms / eval_ms));
         fs::remove(file);
     }
+}
+
+namespace {
+
+// Sets an environment variable for a scope, then puts back what was there.
+class ScopedEnv {
+public:
+    ScopedEnv(const char* name, const char* value) : name_(name) {
+        if (const char* v = std::getenv(name)) old_ = v, had_ = true;
+        ::setenv(name, value, 1);
+    }
+    ~ScopedEnv() {
+        if (had_) ::setenv(name_, old_.c_str(), 1);
+        else ::unsetenv(name_);
+    }
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+private:
+    const char* name_;
+    std::string old_;
+    bool had_ = false;
+};
+
+// A state saved from the model loaded one way loads into a session of the same
+// file loaded the other way (mapped / read in), both ways round.
+void check_across_load_modes(const std::string& path, const SessionParams& sp, const std::vector<TokenId>& ids) {
+    const ScopedEnv repack("EMBER_REPACK", "1");
+    auto mapped = Model::load(path, ModelParams{}, LoadOptions{.use_mmap = true});
+    auto read_in = Model::load(path, ModelParams{}, LoadOptions{.use_mmap = false});
+    Session a(mapped, sp), b(read_in, sp);
+    a.eval(ids);
+    b.eval(ids);
+    Session to_read_in(read_in, sp), to_mapped(mapped, sp);
+    to_read_in.load(a.save());
+    CHECK(bit_equal(to_read_in.logits(), a.logits()));
+    to_mapped.load(b.save());
+    CHECK(bit_equal(to_mapped.logits(), b.logits()));
+    CHECK(continue_greedy(to_read_in, 6) == continue_greedy(a, 6));
+}
+
+}  // namespace
+
+TEST_CASE("session state: the model's fingerprint does not depend on use_mmap or repacking") {
+    check_across_load_modes(write_tiny_llama("state-modes.gguf"),
+                            {.n_ctx = 64, .n_batch = 8, .n_threads = 1, .kv_type = KvCacheType::F32},
+                            some_ids(12, 5, 1));
+    // a quantized model, whose matrices are repacked (the file's pages given back)
+    const fs::path p = smollm2();
+    EMBER_REQUIRE_RESOURCE(p, ember_test::kFetchModels);
+    check_across_load_modes(p.string(), {.n_ctx = 64, .n_batch = 16, .n_threads = 2}, some_ids(12, 5, 1));
+}
+
+TEST_CASE("session state: a save after a rewind into a lost window stores the history as pending") {
+    // tests/data/arch/gemma3.gguf: 5 of 6 layers with a window of 8; n_batch 4 keeps rings of 12 cells
+    auto model = Model::load(arch_fixture("gemma3").string());
+    const size_t nv = model->info().n_vocab;
+    const std::vector<TokenId> ids = some_ids(40, 37, 11, 190);
+    Session whole(model, {.n_ctx = 64, .n_batch = 64, .n_threads = 1, .kv_type = KvCacheType::F32});
+    whole.eval(ids, true);
+    const std::vector<float> ref = to_vec(whole.all_logits());
+
+    for (const size_t keep : {size_t{20}, size_t{5}}) {
+        Session r(model, {.n_ctx = 64, .n_batch = 4, .n_threads = 1, .kv_type = KvCacheType::F32});
+        r.eval(ids);
+        r.truncate(keep);  // the ring's rows of the window were overwritten by later positions
+        const std::vector<uint8_t> st = r.save();
+        const Layout L = layout_of(st);
+        CHECK(L.n_tokens == keep);
+        CHECK(L.n_evaluated == 0);
+        CHECK(rd32(st, L.logits_flag) == 0);
+        CHECK(L.kv == L.checksum);  // no rows
+        // a session that keeps every position takes it (it would refuse the ring's last rows)
+        Session full(model, {.n_ctx = 64, .n_batch = 64, .n_threads = 1, .kv_type = KvCacheType::F32});
+        full.load(st);
+        full.eval(std::span<const TokenId>(ids).subspan(keep), true);
+        CHECK_MESSAGE(max_abs_diff(full.all_logits(), std::span<const float>(ref).subspan(keep * nv)) < 1e-4,
+                      "keep " << keep);
+        Session ring(model, {.n_ctx = 64, .n_batch = 4, .n_threads = 1, .kv_type = KvCacheType::F32});
+        ring.load(st);
+        CHECK(continue_greedy(ring, 5) == continue_greedy(r, 5));
+    }
+    // a rewind that kept its window stores its rows as before
+    Session k(model, {.n_ctx = 64, .n_batch = 4, .n_threads = 1, .kv_type = KvCacheType::F32});
+    k.eval(ids);
+    k.truncate(38);
+    CHECK(layout_of(k.save()).n_evaluated == 38);
+
+    // the case reported: Gemma-3 270M, rings of 576 cells, 700 tokens, truncated to 100
+    const fs::path g = gemma3_270m();
+    EMBER_REQUIRE_RESOURCE(g, ember_test::kFetchModels);
+    auto gm = Model::load(g.string());
+    Session a(gm, {.n_ctx = 1024, .n_batch = 64, .n_threads = 2});
+    a.eval(some_ids(700, 7, 5, 5000));
+    a.truncate(100);
+    const std::vector<uint8_t> st = a.save();
+    CHECK(layout_of(st).n_evaluated == 0);
+    Session b(gm, {.n_ctx = 1024, .n_batch = 512, .n_threads = 2});
+    b.load(st);
+    CHECK(to_vec(b.tokens()) == to_vec(a.tokens()));
+}
+
+TEST_CASE("session state: load refuses what is not a regular file, and another file after its first bytes") {
+    auto model = Model::load(write_tiny_llama("state-special.gguf"));
+    Session s(model, {.n_ctx = 64, .n_batch = 8, .n_threads = 1, .kv_type = KvCacheType::F32});
+    s.eval(some_ids(6, 3, 1));
+    const fs::path dir = test_dir() / "special-load";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+
+    // a FIFO: refused at once, not waiting for a writer (if it waits, a writer is opened to end the test)
+    const fs::path fifo = dir / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    auto done = std::async(std::launch::async, [&] {
+        try {
+            s.load(fifo.string());
+        } catch (const Error& e) {
+            return std::string(error_code_name(e.code())) + ": " + e.what();
+        }
+        return std::string("loaded");
+    });
+    if (done.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+        const int w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+        if (w >= 0) ::close(w);
+        FAIL("Session::load waited on a FIFO");
+    }
+    const std::string e = done.get();
+    CHECK_MESSAGE(contains(e, "is not a regular file"), e);
+    CHECK(contains(e, error_code_name(ErrorCode::Io)));
+    CHECK(contains(error_of([&] { s.load(dir.string()); }, ErrorCode::Io), "is not a regular file"));
+
+    // a large file that is not a state (a model given by mistake): refused after its magic, nothing allocated
+    const fs::path big = dir / "big.gguf";
+    {
+        const int fd = ::open(big.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        REQUIRE(fd >= 0);
+        REQUIRE(::write(fd, "GGUF\3\0\0\0", 8) == 8);
+        REQUIRE(::ftruncate(fd, off_t{64} << 30) == 0);  // 64 GiB, sparse
+        ::close(fd);
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(contains(error_of([&] { s.load(big.string()); }, ErrorCode::InvalidFile), "not an ember session state"));
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+    // a file of a few bytes, of the magic alone
+    std::ofstream(dir / "short") << "EMB";
+    CHECK(contains(error_of([&] { s.load((dir / "short").string()); }, ErrorCode::InvalidFile), "truncated at byte 3"));
+    std::ofstream(dir / "magic") << "EMBRSTAT";
+    CHECK(contains(error_of([&] { s.load((dir / "magic").string()); }, ErrorCode::InvalidFile), "truncated at byte 8"));
+    fs::remove_all(dir);
+}
+
+TEST_CASE("session state: save keeps links, special files and modes") {
+    auto model = Model::load(write_tiny_llama("state-targets.gguf"));
+    Session s(model, {.n_ctx = 64, .n_batch = 8, .n_threads = 1, .kv_type = KvCacheType::F32});
+    s.eval(some_ids(6, 3, 1));
+    const std::vector<uint8_t> want = s.save();
+    const fs::path dir = test_dir() / "targets";
+    fs::remove_all(dir);
+    fs::create_directories(dir / "real");
+    auto names = [&] {
+        std::vector<std::string> out;
+        for (const auto& e : fs::recursive_directory_iterator(dir)) out.push_back(e.path().lexically_relative(dir));
+        std::sort(out.begin(), out.end());
+        return out;
+    };
+
+    // a FIFO (directly, or through a link) and a folder are refused and left as they are, nothing beside them
+    const fs::path fifo = dir / "fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    std::string e = error_of([&] { s.save(fifo.string()); }, ErrorCode::Io);
+    CHECK(contains(e, "is not a regular file; not replaced"));
+    CHECK(fs::is_fifo(fifo));
+    fs::create_symlink("fifo", dir / "to-fifo");
+    e = error_of([&] { s.save((dir / "to-fifo").string()); }, ErrorCode::Io);
+    CHECK(contains(e, "is not a regular file; not replaced"));
+    CHECK(fs::is_symlink(dir / "to-fifo"));
+    CHECK(fs::is_fifo(fifo));
+    CHECK(contains(error_of([&] { s.save((dir / "real").string()); }, ErrorCode::Io), "is not a regular file"));
+    CHECK(fs::is_directory(dir / "real"));
+    CHECK(names() == std::vector<std::string>{"fifo", "real", "to-fifo"});
+
+    // a link to a file stays a link, and its target gets the state; a link to nothing is refused
+    {
+        std::ofstream(dir / "real" / "s.state") << "old";
+    }
+    fs::create_symlink("real/s.state", dir / "link.state");
+    s.save((dir / "link.state").string());
+    CHECK(fs::is_symlink(dir / "link.state"));
+    CHECK(fs::read_symlink(dir / "link.state") == "real/s.state");
+    CHECK(read_bytes(dir / "real" / "s.state") == want);
+    Session t(model, {.n_ctx = 64, .n_batch = 8, .n_threads = 1, .kv_type = KvCacheType::F32});
+    t.load((dir / "link.state").string());
+    CHECK(bit_equal(t.logits(), s.logits()));
+    fs::create_symlink("real/none.state", dir / "dangling.state");
+    CHECK(contains(error_of([&] { s.save((dir / "dangling.state").string()); }, ErrorCode::Io), "not replaced"));
+    CHECK(fs::is_symlink(dir / "dangling.state"));
+
+    // a file keeps its mode; a new one gets 0666 less the umask
+    const fs::path priv = dir / "private.state";
+    {
+        std::ofstream(priv) << "old";
+    }
+    REQUIRE(::chmod(priv.c_str(), 0600) == 0);
+    s.save(priv.string());
+    struct stat st {};
+    REQUIRE(::stat(priv.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    CHECK(read_bytes(priv) == want);
+    REQUIRE(::chmod(priv.c_str(), 0640) == 0);
+    s.save(priv.string());
+    REQUIRE(::stat(priv.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0640);
+    const mode_t mask = ::umask(022);
+    ::umask(mask);
+    s.save((dir / "new.state").string());
+    REQUIRE(::stat((dir / "new.state").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == (0666 & ~mask));
+    CHECK(names() == std::vector<std::string>{"dangling.state", "fifo", "link.state", "new.state", "private.state",
+                                              "real", "real/s.state", "to-fifo"});
+    fs::remove_all(dir);
 }
