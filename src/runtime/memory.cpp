@@ -32,6 +32,8 @@ constexpr uint64_t kMiB = uint64_t{1} << 20;
 double mib(uint64_t b) { return static_cast<double>(b) / static_cast<double>(kMiB); }
 
 std::string format_mib(uint64_t b) {
+    if (b < 1024) return fmt::format("{} bytes", b);
+    if (b < kMiB) return fmt::format("{:.1f} KiB", static_cast<double>(b) / 1024.0);
     return b < 10 * kMiB ? fmt::format("{:.1f} MiB", mib(b)) : fmt::format("{:.0f} MiB", mib(b));
 }
 
@@ -187,6 +189,16 @@ std::string available_text(uint64_t avail) {
                        format_mib(avail));
 }
 
+// What a session may take of the memory the process can get: all but a tenth of it
+// (at least 64 MiB), left to the rest of the process and the system -- a session that
+// took the last page would be the OOM killer's first candidate all the same.
+uint64_t usable_memory() {
+    const uint64_t avail = available_memory();
+    if (avail == UINT64_MAX) return avail;
+    const uint64_t keep = std::max<uint64_t>(avail / 10, 64 * kMiB);
+    return avail > keep ? avail - keep : 0;
+}
+
 [[noreturn]] void refuse_session(const MemoryEstimate& e, uint64_t limit, bool budget, const char* who,
                                  const std::string& advice) {
     const uint64_t need = budget ? e.model_host() + e.session_host() : e.session_host();
@@ -195,29 +207,41 @@ std::string available_text(uint64_t avail) {
                              format_mib(e.kv_cache), e.n_ctx, format_mib(e.activations))
                : fmt::format("KV cache {} for n_ctx {} + buffers {}", format_mib(e.kv_cache), e.n_ctx,
                              format_mib(e.activations));
+    // two sizes that round to the same text are told apart to the byte
+    const bool close = format_mib(need) == format_mib(limit);
+    const std::string need_text = close ? fmt::format("{} bytes", need) : format_mib(need);
+    const std::string limit_text = close ? fmt::format("{} bytes", limit) : format_mib(limit);
     throw Error(ErrorCode::OutOfMemory,
-                fmt::format("{}: needs {} ({}) but {}; {}", who, format_mib(need), parts,
-                            budget ? fmt::format("the memory budget is {}", format_mib(limit)) : available_text(limit),
+                fmt::format("{}: needs {} ({}) but {}; {}", who, need_text, parts,
+                            budget ? fmt::format("the memory budget is {}", limit_text)
+                                   : (limit == UINT64_MAX ? available_text(limit)
+                                                          : fmt::format("the memory a session may take is {} (nine "
+                                                                        "tenths of MemAvailable + SwapFree, "
+                                                                        "within the cgroup's limit)",
+                                                                        limit_text)),
                             advice));
 }
 
 }  // namespace
 
 void check_session(const MemoryEstimate& e, uint64_t budget, const char* who) {
-    if (budget > 0) {
-        if (e.model_host() + e.session_host() <= budget) return;
+    if (budget > 0 && e.model_host() + e.session_host() > budget)
         refuse_session(e, budget, true, who,
                        "use a smaller n_ctx (-c), a quantized KV cache (--kv-type q8_0 or q4_0), or raise the budget");
-    }
-    if (e.session_host() <= available_memory()) return;
-    refuse_session(e, available_memory(), false, who,
+    // within a budget or without one: never more than the process can get (a budget
+    // larger than the machine must not switch the OOM protection off)
+    if (e.session_host() <= usable_memory()) return;
+    refuse_session(e, usable_memory(), false, who,
                    "use a smaller n_ctx (-c), a quantized KV cache (--kv-type q8_0 or q4_0), or free memory");
 }
 
-void check_session(const MemoryEstimate& e, uint64_t budget, const char* who, const Hparams& hp,
-                   const OffloadPlan& plan, const SessionShape& s) {
-    const bool with_budget = budget > 0;
-    const uint64_t avail = with_budget ? 0 : available_memory();
+namespace {
+
+// check_session's test against one limit: the budget (with_budget), or the memory the
+// process can get; a refusal names the n_ctx and KV types that would fit
+void check_limit(const MemoryEstimate& e, bool with_budget, uint64_t budget, const char* who, const Hparams& hp,
+                 const OffloadPlan& plan, const SessionShape& s) {
+    const uint64_t avail = with_budget ? 0 : usable_memory();
     // what is compared with the limit: with a budget, the model and the session; without,
     // the session (the model is loaded and resident already)
     const uint64_t fixed = with_budget ? e.model_host() : 0;
@@ -268,6 +292,16 @@ void check_session(const MemoryEstimate& e, uint64_t budget, const char* who, co
     advice += advice.empty() ? "" : "; ";
     advice += with_budget ? "or raise the budget" : "or free memory";
     refuse_session(e, limit, with_budget, who, advice);
+}
+
+}  // namespace
+
+void check_session(const MemoryEstimate& e, uint64_t budget, const char* who, const Hparams& hp,
+                   const OffloadPlan& plan, const SessionShape& s) {
+    if (budget > 0) check_limit(e, true, budget, who, hp, plan, s);
+    // within a budget or without one: never more than the process can get (a budget
+    // larger than the machine must not switch the OOM protection off)
+    check_limit(e, false, 0, who, hp, plan, s);
 }
 
 }  // namespace mem

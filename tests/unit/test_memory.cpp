@@ -350,9 +350,19 @@ TEST_CASE("memory: the refusal names the largest n_ctx and the KV types that fit
     ErrorCode code = ErrorCode::Internal;
     const std::string avail = error_of([&] { mem::check_session(huge, 0, "Session"); }, &code);
     CHECK(code == ErrorCode::OutOfMemory);
-    CHECK(avail.find("the memory available to the process") != std::string::npos);
+    CHECK(avail.find("the memory a session may take") != std::string::npos);
     CHECK(avail.find("MemAvailable") != std::string::npos);
     CHECK_NOTHROW(mem::check_session(e, 0, "Session"));
+    // a budget larger than the machine does not switch the check off (both overloads)
+    code = ErrorCode::Internal;
+    const std::string over = error_of([&] { mem::check_session(huge, uint64_t{1} << 62, "Session"); }, &code);
+    CHECK(code == ErrorCode::OutOfMemory);
+    CHECK(over.find("the memory a session may take") != std::string::npos);
+    code = ErrorCode::Internal;
+    const std::string over2 =
+        error_of([&] { mem::check_session(huge, uint64_t{1} << 62, "Session", m.hp, m.offload, shape); }, &code);
+    CHECK(code == ErrorCode::OutOfMemory);
+    CHECK(over2.find("the memory a session may take") != std::string::npos);
 }
 
 TEST_CASE("memory: Model::load under a budget is refused before the weights are read, copied or expanded") {
