@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <fstream>
 #include <iterator>
@@ -19,7 +20,9 @@
 #include <string_view>
 #include <vector>
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common_args.hpp"
@@ -200,6 +203,10 @@ public:
     }
 
     void load(const std::string& path) {
+        struct stat st {};
+        if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))  // a FIFO would block the open
+            throw ember::Error(ember::ErrorCode::InvalidArgument,
+                               fmt::format("--load '{}' is not a regular file", path));
         std::ifstream in(path, std::ios::binary);
         if (!in) throw ember::Error(ember::ErrorCode::NotFound, fmt::format("--load '{}': cannot open it", path));
         const std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -260,6 +267,15 @@ public:
             throw ember::Error(ember::ErrorCode::InvalidFile,
                                fmt::format("--load '{}': {} bytes after the session state", path,
                                            data.size() - at - state_size));
+        // the messages must render (valid roles, a conversation the template accepts)
+        // before the session is touched: a conversation that cannot go on is refused now
+        try {
+            std::string warning;
+            (void)model_->tokenize_chat(messages, /*add_generation_prompt=*/true, parse_special_, &warning);
+        } catch (const ember::Error& e) {
+            throw ember::Error(ember::ErrorCode::InvalidFile,
+                               fmt::format("--load '{}': the saved conversation cannot be rendered: {}", path, e.what()));
+        }
         session_.load(std::span(reinterpret_cast<const uint8_t*>(data.data()) + at, state_size));
         history_ = std::move(messages);
         first_ = first;
@@ -322,20 +338,44 @@ private:
         for (unsigned char c : bytes) h = (h ^ c) * 0x100000001b3ull;
         return h;
     }
+    // Written to a new temporary beside `path` (O_EXCL: never through a file planted at
+    // its name), synced, renamed over `path` and the folder synced: a crash leaves the
+    // old conversation or the new one. An existing `path` keeps its mode; one that is
+    // not a regular file (a device, a FIFO) is not replaced.
     static void write_atomically(const std::string& path, const std::string& bytes) {
+        auto fail = [&](const std::string& what, int err) {
+            throw ember::Error(ember::ErrorCode::Io, fmt::format("--save '{}': {}: {}", path, what, std::strerror(err)));
+        };
+        struct stat st {};
+        mode_t mode = 0644;
+        if (::stat(path.c_str(), &st) == 0) {
+            if (!S_ISREG(st.st_mode))
+                throw ember::Error(ember::ErrorCode::Io,
+                                   fmt::format("--save '{}' is not a regular file; it was not replaced", path));
+            mode = st.st_mode & 07777;
+        }
         const std::string tmp = fmt::format("{}.tmp.{}", path, static_cast<long>(getpid()));
-        std::FILE* f = std::fopen(tmp.c_str(), "wb");
-        if (f == nullptr)
-            throw ember::Error(ember::ErrorCode::Io,
-                               fmt::format("--save '{}': cannot create '{}': {}", path, tmp, std::strerror(errno)));
-        const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
-                        fsync(fileno(f)) == 0;
-        const int err = errno;
-        const bool closed = std::fclose(f) == 0;
-        if (!ok || !closed || std::rename(tmp.c_str(), path.c_str()) != 0) {
-            const int e = ok && closed ? errno : err;
-            std::remove(tmp.c_str());
-            throw ember::Error(ember::ErrorCode::Io, fmt::format("--save '{}': {}", path, std::strerror(e)));
+        const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+        if (fd < 0) fail(fmt::format("cannot create '{}'", tmp), errno);
+        size_t done = 0;
+        int err = 0;
+        while (done < bytes.size() && err == 0) {
+            const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+            if (n < 0 && errno != EINTR) err = errno;
+            if (n > 0) done += static_cast<size_t>(n);
+        }
+        if (err == 0 && ::fchmod(fd, mode) != 0) err = errno;  // the umask does not narrow a kept mode
+        if (err == 0 && ::fsync(fd) != 0) err = errno;
+        if (::close(fd) != 0 && err == 0) err = errno;
+        if (err == 0 && std::rename(tmp.c_str(), path.c_str()) != 0) err = errno;
+        if (err != 0) {
+            ::unlink(tmp.c_str());
+            fail("cannot write it", err);
+        }
+        const std::string dir = std::filesystem::path(path).parent_path().string();
+        if (const int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+            (void)::fsync(dfd);  // the rename itself survives a power cut
+            ::close(dfd);
         }
     }
 

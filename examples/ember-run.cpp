@@ -56,9 +56,10 @@ std::string help() {
            "  --echo                    print the prompt before the generated text\n"
            "  --prompt-cache FILE       reuse the session state saved in FILE (the longest prefix of\n"
            "                            the prompt it holds is not evaluated again), then save the\n"
-           "                            state after the prompt into FILE (llama.cpp's flag); a FILE\n"
-           "                            that cannot be used (another model, -c, --kv-type; corrupt)\n"
-           "                            is said on stderr and replaced\n" +
+           "                            state after the prompt into FILE (llama.cpp's flag); a saved\n"
+           "                            state that cannot be used (another model, -c, --kv-type;\n"
+           "                            damaged) is said on stderr and replaced; a FILE that is not\n"
+           "                            a session state is an error, and left as it is\n" +
            ember_tools::common_help(RunOptions{}.common, /*with_run_flags=*/true) +
            "other:\n"
            "  -h, --help                print this help\n"
@@ -128,6 +129,22 @@ std::vector<ember::TokenId> prompt_from_cache(ember::Session& session, const std
     size_t reused = 0;
     std::error_code ec;
     if (std::filesystem::exists(path, ec)) {
+        // a file that is not a session state (a model, a text given by mistake) is never
+        // read whole, let alone replaced
+        if (!std::filesystem::is_regular_file(path, ec))
+            throw UsageError(fmt::format("--prompt-cache '{}' is not a regular file; give the path of a state file "
+                                         "(or of one to create)",
+                                         path));
+        char magic[8] = {};
+        std::FILE* f = std::fopen(path.c_str(), "rb");
+        const size_t got = f != nullptr ? std::fread(magic, 1, sizeof magic, f) : 0;
+        if (f != nullptr) std::fclose(f);
+        if (f == nullptr)
+            throw UsageError(fmt::format("--prompt-cache '{}': cannot read it: {}", path, std::strerror(errno)));
+        if (got > 0 && (got < sizeof magic || std::memcmp(magic, "EMBRSTAT", sizeof magic) != 0))
+            throw UsageError(fmt::format("--prompt-cache '{}' is not an ember session state (it does not start "
+                                         "with EMBRSTAT); it was left as it is: give another path",
+                                         path));
         try {
             session.load(path);
             const auto cached = session.tokens();
@@ -140,7 +157,7 @@ std::vector<ember::TokenId> prompt_from_cache(ember::Session& session, const std
             session.truncate(reused);
         } catch (const ember::Error& e) {
             if (e.code() == ember::ErrorCode::Cancelled) throw;
-            fmt::print(stderr, "ember-run: prompt cache '{}' not used: {}\n", path, e.what());
+            fmt::print(stderr, "ember-run: prompt cache '{}' not used (it will be replaced): {}\n", path, e.what());
             session.reset();
             reused = 0;
         }
@@ -151,10 +168,14 @@ std::vector<ember::TokenId> prompt_from_cache(ember::Session& session, const std
     const double eval_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count();
     const auto t2 = std::chrono::steady_clock::now();
     std::string saved = "saved";
-    try {
-        session.save(path);
-    } catch (const ember::Error& e) {
-        saved = fmt::format("not saved: {}", e.what());  // generation still goes on
+    if (reused == tokens.size()) {
+        saved = "unchanged, not saved again";  // the file holds this state already (no flash write)
+    } else {
+        try {
+            session.save(path);
+        } catch (const ember::Error& e) {
+            saved = fmt::format("not saved: {}", e.what());  // generation still goes on
+        }
     }
     const double save_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t2).count();
     fmt::print(stderr,

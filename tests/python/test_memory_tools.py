@@ -49,15 +49,29 @@ def test_run_prompt_cache_reuses_the_prompt(tmp_path):
 def test_run_prompt_cache_that_cannot_be_used_is_replaced(tmp_path):
     m = model_path(SMOL)
     cache = tmp_path / "prompt.cache"
+    cmd = [tool("ember-run"), "-m", m, *FAST, "-c", "256", "-n", "4", "--prompt-cache", cache, "-p", "Hello"]
+    # a file that is not a session state (here: a text; it could be the model) is left alone
     cache.write_bytes(b"this is not a state file at all" * 10)
-    r = run([tool("ember-run"), "-m", m, *FAST, "-c", "256", "-n", "4", "--prompt-cache", cache, "-p", "Hello"])
-    assert r.returncode == 0, r.stderr.decode()
-    assert "not used" in r.stderr.decode()
-    assert cache.read_bytes()[:8] != b"this is "  # replaced by a valid state
-    # a cache saved with another KV type: said, and replaced
+    r = run(cmd)
+    assert r.returncode == 1 and "is not an ember session state" in r.stderr.decode(), r.stderr.decode()
+    assert cache.read_bytes() == b"this is not a state file at all" * 10
+    r = run([tool("ember-run"), "-m", m, "-p", "Hi", "-n", "1", "--prompt-cache", m])
+    assert r.returncode == 1 and m.read_bytes()[:4] == b"GGUF"
+    # a damaged state: said, and replaced by a good one
+    cache.write_bytes(b"EMBRSTAT" + b"\0" * 100)
+    r = run(cmd)
+    assert r.returncode == 0 and "not used" in r.stderr.decode(), r.stderr.decode()
+    assert len(cache.read_bytes()) > 1000
+    # a state saved with another KV type: said, and replaced
     r = run([tool("ember-run"), "-m", m, *FAST, "-c", "256", "-n", "4", "--kv-type", "q8_0", "--prompt-cache", cache,
              "-p", "Hello"])
     assert r.returncode == 0 and "not used" in r.stderr.decode(), r.stderr.decode()
+    r = run(cmd[:-2] + ["-p", "Hello"])
+    assert r.returncode == 0 and "not used" in r.stderr.decode()  # and back: f16 again
+    d = tmp_path / "adir"
+    d.mkdir()
+    r = run([tool("ember-run"), "-m", m, "-p", "Hi", "-n", "1", "--prompt-cache", d])
+    assert r.returncode == 1 and "not a regular file" in r.stderr.decode()
 
 
 def test_chat_save_and_load_across_restarts(tmp_path):
