@@ -814,6 +814,8 @@ from next(), whose `result` (and this `result`) holds what was generated
                     }
                     return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
                 }
+                if (!py::isinstance<py::str>(path) && !py::hasattr(path, "__fspath__"))
+                    throw py::type_error("Session.save: path must be a str or os.PathLike (or None for bytes)");
                 const std::string p = path.cast<std::filesystem::path>().string();
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(box.mu);
@@ -828,16 +830,21 @@ from next(), whose `result` (and this `result`) holds what was generated
             "load",
             [](SessionBox& box, py::handle source) {
                 close_active(box);
-                if (py::isinstance<py::bytes>(source) || py::isinstance<py::bytearray>(source) ||
-                    py::isinstance<py::memoryview>(source)) {
-                    const py::buffer_info info = py::buffer(py::reinterpret_borrow<py::object>(source)).request();
-                    const auto* data = static_cast<const uint8_t*>(info.ptr);
-                    const auto n = static_cast<size_t>(info.size * info.itemsize);
+                if (PyObject_CheckBuffer(source.ptr()) != 0) {
+                    // bytes, bytearray, memoryview, array...: copied into one contiguous bytes
+                    // object first, so a strided or reversed view is read as the bytes it shows
+                    PyObject* raw = PyBytes_FromObject(source.ptr());
+                    if (raw == nullptr) throw py::error_already_set();
+                    const py::bytes data = py::reinterpret_steal<py::bytes>(raw);
+                    const std::string_view view(PyBytes_AS_STRING(data.ptr()),
+                                                static_cast<size_t>(PyBytes_GET_SIZE(data.ptr())));
                     py::gil_scoped_release release;
                     std::lock_guard<std::mutex> lock(box.mu);
-                    box.session.load(std::span<const uint8_t>(data, n));
+                    box.session.load(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(view.data()), view.size()));
                     return;
                 }
+                if (!py::isinstance<py::str>(source) && !py::hasattr(source, "__fspath__"))
+                    throw py::type_error("Session.load: source must be a path (str or os.PathLike) or bytes");
                 const std::string p = source.cast<std::filesystem::path>().string();
                 py::gil_scoped_release release;
                 std::lock_guard<std::mutex> lock(box.mu);

@@ -194,3 +194,25 @@ def test_save_is_atomic(smol, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "state.bin"]
     with pytest.raises((ember.IoError, ember.NotFoundError)):
         s.save(tmp_path / "no" / "such" / "dir" / "state.bin")
+
+
+def test_load_takes_any_bytes_like_and_refuses_other_types(smol):
+    a = ember.Session(smol, n_ctx=128)
+    a.eval(smol.tokenize("Jam"))
+    state = a.save()
+    b = ember.Session(smol, n_ctx=128)
+    b.load(memoryview(state))
+    b.load(bytearray(state))
+    assert b.tokens == a.tokens
+    # a strided or reversed view is read as the bytes it shows, never past its buffer
+    doubled = bytes(x for byte in state for x in (byte, 0))
+    b.reset()
+    b.load(memoryview(doubled)[::2])
+    assert b.tokens == a.tokens
+    with pytest.raises(ember.InvalidFileError):
+        b.load(memoryview(state)[::-1])
+    for bad in (5, None, 1.5):
+        with pytest.raises(TypeError):
+            b.load(bad)
+    with pytest.raises(TypeError):
+        b.save(5)
