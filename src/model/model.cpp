@@ -16,6 +16,7 @@
 #include "ember/error.hpp"
 #include "ember/quant.hpp"
 #include "model/memory_parts.hpp"
+#include "common/sysmem.hpp"
 #include "model/model_impl.hpp"
 #include "model/tensors.hpp"
 #include "quant/repack.hpp"
@@ -30,15 +31,6 @@ namespace {
 // tests/python/test_memory_estimate.py compares the estimate with the peak RSS
 // ember-memcheck measures. Calibrated on x86-64, glibc 2.36, libstdc++ 12.
 
-constexpr uint64_t kMiB = uint64_t{1} << 20;
-
-double mib(uint64_t b) { return static_cast<double>(b) / static_cast<double>(kMiB); }
-
-std::string format_mib(uint64_t b) {
-    if (b < 1024) return fmt::format("{} bytes", b);
-    if (b < kMiB) return fmt::format("{:.1f} KiB", static_cast<double>(b) / 1024.0);
-    return b < 10 * kMiB ? fmt::format("{:.1f} MiB", mib(b)) : fmt::format("{:.0f} MiB", mib(b));
-}
 
 uint64_t page_size() {
     static const uint64_t page = [] {
@@ -120,23 +112,6 @@ std::vector<const WeightView*> repack_candidates(const Weights& w, const Offload
 
 uint64_t packed_size(const WeightView& v) { return (packed_bytes(v.type, v.n_out, v.n_in) + 63) / 64 * 64; }
 
-// MemAvailable of /proc/meminfo: repack_weights' test of whether the packed
-// copy fits (it falls back to the mapping when it does not), or UINT64_MAX.
-uint64_t meminfo_kib(const char* key) {
-    std::FILE* f = std::fopen("/proc/meminfo", "r");
-    if (f == nullptr) return UINT64_MAX;
-    char line[256];
-    uint64_t kib = UINT64_MAX;
-    const size_t klen = std::strlen(key);
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-        if (std::strncmp(line, key, klen) != 0 || line[klen] != ':') continue;
-        unsigned long long v = 0;
-        if (std::sscanf(line + klen + 1, "%llu", &v) == 1) kib = v;
-        break;
-    }
-    std::fclose(f);
-    return kib;
-}
 
 // What Model::load would repack with these options: EMBER_REPACK as
 // repack_weights reads it, the kernels' types, and its fallback when the

@@ -20,6 +20,7 @@
 #include <limits>
 #include <string>
 
+#include "common/sysmem.hpp"
 #include "ember/error.hpp"
 #include "model/tensors.hpp"
 #include "runtime/memory_impl.hpp"
@@ -27,15 +28,6 @@
 namespace ember {
 namespace {
 
-constexpr uint64_t kMiB = uint64_t{1} << 20;
-
-double mib(uint64_t b) { return static_cast<double>(b) / static_cast<double>(kMiB); }
-
-std::string format_mib(uint64_t b) {
-    if (b < 1024) return fmt::format("{} bytes", b);
-    if (b < kMiB) return fmt::format("{:.1f} KiB", static_cast<double>(b) / 1024.0);
-    return b < 10 * kMiB ? fmt::format("{:.1f} MiB", mib(b)) : fmt::format("{:.0f} MiB", mib(b));
-}
 
 // ---- calibration -----------------------------------------------------------
 // Measured with ember-memcheck (x86-64, glibc 2.36, libstdc++ 12), see
@@ -361,22 +353,6 @@ MemoryEstimate estimate_memory(const std::string& path, const ModelParams& model
 
 namespace {
 
-// A line "Key: N kB" of /proc/meminfo, in KiB; UINT64_MAX when absent.
-uint64_t meminfo_kib(const char* key) {
-    std::FILE* f = std::fopen("/proc/meminfo", "r");
-    if (f == nullptr) return UINT64_MAX;
-    char line[256];
-    uint64_t kib = UINT64_MAX;
-    const size_t klen = std::strlen(key);
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-        if (std::strncmp(line, key, klen) != 0 || line[klen] != ':') continue;
-        unsigned long long v = 0;
-        if (std::sscanf(line + klen + 1, "%llu", &v) == 1) kib = v;
-        break;
-    }
-    std::fclose(f);
-    return kib;
-}
 
 std::string read_first_line(const std::string& path) {
     std::ifstream in(path);
