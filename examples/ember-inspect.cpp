@@ -556,10 +556,16 @@ int print_memory(const std::string& path, const std::vector<std::string>& flags,
     }
     if (fits) return 0;
     ember_tools::flush_out();
-    fmt::print(stderr, "ember-inspect: error: {} needs {:.1f} MiB, more than the budget of {:.1f} MiB; use a smaller "
-                       "-c, a quantized KV cache (--kv-type q8_0 or q4_0) or fewer GPU layers\n",
-               path, static_cast<double>(e.host_total()) / 1048576.0,
-               static_cast<double>(so.memory_budget) / 1048576.0);
+    const double need = static_cast<double>(e.host_total()) / 1048576.0,
+                 budget = static_cast<double>(so.memory_budget) / 1048576.0;
+    if (e.model_host() > so.memory_budget)
+        fmt::print(stderr, "ember-inspect: error: {} needs {:.1f} MiB, more than the budget of {:.1f} MiB; the "
+                           "model alone needs {:.1f} MiB: raise the budget or use a smaller model\n",
+                   path, need, budget, static_cast<double>(e.model_host()) / 1048576.0);
+    else
+        fmt::print(stderr, "ember-inspect: error: {} needs {:.1f} MiB, more than the budget of {:.1f} MiB; use a "
+                           "smaller -c or a quantized KV cache (--kv-type q8_0 or q4_0){}\n",
+                   path, need, budget, mp.n_gpu_layers > 0 ? ", or more GPU layers" : "");
     return 1;
 }
 

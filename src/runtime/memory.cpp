@@ -460,9 +460,10 @@ uint64_t parse_memory_size(std::string_view text) {
     if (s.front() == '+') s.remove_prefix(1);
     size_t i = 0;
     uint64_t whole = 0;
-    bool digits = false, overflow = false;
+    bool digits = false, overflow = false, nonzero = false;
     for (; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); ++i) {
         digits = true;
+        nonzero = nonzero || s[i] != '0';
         overflow = overflow || __builtin_mul_overflow(whole, uint64_t{10}, &whole) ||
                    __builtin_add_overflow(whole, static_cast<uint64_t>(s[i] - '0'), &whole);
     }
@@ -472,6 +473,7 @@ uint64_t parse_memory_size(std::string_view text) {
         ++i;
         for (; i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])); ++i) {
             digits = true;
+            nonzero = nonzero || s[i] != '0';
             if (frac_scale < 1000000) {
                 frac = frac * 10 + static_cast<uint64_t>(s[i] - '0');
                 frac_scale *= 10;
@@ -504,6 +506,8 @@ uint64_t parse_memory_size(std::string_view text) {
         const uint64_t part = frac * mult / frac_scale;
         if (__builtin_add_overflow(bytes, part, &bytes)) return bad("it is too large");
     }
+    // 0 means "no budget": a size that was meant as something must not round to it
+    if (bytes == 0 && nonzero) return bad("it rounds to 0 bytes (0 means no budget)");
     return bytes;
 }
 

@@ -130,7 +130,7 @@ TEST_CASE("memory: parse_memory_size reads bytes and K/M/G/T sizes and refuses a
                          Bad{"5 M B", "not a unit"}, Bad{"M", "does not start with a number"},
                          Bad{".G", "does not start with a number"}, Bad{"18446744073709551616", "too large"},
                          Bad{"99999999999999999999999", "too large"}, Bad{"16777216T", "too large"},
-                         Bad{"1.5", "whole number"}}) {
+                         Bad{"1.5", "whole number"}, Bad{"0.0000001G", "rounds to 0 bytes"}}) {
         CAPTURE(b.text);
         ErrorCode code = ErrorCode::Internal;
         const std::string msg = error_of([&] { parse_memory_size(b.text); }, &code);
