@@ -365,6 +365,12 @@ TEST_CASE("memory: the refusal names the largest n_ctx and the KV types that fit
     CHECK(over2.find("the memory a session may take") != std::string::npos);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr uint64_t kFreedSlack = 4 * kMiB;
+#else
+constexpr uint64_t kFreedSlack = kMiB;
+#endif
+
 TEST_CASE("memory: Model::load under a budget is refused before the weights are read, copied or expanded") {
     EMBER_REQUIRE_RESOURCE(smollm(), ember_test::kFetchModels);
     const std::string path = smollm().string();
@@ -387,7 +393,9 @@ TEST_CASE("memory: Model::load under a budget is refused before the weights are 
         CHECK(msg.find("EMBER_REPACK=0") == std::string::npos);  // it saves ~1 MiB here: not worth naming
         // the metadata is parsed (the token texts' pages and views: ~4 MiB), nothing more
         CHECK(peak <= before + 6 * kMiB);
-        CHECK(status_bytes("VmRSS") <= before + kMiB);
+        // afterwards the parse's memory is freed (AddressSanitizer keeps freed blocks in its
+        // quarantine instead: a few MiB more there)
+        CHECK(status_bytes("VmRSS") <= before + kFreedSlack);
     }
     // a budget that holds the model loads it
     auto model = Model::load(path, {}, {}, e.model_host() + 8 * kMiB);
